@@ -1,0 +1,26 @@
+//! nixipfs mirrors NixOS channel releases from a Hydra CI server and the runtime closure of each
+//! release from a Nix binary cache onto local disk, and publishes the mirror to IPFS.
+//!
+//! The library is layered from the bottom up:
+//! - encodings and hashes: [`nixbase32`], [`hash`], [`store_path`], [`signature`];
+//! - pure store formats: [`narinfo`], [`nar`], [`compression`];
+//! - I/O building blocks: [`fsutil`], [`fetch`], [`progress`];
+//! - mirroring logic: [`closure`], [`binary_cache`];
+//! - one module per subcommand under [`commands`].
+//!
+//! Nothing below [`commands`] knows about the command line.
+
+pub mod binary_cache;
+pub mod closure;
+pub mod commands;
+pub mod compression;
+pub mod fetch;
+pub mod fsutil;
+pub mod hash;
+pub mod ipfs;
+pub mod nar;
+pub mod narinfo;
+pub mod nixbase32;
+pub mod progress;
+pub mod signature;
+pub mod store_path;

@@ -1,0 +1,1 @@
+//! NAR (Nix ARchive) format.
