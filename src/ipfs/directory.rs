@@ -215,7 +215,7 @@ impl DirectoryBuilder {
 mod tests {
     use super::*;
     use crate::ipfs::dagpb::PbNode;
-    use crate::ipfs::unixfs::{AddOptions, FileHasher};
+    use crate::ipfs::unixfs::{AddOptions, DataType, FileHasher, UnixfsData};
     use std::collections::HashMap;
 
     fn file(data: &[u8], options: AddOptions) -> Added {
@@ -278,6 +278,148 @@ mod tests {
             let (root, _) = dir1(options);
             assert_eq!(root.cid.to_string(), tree, "{options:?}");
         }
+    }
+
+    #[test]
+    fn answers_of_js_ipfs_add() {
+        // `add` of dir1 through js-ipfs 0.66: CIDs in base58btc for v1, and the Size field.
+        for (options, js, size) in [
+            (
+                AddOptions::KUBO_DEFAULT,
+                "QmYCTjyRvygoxFxcvizAceYYAtnbKKJwk5z6tJpHvx4NTe",
+                183,
+            ),
+            (
+                AddOptions::V0_RAW_LEAVES,
+                "QmYwMk71acMYzHu38dpYWLUT3USz7RAaES5H5FKhMyksg4",
+                171,
+            ),
+            (
+                AddOptions::V1,
+                "zdj7Wg179cLU9Q57v9M5BfJWqX9nM5jpbRKbLA3bQyH7zY7pY",
+                173,
+            ),
+        ] {
+            let (root, _) = dir1(options);
+            assert_eq!(root.cid, Cid::parse(js).unwrap(), "{options:?}");
+            assert_eq!(root.tsize, size, "{options:?}");
+        }
+        let empty = DirectoryBuilder::new(1).build_basic().unwrap();
+        assert_eq!(
+            empty.cid,
+            Cid::parse("zdj7WbTaiJT1fgatdet9Ei9iDB5hdCxkbVyhyh8YTUnXMiwYi").unwrap()
+        );
+    }
+
+    /// `big/` of 1500 files `f0000.txt`… holding `content 0\n`…, as js-ipfs 0.66 adds it:
+    /// one node by default, and a HAMT with `shard-split-threshold=1000`.
+    fn big(options: AddOptions, sharding: Sharding) -> (Added, HashMap<Cid, Vec<u8>>) {
+        let mut blocks = HashMap::new();
+        let mut sink = |cid: &Cid, block: &[u8]| {
+            blocks.insert(*cid, block.to_vec());
+            Ok(())
+        };
+        let mut dir = DirectoryBuilder::new(options.cid_version).with_sharding(sharding);
+        for i in 0..1500 {
+            let f = file(format!("content {i}\n").as_bytes(), options);
+            dir.add(&format!("f{i:04}.txt"), f.cid, f.tsize).unwrap();
+        }
+        let root = dir.build(&mut sink).unwrap();
+        (root, blocks)
+    }
+
+    #[test]
+    fn large_directory_matches_js_ipfs_add() {
+        for (options, js, size) in [
+            (
+                AddOptions::KUBO_DEFAULT,
+                "QmdPDgB9tnSnGVYYNNiZgcWBJpgmtcJdv1c5KFhcK7scpU",
+                106_894,
+            ),
+            (
+                AddOptions::V1,
+                "zdj7Wbg7G4cvaC6gMpeoNCi7LYTPpxuwL3Jo3n7KcVTFJiC3e",
+                97_894,
+            ),
+        ] {
+            // 1500 entries of 9 + 34 or 36 bytes: far below kubo's threshold.
+            let (root, blocks) = big(options, Sharding::Kubo);
+            assert_eq!(root.cid, Cid::parse(js).unwrap(), "{options:?}");
+            assert_eq!(root.tsize, size, "{options:?}");
+            assert_eq!(
+                blocks.len(),
+                1,
+                "only the directory block reaches this sink"
+            );
+        }
+    }
+
+    #[test]
+    fn hamt_matches_js_ipfs_add() {
+        for (options, js, size) in [
+            (
+                AddOptions::KUBO_DEFAULT,
+                "QmVzAAnfiHQe3Pjphf4c41mzuimfoJ9qNfPZd7JyjSzK1s",
+                132_262,
+            ),
+            (
+                AddOptions::V1,
+                "zdj7Wch7dGqrucoeix6Q4f6r3qb7Sd9tUgyd1cS9SQu7CiaSE",
+                123_798,
+            ),
+        ] {
+            let (root, blocks) = big(options, Sharding::Always);
+            assert_eq!(root.cid, Cid::parse(js).unwrap(), "{options:?}");
+            assert_eq!(root.tsize, size, "{options:?}");
+            // The root shard: one bit per used slot, one link per bit, some to sub-shards
+            // (names of 2 characters), others to files (slot + name).
+            let node = PbNode::decode(&blocks[&root.cid]).unwrap();
+            let data = UnixfsData::decode(node.data.as_deref().unwrap()).unwrap();
+            assert_eq!(data.data_type, DataType::HamtShard);
+            assert_eq!(data.fanout, Some(256));
+            assert_eq!(data.hash_type, Some(0x22));
+            let bitfield = data.data.unwrap();
+            assert_eq!(bitfield.len(), 32);
+            let used: u32 = bitfield.iter().map(|b| b.count_ones()).sum();
+            assert_eq!(node.links.len(), used as usize);
+            assert!(node.links.iter().any(|l| l.name.len() == 2));
+            assert!(node.links.iter().any(|l| l.name.len() > 2));
+            assert_eq!(node.links[0].name[..2], *"00");
+            assert_eq!(node.links.last().unwrap().name[..2], *"FF");
+            assert!(blocks.len() > 1, "sub-shards were emitted");
+        }
+    }
+
+    #[test]
+    fn small_hamt_with_trimmed_bitfield() {
+        // `two/{hello, hello.txt}`, both "hello\n", added by js-ipfs with
+        // `cid-version=1&shard-split-threshold=1`.
+        let target = file(b"hello\n", AddOptions::V1);
+        let mut dir = DirectoryBuilder::new(1).with_sharding(Sharding::Always);
+        dir.add("hello.txt", target.cid, target.tsize).unwrap();
+        dir.add("hello", target.cid, target.tsize).unwrap();
+        let mut blocks = Vec::new();
+        let root = dir
+            .build(&mut |cid: &Cid, block: &[u8]| {
+                blocks.push((*cid, block.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            root.cid,
+            Cid::parse("zdj7WfujoXRDcSEEH5pfbVPWTxSHrSLD3ZKY744phUcbtEdYq").unwrap()
+        );
+        assert_eq!(root.tsize, 157);
+        assert_eq!(blocks.len(), 1);
+        let node = PbNode::decode(&blocks[0].1).unwrap();
+        // murmur3 of "hello" starts with 0xcb, of "hello.txt" with 0xdf.
+        let names: Vec<&str> = node.links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["CBhello", "DFhello.txt"]);
+        let data = UnixfsData::decode(node.data.as_deref().unwrap()).unwrap();
+        let mut bits = [0u8; 32];
+        bits[31 - 0xcb / 8] |= 1 << (0xcb % 8);
+        bits[31 - 0xdf / 8] |= 1 << (0xdf % 8);
+        assert_eq!(data.data.as_deref(), Some(&bits[31 - 0xdf / 8..]));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   rule for when a directory becomes HAMT-sharded; [`hamt`] builds sharded directories;
 //! - [`car`]: CARv1 writer and reader.
 //!
-//! A file and a directory holding it, written to a CAR:
+//! A file and a directory holding it, written to a CAR (the CID is what
+//! `add?wrap-with-directory=true` of `hello.txt` gives):
 //! ```
 //! use nixipfs::ipfs::{car::CarWriter, directory::DirectoryBuilder};
 //! use nixipfs::ipfs::unixfs::{AddOptions, FileHasher};
@@ -21,7 +22,7 @@
 //! dir.add("hello.txt", file.cid, file.tsize).unwrap();
 //! let root = dir.build(&mut car).unwrap();
 //! car.replace_roots(&[root.cid]).unwrap();
-//! assert_eq!(root.cid.to_string(), "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o");
+//! assert_eq!(root.cid.to_string(), "QmU5PLEGqjetW4RAmXgHpEFL7nVCL3vFnEyrCKUfRk4MSq");
 //! ```
 
 pub mod car;

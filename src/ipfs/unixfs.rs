@@ -631,6 +631,66 @@ mod tests {
     }
 
     #[test]
+    fn tsize_is_the_size_that_add_reports() {
+        // `Size` of js-ipfs 0.66 `add` for the table's inputs, in the three columns.
+        let cases: &[(usize, [u64; 3])] = &[
+            (6, [14, 6, 6]),
+            (0, [6, 0, 0]),
+            (262_144, [262_158, 262_144, 262_144]),
+            (262_145, [262_267, 262_249, 262_249]),
+            (300_000, [300_132, 300_108, 300_108]),
+            (1_048_576, [1_048_832, 1_048_784, 1_048_784]),
+        ];
+        for &(len, sizes) in cases {
+            let data = if len == 6 {
+                b"hello\n".to_vec()
+            } else {
+                vec![0; len]
+            };
+            for (options, size) in COLUMNS.iter().zip(sizes) {
+                let (file, _, _) = import(&data, *options);
+                assert_eq!(file.tsize, size, "{len} bytes, {options:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn js_ipfs_base58_answers_are_equal() {
+        // js-ipfs prints CIDv1 in base58btc; as values they are the table's base32 CIDs.
+        for (js, (len, options)) in [
+            (
+                "zb2rhcc1wJn2GHDLT2YkmPq5b69cXc2xfRZZmyufbjFUfBkxr",
+                (6, AddOptions::V1),
+            ),
+            (
+                "zb2rhmy65F3REf8SZp7De11gxtECBGgUKaLdiDj7MCGCHxbDW",
+                (0, AddOptions::V1),
+            ),
+            (
+                "zdj7Wj7gtPF8KfVP2steidk1WyyYCjK6xUFsBvF1uwVxypNhP",
+                (262_145, AddOptions::V1),
+            ),
+            (
+                "zdj7WeAtYyf9x9XHD4sbPPiG3F65nUTSTEJrf2o7uMXawgWcU",
+                (300_000, AddOptions::V1),
+            ),
+            (
+                "zdj7WiovRGGHD7WXtCLZdgB1csdT1dF8rQ5VJMomzAS24CxiB",
+                (1_048_576, AddOptions::V1),
+            ),
+        ] {
+            let data = if len == 6 {
+                b"hello\n".to_vec()
+            } else {
+                vec![0; len]
+            };
+            let (file, _, _) = import(&data, options);
+            assert_eq!(file.cid, Cid::parse(js).unwrap(), "{len} bytes");
+            assert_eq!(file.cid.to_base58btc(), js);
+        }
+    }
+
+    #[test]
     fn empty_file_block() {
         let (file, blocks, _) = import(b"", AddOptions::KUBO_DEFAULT);
         assert_eq!(blocks[&file.cid], [0x0a, 0x04, 0x08, 0x02, 0x18, 0x00]);
