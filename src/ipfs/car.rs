@@ -76,10 +76,10 @@ pub enum CarError {
     #[error("unsupported CAR version {0} (only CARv1 is supported)")]
     UnsupportedVersion(u64),
     /// A CID in the header or a section is malformed.
-    #[error("CAR {where_}: {error}")]
+    #[error("CAR {location}: {error}")]
     Cid {
         /// Where in the file.
-        where_: String,
+        location: String,
         /// What is wrong.
         error: CidError,
     },
@@ -310,7 +310,7 @@ impl<R: Read> CarReader<R> {
         }
         let mut section = read_exact(&mut self.inner, len, "section")?;
         let (cid, used) = Cid::read_bytes(&section).map_err(|error| CarError::Cid {
-            where_: format!("section {}", self.index),
+            location: format!("section {}", self.index),
             error,
         })?;
         section.drain(..used);
@@ -410,7 +410,7 @@ fn decode_header(header: &[u8]) -> Result<Vec<Cid>, CarError> {
                     match (major, bytes.split_first()) {
                         (2, Some((0x00, cid))) => {
                             list.push(Cid::from_bytes(cid).map_err(|error| CarError::Cid {
-                                where_: format!("header root {i}"),
+                                location: format!("header root {i}"),
                                 error,
                             })?)
                         }
