@@ -1,1 +1,34 @@
-//! IPFS publishing.
+//! IPFS publishing: local computation of UnixFS CIDs exactly as kubo's `ipfs add` makes them,
+//! and CAR files to hand the blocks to a node (`dag/import`).
+//!
+//! Nothing here talks to a node; everything is pure computation over readers and writers.
+//! - [`cid`]: CIDv0/CIDv1, text and binary forms, hashing blocks;
+//! - [`dagpb`]: the dag-pb block encoding, byte for byte as go-merkledag writes it;
+//! - [`unixfs`]: UnixFS `Data`, and [`unixfs::FileHasher`], a streaming file importer
+//!   (256 KiB chunks, balanced layout, 174 links per node, raw or dag-pb leaves);
+//! - [`directory`]: directory nodes with kubo's link order and cumulative sizes, and kubo's
+//!   rule for when a directory becomes HAMT-sharded; [`hamt`] builds sharded directories;
+//! - [`car`]: CARv1 writer and reader.
+//!
+//! A file and a directory holding it, written to a CAR (the CID is what
+//! `add?wrap-with-directory=true` of `hello.txt` gives):
+//! ```
+//! use nixipfs::ipfs::{car::CarWriter, directory::DirectoryBuilder};
+//! use nixipfs::ipfs::unixfs::{AddOptions, FileHasher};
+//! let mut car = CarWriter::new(std::io::Cursor::new(Vec::new()),
+//!     &[nixipfs::ipfs::car::placeholder_root(0).unwrap()]).unwrap();
+//! let file = FileHasher::new(AddOptions::KUBO_DEFAULT).add(&b"hello\n"[..], &mut car).unwrap();
+//! let mut dir = DirectoryBuilder::new(0);
+//! dir.add("hello.txt", file.cid, file.tsize).unwrap();
+//! let root = dir.build(&mut car).unwrap();
+//! car.replace_roots(&[root.cid]).unwrap();
+//! assert_eq!(root.cid.to_string(), "QmU5PLEGqjetW4RAmXgHpEFL7nVCL3vFnEyrCKUfRk4MSq");
+//! ```
+
+pub mod car;
+pub mod cid;
+pub mod dagpb;
+pub mod directory;
+pub mod hamt;
+pub mod unixfs;
+mod varint;

@@ -1,0 +1,506 @@
+//! UnixFS directories as kubo builds them with `ipfs add -r`: one dag-pb node with
+//! `Data { Type: Directory }` and a link per entry, sorted by name (byte-wise, as boxo's
+//! `sort.Stable(LinkSlice)` sorts), each link's Tsize being the whole size of the entry's DAG —
+//! or, for large directories, a HAMT-sharded directory (see [`crate::ipfs::hamt`]).
+//!
+//! When kubo shards: boxo estimates a basic directory's size as the sum over its entries of
+//! `len(name) + len(cid bytes)` (34 for a CIDv0, 36 for a sha2-256 CIDv1) and switches to a
+//! HAMT when that estimate reaches [`HAMT_SHARDING_SIZE`] (256 KiB): `estimate >= 262144` in
+//! the boxo of kubo 0.22 (`HAMTShardingSize`, `needsToSwitchToHAMTDir`). Later boxo releases
+//! switch only *above* the threshold (`>`) and can be told to estimate differently
+//! (`Import.UnixFSHAMTDirectorySizeThreshold`, `…SizeEstimation`); [`Sharding::Kubo`] follows
+//! the kubo 0.22 rule. js-ipfs 0.66 instead shards any directory of 1000 entries or more
+//! (`shardSplitThreshold`), with the same HAMT layout.
+//!
+//! ```
+//! use nixipfs::ipfs::directory::DirectoryBuilder;
+//! let empty = DirectoryBuilder::new(0).build_basic().unwrap();
+//! assert_eq!(empty.cid.to_string(), "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn");
+//! assert_eq!(empty.block, [0x0a, 0x02, 0x08, 0x01]);
+//! ```
+
+use std::collections::BTreeMap;
+use std::io;
+
+use super::cid::{Cid, CidError, DAG_PB};
+use super::dagpb::{PbLink, PbNode};
+use super::hamt::{self, HamtError};
+use super::unixfs::{Added, BlockSink, DataType, UnixfsData};
+
+/// boxo's `HAMTShardingSize`: the estimated directory size at which kubo shards.
+pub const HAMT_SHARDING_SIZE: usize = 256 * 1024;
+
+/// When to build a HAMT-sharded directory instead of a single node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sharding {
+    /// As kubo 0.22 decides: when [`DirectoryBuilder::estimated_size`] reaches
+    /// [`HAMT_SHARDING_SIZE`].
+    #[default]
+    Kubo,
+    /// Never: always one node, however large.
+    Never,
+    /// Always, even for small directories (js-ipfs does so from 1000 entries on).
+    Always,
+}
+
+/// Why a directory could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirectoryError {
+    /// A name that cannot be a directory entry.
+    #[error("invalid directory entry name {0:?} (empty, \".\", \"..\", or containing '/' or NUL)")]
+    InvalidName(String),
+    /// The same name added twice.
+    #[error("duplicate directory entry name {0:?}")]
+    DuplicateName(String),
+    /// [`DirectoryBuilder::build_basic`] on a directory that kubo would shard.
+    #[error("directory of {entries} entries has an estimated size of {estimated} bytes, at or above {HAMT_SHARDING_SIZE}: kubo would shard it")]
+    WouldShard {
+        /// Number of entries.
+        entries: usize,
+        /// [`DirectoryBuilder::estimated_size`].
+        estimated: usize,
+    },
+    /// Two names whose 64-bit HAMT hashes are equal: the trie cannot hold both.
+    #[error("HAMT hash collision between entries {0:?} and {1:?}")]
+    HashCollision(String, String),
+    /// The CID version is not 0 or 1.
+    #[error("directory CID: {0}")]
+    Cid(#[from] CidError),
+    /// The block sink failed.
+    #[error("storing a directory block: {0}")]
+    Sink(#[source] io::Error),
+}
+
+impl From<HamtError> for DirectoryError {
+    fn from(e: HamtError) -> Self {
+        match e {
+            HamtError::TooDeep(a, b) => DirectoryError::HashCollision(a, b),
+            HamtError::Io(e) => DirectoryError::Sink(e),
+            HamtError::Cid(e) => DirectoryError::Cid(e),
+        }
+    }
+}
+
+/// A directory node in block form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryBlock {
+    /// CID of the block.
+    pub cid: Cid,
+    /// The dag-pb block.
+    pub block: Vec<u8>,
+    /// Cumulative size: the block plus the Tsize of every entry.
+    pub tsize: u64,
+}
+
+/// Collects entries `(name, CID, Tsize)` and builds the directory DAG.
+#[derive(Debug, Clone)]
+pub struct DirectoryBuilder {
+    cid_version: u8,
+    sharding: Sharding,
+    entries: BTreeMap<String, Added>,
+    estimated_size: usize,
+}
+
+impl DirectoryBuilder {
+    /// An empty directory whose nodes get CIDs of `cid_version` (0 or 1; checked when built).
+    pub fn new(cid_version: u8) -> Self {
+        DirectoryBuilder {
+            cid_version,
+            sharding: Sharding::Kubo,
+            entries: BTreeMap::new(),
+            estimated_size: 0,
+        }
+    }
+
+    /// Sets the sharding policy (default [`Sharding::Kubo`]).
+    pub fn with_sharding(mut self, sharding: Sharding) -> Self {
+        self.sharding = sharding;
+        self
+    }
+
+    /// Adds an entry: the root `cid` of its DAG and that DAG's cumulative size `tsize`.
+    pub fn add(&mut self, name: &str, cid: Cid, tsize: u64) -> Result<(), DirectoryError> {
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            || name.contains('\0')
+        {
+            return Err(DirectoryError::InvalidName(name.to_owned()));
+        }
+        if self.entries.contains_key(name) {
+            return Err(DirectoryError::DuplicateName(name.to_owned()));
+        }
+        self.estimated_size += name.len() + cid.encoded_len();
+        self.entries.insert(name.to_owned(), Added { cid, tsize });
+        Ok(())
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// boxo's size estimate of the single-node form: the sum of `len(name) + len(cid bytes)`.
+    pub fn estimated_size(&self) -> usize {
+        self.estimated_size
+    }
+
+    /// Whether [`DirectoryBuilder::build`] will make a HAMT under the current policy.
+    pub fn is_sharded(&self) -> bool {
+        match self.sharding {
+            Sharding::Kubo => self.estimated_size >= HAMT_SHARDING_SIZE,
+            Sharding::Never => false,
+            Sharding::Always => true,
+        }
+    }
+
+    /// Builds the single-node (basic) form, unless the policy says the directory is sharded.
+    pub fn build_basic(&self) -> Result<DirectoryBlock, DirectoryError> {
+        if self.is_sharded() {
+            return Err(DirectoryError::WouldShard {
+                entries: self.entries.len(),
+                estimated: self.estimated_size,
+            });
+        }
+        let node = PbNode {
+            links: self
+                .entries
+                .iter()
+                .map(|(name, target)| PbLink {
+                    hash: target.cid,
+                    name: name.clone(),
+                    tsize: target.tsize,
+                })
+                .collect(),
+            data: Some(UnixfsData::new(DataType::Directory).encode()),
+        };
+        let block = node.encode();
+        let cid = Cid::sha2_256(self.cid_version, DAG_PB, &block)?;
+        let tsize = block.len() as u64 + self.entries.values().map(|e| e.tsize).sum::<u64>();
+        Ok(DirectoryBlock { cid, block, tsize })
+    }
+
+    /// Builds the directory, basic or sharded as the policy says, gives its blocks to `sink`
+    /// (the root last) and returns the root.
+    pub fn build<S: BlockSink + ?Sized>(&self, sink: &mut S) -> Result<Added, DirectoryError> {
+        if !self.is_sharded() {
+            let dir = self.build_basic()?;
+            sink.put_block(&dir.cid, &dir.block)
+                .map_err(DirectoryError::Sink)?;
+            return Ok(Added {
+                cid: dir.cid,
+                tsize: dir.tsize,
+            });
+        }
+        if self.cid_version > 1 {
+            return Err(CidError::UnsupportedVersion(u64::from(self.cid_version)).into());
+        }
+        let entries: Vec<hamt::Entry<'_>> = self
+            .entries
+            .iter()
+            .map(|(name, target)| hamt::Entry::new(name, *target))
+            .collect();
+        Ok(hamt::build_shard(&entries, 0, self.cid_version, sink)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipfs::dagpb::PbNode;
+    use crate::ipfs::unixfs::{AddOptions, DataType, FileHasher, UnixfsData};
+    use std::collections::HashMap;
+
+    fn file(data: &[u8], options: AddOptions) -> Added {
+        FileHasher::new(options)
+            .add(data, &mut |_: &Cid, _: &[u8]| Ok(()))
+            .unwrap()
+            .into()
+    }
+
+    /// `dir1/{hello.txt = "hello\n", sub/world.txt = "world\n"}`, built bottom-up.
+    fn dir1(options: AddOptions) -> (Added, Vec<(Cid, Vec<u8>)>) {
+        let mut blocks = Vec::new();
+        let mut sink = |cid: &Cid, block: &[u8]| {
+            blocks.push((*cid, block.to_vec()));
+            Ok(())
+        };
+        let mut sub = DirectoryBuilder::new(options.cid_version);
+        let world = file(b"world\n", options);
+        sub.add("world.txt", world.cid, world.tsize).unwrap();
+        let sub = sub.build(&mut sink).unwrap();
+        let mut top = DirectoryBuilder::new(options.cid_version);
+        // Added out of order on purpose: the links come out sorted.
+        top.add("sub", sub.cid, sub.tsize).unwrap();
+        let hello = file(b"hello\n", options);
+        top.add("hello.txt", hello.cid, hello.tsize).unwrap();
+        let root = top.build(&mut sink).unwrap();
+        (root, blocks)
+    }
+
+    #[test]
+    fn known_answer_directories() {
+        let columns = [
+            (
+                AddOptions::KUBO_DEFAULT,
+                "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn",
+                "QmYCTjyRvygoxFxcvizAceYYAtnbKKJwk5z6tJpHvx4NTe",
+            ),
+            (
+                AddOptions::V0_RAW_LEAVES,
+                "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn",
+                "QmYwMk71acMYzHu38dpYWLUT3USz7RAaES5H5FKhMyksg4",
+            ),
+            (
+                AddOptions::V1,
+                "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354",
+                "bafybeie5c2xqxv72fokquxqckoo3equu5ifbxw2aoprbnycswjq7bqdjyu",
+            ),
+        ];
+        for (options, empty, tree) in columns {
+            let mut blocks = Vec::new();
+            let root = DirectoryBuilder::new(options.cid_version)
+                .build(&mut |cid: &Cid, block: &[u8]| {
+                    blocks.push((*cid, block.to_vec()));
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(root.cid.to_string(), empty, "{options:?}");
+            assert_eq!(root.tsize, 4);
+            assert_eq!(blocks.len(), 1);
+            let (root, _) = dir1(options);
+            assert_eq!(root.cid.to_string(), tree, "{options:?}");
+        }
+    }
+
+    #[test]
+    fn answers_of_js_ipfs_add() {
+        // `add` of dir1 through js-ipfs 0.66: CIDs in base58btc for v1, and the Size field.
+        for (options, js, size) in [
+            (
+                AddOptions::KUBO_DEFAULT,
+                "QmYCTjyRvygoxFxcvizAceYYAtnbKKJwk5z6tJpHvx4NTe",
+                183,
+            ),
+            (
+                AddOptions::V0_RAW_LEAVES,
+                "QmYwMk71acMYzHu38dpYWLUT3USz7RAaES5H5FKhMyksg4",
+                171,
+            ),
+            (
+                AddOptions::V1,
+                "zdj7Wg179cLU9Q57v9M5BfJWqX9nM5jpbRKbLA3bQyH7zY7pY",
+                173,
+            ),
+        ] {
+            let (root, _) = dir1(options);
+            assert_eq!(root.cid, Cid::parse(js).unwrap(), "{options:?}");
+            assert_eq!(root.tsize, size, "{options:?}");
+        }
+        let empty = DirectoryBuilder::new(1).build_basic().unwrap();
+        assert_eq!(
+            empty.cid,
+            Cid::parse("zdj7WbTaiJT1fgatdet9Ei9iDB5hdCxkbVyhyh8YTUnXMiwYi").unwrap()
+        );
+    }
+
+    /// `big/` of 1500 files `f0000.txt`… holding `content 0\n`…, as js-ipfs 0.66 adds it:
+    /// one node by default, and a HAMT with `shard-split-threshold=1000`.
+    fn big(options: AddOptions, sharding: Sharding) -> (Added, HashMap<Cid, Vec<u8>>) {
+        let mut blocks = HashMap::new();
+        let mut sink = |cid: &Cid, block: &[u8]| {
+            blocks.insert(*cid, block.to_vec());
+            Ok(())
+        };
+        let mut dir = DirectoryBuilder::new(options.cid_version).with_sharding(sharding);
+        for i in 0..1500 {
+            let f = file(format!("content {i}\n").as_bytes(), options);
+            dir.add(&format!("f{i:04}.txt"), f.cid, f.tsize).unwrap();
+        }
+        let root = dir.build(&mut sink).unwrap();
+        (root, blocks)
+    }
+
+    #[test]
+    fn large_directory_matches_js_ipfs_add() {
+        for (options, js, size) in [
+            (
+                AddOptions::KUBO_DEFAULT,
+                "QmdPDgB9tnSnGVYYNNiZgcWBJpgmtcJdv1c5KFhcK7scpU",
+                106_894,
+            ),
+            (
+                AddOptions::V1,
+                "zdj7Wbg7G4cvaC6gMpeoNCi7LYTPpxuwL3Jo3n7KcVTFJiC3e",
+                97_894,
+            ),
+        ] {
+            // 1500 entries of 9 + 34 or 36 bytes: far below kubo's threshold.
+            let (root, blocks) = big(options, Sharding::Kubo);
+            assert_eq!(root.cid, Cid::parse(js).unwrap(), "{options:?}");
+            assert_eq!(root.tsize, size, "{options:?}");
+            assert_eq!(
+                blocks.len(),
+                1,
+                "only the directory block reaches this sink"
+            );
+        }
+    }
+
+    #[test]
+    fn hamt_matches_js_ipfs_add() {
+        for (options, js, size) in [
+            (
+                AddOptions::KUBO_DEFAULT,
+                "QmVzAAnfiHQe3Pjphf4c41mzuimfoJ9qNfPZd7JyjSzK1s",
+                132_262,
+            ),
+            (
+                AddOptions::V1,
+                "zdj7Wch7dGqrucoeix6Q4f6r3qb7Sd9tUgyd1cS9SQu7CiaSE",
+                123_798,
+            ),
+        ] {
+            let (root, blocks) = big(options, Sharding::Always);
+            assert_eq!(root.cid, Cid::parse(js).unwrap(), "{options:?}");
+            assert_eq!(root.tsize, size, "{options:?}");
+            // The root shard: one bit per used slot, one link per bit, some to sub-shards
+            // (names of 2 characters), others to files (slot + name).
+            let node = PbNode::decode(&blocks[&root.cid]).unwrap();
+            let data = UnixfsData::decode(node.data.as_deref().unwrap()).unwrap();
+            assert_eq!(data.data_type, DataType::HamtShard);
+            assert_eq!(data.fanout, Some(256));
+            assert_eq!(data.hash_type, Some(0x22));
+            let bitfield = data.data.unwrap();
+            assert_eq!(bitfield.len(), 32);
+            let used: u32 = bitfield.iter().map(|b| b.count_ones()).sum();
+            assert_eq!(node.links.len(), used as usize);
+            assert!(node.links.iter().any(|l| l.name.len() == 2));
+            assert!(node.links.iter().any(|l| l.name.len() > 2));
+            assert_eq!(node.links[0].name[..2], *"00");
+            assert_eq!(node.links.last().unwrap().name[..2], *"FF");
+            assert!(blocks.len() > 1, "sub-shards were emitted");
+        }
+    }
+
+    #[test]
+    fn small_hamt_with_trimmed_bitfield() {
+        // `two/{hello, hello.txt}`, both "hello\n", added by js-ipfs with
+        // `cid-version=1&shard-split-threshold=1`.
+        let target = file(b"hello\n", AddOptions::V1);
+        let mut dir = DirectoryBuilder::new(1).with_sharding(Sharding::Always);
+        dir.add("hello.txt", target.cid, target.tsize).unwrap();
+        dir.add("hello", target.cid, target.tsize).unwrap();
+        let mut blocks = Vec::new();
+        let root = dir
+            .build(&mut |cid: &Cid, block: &[u8]| {
+                blocks.push((*cid, block.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            root.cid,
+            Cid::parse("zdj7WfujoXRDcSEEH5pfbVPWTxSHrSLD3ZKY744phUcbtEdYq").unwrap()
+        );
+        assert_eq!(root.tsize, 157);
+        assert_eq!(blocks.len(), 1);
+        let node = PbNode::decode(&blocks[0].1).unwrap();
+        // murmur3 of "hello" starts with 0xcb, of "hello.txt" with 0xdf.
+        let names: Vec<&str> = node.links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["CBhello", "DFhello.txt"]);
+        let data = UnixfsData::decode(node.data.as_deref().unwrap()).unwrap();
+        let mut bits = [0u8; 32];
+        bits[31 - 0xcb / 8] |= 1 << (0xcb % 8);
+        bits[31 - 0xdf / 8] |= 1 << (0xdf % 8);
+        assert_eq!(data.data.as_deref(), Some(&bits[31 - 0xdf / 8..]));
+    }
+
+    #[test]
+    fn links_sorted_with_cumulative_tsize() {
+        let (root, blocks) = dir1(AddOptions::KUBO_DEFAULT);
+        let by_cid: HashMap<Cid, Vec<u8>> = blocks.into_iter().collect();
+        let node = PbNode::decode(&by_cid[&root.cid]).unwrap();
+        let names: Vec<&str> = node.links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["hello.txt", "sub"]);
+        // hello.txt is one 14-byte leaf; sub is its own block plus world.txt's leaf.
+        assert_eq!(node.links[0].tsize, 14);
+        let sub_block = &by_cid[&node.links[1].hash];
+        assert_eq!(node.links[1].tsize, sub_block.len() as u64 + 14);
+        assert_eq!(
+            root.tsize,
+            by_cid[&root.cid].len() as u64 + 14 + node.links[1].tsize
+        );
+    }
+
+    #[test]
+    fn byte_wise_name_order() {
+        let target = file(b"x", AddOptions::V1);
+        let mut dir = DirectoryBuilder::new(1);
+        for name in ["b", "B", "a", "é", "Z", "_", "aa", "a.b"] {
+            dir.add(name, target.cid, target.tsize).unwrap();
+        }
+        let built = dir.build_basic().unwrap();
+        let node = PbNode::decode(&built.block).unwrap();
+        let names: Vec<&str> = node.links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["B", "Z", "_", "a", "a.b", "aa", "b", "é"]);
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        let target = file(b"x", AddOptions::V1);
+        let mut dir = DirectoryBuilder::new(1);
+        for name in ["", ".", "..", "a/b", "nul\0"] {
+            assert!(
+                matches!(
+                    dir.add(name, target.cid, target.tsize),
+                    Err(DirectoryError::InvalidName(_))
+                ),
+                "{name:?}"
+            );
+        }
+        dir.add("a", target.cid, target.tsize).unwrap();
+        assert!(matches!(
+            dir.add("a", target.cid, target.tsize),
+            Err(DirectoryError::DuplicateName(n)) if n == "a"
+        ));
+        assert!(matches!(
+            DirectoryBuilder::new(2).build_basic(),
+            Err(DirectoryError::Cid(CidError::UnsupportedVersion(2)))
+        ));
+    }
+
+    #[test]
+    fn kubo_sharding_threshold() {
+        // Entries of 94 + 34 = 128 bytes each with CIDv0: 2048 of them make exactly 256 KiB.
+        let target = file(b"x", AddOptions::KUBO_DEFAULT);
+        let mut dir = DirectoryBuilder::new(0);
+        for i in 0..2047 {
+            dir.add(&format!("{i:094}"), target.cid, target.tsize)
+                .unwrap();
+        }
+        assert_eq!(dir.estimated_size(), HAMT_SHARDING_SIZE - 128);
+        assert!(!dir.is_sharded());
+        assert!(dir.build_basic().is_ok());
+        dir.add(&format!("{:094}", 2047), target.cid, target.tsize)
+            .unwrap();
+        assert_eq!(dir.estimated_size(), HAMT_SHARDING_SIZE);
+        assert!(dir.is_sharded());
+        assert!(matches!(
+            dir.build_basic(),
+            Err(DirectoryError::WouldShard {
+                entries: 2048,
+                estimated: HAMT_SHARDING_SIZE
+            })
+        ));
+        let never = dir.clone().with_sharding(Sharding::Never);
+        assert!(!never.is_sharded());
+        assert!(never.build_basic().is_ok());
+    }
+}

@@ -1,0 +1,199 @@
+//! HAMT-sharded UnixFS directories, built as boxo's `ipld/unixfs/hamt` builds them.
+//!
+//! A shard is a dag-pb node with `Data { Type: HAMTShard, Data: bitfield, hashType: 0x22,
+//! fanout: 256 }`. Each entry name is hashed with murmur3-x64-64 (the first 64 bits of
+//! murmur3 x64 128, seed 0, big-endian); level `d` of the trie uses byte `d` of that hash as
+//! the slot index. A slot holding one entry links to it under `"%02X" + name`; a slot shared by
+//! several entries links to a sub-shard under `"%02X"` alone. The bitfield marks used slots,
+//! slot `i` being bit `i % 8` of byte `31 - i / 8`, with leading zero bytes trimmed (go-bitfield's
+//! `Bytes`). For a set of entries built by insertions only, this shape is unique, so the
+//! recursive construction here gives kubo's CIDs.
+
+use super::cid::{Cid, DAG_PB};
+use super::dagpb::{PbLink, PbNode};
+use super::unixfs::{Added, BlockSink, DataType, UnixfsData};
+
+/// Multihash code of murmur3-x64-64, the HAMT hash function (`hashType`).
+pub const HASH_MURMUR3_X64_64: u64 = 0x22;
+/// Slots per shard (kubo's `DefaultShardWidth`).
+pub const FANOUT: usize = 256;
+/// Trie levels a 64-bit hash can index with 8 bits per level.
+const MAX_DEPTH: usize = 8;
+
+/// One directory entry to place in the trie.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) target: Added,
+    pub(crate) hash: [u8; 8],
+}
+
+impl<'a> Entry<'a> {
+    pub(crate) fn new(name: &'a str, target: Added) -> Self {
+        Entry {
+            name,
+            target,
+            hash: murmur3_x64_64(name.as_bytes()).to_be_bytes(),
+        }
+    }
+}
+
+/// Why a shard could not be built.
+#[derive(Debug)]
+pub(crate) enum HamtError {
+    /// More than one entry shares all 64 bits of hash.
+    TooDeep(String, String),
+    /// The sink or the CID builder failed.
+    Io(std::io::Error),
+    /// The CID version is invalid.
+    Cid(super::cid::CidError),
+}
+
+/// Builds the shard over `entries` (whose hashes agree on their first `depth` bytes), emits its
+/// blocks, sub-shards first, and returns it.
+pub(crate) fn build_shard<S: BlockSink + ?Sized>(
+    entries: &[Entry<'_>],
+    depth: usize,
+    cid_version: u8,
+    sink: &mut S,
+) -> Result<Added, HamtError> {
+    let mut sorted: Vec<&Entry<'_>> = entries.iter().collect();
+    sorted.sort_by_key(|e| e.hash[depth]);
+    let mut bitfield = [0u8; FANOUT / 8];
+    let mut links = Vec::new();
+    let mut start = 0;
+    while start < sorted.len() {
+        let slot = sorted[start].hash[depth];
+        let end = start
+            + sorted[start..]
+                .iter()
+                .take_while(|e| e.hash[depth] == slot)
+                .count();
+        let group = &sorted[start..end];
+        bitfield[FANOUT / 8 - 1 - usize::from(slot) / 8] |= 1 << (slot % 8);
+        if let [only] = group {
+            links.push(PbLink {
+                hash: only.target.cid,
+                name: format!("{slot:02X}{}", only.name),
+                tsize: only.target.tsize,
+            });
+        } else {
+            if depth + 1 >= MAX_DEPTH {
+                return Err(HamtError::TooDeep(
+                    group[0].name.to_owned(),
+                    group[1].name.to_owned(),
+                ));
+            }
+            let owned: Vec<Entry<'_>> = group.iter().map(|e| (*e).clone()).collect();
+            let child = build_shard(&owned, depth + 1, cid_version, sink)?;
+            links.push(PbLink {
+                hash: child.cid,
+                name: format!("{slot:02X}"),
+                tsize: child.tsize,
+            });
+        }
+        start = end;
+    }
+    let first_used = bitfield
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(bitfield.len());
+    let mut data = UnixfsData::new(DataType::HamtShard);
+    data.data = Some(bitfield[first_used..].to_vec());
+    data.hash_type = Some(HASH_MURMUR3_X64_64);
+    data.fanout = Some(FANOUT as u64);
+    let node = PbNode {
+        links,
+        data: Some(data.encode()),
+    };
+    let block = node.encode();
+    let cid = Cid::sha2_256(cid_version, DAG_PB, &block).map_err(HamtError::Cid)?;
+    sink.put_block(&cid, &block).map_err(HamtError::Io)?;
+    let tsize = block.len() as u64 + node.links.iter().map(|l| l.tsize).sum::<u64>();
+    Ok(Added { cid, tsize })
+}
+
+/// murmur3 x64 128 with seed 0, first half (`h1`): what Go's `murmur3.Sum64` and the
+/// `murmur3-x64-64` multihash give.
+pub fn murmur3_x64_64(data: &[u8]) -> u64 {
+    const C1: u64 = 0x87c3_7b91_1142_53d5;
+    const C2: u64 = 0x4cf5_ad43_2745_937f;
+    let mut h1: u64 = 0;
+    let mut h2: u64 = 0;
+    let mut blocks = data.chunks_exact(16);
+    for block in &mut blocks {
+        let mut k1 = u64::from_le_bytes(block[..8].try_into().unwrap_or([0; 8]));
+        let mut k2 = u64::from_le_bytes(block[8..].try_into().unwrap_or([0; 8]));
+        k1 = k1.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2);
+        h1 ^= k1;
+        h1 = h1
+            .rotate_left(27)
+            .wrapping_add(h2)
+            .wrapping_mul(5)
+            .wrapping_add(0x52dc_e729);
+        k2 = k2.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
+        h2 ^= k2;
+        h2 = h2
+            .rotate_left(31)
+            .wrapping_add(h1)
+            .wrapping_mul(5)
+            .wrapping_add(0x3849_5ab5);
+    }
+    let tail = blocks.remainder();
+    let mut k1: u64 = 0;
+    let mut k2: u64 = 0;
+    for (i, &byte) in tail.iter().enumerate() {
+        if i < 8 {
+            k1 ^= u64::from(byte) << (8 * i);
+        } else {
+            k2 ^= u64::from(byte) << (8 * (i - 8));
+        }
+    }
+    if tail.len() > 8 {
+        h2 ^= k2.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
+    }
+    if !tail.is_empty() {
+        h1 ^= k1.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2);
+    }
+    let len = data.len() as u64;
+    h1 ^= len;
+    h2 ^= len;
+    h1 = h1.wrapping_add(h2);
+    h2 = h2.wrapping_add(h1);
+    h1 = fmix64(h1);
+    h2 = fmix64(h2);
+    h1.wrapping_add(h2)
+}
+
+fn fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur3_vectors() {
+        // First 8 bytes of murmur3 x64 128 (seed 0), as @multiformats/murmur3's murmur3128
+        // (the hash js-ipfs uses for HAMT shards) prints them in hex.
+        let cases: &[(&str, &str)] = &[
+            ("", "0000000000000000"),
+            ("hello", "cbd8a7b341bd9b02"),
+            ("hello.txt", "df19ab11523994d9"),
+            ("0123456789abcdef", "4be06d94cf4ad1a7"),
+            ("0123456789abcdefghijklmnopq", "3f072b98d041b50b"),
+        ];
+        for &(input, expected) in cases {
+            assert_eq!(
+                format!("{:016x}", murmur3_x64_64(input.as_bytes())),
+                expected,
+                "{input:?}"
+            );
+        }
+    }
+}
