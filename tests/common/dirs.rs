@@ -38,7 +38,13 @@ impl TestDir {
             let n = COUNTER.fetch_add(1, Ordering::SeqCst);
             let label: String = label
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             let path = parent.join(format!(
                 "nixipfs-{label}-{}-{n}-{nanos:08x}",
@@ -132,7 +138,8 @@ pub fn is_temp_name(name: &str) -> bool {
 /// (see [`is_temp_name`]), sorted.
 pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
-        let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()));
+        let entries =
+            fs::read_dir(dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()));
         for entry in entries {
             let entry = entry.unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()));
             let path = entry.path();

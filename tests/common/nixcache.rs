@@ -164,8 +164,14 @@ impl std::error::Error for NixError {}
 pub fn require_nix() {
     static CHECKED: OnceLock<Result<String, String>> = OnceLock::new();
     let result = CHECKED.get_or_init(|| {
-        match Command::new("nix").arg("--version").stdin(Stdio::null()).output() {
-            Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        match Command::new("nix")
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(o) if o.status.success() => {
+                Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+            }
             Ok(o) => Err(format!(
                 "`nix --version` failed: {}",
                 String::from_utf8_lossy(&o.stderr)
@@ -189,7 +195,9 @@ impl NixEnv {
     /// Creates the environment's directories under `dir`. Panics if Nix is missing.
     pub fn new(dir: &Path) -> NixEnv {
         require_nix();
-        for sub in ["root", "state", "log", "home", "cache", "config", "data", "conf", "tmp"] {
+        for sub in [
+            "root", "state", "log", "home", "cache", "config", "data", "conf", "tmp",
+        ] {
             let d = dir.join(sub);
             fs::create_dir_all(&d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
         }
@@ -365,8 +373,8 @@ impl NixCache {
     /// The value of `field` (e.g. `"URL"`, `"References"`) in the narinfo of `store_path`.
     pub fn narinfo_field(&self, store_path: &str, field: &str) -> Option<String> {
         let file = self.narinfo_file(store_path);
-        let text = fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        let text =
+            fs::read_to_string(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
         let prefix = format!("{field}:");
         text.lines()
             .find_map(|l| l.strip_prefix(&prefix))
@@ -490,7 +498,16 @@ fn build(work: &Path) -> Result<(), NixError> {
     let expr = expr_file.to_string_lossy().into_owned();
     let built = env.run_lines(
         "nix-build",
-        &[&expr, "-A", "app", "-A", "tool", "-A", "unrelated", "--no-out-link"],
+        &[
+            &expr,
+            "-A",
+            "app",
+            "-A",
+            "tool",
+            "-A",
+            "unrelated",
+            "--no-out-link",
+        ],
     )?;
     let [app, tool, unrelated] = built.as_slice() else {
         panic!("nix-build printed {built:?}, expected three store paths");
@@ -508,8 +525,11 @@ fn build(work: &Path) -> Result<(), NixError> {
         .args(["key", "convert-secret-to-public"])
         .stdin(fs::File::open(&secret_file).expect("opening the secret key"));
     let public = env.run(&mut convert)?;
-    fs::write(work.join("public.key"), String::from_utf8_lossy(&public.stdout).trim())
-        .expect("writing the public key");
+    fs::write(
+        work.join("public.key"),
+        String::from_utf8_lossy(&public.stdout).trim(),
+    )
+    .expect("writing the public key");
 
     for c in Compression::ALL {
         let to = format!(
@@ -519,7 +539,9 @@ fn build(work: &Path) -> Result<(), NixError> {
             secret_file.display()
         );
         let mut cmd = env.command("nix");
-        cmd.args(["copy", "--to", &to]).args(&closure).args(&unrelated);
+        cmd.args(["copy", "--to", &to])
+            .args(&closure)
+            .args(&unrelated);
         env.run(&mut cmd)?;
     }
 

@@ -66,11 +66,11 @@ pub fn describe(cmd: &Command) -> String {
     s
 }
 
-/// Runs `cmd` with stdin closed, capturing stdout and stderr; kills it after `timeout`.
+/// Runs `cmd`, capturing stdout and stderr; kills it after `timeout`. Stdin is left as `cmd`
+/// has it (the commands made here close it).
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, TimedOut> {
     let command = describe(cmd);
     let mut child = cmd
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -125,7 +125,7 @@ fn reader_thread(child: &mut Child, stdout: bool) -> thread::JoinHandle<Vec<u8>>
 }
 
 /// A `Command` for the `nixipfs` binary of this package with `args`, without proxy settings
-/// and with `RUST_BACKTRACE=1`; add environment or a working directory, then pass it to
+/// with stdin closed and `RUST_BACKTRACE=1`; add environment or a working directory, then pass it to
 /// [`run_command`].
 pub fn nixipfs_command<I, S>(args: I) -> Command
 where
@@ -133,7 +133,9 @@ where
     S: AsRef<std::ffi::OsStr>,
 {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nixipfs"));
-    cmd.args(args).env("RUST_BACKTRACE", "1");
+    cmd.args(args)
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null());
     without_proxies(&mut cmd);
     cmd
 }
@@ -171,5 +173,9 @@ pub fn output_text(output: &Output) -> String {
 /// Fails the test, showing the output, unless the process exited with status 0.
 #[track_caller]
 pub fn assert_success(output: &Output) {
-    assert!(output.status.success(), "command failed\n{}", output_text(output));
+    assert!(
+        output.status.success(),
+        "command failed\n{}",
+        output_text(output)
+    );
 }

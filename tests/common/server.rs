@@ -186,7 +186,9 @@ impl Response {
     }
 
     fn has_header(&self, name: &str) -> bool {
-        self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        self.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 }
 
@@ -324,12 +326,10 @@ impl TestServerBuilder {
     /// the scenario file's directory. In the `"hydra"` section, JSON entries answer HTML unless
     /// the request accepts JSON, as Hydra does.
     pub fn scenario(mut self, scenario_file: &Path, section: &str) -> Self {
-        let text = std::fs::read_to_string(scenario_file).unwrap_or_else(|e| {
-            panic!("reading route scenario {}: {e}", scenario_file.display())
-        });
-        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-            panic!("parsing route scenario {}: {e}", scenario_file.display())
-        });
+        let text = std::fs::read_to_string(scenario_file)
+            .unwrap_or_else(|e| panic!("reading route scenario {}: {e}", scenario_file.display()));
+        let doc: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("parsing route scenario {}: {e}", scenario_file.display()));
         let entries = doc[section].as_array().unwrap_or_else(|| {
             panic!(
                 "route scenario {} has no array {section:?}",
@@ -380,7 +380,9 @@ impl TestServerBuilder {
     /// Binds `127.0.0.1:0` and starts serving.
     pub fn start(self) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address of the listener");
+        let addr = listener
+            .local_addr()
+            .expect("local address of the listener");
         let base = format!("http://{addr}");
         let state = Arc::new(State {
             base: base.clone(),
@@ -737,8 +739,7 @@ fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<ParsedRequest
         if line.is_empty() {
             break;
         }
-        let line =
-            std::str::from_utf8(line).map_err(|_| invalid("header line is not UTF-8"))?;
+        let line = std::str::from_utf8(line).map_err(|_| invalid("header line is not UTF-8"))?;
         let (name, value) = line
             .split_once(':')
             .ok_or_else(|| invalid(format!("header line without a colon: {line:?}")))?;
@@ -750,7 +751,9 @@ fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<ParsedRequest
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     };
-    let body = if header("transfer-encoding").is_some_and(|t| t.to_ascii_lowercase().contains("chunked")) {
+    let body = if header("transfer-encoding")
+        .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"))
+    {
         read_chunked_body(r)?
     } else if let Some(len) = header("content-length") {
         let len: u64 = len
@@ -970,7 +973,10 @@ fn write_head(
         if name.eq_ignore_ascii_case("connection") {
             continue;
         }
-        head.push_str(&format!("{name}: {}\r\n", value.replace("{base}", &state.base)));
+        head.push_str(&format!(
+            "{name}: {}\r\n",
+            value.replace("{base}", &state.base)
+        ));
     }
     if !resp.has_header("content-length") {
         head.push_str(&format!("Content-Length: {content_length}\r\n"));
@@ -1022,7 +1028,11 @@ fn wait_for_client_close(state: &State, mut stream: &TcpStream) {
         match stream.read(&mut buf) {
             Ok(0) => return,
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return,
         }
     }
@@ -1040,7 +1050,11 @@ fn respond(
         Ok(()) => next,
         Err(_) => Next::Close,
     };
-    let keep = if keep_alive { Next::KeepAlive } else { Next::Close };
+    let keep = if keep_alive {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    };
     let Some(fault) = fault else {
         let resp = normal_response(state, req);
         let r = write_response(state, stream, &resp, keep_alive, head_only);
@@ -1118,7 +1132,9 @@ fn respond(
             done(r, Next::Close)
         }
         Fault::StallAfter(n) => {
-            let n = usize::try_from(n).unwrap_or(usize::MAX).min(resp.body.len());
+            let n = usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(resp.body.len());
             let r = write_head(state, w, &resp, keep_alive, len).and_then(|()| {
                 if !head_only {
                     w.write_all(&resp.body[..n])?;
