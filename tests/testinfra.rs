@@ -450,6 +450,32 @@ fn route_scenario_file_serves_the_hydra_and_cache_fixtures() {
 // Faults.
 
 #[test]
+fn request_times_show_the_gaps_between_attempts() {
+    let (_dir, srv) = server_with_file(b"x");
+    for pause in [0, 60, 150] {
+        std::thread::sleep(Duration::from_millis(pause));
+        assert_eq!(get(&srv, "/f.bin").status, 200);
+    }
+    let gaps = srv.gaps_for("/f.bin");
+    assert_eq!(gaps.len(), 2);
+    assert!(
+        gaps[0] >= Duration::from_millis(60) && gaps[1] >= Duration::from_millis(150),
+        "{gaps:?}"
+    );
+    assert!(gaps[1] > gaps[0], "{gaps:?}");
+    let summary = srv.log_summary();
+    assert_eq!(summary.lines().count(), 3, "{summary}");
+    assert!(
+        summary
+            .lines()
+            .nth(2)
+            .unwrap()
+            .ends_with("GET /f.bin attempt 3"),
+        "{summary}"
+    );
+}
+
+#[test]
 fn status_faults_follow_the_attempt_number_then_serve_normally() {
     let dir = TestDir::new("status-faults");
     dir.write("f.bin", "payload");

@@ -482,6 +482,39 @@ impl TestServer {
             .count()
     }
 
+    /// The time between consecutive requests to `path` (one less than their number), to check
+    /// e.g. that retries back off.
+    pub fn gaps_for(&self, path: &str) -> Vec<Duration> {
+        let times: Vec<Instant> = self.requests_for(path).iter().map(|r| r.at).collect();
+        times
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]))
+            .collect()
+    }
+
+    /// One line per recorded request (`+0.012s #3 GET /x attempt 2 fault Status(503)`), for
+    /// assertion messages.
+    pub fn log_summary(&self) -> String {
+        lock(&self.state.log)
+            .iter()
+            .map(|r| {
+                let fault = r
+                    .fault
+                    .as_ref()
+                    .map(|f| format!(" fault {f:?}"))
+                    .unwrap_or_default();
+                format!(
+                    "+{:.3}s #{} {} {} attempt {}{fault}\n",
+                    r.since_start.as_secs_f64(),
+                    r.connection,
+                    r.method,
+                    r.target,
+                    r.attempt
+                )
+            })
+            .collect()
+    }
+
     /// Forgets the recorded requests (attempt numbers keep counting).
     pub fn clear_requests(&self) {
         lock(&self.state.log).clear();
@@ -550,6 +583,8 @@ fn accept_loop(state: Arc<State>, listener: TcpListener) {
             if state.shutdown.load(Ordering::SeqCst) {
                 return;
             }
+            // E.g. out of file descriptors: give other connections time to finish.
+            thread::sleep(POLL);
             continue;
         };
         let id = {
