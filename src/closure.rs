@@ -1,1 +1,289 @@
-//! (module under construction)
+//! Closure resolution: from a set of store paths, find the narinfo of every path in their runtime
+//! closure (narinfo `References`, transitively).
+//!
+//! The walk is pipelined, not level by level: as soon as one narinfo arrives its references are
+//! queued, and up to the fetcher's concurrency requests are in flight at any time. Each path is
+//! visited once. A narinfo already present in the local cache directory is read from disk instead
+//! of being fetched. Results are streamed to the caller as [`Event`]s, so downloads of NARs can
+//! start while the walk goes on. A path whose narinfo the cache does not have (404) is reported as
+//! [`Event::Missing`]; any other failure as [`Event::Failed`]; neither stops the rest of the walk.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::fetch::Fetcher;
+use crate::narinfo::{NarInfo, SignatureCheck, MAX_NARINFO_SIZE};
+use crate::signature::PublicKey;
+use crate::store_path::StorePath;
+
+/// Where narinfos come from.
+pub struct NarInfoSource {
+    /// The shared HTTP client.
+    pub fetcher: Fetcher,
+    /// Base URL of the upstream binary cache, without a trailing slash.
+    pub cache_url: String,
+    /// A local binary cache directory whose `HASH.narinfo` files are used when present.
+    pub local_dir: Option<PathBuf>,
+    /// Keys whose signature a fetched narinfo must carry; empty to accept any narinfo.
+    pub trusted_keys: Vec<PublicKey>,
+}
+
+/// Where a narinfo was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Read from the local cache directory.
+    Local,
+    /// Fetched from the upstream cache (and checked against the trusted keys).
+    Remote,
+}
+
+/// A narinfo of the closure.
+#[derive(Clone, Debug)]
+pub struct Found {
+    /// The parsed narinfo; `to_string()` gives the bytes exactly as served.
+    pub narinfo: NarInfo,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// One result of the walk.
+#[derive(Debug)]
+pub enum Event {
+    /// A narinfo was found.
+    Found(Box<Found>),
+    /// The upstream cache does not have this path (404).
+    Missing(StorePath),
+    /// The narinfo could not be fetched or was refused.
+    Failed {
+        /// The store path whose narinfo failed.
+        path: StorePath,
+        /// What went wrong, naming the URL or file.
+        error: String,
+    },
+}
+
+/// Counters of a finished walk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkStats {
+    /// Narinfos read from the local cache.
+    pub local: usize,
+    /// Narinfos fetched from upstream.
+    pub remote: usize,
+    /// Paths missing upstream.
+    pub missing: usize,
+    /// Paths that failed.
+    pub failed: usize,
+}
+
+impl NarInfoSource {
+    /// The URL of a narinfo on the upstream cache.
+    pub fn narinfo_url(&self, path: &StorePath) -> String {
+        format!("{}/{}.narinfo", self.cache_url, path.hash_part())
+    }
+
+    /// Reads the local narinfo of `path`, if there is a usable one.
+    fn read_local(&self, path: &StorePath) -> Option<NarInfo> {
+        let dir = self.local_dir.as_ref()?;
+        let file = dir.join(format!("{}.narinfo", path.hash_part()));
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!("cannot read {}: {e}; fetching it again", file.display());
+                return None;
+            }
+        };
+        match NarInfo::parse(&text) {
+            Ok(info) if info.store_path == *path => Some(info),
+            Ok(info) => {
+                tracing::warn!(
+                    "{} describes {}, not {path}; fetching it again",
+                    file.display(),
+                    info.store_path
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "{} is not a valid narinfo ({e}); fetching it again",
+                    file.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Fetches, parses and checks the upstream narinfo of `path`.
+    async fn fetch_remote(&self, path: &StorePath) -> Event {
+        let url = self.narinfo_url(path);
+        let body = match self
+            .fetcher
+            .get_bytes(&url, None, MAX_NARINFO_SIZE as u64)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Event::Missing(path.clone()),
+            Err(e) => {
+                return Event::Failed {
+                    path: path.clone(),
+                    error: e.to_string(),
+                }
+            }
+        };
+        let failed = |error: String| Event::Failed {
+            path: path.clone(),
+            error,
+        };
+        let text = match std::str::from_utf8(&body) {
+            Ok(t) => t,
+            Err(_) => return failed(format!("{url} is not UTF-8 text")),
+        };
+        let info = match NarInfo::parse(text) {
+            Ok(i) => i,
+            Err(e) => return failed(format!("{url} is not a valid narinfo: {e}")),
+        };
+        if info.store_path != *path {
+            return failed(format!(
+                "{url} describes {} instead of {path}",
+                info.store_path
+            ));
+        }
+        if !self.trusted_keys.is_empty() {
+            match info.verify_signatures(&self.trusted_keys) {
+                SignatureCheck::Valid { .. } => {}
+                SignatureCheck::Invalid { key_name } => {
+                    return failed(format!(
+                        "{url} has a signature by {key_name} that does not verify"
+                    ))
+                }
+                SignatureCheck::NoTrustedSignature => {
+                    let names: Vec<&str> = self.trusted_keys.iter().map(|k| k.name()).collect();
+                    return failed(format!(
+                        "{url} is not signed by a trusted key ({}); pass --trusted-public-key \
+                         with the cache's key, or --no-check-sigs",
+                        names.join(", ")
+                    ));
+                }
+            }
+        }
+        Event::Found(Box::new(Found {
+            narinfo: info,
+            origin: Origin::Remote,
+        }))
+    }
+}
+
+/// Walks the closure of `roots`, sending every result to `events`. Returns when every path of
+/// the closure has been reported (or the receiver was dropped).
+pub async fn walk(
+    source: Arc<NarInfoSource>,
+    roots: Vec<StorePath>,
+    events: mpsc::Sender<Event>,
+) -> WalkStats {
+    let max_in_flight = source.fetcher.config().concurrency.max(1) * 2;
+    let mut stats = WalkStats::default();
+    let mut seen: HashSet<StorePath> = HashSet::new();
+    let mut queue: VecDeque<StorePath> = VecDeque::new();
+    for r in roots {
+        if seen.insert(r.clone()) {
+            queue.push_back(r);
+        }
+    }
+    let mut in_flight: JoinSet<Event> = JoinSet::new();
+    loop {
+        // Start work until the queue is empty or enough requests are in flight.
+        while in_flight.len() < max_in_flight {
+            let Some(path) = queue.pop_front() else { break };
+            if let Some(info) = source.read_local(&path) {
+                stats.local += 1;
+                let event = Event::Found(Box::new(Found {
+                    narinfo: info,
+                    origin: Origin::Local,
+                }));
+                if !handle(event, &mut seen, &mut queue, &mut stats, &events).await {
+                    return stats;
+                }
+                continue;
+            }
+            let src = source.clone();
+            in_flight.spawn(async move { src.fetch_remote(&path).await });
+        }
+        let Some(joined) = in_flight.join_next().await else {
+            if queue.is_empty() {
+                return stats;
+            }
+            continue;
+        };
+        let event = match joined {
+            Ok(ev) => ev,
+            Err(e) => {
+                // A panicking task is a bug; keep the walk going and report it.
+                tracing::error!("a narinfo fetch task failed: {e}");
+                continue;
+            }
+        };
+        if let Event::Found(_) = &event {
+            stats.remote += 1;
+        }
+        if !handle(event, &mut seen, &mut queue, &mut stats, &events).await {
+            return stats;
+        }
+    }
+}
+
+/// Queues the references of a found narinfo and passes the event on. Returns false when the
+/// receiver is gone.
+async fn handle(
+    event: Event,
+    seen: &mut HashSet<StorePath>,
+    queue: &mut VecDeque<StorePath>,
+    stats: &mut WalkStats,
+    events: &mpsc::Sender<Event>,
+) -> bool {
+    match &event {
+        Event::Found(found) => {
+            for r in &found.narinfo.references {
+                if !seen.contains(r) {
+                    seen.insert(r.clone());
+                    queue.push_back(r.clone());
+                }
+            }
+        }
+        Event::Missing(_) => stats.missing += 1,
+        Event::Failed { .. } => stats.failed += 1,
+    }
+    events.send(event).await.is_ok()
+}
+
+/// The whole closure, collected.
+#[derive(Debug, Default)]
+pub struct Closure {
+    /// Every narinfo found, in the order they arrived.
+    pub found: Vec<Found>,
+    /// Paths missing upstream, sorted.
+    pub missing: Vec<StorePath>,
+    /// Paths that failed, with the reason, sorted.
+    pub failed: Vec<(StorePath, String)>,
+}
+
+/// Walks the closure of `roots` and collects every result.
+pub async fn resolve(source: Arc<NarInfoSource>, roots: Vec<StorePath>) -> Closure {
+    let (tx, mut rx) = mpsc::channel(1024);
+    let walker = tokio::spawn(walk(source, roots, tx));
+    let mut closure = Closure::default();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Found(f) => closure.found.push(*f),
+            Event::Missing(p) => closure.missing.push(p),
+            Event::Failed { path, error } => closure.failed.push((path, error)),
+        }
+    }
+    let _ = walker.await;
+    closure.missing.sort();
+    closure.failed.sort_by(|a, b| a.0.cmp(&b.0));
+    closure
+}

@@ -1,1 +1,553 @@
-//! (module under construction)
+//! HTTP fetching with bounded concurrency, timeouts, retries and verified atomic downloads.
+//!
+//! One [`Fetcher`] holds one `reqwest` client (rustls, connection reuse, HTTP/2 where the server
+//! offers it) and one semaphore that bounds the requests in flight. Transient failures (connection
+//! errors, stalls, 408, 429, 5xx, bodies cut short) are retried with exponential backoff and jitter,
+//! honouring `Retry-After`; a 404 is reported at once as [`FetchError::NotFound`] so callers can
+//! branch on it. Downloads stream into a temp file in the destination directory while hashing,
+//! are checked against the expected size and sha256, and only then renamed into place; a mismatch
+//! deletes the temp file and counts as a failed attempt.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
+use reqwest::StatusCode;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::fsutil::TempFile;
+use crate::hash::Sha256Hash;
+
+/// Settings for a [`Fetcher`].
+#[derive(Clone, Debug)]
+pub struct FetchConfig {
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// Retries after the first attempt of a request that failed transiently.
+    pub retries: u32,
+    /// Time allowed to open a connection.
+    pub connect_timeout: Duration,
+    /// Time a response may go without sending a byte before it is abandoned.
+    pub stall_timeout: Duration,
+    /// Pause before the first retry; doubled for each further retry.
+    pub backoff_base: Duration,
+    /// Longest pause between two attempts (also caps `Retry-After`).
+    pub backoff_max: Duration,
+    /// Whether downloaded files are fsynced before they are renamed into place.
+    pub fsync: bool,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            concurrency: 32,
+            retries: 4,
+            connect_timeout: Duration::from_secs(15),
+            stall_timeout: Duration::from_secs(60),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            fsync: true,
+        }
+    }
+}
+
+/// What a downloaded file must match.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// Exact size in bytes.
+    pub size: Option<u64>,
+    /// sha256 of the bytes.
+    pub sha256: Option<Sha256Hash>,
+}
+
+/// A verified download.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Downloaded {
+    /// Bytes written.
+    pub size: u64,
+    /// Their sha256.
+    pub sha256: Sha256Hash,
+}
+
+/// Why a fetch failed, after any retries.
+#[derive(Debug, Error)]
+pub enum FetchError {
+    /// The server answered 404 (or 410): the object does not exist there.
+    #[error("{url} does not exist on the server (HTTP {status})")]
+    NotFound { url: String, status: u16 },
+    /// A status that retrying cannot fix.
+    #[error("{url} answered HTTP {status}{detail}")]
+    Status {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    /// Transient failures outlasted the retries.
+    #[error("{url} failed after {attempts} attempts: {last}")]
+    Exhausted {
+        url: String,
+        attempts: u32,
+        last: String,
+    },
+    /// The body was larger than allowed.
+    #[error("{url} sent more than {limit} bytes, the most allowed for this kind of file")]
+    TooLarge { url: String, limit: u64 },
+    /// The downloaded bytes never matched what was expected.
+    #[error("{url} failed verification after {attempts} attempts: {mismatch}")]
+    Verification {
+        url: String,
+        attempts: u32,
+        mismatch: String,
+    },
+    /// A local file-system error.
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The request could not be made at all (bad URL, client set-up).
+    #[error("cannot request {url}: {reason}")]
+    Request { url: String, reason: String },
+}
+
+impl FetchError {
+    /// Whether this is a 404/410 from the server.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FetchError::NotFound { .. })
+    }
+}
+
+/// One attempt's failure, before the retry decision.
+enum AttemptError {
+    /// Worth another try; `wait` is the server's Retry-After, if any.
+    Transient {
+        reason: String,
+        wait: Option<Duration>,
+    },
+    /// Verification failed; retried like a transient failure but reported as such.
+    Mismatch(String),
+    /// Final.
+    Fatal(FetchError),
+}
+
+/// The HTTP client of nixipfs: shared by every request of a run.
+#[derive(Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    config: Arc<FetchConfig>,
+    permits: Arc<Semaphore>,
+}
+
+impl Fetcher {
+    /// Builds the client.
+    pub fn new(config: FetchConfig) -> Result<Fetcher, FetchError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("nixipfs/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.stall_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::limited(10))
+            .build()
+            .map_err(|e| FetchError::Request {
+                url: String::new(),
+                reason: format!("cannot set up the HTTP client: {e}"),
+            })?;
+        let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        Ok(Fetcher {
+            client,
+            config: Arc::new(config),
+            permits,
+        })
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &FetchConfig {
+        &self.config
+    }
+
+    /// Fetches a small body (narinfo, JSON) into memory, refusing more than `limit` bytes.
+    pub async fn get_bytes(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        limit: u64,
+    ) -> Result<Bytes, FetchError> {
+        self.with_retries(url, || self.get_bytes_once(url, accept, limit))
+            .await
+    }
+
+    async fn get_bytes_once(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        limit: u64,
+    ) -> Result<Bytes, AttemptError> {
+        let mut req = self.client.get(url);
+        if let Some(a) = accept {
+            req = req.header(ACCEPT, a);
+        }
+        let mut resp = self.send(url, req).await?;
+        if let Some(len) = resp.content_length() {
+            if len > limit {
+                return Err(AttemptError::Fatal(FetchError::TooLarge {
+                    url: url.to_string(),
+                    limit,
+                }));
+            }
+        }
+        let mut buf = BytesMut::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() as u64 + chunk.len() as u64 > limit {
+                        return Err(AttemptError::Fatal(FetchError::TooLarge {
+                            url: url.to_string(),
+                            limit,
+                        }));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(buf.freeze()),
+                Err(e) => return Err(transient(&e)),
+            }
+        }
+    }
+
+    /// Downloads `url` to `dest`, verified against `expected`. The temp file lives in the
+    /// directory of `dest` (which must exist); `dest` only ever holds a complete, verified file.
+    pub async fn download(
+        &self,
+        url: &str,
+        dest: &Path,
+        expected: Expected,
+    ) -> Result<Downloaded, FetchError> {
+        self.with_retries(url, || self.download_once(url, dest, expected))
+            .await
+    }
+
+    async fn download_once(
+        &self,
+        url: &str,
+        dest: &Path,
+        expected: Expected,
+    ) -> Result<Downloaded, AttemptError> {
+        let mut resp = self.send(url, self.client.get(url)).await?;
+        if let (Some(len), Some(want)) = (resp.content_length(), expected.size) {
+            if len != want {
+                return Err(AttemptError::Mismatch(format!(
+                    "the server announced {len} bytes, the narinfo says {want}"
+                )));
+            }
+        }
+        let dir = dest.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let fsync = self.config.fsync;
+        // Hashing and writing happen on a blocking thread, fed through a bounded channel, so the
+        // async threads only move bytes off the network. The writer keeps the file only when told
+        // that the body ended normally; a closed channel means "discard".
+        let (tx, rx) = mpsc::channel::<WriterMsg>(16);
+        let dest_owned = dest.to_path_buf();
+        let writer = tokio::task::spawn_blocking(move || {
+            write_verified(rx, &dir, &dest_owned, expected, fsync)
+        });
+        let mut received = 0u64;
+        let streamed: Result<(), AttemptError> = async {
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        received += chunk.len() as u64;
+                        if let Some(size) = expected.size.filter(|&s| received > s) {
+                            return Err(AttemptError::Mismatch(format!(
+                                "the server sent more than the {size} bytes expected"
+                            )));
+                        }
+                        if tx.send(WriterMsg::Chunk(chunk)).await.is_err() {
+                            // The writer failed; its error is reported below.
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = tx.send(WriterMsg::End).await;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(transient(&e)),
+                }
+            }
+        }
+        .await;
+        drop(tx);
+        let written = writer.await;
+        streamed?;
+        match written {
+            Ok(Ok(WriterOutcome::Stored(d))) => Ok(d),
+            Ok(Ok(WriterOutcome::Mismatch(m))) => Err(AttemptError::Mismatch(m)),
+            Ok(Ok(WriterOutcome::Discarded)) => Err(AttemptError::Transient {
+                reason: "the download was interrupted".into(),
+                wait: None,
+            }),
+            Ok(Err(e)) => Err(AttemptError::Fatal(e)),
+            Err(join) => Err(AttemptError::Fatal(FetchError::Io {
+                path: dest.to_path_buf(),
+                source: std::io::Error::other(format!("writer task failed: {join}")),
+            })),
+        }
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, AttemptError> {
+        let resp = req.send().await.map_err(|e| {
+            if e.is_builder() || e.is_redirect() {
+                AttemptError::Fatal(FetchError::Request {
+                    url: url.to_string(),
+                    reason: error_chain(&e),
+                })
+            } else {
+                transient(&e)
+            }
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            return Err(AttemptError::Fatal(FetchError::NotFound {
+                url: url.to_string(),
+                status: status.as_u16(),
+            }));
+        }
+        if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+        {
+            return Err(AttemptError::Transient {
+                reason: format!("HTTP {status}"),
+                wait: retry_after(resp.headers()),
+            });
+        }
+        let detail = body_detail(resp).await;
+        Err(AttemptError::Fatal(FetchError::Status {
+            url: url.to_string(),
+            status: status.as_u16(),
+            detail,
+        }))
+    }
+
+    async fn with_retries<T, F, Fut>(&self, url: &str, mut attempt: F) -> Result<T, FetchError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AttemptError>>,
+    {
+        let max_attempts = self.config.retries + 1;
+        let mut n = 0;
+        loop {
+            n += 1;
+            let result = {
+                let _permit = self
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|_| FetchError::Request {
+                        url: url.to_string(),
+                        reason: "the fetcher was shut down".into(),
+                    })?;
+                attempt().await
+            };
+            let (reason, wait, mismatch) = match result {
+                Ok(v) => return Ok(v),
+                Err(AttemptError::Fatal(e)) => return Err(e),
+                Err(AttemptError::Transient { reason, wait }) => (reason, wait, false),
+                Err(AttemptError::Mismatch(m)) => (m, None, true),
+            };
+            if n >= max_attempts {
+                return Err(if mismatch {
+                    FetchError::Verification {
+                        url: url.to_string(),
+                        attempts: n,
+                        mismatch: reason,
+                    }
+                } else {
+                    FetchError::Exhausted {
+                        url: url.to_string(),
+                        attempts: n,
+                        last: reason,
+                    }
+                });
+            }
+            let pause = self.backoff(n, wait);
+            tracing::warn!(
+                "{url}: {reason}; retrying in {:.1} s (attempt {}/{max_attempts})",
+                pause.as_secs_f64(),
+                n + 1
+            );
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// The pause after failed attempt `n` (1-based).
+    fn backoff(&self, n: u32, retry_after: Option<Duration>) -> Duration {
+        let max = self.config.backoff_max;
+        if let Some(wait) = retry_after {
+            return wait.min(max);
+        }
+        let exp = self
+            .config
+            .backoff_base
+            .saturating_mul(1u32 << (n - 1).min(20));
+        let jitter = 0.5 + rand::random::<f64>();
+        exp.mul_f64(jitter).min(max)
+    }
+}
+
+enum WriterMsg {
+    Chunk(Bytes),
+    End,
+}
+
+enum WriterOutcome {
+    Stored(Downloaded),
+    Mismatch(String),
+    Discarded,
+}
+
+/// The blocking half of a download: writes and hashes the chunks into a temp file next to `dest`,
+/// and renames it into place only when the body ended normally and matches `expected`.
+fn write_verified(
+    mut rx: mpsc::Receiver<WriterMsg>,
+    dir: &Path,
+    dest: &Path,
+    expected: Expected,
+    fsync: bool,
+) -> Result<WriterOutcome, FetchError> {
+    let io_err = |source| FetchError::Io {
+        path: dest.to_path_buf(),
+        source,
+    };
+    let mut tmp = TempFile::new_in(dir).map_err(io_err)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut complete = false;
+    {
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, tmp.file());
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                WriterMsg::Chunk(chunk) => {
+                    hasher.update(&chunk);
+                    size += chunk.len() as u64;
+                    out.write_all(&chunk).map_err(io_err)?;
+                }
+                WriterMsg::End => {
+                    complete = true;
+                    break;
+                }
+            }
+        }
+        out.flush().map_err(io_err)?;
+    }
+    if !complete {
+        return Ok(WriterOutcome::Discarded);
+    }
+    let got = Downloaded {
+        size,
+        sha256: Sha256Hash(hasher.finalize().into()),
+    };
+    if expected.size.is_some_and(|s| s != got.size)
+        || expected.sha256.is_some_and(|h| h != got.sha256)
+    {
+        return Ok(WriterOutcome::Mismatch(describe_mismatch(expected, got)));
+    }
+    tmp.persist(dest, fsync).map_err(io_err)?;
+    Ok(WriterOutcome::Stored(got))
+}
+
+fn describe_mismatch(expected: Expected, got: Downloaded) -> String {
+    if let Some(size) = expected.size {
+        if size != got.size {
+            return format!("got {} bytes, expected {size}", got.size);
+        }
+    }
+    match expected.sha256 {
+        Some(h) if h != got.sha256 => format!("got sha256 {}, expected {h}", got.sha256),
+        _ => "mismatch".to_string(),
+    }
+}
+
+fn transient(e: &reqwest::Error) -> AttemptError {
+    AttemptError::Transient {
+        reason: error_chain(e),
+        wait: None,
+    }
+}
+
+/// The error with its sources, e.g. "error sending request: connection reset by peer".
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let msg = inner.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// A short excerpt of an error body, e.g. Hydra's `{"error": "..."}` message.
+async fn body_detail(resp: reqwest::Response) -> String {
+    let Ok(bytes) = resp.bytes().await else {
+        return String::new();
+    };
+    let head = &bytes[..bytes.len().min(4096)];
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(head) {
+        if let Some(msg) = v.get("error").and_then(|m| m.as_str()) {
+            return format!(": {msg}");
+        }
+    }
+    let text = String::from_utf8_lossy(&head[..head.len().min(200)]);
+    let text = text.trim();
+    if text.is_empty() || text.starts_with('<') {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
+}
+
+/// Checks a file on disk against `expected` by reading it through (blocking).
+pub fn verify_file(path: &Path, expected: Expected) -> std::io::Result<Result<(), String>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut file, &mut hasher)?;
+    let got = Downloaded {
+        size,
+        sha256: Sha256Hash(hasher.finalize().into()),
+    };
+    if expected.size.is_some_and(|s| s != got.size)
+        || expected.sha256.is_some_and(|h| h != got.sha256)
+    {
+        Ok(Err(describe_mismatch(expected, got)))
+    } else {
+        Ok(Ok(()))
+    }
+}

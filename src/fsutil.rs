@@ -1,1 +1,477 @@
-//! (module under construction)
+//! File-system building blocks that keep the mirror consistent: atomic writes (temp file in the
+//! same directory, fsync, rename), joins of untrusted relative paths that cannot escape their base,
+//! atomic symlink swaps, relative symlink targets, `lastsync` stamps, and the mirror lock.
+//!
+//! Every temporary file nixipfs creates starts with [`TEMP_PREFIX`], so that an interrupted run's
+//! leftovers can be recognised and removed by the next one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use thiserror::Error;
+
+/// Prefix of every temporary file or directory nixipfs creates.
+pub const TEMP_PREFIX: &str = ".nixipfs-tmp-";
+
+/// Whether a file name is one of our temporary files.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX)
+}
+
+/// A relative path taken from untrusted input was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum UnsafePath {
+    #[error("path {0:?} is empty")]
+    Empty(String),
+    #[error("path {0:?} is absolute or has a scheme; only plain relative paths are allowed")]
+    Absolute(String),
+    #[error("path {0:?} has a `.`, `..` or empty component")]
+    Traversal(String),
+    #[error("path {0:?} has a character outside [A-Za-z0-9._+=-] in a component")]
+    BadCharacter(String),
+    #[error("path {0:?} is longer than {1} bytes")]
+    TooLong(String, usize),
+}
+
+const MAX_RELATIVE_PATH: usize = 1024;
+
+/// Checks that `rel` is a plain relative path made of `/`-separated components of the characters
+/// `[A-Za-z0-9._+=-]`, none of them empty, `.` or `..`. Percent signs, backslashes, colons (URL
+/// schemes), NUL and the like are all refused, so the path means the same thing on disk and in a URL.
+pub fn check_relative_path(rel: &str) -> Result<(), UnsafePath> {
+    if rel.is_empty() {
+        return Err(UnsafePath::Empty(rel.to_string()));
+    }
+    if rel.len() > MAX_RELATIVE_PATH {
+        return Err(UnsafePath::TooLong(rel.to_string(), MAX_RELATIVE_PATH));
+    }
+    if rel.starts_with('/') || rel.contains("://") {
+        return Err(UnsafePath::Absolute(rel.to_string()));
+    }
+    for component in rel.split('/') {
+        if component.is_empty() || component == "." || component == ".." {
+            return Err(UnsafePath::Traversal(rel.to_string()));
+        }
+        if !component
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+=-".contains(&b))
+        {
+            return Err(UnsafePath::BadCharacter(rel.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Joins an untrusted relative path onto `base`, refusing anything that could leave `base`
+/// (see [`check_relative_path`]).
+pub fn safe_join(base: &Path, rel: &str) -> Result<PathBuf, UnsafePath> {
+    check_relative_path(rel)?;
+    Ok(base.join(rel))
+}
+
+/// Checks that a name from a remote server is a plain file name: not empty, not `.` or `..`, and
+/// without `/` or NUL.
+pub fn check_file_name(name: &str) -> Result<(), UnsafePath> {
+    if name.is_empty() {
+        return Err(UnsafePath::Empty(name.to_string()));
+    }
+    if name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(UnsafePath::Traversal(name.to_string()));
+    }
+    if name.len() > 255 {
+        return Err(UnsafePath::TooLong(name.to_string(), 255));
+    }
+    Ok(())
+}
+
+/// Creates `dir` and its parents under `base`, refusing to pass through a symlink below `base`,
+/// so that a link planted inside the mirror cannot redirect writes elsewhere.
+pub fn create_dir_all_within(base: &Path, dir: &Path) -> Result<()> {
+    let rel = dir
+        .strip_prefix(base)
+        .with_context(|| format!("{} is not inside {}", dir.display(), base.display()))?;
+    fs::create_dir_all(base).with_context(|| format!("cannot create {}", base.display()))?;
+    let mut cur = base.to_path_buf();
+    for c in rel.components() {
+        match c {
+            Component::Normal(n) => cur.push(n),
+            _ => bail!(
+                "{} is not a plain path inside {}",
+                dir.display(),
+                base.display()
+            ),
+        }
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => bail!(
+                "{} is a symlink; refusing to write through it (remove it and run again)",
+                cur.display()
+            ),
+            Ok(_) => bail!("{} exists and is not a directory", cur.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&cur) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && cur.is_dir() => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", cur.display()))
+                }
+            },
+            Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", cur.display())),
+        }
+    }
+    Ok(())
+}
+
+/// A temporary file in the directory of its final path; removed on drop unless persisted.
+pub struct TempFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl TempFile {
+    /// Creates a new temporary file in `dir` (which must exist).
+    pub fn new_in(dir: &Path) -> io::Result<TempFile> {
+        loop {
+            let name = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
+            let path = dir.join(name);
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    return Ok(TempFile {
+                        path,
+                        file: Some(file),
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The temporary path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open file.
+    pub fn file(&mut self) -> &mut File {
+        self.file
+            .as_mut()
+            .expect("temp file is open until persisted")
+    }
+
+    /// Flushes the data to disk (if `sync`) and renames the file to `dest`, replacing what is there.
+    pub fn persist(mut self, dest: &Path, sync: bool) -> io::Result<()> {
+        let file = self.file.take().expect("temp file is open until persisted");
+        if sync {
+            file.sync_all()?;
+        }
+        drop(file);
+        fs::rename(&self.path, dest)?;
+        // Nothing left to clean up.
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Write for TempFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file().write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file().flush()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes `bytes` to `dest` atomically: a temp file in the same directory, fsync, rename.
+pub fn atomic_write(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(dest);
+    let mut tmp = TempFile::new_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.persist(dest, true))
+        .with_context(|| format!("cannot write {}", dest.display()))
+}
+
+/// Creates (or atomically replaces) the symlink `link` pointing at `target`.
+pub fn atomic_symlink(target: &Path, link: &Path) -> Result<()> {
+    let dir = parent_dir(link);
+    // Fast path: the link already says the right thing.
+    if let Ok(existing) = fs::read_link(link) {
+        if existing == target {
+            return Ok(());
+        }
+    }
+    loop {
+        let tmp = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+        match std::os::unix::fs::symlink(target, &tmp) {
+            Ok(()) => {
+                return fs::rename(&tmp, link)
+                    .inspect_err(|_| {
+                        let _ = fs::remove_file(&tmp);
+                    })
+                    .with_context(|| format!("cannot replace {}", link.display()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot create a symlink in {}", dir.display()))
+            }
+        }
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// The relative path that leads from directory `from` to `to`. Both must be absolute (or both
+/// relative to the same directory) and free of `.`/`..` components.
+pub fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c.as_os_str());
+    }
+    out
+}
+
+/// Makes `path` absolute and lexically normal (without resolving symlinks in its last component).
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path)
+        .with_context(|| format!("cannot make {} absolute", path.display()))?;
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the current unix time (integer seconds) to `dir/lastsync`.
+pub fn write_lastsync(dir: &Path) -> Result<()> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    atomic_write(&dir.join("lastsync"), format!("{now}\n").as_bytes())
+}
+
+/// Removes temporary files left by an interrupted run directly inside `dir`; returns how many.
+pub fn remove_stale_temp_files(dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        if entry.file_name().to_str().is_some_and(is_temp_name) {
+            let path = entry.path();
+            let res = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            match res {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot remove {}", path.display()))
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// An exclusive lock on a mirror directory, held until dropped.
+pub struct DirLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl DirLock {
+    /// Takes the lock file `dir/.lock`. With `wait`, blocks until the other holder is done;
+    /// otherwise fails at once when another process holds it.
+    pub fn acquire(dir: &Path, wait: bool) -> Result<DirLock> {
+        use fs4::fs_std::FileExt;
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(".lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        if wait {
+            file.lock_exclusive()
+                .with_context(|| format!("cannot lock {}", path.display()))?;
+        } else {
+            match file.try_lock_exclusive() {
+                Ok(true) => {}
+                Ok(false) => bail!(
+                    "another nixipfs run holds the lock {}; it exits when that run is done \
+                     (pass --wait-lock to wait for it instead)",
+                    path.display()
+                ),
+                Err(e) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
+            }
+        }
+        Ok(DirLock { _file: file, path })
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_that_stay_inside_are_accepted() {
+        for ok in ["nar/0abc.nar.xz", "a", "nar/x+y=z_1-2.nar.zst", "a/b/c"] {
+            assert_eq!(check_relative_path(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn traversal_and_absolute_paths_are_refused() {
+        let cases = [
+            ("", "Empty"),
+            ("/etc/passwd", "Absolute"),
+            ("http://evil/x", "Absolute"),
+            ("nar/../../x", "Traversal"),
+            ("..", "Traversal"),
+            ("nar//x", "Traversal"),
+            ("nar/./x", "Traversal"),
+            ("nar/", "Traversal"),
+            ("nar/%2e%2e/x", "BadCharacter"),
+            ("nar\\..\\x", "BadCharacter"),
+            ("nar/x\0y", "BadCharacter"),
+            ("nar/x y", "BadCharacter"),
+        ];
+        for (input, kind) in cases {
+            let err = check_relative_path(input).expect_err(input);
+            assert!(format!("{err:?}").starts_with(kind), "{input}: {err:?}");
+        }
+        assert!(matches!(
+            check_relative_path(&"a".repeat(2000)),
+            Err(UnsafePath::TooLong(..))
+        ));
+    }
+
+    #[test]
+    fn file_names() {
+        assert!(check_file_name("nixos-17.09.iso").is_ok());
+        for bad in ["", ".", "..", "a/b", "a\0b"] {
+            assert!(check_file_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn relative_path_between_dirs() {
+        assert_eq!(
+            relative_path(
+                Path::new("/m/releases/c/n/binary_cache"),
+                Path::new("/m/binary_cache/x.narinfo")
+            ),
+            PathBuf::from("../../../../binary_cache/x.narinfo")
+        );
+        assert_eq!(
+            relative_path(Path::new("/m/channels"), Path::new("/m/releases/c/n")),
+            PathBuf::from("../releases/c/n")
+        );
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp_file_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        atomic_write(&p, b"one").unwrap();
+        atomic_write(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn dropped_temp_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path;
+        {
+            let mut t = TempFile::new_in(dir.path()).unwrap();
+            t.write_all(b"partial").unwrap();
+            path = t.path().to_path_buf();
+            assert!(path.exists());
+        }
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn symlink_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("chan");
+        atomic_symlink(Path::new("../a"), &link).unwrap();
+        atomic_symlink(Path::new("../b"), &link).unwrap();
+        assert_eq!(fs::read_link(&link).unwrap(), PathBuf::from("../b"));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn create_dir_refuses_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("nar")).unwrap();
+        let err = create_dir_all_within(dir.path(), &dir.path().join("nar/sub")).unwrap_err();
+        assert!(format!("{err:#}").contains("is a symlink"), "{err:#}");
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(format!("{TEMP_PREFIX}abc")), b"x").unwrap();
+        fs::write(dir.path().join("keep.narinfo"), b"x").unwrap();
+        assert_eq!(remove_stale_temp_files(dir.path()).unwrap(), 1);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn lock_excludes_a_second_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DirLock::acquire(dir.path(), false).unwrap();
+        let err = DirLock::acquire(dir.path(), false)
+            .err()
+            .expect("second lock must fail");
+        assert!(format!("{err:#}").contains("holds the lock"));
+        drop(first);
+        DirLock::acquire(dir.path(), false).unwrap();
+    }
+}
