@@ -5,7 +5,8 @@
 //! - encodings and hashes: [`nixbase32`], [`hash`], [`store_path`], [`signature`];
 //! - pure store formats: [`narinfo`], [`nar`], [`compression`];
 //! - I/O building blocks: [`fsutil`], [`fetch`], [`progress`];
-//! - mirroring logic: [`closure`], [`binary_cache`];
+//! - remote services: [`hydra`] (the CI server's JSON API) and [`ipfs`] (local CIDs, CARs and the node);
+//! - mirroring logic: [`closure`], [`binary_cache`], and the release configuration in [`config`];
 //! - one module per subcommand under [`commands`].
 //!
 //! Nothing below [`commands`] knows about the command line.
@@ -14,9 +15,11 @@ pub mod binary_cache;
 pub mod closure;
 pub mod commands;
 pub mod compression;
+pub mod config;
 pub mod fetch;
 pub mod fsutil;
 pub mod hash;
+pub mod hydra;
 pub mod ipfs;
 pub mod nar;
 pub mod narinfo;
