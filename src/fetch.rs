@@ -78,8 +78,13 @@ pub struct Downloaded {
 #[derive(Debug, Error)]
 pub enum FetchError {
     /// The server answered 404 (or 410): the object does not exist there.
-    #[error("{url} does not exist on the server (HTTP {status})")]
-    NotFound { url: String, status: u16 },
+    #[error("{url} does not exist on the server (HTTP {status}{detail})")]
+    NotFound {
+        url: String,
+        status: u16,
+        /// The server's own message (e.g. Hydra's `{"error": ...}`), as `": message"`, or empty.
+        detail: String,
+    },
     /// A status that retrying cannot fix.
     #[error("{url} answered HTTP {status}{detail}")]
     Status {
@@ -318,9 +323,11 @@ impl Fetcher {
             return Ok(resp);
         }
         if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            let detail = body_detail(resp).await;
             return Err(AttemptError::Fatal(FetchError::NotFound {
                 url: url.to_string(),
                 status: status.as_u16(),
+                detail,
             }));
         }
         if status.is_server_error()
