@@ -1,1 +1,320 @@
-//! (module under construction)
+//! The local binary cache directory (`DIR/binary_cache`) and a release's view of it.
+//!
+//! Layout: `HASH.narinfo` files exactly as the upstream cache served them, the NAR files at the
+//! narinfo's `URL` (normally `nar/FILEHASH.nar.xz`), `nix-cache-info`, and `lastsync`. A narinfo
+//! is only ever written after its NAR is in place and verified, so every narinfo in the cache has
+//! its NAR (except after `--print-only`, which writes narinfos for another host to fill in).
+//!
+//! A release directory gets `binary_cache/` with relative symlinks to the global cache's
+//! narinfos and NARs of its closure, plus its own `nix-cache-info`, so the release directory alone
+//! is a valid binary cache and the garbage collector knows what the release needs.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::fsutil::{self, UnsafePath};
+use crate::narinfo::NarInfo;
+use crate::store_path::StorePath;
+
+/// The `nix-cache-info` nixipfs serves.
+pub const NIX_CACHE_INFO: &str = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n";
+
+/// Name of the binary cache directory, both globally and inside a release.
+pub const BINARY_CACHE_DIR: &str = "binary_cache";
+
+/// A local binary cache directory.
+#[derive(Clone, Debug)]
+pub struct LocalCache {
+    root: PathBuf,
+}
+
+impl LocalCache {
+    /// Opens (creating if needed) the cache at `root`, with its `nix-cache-info`.
+    pub fn create(root: &Path) -> Result<LocalCache> {
+        let root = fsutil::absolute(root)?;
+        fs::create_dir_all(&root)
+            .with_context(|| format!("cannot create the binary cache {}", root.display()))?;
+        let cache = LocalCache { root };
+        cache.write_nix_cache_info()?;
+        Ok(cache)
+    }
+
+    /// Opens an existing cache directory without changing it.
+    pub fn open(root: &Path) -> Result<LocalCache> {
+        let root = fsutil::absolute(root)?;
+        if !root.is_dir() {
+            bail!("{} is not a directory", root.display());
+        }
+        Ok(LocalCache { root })
+    }
+
+    /// The cache directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes `nix-cache-info` unless it already says the right thing.
+    pub fn write_nix_cache_info(&self) -> Result<()> {
+        write_if_different(&self.root.join("nix-cache-info"), NIX_CACHE_INFO.as_bytes())
+    }
+
+    /// Where the narinfo of `path` lives.
+    pub fn narinfo_path(&self, path: &StorePath) -> PathBuf {
+        self.root.join(format!("{}.narinfo", path.hash_part()))
+    }
+
+    /// Where the NAR of `info` lives; refuses a URL that would leave the cache directory.
+    pub fn nar_path(&self, info: &NarInfo) -> Result<PathBuf, UnsafePath> {
+        fsutil::safe_join(&self.root, &info.url)
+    }
+
+    /// Whether the NAR of `info` is in place with the size the narinfo gives. Files reach their
+    /// final name only after verification, so the size check guards against outside meddling;
+    /// `nixipfs verify` re-hashes everything.
+    pub fn nar_present(&self, nar: &Path, info: &NarInfo) -> bool {
+        match fs::symlink_metadata(nar) {
+            Ok(m) if m.file_type().is_file() => info.file_size.map_or(true, |s| s == m.len()),
+            _ => false,
+        }
+    }
+
+    /// Stores a narinfo's text exactly as served.
+    pub fn write_narinfo(&self, info: &NarInfo, fsync: bool) -> Result<()> {
+        let text = narinfo_text(info);
+        let dest = self.narinfo_path(&info.store_path);
+        if fsync {
+            fsutil::atomic_write(&dest, text.as_bytes())
+        } else {
+            fsutil::atomic_write_nosync(&dest, text.as_bytes())
+        }
+    }
+}
+
+/// The bytes of a narinfo as served (its source text when parsed).
+pub fn narinfo_text(info: &NarInfo) -> String {
+    match info.source() {
+        Some(s) => s.to_string(),
+        None => info.to_string(),
+    }
+}
+
+fn write_if_different(path: &Path, bytes: &[u8]) -> Result<()> {
+    match fs::read(path) {
+        Ok(existing) if existing == bytes => Ok(()),
+        _ => fsutil::atomic_write(path, bytes),
+    }
+}
+
+/// What linking a release changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Symlinks created or corrected.
+    pub created: usize,
+    /// Symlinks that were already right.
+    pub kept: usize,
+    /// Stale entries removed.
+    pub removed: usize,
+}
+
+/// Makes `release_dir/binary_cache` a view of `cache` holding exactly the given narinfos and
+/// their NARs, as relative symlinks, plus `nix-cache-info`. Entries for paths no longer in the
+/// closure are removed.
+pub fn link_release(
+    release_dir: &Path,
+    cache: &LocalCache,
+    infos: &[&NarInfo],
+) -> Result<LinkStats> {
+    let release_dir = fsutil::absolute(release_dir)?;
+    let view = release_dir.join(BINARY_CACHE_DIR);
+    fsutil::create_dir_all_within(&release_dir, &view)?;
+    write_if_different(&view.join("nix-cache-info"), NIX_CACHE_INFO.as_bytes())?;
+    let mut stats = LinkStats::default();
+    let mut wanted: HashSet<PathBuf> = HashSet::new();
+    let mut dirs_made: HashSet<PathBuf> = HashSet::new();
+    wanted.insert(PathBuf::from("nix-cache-info"));
+    for info in infos {
+        let name = format!("{}.narinfo", info.hash_part());
+        let rel_nar = PathBuf::from(&info.url);
+        fsutil::check_relative_path(&info.url)
+            .with_context(|| format!("the narinfo of {} has an unsafe URL", info.store_path))?;
+        for rel in [PathBuf::from(&name), rel_nar] {
+            let link = view.join(&rel);
+            let target_abs = cache.root().join(&rel);
+            let link_dir = link.parent().unwrap_or(&view).to_path_buf();
+            if dirs_made.insert(link_dir.clone()) {
+                fsutil::create_dir_all_within(&view, &link_dir)?;
+            }
+            let target = fsutil::relative_path(&link_dir, &target_abs);
+            match fs::read_link(&link) {
+                Ok(existing) if existing == target => stats.kept += 1,
+                _ => {
+                    fsutil::atomic_symlink(&target, &link)?;
+                    stats.created += 1;
+                }
+            }
+            wanted.insert(rel);
+        }
+    }
+    // Remove what the closure no longer has.
+    for entry in walkdir::WalkDir::new(&view)
+        .min_depth(1)
+        .contents_first(true)
+    {
+        let entry = entry.with_context(|| format!("cannot list {}", view.display()))?;
+        let rel = entry.path().strip_prefix(&view).unwrap_or(entry.path());
+        if entry.file_type().is_dir() {
+            // Remove directories left empty.
+            let _ = fs::remove_dir(entry.path());
+            continue;
+        }
+        if !wanted.contains(rel) {
+            fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+            stats.removed += 1;
+        }
+    }
+    Ok(stats)
+}
+
+/// Everything a release's `binary_cache/` view links to, as paths relative to the cache root
+/// (`HASH.narinfo`, `nar/FILE`), after checking each link resolves into `cache_root`.
+pub fn release_links(release_dir: &Path, cache_root: &Path) -> Result<BTreeSet<PathBuf>> {
+    let view = release_dir.join(BINARY_CACHE_DIR);
+    let meta = fs::symlink_metadata(&view).with_context(|| {
+        format!(
+            "release {} has no {BINARY_CACHE_DIR}/",
+            release_dir.display()
+        )
+    })?;
+    if !meta.is_dir() {
+        bail!("{} is not a directory", view.display());
+    }
+    let mut out = BTreeSet::new();
+    for entry in walkdir::WalkDir::new(&view).min_depth(1) {
+        let entry = entry.with_context(|| format!("cannot list {}", view.display()))?;
+        if !entry.path_is_symlink() {
+            continue;
+        }
+        let link = entry.path();
+        let target = fs::read_link(link)
+            .with_context(|| format!("cannot read the link {}", link.display()))?;
+        let parent = link.parent().unwrap_or(&view);
+        let resolved = fsutil::absolute(&parent.join(&target))?;
+        let Ok(rel) = resolved.strip_prefix(cache_root) else {
+            // A link to somewhere else is not ours to keep alive; it does not protect anything.
+            continue;
+        };
+        match fs::metadata(&resolved) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
+                "{} points at {}, which is missing: the release is incomplete; \
+                 run update-binary-cache for it before collecting garbage",
+                link.display(),
+                resolved.display()
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot inspect {}", resolved.display()))
+            }
+        }
+        out.insert(rel.to_path_buf());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::Sha256Hash;
+
+    fn info(name: &str, url: &str) -> NarInfo {
+        let sp =
+            StorePath::from_basename(&format!("{}-{name}", "0".repeat(32).replacen('0', "1", 1)))
+                .unwrap();
+        let mut i = NarInfo::new(sp, url, "xz", Sha256Hash([0; 32]), 1);
+        i.file_size = Some(3);
+        i
+    }
+
+    #[test]
+    fn nar_url_may_not_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::create(dir.path()).unwrap();
+        for bad in [
+            "../x.nar",
+            "/etc/passwd",
+            "nar/../../x",
+            "http://h/x",
+            "nar/%2e%2e/x",
+        ] {
+            assert!(cache.nar_path(&info("a", bad)).is_err(), "{bad}");
+        }
+        assert_eq!(
+            cache.nar_path(&info("a", "nar/abc.nar.xz")).unwrap(),
+            cache.root().join("nar/abc.nar.xz")
+        );
+    }
+
+    #[test]
+    fn release_view_links_and_prunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::create(&dir.path().join("binary_cache")).unwrap();
+        let i = info("a", "nar/abc.nar.xz");
+        fs::create_dir_all(cache.root().join("nar")).unwrap();
+        fs::write(cache.root().join("nar/abc.nar.xz"), b"nar").unwrap();
+        cache.write_narinfo(&i, false).unwrap();
+        let release = dir.path().join("releases/chan/rel");
+        fs::create_dir_all(&release).unwrap();
+        let stats = link_release(&release, &cache, &[&i]).unwrap();
+        assert_eq!(stats.created, 2);
+        let link = release
+            .join("binary_cache")
+            .join(format!("{}.narinfo", i.hash_part()));
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            PathBuf::from(format!(
+                "../../../../binary_cache/{}.narinfo",
+                i.hash_part()
+            ))
+        );
+        assert_eq!(
+            fs::read_link(release.join("binary_cache/nar/abc.nar.xz")).unwrap(),
+            PathBuf::from("../../../../../binary_cache/nar/abc.nar.xz")
+        );
+        assert_eq!(
+            fs::read(release.join("binary_cache/nar/abc.nar.xz")).unwrap(),
+            b"nar"
+        );
+        let links = release_links(&release, cache.root()).unwrap();
+        assert!(links.contains(Path::new("nar/abc.nar.xz")));
+        // Linking again changes nothing; linking an empty closure removes the links.
+        assert_eq!(link_release(&release, &cache, &[&i]).unwrap().kept, 2);
+        let stats = link_release(&release, &cache, &[]).unwrap();
+        assert_eq!(stats.removed, 2);
+        assert!(!release.join("binary_cache/nar").exists());
+        assert!(release.join("binary_cache/nix-cache-info").exists());
+    }
+
+    #[test]
+    fn dangling_links_make_the_view_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::create(&dir.path().join("binary_cache")).unwrap();
+        let release = dir.path().join("releases/chan/rel");
+        fs::create_dir_all(release.join("binary_cache")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../../../binary_cache/gone.narinfo",
+            release.join("binary_cache/gone.narinfo"),
+        )
+        .unwrap();
+        let err = release_links(&release, cache.root()).unwrap_err();
+        assert!(format!("{err:#}").contains("incomplete"), "{err:#}");
+        let err = release_links(&dir.path().join("nope"), cache.root()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("has no binary_cache/"),
+            "{err:#}"
+        );
+    }
+}

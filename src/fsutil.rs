@@ -194,11 +194,21 @@ impl Drop for TempFile {
 
 /// Writes `bytes` to `dest` atomically: a temp file in the same directory, fsync, rename.
 pub fn atomic_write(dest: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_with(dest, bytes, true)
+}
+
+/// Like [`atomic_write`] but without the fsync: safe against a crash of nixipfs (the rename
+/// still makes the file appear whole), not against a power loss.
+pub fn atomic_write_nosync(dest: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_with(dest, bytes, false)
+}
+
+fn atomic_write_with(dest: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let dir = parent_dir(dest);
     let mut tmp = TempFile::new_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)
-        .and_then(|()| tmp.persist(dest, true))
+        .and_then(|()| tmp.persist(dest, sync))
         .with_context(|| format!("cannot write {}", dest.display()))
 }
 

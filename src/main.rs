@@ -1,1 +1,120 @@
-fn main() {}
+//! The `nixipfs` binary: parse the command line, run the subcommand, print the error chain once.
+//!
+//! Exit codes: 0 success; 1 failure (including an incomplete mirror); 2 usage errors and
+//! subcommands that are not available.
+
+mod cli;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use cli::{Cli, Command};
+use nixipfs::commands::{garbage_collect, update_binary_cache};
+use nixipfs::progress;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            progress::suspend(|| eprintln!("error: {err:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NIXIPFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("nixipfs={level},warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(progress::LogWriter)
+        .with_target(false)
+        .without_time()
+        .init();
+    progress::init(match cli.progress {
+        cli::ProgressArg::Auto if cli.quiet => progress::Mode::Hidden,
+        cli::ProgressArg::Auto => progress::mode(),
+        cli::ProgressArg::Bars => progress::Mode::Bars,
+        cli::ProgressArg::Plain => progress::Mode::Plain,
+        cli::ProgressArg::None => progress::Mode::Hidden,
+    });
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn not_available(name: &str) -> Result<ExitCode> {
+    eprintln!("error: `nixipfs {name}` is not available in this version");
+    Ok(ExitCode::from(2))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::UpdateBinaryCache(a) => {
+            let opts = update_binary_cache::UpdateBinaryCacheOptions {
+                release: a.release,
+                outdir: a.outdir,
+                cache_url: a.cache,
+                fetch: a.fetch.to_config()?,
+                print_only: a.print_only,
+                trusted_keys: a.sigs.keys()?,
+                check_sigs: !a.sigs.no_check_sigs,
+            };
+            let mut stdout = std::io::stdout();
+            let report = runtime()?.block_on(update_binary_cache::run(&opts, &mut stdout))?;
+            stdout.flush().context("cannot write to standard output")?;
+            tracing::info!("update-binary-cache: {}", report.summary());
+            if report.is_complete() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "error: the closure of {} is incomplete: {} failures:",
+                    opts.release.display(),
+                    report.failures.len()
+                );
+                for f in &report.failures {
+                    eprintln!("  {f}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Command::GarbageCollect(a) => {
+            let opts = garbage_collect::GarbageCollectOptions {
+                cache: a.cache,
+                releases: a.releases,
+                dry_run: a.dry_run,
+            };
+            let mut stdout = std::io::stdout().lock();
+            garbage_collect::run(&opts, &mut stdout)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CreateChannelRelease(_) => not_available("create-channel-release"),
+        Command::CreateNixipfs(_) => not_available("create-nixipfs"),
+        Command::ReleaseNixos(_) => not_available("release-nixos"),
+    }
+}

@@ -1,0 +1,243 @@
+//! The command line: clap definitions only, and their conversion into the library's option
+//! structs. The flags of the original release scripts (`--print_only`, `--no_ipfs`,
+//! `--ipfsapi HOST PORT`, ...) are accepted beside the kebab-case forms.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use nixipfs::fetch::FetchConfig;
+use nixipfs::signature::PublicKey;
+
+/// Mirror NixOS channel releases and their binary cache closure from Hydra to disk and IPFS.
+#[derive(Debug, Parser)]
+#[command(name = "nixipfs", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// How to show progress: auto (bars on a terminal, plain lines otherwise), bars, plain, none.
+    #[arg(long, global = true, default_value = "auto", value_name = "MODE")]
+    pub progress: ProgressArg,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Progress display.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ProgressArg {
+    Auto,
+    Bars,
+    Plain,
+    None,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a channel release directory from the latest finished build of a Hydra job.
+    #[command(alias = "create_channel_release")]
+    CreateChannelRelease(CreateChannelReleaseArgs),
+    /// Mirror the runtime closure of a release into the global binary cache.
+    #[command(alias = "update_binary_cache")]
+    UpdateBinaryCache(UpdateBinaryCacheArgs),
+    /// Delete cache files that no release links to.
+    #[command(alias = "garbage_collect")]
+    GarbageCollect(GarbageCollectArgs),
+    /// Publish the mirror to IPFS.
+    #[command(alias = "create_nixipfs")]
+    CreateNixipfs(CreateNixipfsArgs),
+    /// Mirror every release of a config: channel releases, binary cache, GC and IPFS.
+    #[command(alias = "release_nixos")]
+    ReleaseNixos(ReleaseNixosArgs),
+}
+
+/// HTTP settings shared by the commands that download.
+#[derive(Debug, Args, Clone)]
+pub struct FetchArgs {
+    /// Requests in flight at most.
+    #[arg(long, alias = "concurrency", default_value_t = 32, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrent: u32,
+    /// Retries of a request that failed transiently (connection error, 5xx, 429, stall).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub retries: u32,
+    /// Seconds before the first retry; doubled (with jitter) for each further retry.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub retry_delay: f64,
+    /// Seconds a response may send nothing before it is abandoned and retried.
+    #[arg(long, alias = "timeout", default_value_t = 60.0, value_name = "SECS")]
+    pub stall_timeout: f64,
+    /// Seconds allowed to open a connection.
+    #[arg(long, default_value_t = 15.0, value_name = "SECS")]
+    pub connect_timeout: f64,
+    /// Skip fsync of downloaded files (safe against crashes of nixipfs, not against power loss).
+    #[arg(long)]
+    pub no_fsync: bool,
+}
+
+impl FetchArgs {
+    pub fn to_config(&self) -> Result<FetchConfig> {
+        let secs = |name: &str, v: f64| -> Result<Duration> {
+            Duration::try_from_secs_f64(v)
+                .with_context(|| format!("--{name} {v} is not a valid number of seconds"))
+        };
+        Ok(FetchConfig {
+            concurrency: self.concurrent as usize,
+            retries: self.retries,
+            connect_timeout: secs("connect-timeout", self.connect_timeout)?,
+            stall_timeout: secs("stall-timeout", self.stall_timeout)?,
+            backoff_base: secs("retry-delay", self.retry_delay)?,
+            backoff_max: Duration::from_secs(60).max(secs("retry-delay", self.retry_delay)?),
+            fsync: !self.no_fsync,
+        })
+    }
+}
+
+/// Signature settings.
+#[derive(Debug, Args, Clone)]
+pub struct SigArgs {
+    /// A key narinfos must be signed by, as NAME:BASE64 (repeatable). Default: cache.nixos.org's
+    /// key when the cache is cache.nixos.org.
+    #[arg(
+        long = "trusted-public-key",
+        alias = "trusted_public_key",
+        value_name = "KEY"
+    )]
+    pub trusted_public_keys: Vec<String>,
+    /// Accept narinfos without checking their signatures.
+    #[arg(long, alias = "no_check_sigs")]
+    pub no_check_sigs: bool,
+}
+
+impl SigArgs {
+    pub fn keys(&self) -> Result<Vec<PublicKey>> {
+        self.trusted_public_keys
+            .iter()
+            .map(|k| {
+                PublicKey::parse(k).with_context(|| {
+                    format!(
+                        "--trusted-public-key {k:?} is not NAME:BASE64 of a 32-byte ed25519 key"
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CreateChannelReleaseArgs {
+    /// Channel name, e.g. nixos-24.11.
+    #[arg(long)]
+    pub channel: String,
+    /// Hydra project.
+    #[arg(long)]
+    pub project: String,
+    /// Hydra jobset.
+    #[arg(long)]
+    pub jobset: String,
+    /// Hydra job whose latest finished build makes the release.
+    #[arg(long)]
+    pub job: String,
+    /// Directory under which CHANNEL/NIXNAME is created.
+    #[arg(long)]
+    pub outdir: PathBuf,
+    /// Hydra server.
+    #[arg(long, default_value = "https://hydra.nixos.org")]
+    pub hydra: String,
+    /// Binary cache the release's files are fetched from.
+    #[arg(long, default_value = "https://cache.nixos.org")]
+    pub cache: String,
+    /// What the release's binary-cache-url says (default: --cache).
+    #[arg(long, alias = "target_cache")]
+    pub target_cache: Option<String>,
+    /// Directory for temporary files (default: inside the release directory).
+    #[arg(long)]
+    pub tmpdir: Option<PathBuf>,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+    #[command(flatten)]
+    pub sigs: SigArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateBinaryCacheArgs {
+    /// The release directory (its store-paths is read, its binary_cache/ linked).
+    #[arg(long)]
+    pub release: PathBuf,
+    /// The mirror directory; the cache goes to OUTDIR/binary_cache.
+    #[arg(long)]
+    pub outdir: PathBuf,
+    /// Upstream binary cache.
+    #[arg(long, default_value = "https://cache.nixos.org")]
+    pub cache: String,
+    /// Write the narinfos and print URL,FileHash for each NAR to fetch, instead of downloading.
+    #[arg(long, alias = "print_only")]
+    pub print_only: bool,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+    #[command(flatten)]
+    pub sigs: SigArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GarbageCollectArgs {
+    /// The global binary cache directory.
+    #[arg(long)]
+    pub cache: PathBuf,
+    /// Every release directory whose files must stay.
+    #[arg(long, num_args = 1.., required = true)]
+    pub releases: Vec<PathBuf>,
+    /// Only print what would be deleted.
+    #[arg(long, alias = "dry_run")]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateNixipfsArgs {
+    /// The mirror directory.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The IPFS API: PORT, HOST PORT, http://HOST:PORT or /ip4/HOST/tcp/PORT.
+    #[arg(long, num_args = 1..=2, value_names = ["HOST", "PORT"], default_values = ["127.0.0.1", "5001"])]
+    pub ipfsapi: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseNixosArgs {
+    /// The mirror directory.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Directory for temporary files.
+    #[arg(long)]
+    pub tmpdir: PathBuf,
+    /// The release config (nixos_release.json).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Resolve and list NARs instead of downloading them.
+    #[arg(long, alias = "print_only")]
+    pub print_only: bool,
+    /// Delete old releases and unreferenced cache files.
+    #[arg(long)]
+    pub gc: bool,
+    /// Do not publish to IPFS.
+    #[arg(long, alias = "no_ipfs")]
+    pub no_ipfs: bool,
+    /// The IPFS API: PORT, HOST PORT, http://HOST:PORT or /ip4/HOST/tcp/PORT.
+    #[arg(long, num_args = 1..=2, value_names = ["HOST", "PORT"], default_values = ["127.0.0.1", "5001"])]
+    pub ipfsapi: Vec<String>,
+    /// Wait for another run holding the lock instead of exiting.
+    #[arg(long, alias = "wait_lock")]
+    pub wait_lock: bool,
+    /// Let a channel move back to an older release.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+    #[command(flatten)]
+    pub sigs: SigArgs,
+}
