@@ -43,6 +43,7 @@ fn init_logging(cli: &Cli) {
         .with_env_filter(filter)
         .with_writer(progress::LogWriter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
     progress::init(match cli.progress {
