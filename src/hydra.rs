@@ -1744,4 +1744,294 @@ mod tests {
             );
         }
     }
+
+    // ---- the client against a tiny HTTP server ----
+
+    mod client {
+        use std::collections::HashMap;
+        use std::io::{BufRead, BufReader, Write};
+        use std::net::TcpListener;
+        use std::sync::{Arc, Mutex};
+        use std::time::Duration;
+
+        use super::super::*;
+        use super::fixture;
+        use crate::fetch::FetchConfig;
+
+        /// One canned answer: status, extra headers, body.
+        type Answer = (u16, Vec<(&'static str, String)>, Vec<u8>);
+
+        /// Serves `routes` (path -> answer), one request per connection, and records each
+        /// request as "PATH accept=VALUE". Like Hydra, it answers HTML to requests that do not
+        /// accept JSON.
+        fn serve(
+            routes: impl FnOnce(&str) -> HashMap<String, Answer>,
+        ) -> (String, Arc<Mutex<Vec<String>>>) {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let routes = routes(&base);
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let log2 = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).is_err() {
+                        continue;
+                    }
+                    let path = request_line.split(' ').nth(1).unwrap_or("").to_string();
+                    let mut accept = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':') {
+                            if name.eq_ignore_ascii_case("accept") {
+                                accept = value.trim().to_string();
+                            }
+                        }
+                    }
+                    log2.lock().unwrap().push(format!("{path} accept={accept}"));
+                    let html = (
+                        200,
+                        vec![],
+                        b"<html><head><title>Hydra</title></head></html>".to_vec(),
+                    );
+                    let missing = (404, vec![], br#"{"error": "No such page."}"#.to_vec());
+                    let (status, headers, body) = if accept != "application/json" {
+                        &html
+                    } else {
+                        routes.get(&path).unwrap_or(&missing)
+                    };
+                    let mut head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                        body.len()
+                    );
+                    for (name, value) in headers {
+                        head.push_str(&format!("{name}: {value}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(body);
+                }
+            });
+            (base, log)
+        }
+
+        fn json(rel: &str) -> Answer {
+            (
+                200,
+                vec![("Content-Type", "application/json".into())],
+                fixture(rel),
+            )
+        }
+
+        fn redirect(to: String) -> Answer {
+            (302, vec![("Location", to)], Vec::new())
+        }
+
+        fn client(base: &str) -> HydraClient {
+            let fetcher = Fetcher::new(FetchConfig {
+                retries: 0,
+                connect_timeout: Duration::from_secs(5),
+                stall_timeout: Duration::from_secs(5),
+                ..FetchConfig::default()
+            })
+            .unwrap();
+            HydraClient::new(fetcher, &format!("{base}/"))
+        }
+
+        fn scenario(base: &str) -> HashMap<String, Answer> {
+            let mut r = HashMap::new();
+            r.insert(
+                "/job/nixos/release-17.09/tested/latest-finished".into(),
+                redirect(format!("{base}/build/62870011")),
+            );
+            r.insert(
+                "/build/62870011".into(),
+                json("reconstructed/hydra-latest-finished.json"),
+            );
+            r.insert(
+                "/eval/1409852".into(),
+                json("reconstructed/hydra-eval.json"),
+            );
+            r.insert(
+                "/eval/1409852/store-paths".into(),
+                json("reconstructed/hydra-eval-store-paths.json"),
+            );
+            r.insert(
+                "/eval/1409852/job/nixos.channel".into(),
+                redirect(format!("{base}/build/62870012")),
+            );
+            r.insert(
+                "/build/62870012".into(),
+                json("reconstructed/hydra-eval-job-nixos.channel.json"),
+            );
+            r.insert(
+                "/eval/1409852/job/nixos.ova.x86_64-linux".into(),
+                (
+                    404,
+                    vec![],
+                    fixture("reconstructed/hydra-error-404-eval-job.json"),
+                ),
+            );
+            r.insert(
+                "/eval/999999999".into(),
+                (
+                    404,
+                    vec![],
+                    fixture("reconstructed/hydra-error-404-eval.json"),
+                ),
+            );
+            r.insert(
+                "/job/nixos/release-17.09/nothing/latest-finished".into(),
+                (
+                    404,
+                    vec![],
+                    fixture("reconstructed/hydra-error-404-latest-finished.json"),
+                ),
+            );
+            r.insert(
+                "/job/nixos/release-17.09/queued/latest-finished".into(),
+                json("reconstructed/hydra-build-queued.json"),
+            );
+            r.insert("/eval/5".into(), json("reconstructed/hydra-eval.json"));
+            r.insert(
+                "/eval/6".into(),
+                (
+                    200,
+                    vec![],
+                    b"<!DOCTYPE html><title>502 Bad Gateway</title>".to_vec(),
+                ),
+            );
+            r.insert(
+                "/eval/1409852/job/nixos.iso_minimal.x86_64-linux".into(),
+                redirect(format!("{base}/build/62870012")),
+            );
+            r
+        }
+
+        #[tokio::test]
+        async fn a_release_is_read_through_redirects_with_json_accepted() {
+            let (base, log) = serve(scenario);
+            let hydra = client(&base);
+            assert_eq!(hydra.base(), base);
+
+            let build = hydra
+                .latest_finished("nixos", "release-17.09", "tested")
+                .await
+                .unwrap();
+            assert_eq!(
+                build.release_name().unwrap(),
+                "nixos-17.09.1234.abcdef01234"
+            );
+            assert_eq!(
+                build.source_url(),
+                format!("{base}/job/nixos/release-17.09/tested/latest-finished")
+            );
+            let eval_id = build.eval_id().unwrap();
+            let eval = hydra.eval(eval_id).await.unwrap();
+            assert_eq!(
+                eval.nixpkgs_revision().unwrap(),
+                "abcdef0123456789abcdef0123456789abcdef01"
+            );
+            assert_eq!(hydra.eval_url(eval_id), format!("{base}/eval/1409852"));
+            let paths = hydra.eval_store_paths(eval_id).await.unwrap();
+            assert_eq!(paths.len(), 2);
+            let channel = hydra
+                .eval_job(eval_id, "nixos.channel")
+                .await
+                .unwrap()
+                .unwrap();
+            let tarball = channel.product_by_subtype("source-dist").unwrap();
+            assert_eq!(tarball.filesize, Some(440));
+            let no_ova = hydra
+                .eval_job(eval_id, "nixos.ova.x86_64-linux")
+                .await
+                .unwrap();
+            assert!(no_ova.is_none());
+
+            let log = log.lock().unwrap().clone();
+            assert_eq!(
+                log,
+                [
+                    "/job/nixos/release-17.09/tested/latest-finished accept=application/json",
+                    "/build/62870011 accept=application/json",
+                    "/eval/1409852 accept=application/json",
+                    "/eval/1409852/store-paths accept=application/json",
+                    "/eval/1409852/job/nixos.channel accept=application/json",
+                    "/build/62870012 accept=application/json",
+                    "/eval/1409852/job/nixos.ova.x86_64-linux accept=application/json",
+                ]
+            );
+        }
+
+        #[tokio::test]
+        async fn errors_name_the_url_and_what_went_wrong() {
+            let (base, _log) = serve(scenario);
+            let hydra = client(&base);
+
+            let err = hydra.eval(999999999).await.unwrap_err();
+            assert!(err.is_not_found());
+            assert_eq!(
+                err.to_string(),
+                format!("{base}/eval/999999999: not found on Hydra: Evaluation 999999999 doesn't exist.")
+            );
+            let err = hydra
+                .latest_finished("nixos", "release-17.09", "nothing")
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{base}/job/nixos/release-17.09/nothing/latest-finished: not found on Hydra: \
+                     There is no successful build to redirect to."
+                )
+            );
+            let err = hydra
+                .latest_finished("nixos", "release-17.09", "queued")
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{base}/job/nixos/release-17.09/queued/latest-finished: build 62870099 is \
+                     not a finished, successful build (finished: false, buildstatus: null)"
+                )
+            );
+            let err = hydra.eval(5).await.unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("{base}/eval/5: asked for evaluation 5, got evaluation 1409852")
+            );
+            let err = hydra.eval(6).await.unwrap_err();
+            assert!(
+                matches!(err, HydraError::Html { ref title, .. } if title == " (\"502 Bad Gateway\")"),
+                "{err:?}"
+            );
+            let err = hydra
+                .eval_job(1409852, "nixos.iso_minimal.x86_64-linux")
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().ends_with("asked for job \"nixos.iso_minimal.x86_64-linux\", got build 62870012 of job \"nixos.channel\""),
+                "{err}"
+            );
+            let err = hydra.build(1).await.unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("{base}/build/1: not found on Hydra: No such page.")
+            );
+            let err = hydra
+                .latest_finished("nixos", "../admin", "x")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, HydraError::InvalidName { what: "jobset", .. }),
+                "{err:?}"
+            );
+        }
+    }
 }
