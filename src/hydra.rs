@@ -768,7 +768,9 @@ impl HydraClient {
 
     /// The build of job `job` in evaluation `eval_id` (`/eval/ID/job/NAME`, which Hydra redirects
     /// to `/build/ID`), or `None` when the evaluation has no such job (404), so that optional
-    /// jobs can be skipped. The build may have failed: check [`Build::is_success`].
+    /// jobs can be skipped. Hydra answers 404 for a missing evaluation too, so read the
+    /// evaluation with [`HydraClient::eval`] first. The build may have failed: check
+    /// [`Build::is_success`].
     pub async fn eval_job(&self, eval_id: u64, job: &str) -> Result<Option<Build>, HydraError> {
         let url = format!(
             "{}/eval/{eval_id}/job/{}",
