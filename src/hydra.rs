@@ -18,8 +18,7 @@
 //! by the helper methods ([`Build::release_name`], [`Build::eval_id`],
 //! [`BuildProduct::store_path_and_inner`], [`BuildProduct::sha256`],
 //! [`Eval::nixpkgs_revision`], ...), whose errors name the URL the value came from and the field,
-//! e.g. "https://hydra.nixos.org/eval/123: field \`jobsetevalinputs.nixpkgs.revision\` is
-//! missing".
+//! e.g. ``https://hydra.nixos.org/eval/123: field `jobsetevalinputs.nixpkgs.revision` is missing``.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
