@@ -59,10 +59,10 @@ pub enum Command {
 /// HTTP settings shared by the commands that download.
 #[derive(Debug, Args, Clone)]
 pub struct FetchArgs {
-    /// Requests in flight at most.
-    #[arg(long, alias = "concurrency", default_value_t = 32, value_name = "N",
+    /// Requests in flight at most [default: 32; for release-nixos, the config's max_threads].
+    #[arg(long, alias = "concurrency", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub concurrent: u32,
+    pub concurrent: Option<u32>,
     /// Retries of a request that failed transiently (connection error, 5xx, 429, stall).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub retries: u32,
@@ -81,13 +81,14 @@ pub struct FetchArgs {
 }
 
 impl FetchArgs {
-    pub fn to_config(&self) -> Result<FetchConfig> {
+    /// The fetch settings; `default_concurrency` applies when `--concurrent` is not given.
+    pub fn to_config(&self, default_concurrency: usize) -> Result<FetchConfig> {
         let secs = |name: &str, v: f64| -> Result<Duration> {
             Duration::try_from_secs_f64(v)
                 .with_context(|| format!("--{name} {v} is not a valid number of seconds"))
         };
         Ok(FetchConfig {
-            concurrency: self.concurrent as usize,
+            concurrency: self.concurrent.map_or(default_concurrency, |c| c as usize),
             retries: self.retries,
             connect_timeout: secs("connect-timeout", self.connect_timeout)?,
             stall_timeout: secs("stall-timeout", self.stall_timeout)?,

@@ -26,4 +26,5 @@ pub mod narinfo;
 pub mod nixbase32;
 pub mod progress;
 pub mod signature;
+pub mod store_file;
 pub mod store_path;

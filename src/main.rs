@@ -12,7 +12,12 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use cli::{Cli, Command};
-use nixipfs::commands::{garbage_collect, update_binary_cache};
+use nixipfs::commands::{
+    create_channel_release, garbage_collect, release_nixos, update_binary_cache,
+};
+
+/// Requests in flight when neither the command line nor the config says.
+const DEFAULT_CONCURRENCY: usize = 32;
 use nixipfs::progress;
 
 fn main() -> ExitCode {
@@ -81,7 +86,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 release: a.release,
                 outdir: a.outdir,
                 cache_url: a.cache,
-                fetch: a.fetch.to_config()?,
+                fetch: a.fetch.to_config(DEFAULT_CONCURRENCY)?,
                 print_only: a.print_only,
                 trusted_keys: a.sigs.keys()?,
                 check_sigs: !a.sigs.no_check_sigs,
@@ -114,8 +119,90 @@ fn run(cli: Cli) -> Result<ExitCode> {
             garbage_collect::run(&opts, &mut stdout)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CreateChannelRelease(_) => not_available("create-channel-release"),
+        Command::CreateChannelRelease(a) => {
+            let keys = a.sigs.keys()?;
+            let check_sigs = !a.sigs.no_check_sigs;
+            let opts = create_channel_release::CreateChannelReleaseOptions {
+                trusted_keys: update_binary_cache::effective_keys(&a.cache, &keys, check_sigs),
+                channel: a.channel,
+                project: a.project,
+                jobset: a.jobset,
+                job: a.job,
+                outdir: a.outdir,
+                hydra_url: a.hydra.trim_end_matches('/').to_string(),
+                cache_url: a.cache.trim_end_matches('/').to_string(),
+                target_cache: a.target_cache,
+                tmpdir: a.tmpdir,
+                fetch: a.fetch.to_config(DEFAULT_CONCURRENCY)?,
+                local_cache: None,
+            };
+            let release = runtime()?.block_on(create_channel_release::run(&opts))?;
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{}", release.dir.display())
+                .context("cannot write to standard output")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CreateNixipfs(_) => not_available("create-nixipfs"),
-        Command::ReleaseNixos(_) => not_available("release-nixos"),
+        Command::ReleaseNixos(a) => release_nixos_cmd(a),
     }
+}
+
+fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
+    let config = nixipfs::config::load(&a.config)?;
+    let publish = !a.no_ipfs && !a.print_only;
+    if publish {
+        eprintln!(
+            "error: IPFS publishing is not available in this version; \
+             run with --no-ipfs (or --print-only)"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let opts = release_nixos::ReleaseNixosOptions {
+        fetch: a.fetch.to_config(config.max_threads)?,
+        dir: a.dir,
+        tmpdir: a.tmpdir,
+        print_only: a.print_only,
+        gc: a.gc,
+        wait_lock: a.wait_lock,
+        force: a.force,
+        trusted_keys: a.sigs.keys()?,
+        check_sigs: !a.sigs.no_check_sigs,
+        config,
+    };
+    let mut stdout = std::io::stdout();
+    let (report, _lock) = runtime()?.block_on(release_nixos::run(&opts, &mut stdout))?;
+    stdout.flush().context("cannot write to standard output")?;
+    for c in &report.channels {
+        match (&c.error, &c.release) {
+            (None, Some(r)) => tracing::info!(
+                "{}: {}{}",
+                c.channel,
+                r.display(),
+                if c.moved { " (channel moved)" } else { "" }
+            ),
+            _ => {}
+        }
+    }
+    if let Some(gc) = &report.gc {
+        tracing::info!(
+            "gc: deleted {} releases, {} narinfos and {} NARs ({})",
+            report.releases_deleted.len(),
+            gc.narinfos,
+            gc.nars,
+            progress::human_bytes(gc.bytes)
+        );
+    }
+    if report.is_success() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("error: release-nixos finished with failures:");
+    for c in &report.channels {
+        if let Some(e) = &c.error {
+            eprintln!("  {}: {e}", c.channel);
+        }
+    }
+    for e in &report.errors {
+        eprintln!("  {e}");
+    }
+    Ok(ExitCode::FAILURE)
 }

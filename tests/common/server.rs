@@ -272,6 +272,7 @@ pub struct TestServerBuilder {
     static_dir: Option<PathBuf>,
     routes: HashMap<String, Route>,
     faults: FaultPlan,
+    port: u16,
 }
 
 impl TestServerBuilder {
@@ -377,9 +378,17 @@ impl TestServerBuilder {
         self
     }
 
-    /// Binds `127.0.0.1:0` and starts serving.
+    /// Listen on this port of 127.0.0.1 instead of a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Binds `127.0.0.1:PORT` (a free port unless [`TestServerBuilder::port`] was given) and
+    /// starts serving.
     pub fn start(self) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+        let listener = TcpListener::bind(("127.0.0.1", self.port))
+            .unwrap_or_else(|e| panic!("binding 127.0.0.1:{}: {e}", self.port));
         let addr = listener
             .local_addr()
             .expect("local address of the listener");

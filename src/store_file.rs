@@ -1,0 +1,221 @@
+//! Fetching one file from inside a store path through a binary cache, without a `nix` binary:
+//! the narinfo of the store path, its NAR (verified against `FileHash`), streamed through
+//! decompression and the NAR reader to the file at a path inside the NAR, whose sha256 must be
+//! the one expected (e.g. Hydra's `sha256hash` of a build product).
+//!
+//! The NAR is taken from the local binary cache when it is there; otherwise it is downloaded to a
+//! temporary file in the given temp directory and removed afterwards. The extracted file is
+//! written under a temporary name in its destination directory and renamed into place only when
+//! it is complete and verified.
+
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::binary_cache::LocalCache;
+use crate::compression::{self, Compression};
+use crate::fetch::{Expected, Fetcher};
+use crate::fsutil::{self, TempFile};
+use crate::hash::{HashingWriter, Sha256Hash};
+use crate::nar;
+use crate::narinfo::{NarInfo, SignatureCheck, MAX_NARINFO_SIZE};
+use crate::signature::PublicKey;
+use crate::store_path::StorePath;
+
+/// Where to get store paths from.
+pub struct CacheAccess<'a> {
+    /// The HTTP client.
+    pub fetcher: &'a Fetcher,
+    /// The upstream binary cache URL.
+    pub cache_url: &'a str,
+    /// Keys a fetched narinfo must be signed by (empty: unchecked).
+    pub trusted_keys: &'a [PublicKey],
+    /// A local binary cache to take narinfos and NARs from when present.
+    pub local: Option<&'a LocalCache>,
+}
+
+/// One file to fetch.
+pub struct StoreFile<'a> {
+    /// The store path holding the file.
+    pub store_path: &'a StorePath,
+    /// The path inside it (`""` when the store path is the file itself).
+    pub inner: &'a str,
+    /// The file's sha256.
+    pub sha256: Sha256Hash,
+    /// The file's size, when known.
+    pub size: Option<u64>,
+    /// Where to put it.
+    pub dest: &'a Path,
+}
+
+/// Fetches the narinfo of `path`, checked like the closure walk does.
+pub async fn fetch_narinfo(access: &CacheAccess<'_>, path: &StorePath) -> Result<NarInfo> {
+    if let Some(local) = access.local {
+        let file = local.narinfo_path(path);
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            if let Ok(info) = NarInfo::parse(&text) {
+                if info.store_path == *path {
+                    return Ok(info);
+                }
+            }
+        }
+    }
+    let url = format!(
+        "{}/{}.narinfo",
+        access.cache_url.trim_end_matches('/'),
+        path.hash_part()
+    );
+    let body = access
+        .fetcher
+        .get_bytes(&url, None, MAX_NARINFO_SIZE as u64)
+        .await?;
+    let text = std::str::from_utf8(&body).with_context(|| format!("{url} is not UTF-8 text"))?;
+    let info = NarInfo::parse(text).with_context(|| format!("{url} is not a valid narinfo"))?;
+    if info.store_path != *path {
+        bail!("{url} describes {} instead of {path}", info.store_path);
+    }
+    if !access.trusted_keys.is_empty() {
+        match info.verify_signatures(access.trusted_keys) {
+            SignatureCheck::Valid { .. } => {}
+            SignatureCheck::Invalid { key_name } => {
+                bail!("{url} has a signature by {key_name} that does not verify")
+            }
+            SignatureCheck::NoTrustedSignature => bail!("{url} is not signed by a trusted key"),
+        }
+    }
+    Ok(info)
+}
+
+/// Fetches `file` into place. `tmpdir` holds the NAR while it is read.
+pub async fn fetch_store_file(
+    access: &CacheAccess<'_>,
+    file: &StoreFile<'_>,
+    tmpdir: &Path,
+) -> Result<u64> {
+    let info = fetch_narinfo(access, file.store_path).await?;
+    let compression = Compression::from_narinfo(&info.compression).with_context(|| {
+        format!(
+            "the narinfo of {} names an unsupported compression",
+            file.store_path
+        )
+    })?;
+    fsutil::check_relative_path(&info.url)
+        .with_context(|| format!("the narinfo of {} has an unsafe URL", file.store_path))?;
+
+    // The NAR: from the local cache when it is there, else downloaded to a temp file.
+    let local_nar = access.local.and_then(|l| {
+        let p = l.nar_path(&info).ok()?;
+        l.nar_present(&p, &info).then_some(p)
+    });
+    let (nar_path, _cleanup) = match local_nar {
+        Some(p) => (p, None),
+        None => {
+            std::fs::create_dir_all(tmpdir)
+                .with_context(|| format!("cannot create {}", tmpdir.display()))?;
+            let tmp = tmpdir.join(format!("{}nar-{}", fsutil::TEMP_PREFIX, info.hash_part()));
+            let url = format!("{}/{}", access.cache_url.trim_end_matches('/'), info.url);
+            access
+                .fetcher
+                .download(
+                    &url,
+                    &tmp,
+                    Expected {
+                        size: info.file_size,
+                        sha256: info.file_hash,
+                    },
+                )
+                .await?;
+            (tmp.clone(), Some(RemoveOnDrop(tmp)))
+        }
+    };
+
+    let dest = file.dest.to_path_buf();
+    let inner = file.inner.to_string();
+    let want_sha = file.sha256;
+    let want_size = file.size;
+    let store_path = file.store_path.to_string();
+    let nar_hash = info.nar_hash;
+    tokio::task::spawn_blocking(move || {
+        extract_verified(
+            &nar_path,
+            compression,
+            &inner,
+            &dest,
+            want_sha,
+            want_size,
+            nar_hash,
+        )
+        .with_context(|| format!("cannot extract {store_path}{inner}"))
+    })
+    .await
+    .context("the extraction task failed")?
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Hashes what passes through, for the NAR hash check while the NAR is being read.
+struct HashingRead<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn extract_verified(
+    nar_path: &Path,
+    compression: Compression,
+    inner: &str,
+    dest: &Path,
+    want_sha: Sha256Hash,
+    want_size: Option<u64>,
+    nar_hash: Sha256Hash,
+) -> Result<u64> {
+    use sha2::Digest;
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let nar_file = std::fs::File::open(nar_path)
+        .with_context(|| format!("cannot open {}", nar_path.display()))?;
+    let decompressed = compression::decompressor(compression, BufReader::new(nar_file))
+        .with_context(|| format!("cannot decompress {}", nar_path.display()))?;
+    let mut reader = HashingRead {
+        inner: decompressed,
+        hasher: sha2::Sha256::new(),
+    };
+    let tmp = TempFile::new_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let mut out = HashingWriter::new(std::io::BufWriter::with_capacity(256 * 1024, tmp));
+    nar::extract_file(&mut reader, inner, &mut out)?;
+    let got_nar = Sha256Hash(reader.hasher.finalize().into());
+    if got_nar != nar_hash {
+        bail!("the NAR's hash is {got_nar}, but its narinfo says {nar_hash}");
+    }
+    let (buf, got, size) = out.finish();
+    let mut tmp = buf.into_inner().map_err(|e| e.into_error())?;
+    tmp.flush()?;
+    if got != want_sha {
+        bail!(
+            "the file's sha256 is {}, but Hydra says {}; it was not kept",
+            got.to_hex(),
+            want_sha.to_hex()
+        );
+    }
+    if let Some(s) = want_size.filter(|&s| s != size) {
+        bail!("the file has {size} bytes, but Hydra says {s}; it was not kept");
+    }
+    tmp.persist(dest, true)
+        .with_context(|| format!("cannot write {}", dest.display()))?;
+    Ok(size)
+}
