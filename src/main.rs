@@ -173,14 +173,13 @@ fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
     let (report, _lock) = runtime()?.block_on(release_nixos::run(&opts, &mut stdout))?;
     stdout.flush().context("cannot write to standard output")?;
     for c in &report.channels {
-        match (&c.error, &c.release) {
-            (None, Some(r)) => tracing::info!(
+        if let (None, Some(r)) = (&c.error, &c.release) {
+            tracing::info!(
                 "{}: {}{}",
                 c.channel,
                 r.display(),
                 if c.moved { " (channel moved)" } else { "" }
-            ),
-            _ => {}
+            );
         }
     }
     if let Some(gc) = &report.gc {
