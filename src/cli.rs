@@ -54,6 +54,19 @@ pub enum Command {
     /// Mirror every release of a config: channel releases, binary cache, GC and IPFS.
     #[command(alias = "release_nixos")]
     ReleaseNixos(ReleaseNixosArgs),
+    /// Check a mirror: every narinfo has its verified NAR, every channel's release is complete
+    /// with its whole closure, no temporary file is left.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The mirror directory.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Check NARs by size only, without hashing them.
+    #[arg(long)]
+    pub quick: bool,
 }
 
 /// HTTP settings shared by the commands that download.

@@ -28,3 +28,4 @@ pub mod progress;
 pub mod signature;
 pub mod store_file;
 pub mod store_path;
+pub mod verify;

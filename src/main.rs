@@ -13,7 +13,7 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 use nixipfs::commands::{
-    create_channel_release, garbage_collect, release_nixos, update_binary_cache,
+    create_channel_release, garbage_collect, release_nixos, update_binary_cache, verify,
 };
 
 /// Requests in flight when neither the command line nor the config says.
@@ -144,6 +144,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::CreateNixipfs(_) => not_available("create-nixipfs"),
         Command::ReleaseNixos(a) => release_nixos_cmd(a),
+        Command::Verify(a) => {
+            let opts = verify::VerifyOptions {
+                dir: a.dir,
+                quick: a.quick,
+            };
+            let mut stdout = std::io::stdout().lock();
+            let report = verify::run(&opts, &mut stdout)?;
+            tracing::info!(
+                "verify: {} narinfos, {} NARs, {} complete releases, {} channels: {} problems",
+                report.narinfos,
+                report.nars,
+                report.releases,
+                report.channels,
+                report.problems.len()
+            );
+            Ok(if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
     }
 }
 
