@@ -192,6 +192,9 @@ pub struct UpdateBinaryCacheArgs {
     /// Write the narinfos and print URL,FileHash for each NAR to fetch, instead of downloading.
     #[arg(long, alias = "print_only")]
     pub print_only: bool,
+    /// Wait for another run holding OUTDIR/.lock instead of exiting.
+    #[arg(long, alias = "wait_lock")]
+    pub wait_lock: bool,
     #[command(flatten)]
     pub fetch: FetchArgs,
     #[command(flatten)]
@@ -209,6 +212,9 @@ pub struct GarbageCollectArgs {
     /// Only print what would be deleted.
     #[arg(long, alias = "dry_run")]
     pub dry_run: bool,
+    /// Wait for another run holding the mirror's lock (the cache's parent/.lock) instead of exiting.
+    #[arg(long, alias = "wait_lock")]
+    pub wait_lock: bool,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@ use nixipfs::commands::{
 
 /// Requests in flight when neither the command line nor the config says.
 const DEFAULT_CONCURRENCY: usize = 32;
+use nixipfs::fsutil::DirLock;
 use nixipfs::progress;
 
 fn main() -> ExitCode {
@@ -91,6 +92,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 trusted_keys: a.sigs.keys()?,
                 check_sigs: !a.sigs.no_check_sigs,
             };
+            let _lock = DirLock::acquire(&opts.outdir, a.wait_lock)?;
             let mut stdout = std::io::stdout();
             let report = runtime()?.block_on(update_binary_cache::run(&opts, &mut stdout))?;
             stdout.flush().context("cannot write to standard output")?;
@@ -115,6 +117,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 releases: a.releases,
                 dry_run: a.dry_run,
             };
+            // The mirror's lock lives in the directory above the cache, where update-binary-cache
+            // and release-nixos take it.
+            let cache_dir = nixipfs::fsutil::absolute(&opts.cache)?;
+            if !cache_dir.is_dir() {
+                anyhow::bail!("the binary cache {} is not a directory", cache_dir.display());
+            }
+            let mirror_dir = cache_dir.parent().unwrap_or(&cache_dir);
+            let _lock = DirLock::acquire(mirror_dir, a.wait_lock)?;
             let mut stdout = std::io::stdout().lock();
             garbage_collect::run(&opts, &mut stdout)?;
             Ok(ExitCode::SUCCESS)
