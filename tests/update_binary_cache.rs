@@ -1182,3 +1182,207 @@ fn a_narinfo_is_only_stored_with_a_file_hash_its_nar_has() {
     }
     assert_no_temp_files(m.dir.path());
 }
+
+/// Runs `update-binary-cache` for `m`'s release against `http://cache.nixos.org`, reaching it
+/// through `proxy` (a test server answering the absolute request targets a proxy gets).
+fn run_via_proxy(m: &Mirror, proxy: &TestServer, extra: &[&str]) -> Output {
+    let release = m.release();
+    let outdir = m.outdir();
+    let mut cmd = common::process::nixipfs_command([
+        "update-binary-cache",
+        "--release",
+        release.to_str().unwrap(),
+        "--outdir",
+        outdir.to_str().unwrap(),
+        "--cache",
+        "http://cache.nixos.org",
+        "--progress",
+        "none",
+        "--retry-delay",
+        "0.05",
+    ]);
+    cmd.args(extra)
+        .env("http_proxy", proxy.url())
+        .env("HTTP_PROXY", proxy.url());
+    common::process::run_command(&mut cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn cache_nixos_org_narinfos_are_checked_with_its_key_by_default() {
+    let cache = nix_cache(Compression::Xz);
+    // A proxy that serves the test cache as if it were cache.nixos.org.
+    let mut builder = TestServer::builder();
+    for p in cache.closure.iter().chain(&cache.unrelated) {
+        for url_path in [cache.narinfo_url_path(p), cache.nar_url_path(p)] {
+            let body = fs::read(cache.dir.join(url_path.trim_start_matches('/'))).unwrap();
+            builder = builder.route(
+                &format!("http://cache.nixos.org{url_path}"),
+                Response::ok(body),
+            );
+        }
+    }
+    let proxy = builder.start();
+    let m = Mirror::new("ubc-default-key");
+    m.write_store_paths(&cache.store_paths_text());
+    let out = run_via_proxy(&m, &proxy, &[]);
+    assert_failed(&out);
+    let err = stderr(&out);
+    assert!(err.contains("cache.nixos.org-1"), "{err}");
+    assert!(!err.contains("not checked"), "{err}");
+    for p in &cache.top_level {
+        let url = format!("http://cache.nixos.org{}", cache.narinfo_url_path(p));
+        assert!(err.contains(&url), "the error names {url}:\n{err}");
+    }
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .all(|r| r.path.ends_with(".narinfo")),
+        "no NAR of a refused narinfo is fetched:\n{}",
+        proxy.log_summary()
+    );
+    assert!(
+        !proxy.requests().is_empty(),
+        "the requests went to the proxy"
+    );
+
+    // A key given on the command line replaces the default.
+    let out = run_via_proxy(&m, &proxy, &["--trusted-public-key", &cache.public_key]);
+    assert_ok(&out);
+    assert_mirrored(cache, &m, &cache.closure);
+}
+
+#[test]
+fn a_smaller_closure_shrinks_the_release_view_but_not_the_cache() {
+    let cache = nix_cache(Compression::Xz);
+    let srv = serve(cache);
+    let m = Mirror::new("ubc-shrink");
+    m.write_store_paths(&cache.store_paths_text());
+    assert_ok(&m.run_trusting(cache, &srv.url(), &[]));
+    let tool = cache.path_named("nixipfs-test-tool").to_string();
+    let lib = cache.path_named("nixipfs-test-lib").to_string();
+    m.write_store_paths(&format!("{tool}\n"));
+    srv.clear_requests();
+    assert_ok(&m.run_trusting(cache, &srv.url(), &[]));
+    assert_eq!(srv.log_summary(), "");
+    assert_eq!(
+        tree(&m.release().join("binary_cache")),
+        cache_files(cache, &[tool, lib])
+    );
+    let mut global = tree(&m.cache_dir());
+    global.remove("lastsync");
+    assert_eq!(
+        global,
+        cache_files(cache, &cache.closure),
+        "the GC's job, not this one's"
+    );
+}
+
+#[test]
+fn a_bad_store_paths_file_is_an_error_naming_it() {
+    let cache = nix_cache(Compression::Xz);
+    let srv = serve(cache);
+    let m = Mirror::new("ubc-bad-store-paths");
+    fs::create_dir_all(m.release()).unwrap();
+    let out = m.run_trusting(cache, &srv.url(), &[]);
+    assert_failed(&out);
+    assert!(stderr(&out).contains("store-paths"), "{}", stderr(&out));
+
+    m.write_store_paths(&format!("{}not-a-store-path\n", cache.store_paths_text()));
+    let out = m.run_trusting(cache, &srv.url(), &[]);
+    assert_failed(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("store-paths:3"),
+        "the error gives the line:\n{err}"
+    );
+    assert!(err.contains("not-a-store-path"), "{err}");
+    assert!(
+        srv.requests().is_empty(),
+        "nothing is fetched:\n{}",
+        srv.log_summary()
+    );
+}
+
+#[test]
+fn a_run_killed_mid_download_leaves_no_partial_file_behind() {
+    let cache = nix_cache(Compression::None);
+    let data = cache.path_named("nixipfs-test-data").to_string();
+    let data_nar = cache.nar_url_path(&data);
+    let srv = TestServer::builder()
+        .static_dir(&cache.dir)
+        .fault(&data_nar, [Fault::StallAfter(40_000)])
+        .start();
+    let m = Mirror::new("ubc-killed");
+    m.write_store_paths(&cache.store_paths_text());
+    let release = m.release();
+    let outdir = m.outdir();
+    let mut child = common::process::nixipfs_command([
+        "update-binary-cache",
+        "--release",
+        release.to_str().unwrap(),
+        "--outdir",
+        outdir.to_str().unwrap(),
+        "--cache",
+        &srv.url(),
+        "--no-check-sigs",
+        "--progress",
+        "none",
+        "--stall-timeout",
+        "60",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while srv.count(&data_nar) == 0 {
+        assert!(Instant::now() < deadline, "the NAR was never requested");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let part of the body arrive, then kill the run.
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let final_path = m.cache_dir().join(nar_url(cache, &data));
+    assert!(
+        !final_path.exists(),
+        "a partial NAR reached {}",
+        final_path.display()
+    );
+    assert!(!m.cache_dir().join(narinfo_name(&data)).exists());
+
+    // The next run cleans up and completes.
+    let out = m.run_trusting(cache, &srv.url(), &[]);
+    assert_ok(&out);
+    assert_mirrored(cache, &m, &cache.closure);
+}
+
+#[test]
+fn relative_paths_are_taken_from_the_working_directory() {
+    let cache = nix_cache(Compression::Xz);
+    let srv = serve(cache);
+    let m = Mirror::new("ubc-relative");
+    m.write_store_paths(&cache.store_paths_text());
+    let mut cmd = common::process::nixipfs_command([
+        "update_binary_cache",
+        "--release",
+        "mirror/releases/test-channel/test-release-1",
+        "--outdir",
+        "mirror",
+        "--cache",
+        &format!("{}/", srv.url()),
+        "--trusted_public_key",
+        &cache.public_key,
+        "--progress",
+        "none",
+    ]);
+    cmd.current_dir(m.dir.path());
+    let out = common::process::run_command(&mut cmd, Duration::from_secs(60));
+    assert_ok(&out);
+    assert_mirrored(cache, &m, &cache.closure);
+    assert_eq!(
+        unexpected_requests(&srv, cache, &cache.closure),
+        Vec::<String>::new()
+    );
+}
