@@ -38,7 +38,9 @@ impl LocalCache {
         let root = fsutil::absolute(root)?;
         fs::create_dir_all(&root)
             .with_context(|| format!("cannot create the binary cache {}", root.display()))?;
-        let cache = LocalCache { root };
+        let cache = LocalCache {
+            root: canonical(&root)?,
+        };
         cache.write_nix_cache_info()?;
         Ok(cache)
     }
@@ -49,10 +51,13 @@ impl LocalCache {
         if !root.is_dir() {
             bail!("{} is not a directory", root.display());
         }
-        Ok(LocalCache { root })
+        Ok(LocalCache {
+            root: canonical(&root)?,
+        })
     }
 
-    /// The cache directory.
+    /// The cache directory, with every symlink on the way resolved, so that the relative links
+    /// of a release are the same whatever name the mirror directory was given by.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -102,6 +107,11 @@ pub fn narinfo_text(info: &NarInfo) -> String {
     }
 }
 
+/// `path` with every symlink resolved (it must exist).
+fn canonical(path: &Path) -> Result<PathBuf> {
+    fs::canonicalize(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
 fn write_if_different(path: &Path, bytes: &[u8]) -> Result<()> {
     match fs::read(path) {
         Ok(existing) if existing == bytes => Ok(()),
@@ -129,6 +139,11 @@ pub fn link_release(
     infos: &[&NarInfo],
 ) -> Result<LinkStats> {
     let release_dir = fsutil::absolute(release_dir)?;
+    fs::create_dir_all(&release_dir)
+        .with_context(|| format!("cannot create {}", release_dir.display()))?;
+    // Both ends resolved, so the links lead from the release to the cache inside the mirror
+    // even when either was named through a symlink.
+    let release_dir = canonical(&release_dir)?;
     let view = release_dir.join(BINARY_CACHE_DIR);
     fsutil::create_dir_all_within(&release_dir, &view)?;
     write_if_different(&view.join("nix-cache-info"), NIX_CACHE_INFO.as_bytes())?;
@@ -181,7 +196,10 @@ pub fn link_release(
 }
 
 /// Everything a release's `binary_cache/` view links to, as paths relative to the cache root
-/// (`HASH.narinfo`, `nar/FILE`), after checking each link resolves into `cache_root`.
+/// (`HASH.narinfo`, `nar/FILE`), after checking that each link resolves to an existing file
+/// inside `cache_root`. Symlinks on the way are resolved, so the release and the cache may be
+/// named through other paths. A link that is dangling or leads outside the cache is an error:
+/// such a release was not mirrored into this cache, or not completely.
 pub fn release_links(release_dir: &Path, cache_root: &Path) -> Result<BTreeSet<PathBuf>> {
     let view = release_dir.join(BINARY_CACHE_DIR);
     let meta = fs::symlink_metadata(&view).with_context(|| {
@@ -193,6 +211,7 @@ pub fn release_links(release_dir: &Path, cache_root: &Path) -> Result<BTreeSet<P
     if !meta.is_dir() {
         bail!("{} is not a directory", view.display());
     }
+    let cache_root = canonical(cache_root)?;
     let mut out = BTreeSet::new();
     for entry in walkdir::WalkDir::new(&view).min_depth(1) {
         let entry = entry.with_context(|| format!("cannot list {}", view.display()))?;
@@ -202,24 +221,28 @@ pub fn release_links(release_dir: &Path, cache_root: &Path) -> Result<BTreeSet<P
         let link = entry.path();
         let target = fs::read_link(link)
             .with_context(|| format!("cannot read the link {}", link.display()))?;
-        let parent = link.parent().unwrap_or(&view);
-        let resolved = fsutil::absolute(&parent.join(&target))?;
-        let Ok(rel) = resolved.strip_prefix(cache_root) else {
-            // A link to somewhere else is not ours to keep alive; it does not protect anything.
-            continue;
-        };
-        match fs::metadata(&resolved) {
-            Ok(_) => {}
+        let joined = link.parent().unwrap_or(&view).join(&target);
+        let resolved = match fs::canonicalize(&joined) {
+            Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
                 "{} points at {}, which is missing: the release is incomplete; \
                  run update-binary-cache for it before collecting garbage",
                 link.display(),
-                resolved.display()
+                fsutil::absolute(&joined)?.display()
             ),
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot inspect {}", resolved.display()))
+                return Err(e).with_context(|| format!("cannot inspect {}", joined.display()))
             }
-        }
+        };
+        let Ok(rel) = resolved.strip_prefix(&cache_root) else {
+            bail!(
+                "{} points at {}, outside the cache {}: the release was not mirrored into \
+                 this cache",
+                link.display(),
+                resolved.display(),
+                cache_root.display()
+            );
+        };
         out.insert(rel.to_path_buf());
     }
     Ok(out)
@@ -316,5 +339,53 @@ mod tests {
             format!("{err:#}").contains("has no binary_cache/"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn links_out_of_the_cache_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LocalCache::create(&dir.path().join("binary_cache")).unwrap();
+        let other = LocalCache::create(&dir.path().join("other_cache")).unwrap();
+        fs::write(other.root().join("x.narinfo"), b"x").unwrap();
+        let release = dir.path().join("releases/chan/rel");
+        fs::create_dir_all(release.join("binary_cache")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../../../other_cache/x.narinfo",
+            release.join("binary_cache/x.narinfo"),
+        )
+        .unwrap();
+        let err = release_links(&release, cache.root()).unwrap_err();
+        assert!(format!("{err:#}").contains("outside the cache"), "{err:#}");
+        assert_eq!(
+            release_links(&release, other.root()).unwrap(),
+            BTreeSet::from([PathBuf::from("x.narinfo")])
+        );
+    }
+
+    #[test]
+    fn links_are_made_between_resolved_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = dir.path().join("mirror");
+        let alias = dir.path().join("alias");
+        fs::create_dir_all(&mirror).unwrap();
+        std::os::unix::fs::symlink(&mirror, &alias).unwrap();
+        let cache = LocalCache::create(&alias.join("binary_cache")).unwrap();
+        assert_eq!(
+            cache.root(),
+            fs::canonicalize(&mirror).unwrap().join("binary_cache")
+        );
+        let i = info("a", "nar/abc.nar.xz");
+        fs::create_dir_all(cache.root().join("nar")).unwrap();
+        fs::write(cache.root().join("nar/abc.nar.xz"), b"nar").unwrap();
+        cache.write_narinfo(&i, false).unwrap();
+        let release = mirror.join("releases/chan/rel");
+        link_release(&release, &cache, &[&i]).unwrap();
+        assert_eq!(
+            fs::read_link(release.join("binary_cache/nar/abc.nar.xz")).unwrap(),
+            PathBuf::from("../../../../../binary_cache/nar/abc.nar.xz")
+        );
+        let via_alias = alias.join("releases/chan/rel");
+        let links = release_links(&via_alias, &alias.join("binary_cache")).unwrap();
+        assert!(links.contains(Path::new("nar/abc.nar.xz")), "{links:?}");
     }
 }

@@ -50,7 +50,9 @@ pub fn run(opts: &GarbageCollectOptions, out: &mut dyn Write) -> Result<GcReport
     }
     let cache = LocalCache::open(&opts.cache)
         .with_context(|| format!("cannot open the binary cache {}", opts.cache.display()))?;
-    let root = cache.root().to_path_buf();
+    // Files are listed and printed under the name given; links are matched against the
+    // resolved name, whatever symlinks lead to it.
+    let root = fsutil::absolute(&opts.cache)?;
 
     // Everything the releases link to; any problem aborts before a single deletion.
     let mut live: BTreeSet<PathBuf> = BTreeSet::new();
@@ -62,7 +64,7 @@ pub fn run(opts: &GarbageCollectOptions, out: &mut dyn Write) -> Result<GcReport
                 release.display()
             );
         }
-        live.extend(binary_cache::release_links(&release, &root)?);
+        live.extend(binary_cache::release_links(&release, cache.root())?);
     }
     // The NAR of every live narinfo stays too.
     let mut live_nars = BTreeSet::new();
@@ -83,10 +85,15 @@ pub fn run(opts: &GarbageCollectOptions, out: &mut dyn Write) -> Result<GcReport
     let mut report = GcReport::default();
     let mut dead_narinfos = Vec::new();
     let mut dead_nars = Vec::new();
-    for entry in walkdir::WalkDir::new(&root).min_depth(1) {
+    let mut walk = walkdir::WalkDir::new(&root).min_depth(1).into_iter();
+    while let Some(entry) = walk.next() {
         let entry = entry.with_context(|| format!("cannot list {}", root.display()))?;
         let name = entry.file_name().to_string_lossy();
         if fsutil::is_temp_name(&name) {
+            if entry.file_type().is_dir() {
+                // Removed whole; its contents are not listed on their own.
+                walk.skip_current_dir();
+            }
             if !opts.dry_run {
                 remove(entry.path())?;
             }
@@ -132,14 +139,12 @@ pub fn run(opts: &GarbageCollectOptions, out: &mut dyn Write) -> Result<GcReport
         report.bytes += size;
     }
     tracing::info!(
-        "garbage-collect: {} {} narinfos and {} NARs ({}), kept {} files",
-        if opts.dry_run {
-            "would delete"
-        } else {
-            "deleted"
-        },
+        "garbage-collect: {} {} narinfos and {} NARs, {} {} bytes ({}); kept {} files",
+        verb(opts.dry_run),
         report.narinfos,
         report.nars,
+        if opts.dry_run { "would free" } else { "freed" },
+        report.bytes,
         human_bytes(report.bytes),
         report.kept
     );

@@ -2,7 +2,10 @@
 //! and link it into the release.
 //!
 //! The closure walk and the NAR downloads run as one pipeline: a NAR download starts as soon as
-//! its narinfo arrives. Each narinfo is written only after its NAR is in place and verified.
+//! its narinfo arrives. Each narinfo is written only after its NAR is in place and verified
+//! against it: downloaded and hashed, or, when the file is already there and the narinfo was
+//! fetched now, hashed on disk. Narinfos of one run that name the same NAR must agree on its
+//! `FileHash` and `FileSize`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -16,8 +19,9 @@ use tokio::task::JoinSet;
 
 use crate::binary_cache::{self, LocalCache};
 use crate::closure::{self, Event, Found, NarInfoSource, Origin};
-use crate::fetch::{Expected, FetchConfig, Fetcher};
+use crate::fetch::{self, Expected, FetchConfig, Fetcher};
 use crate::fsutil;
+use crate::hash::Sha256Hash;
 use crate::narinfo::NarInfo;
 use crate::progress::{self, Phase, Unit};
 use crate::signature::{PublicKey, CACHE_NIXOS_ORG_KEY};
@@ -221,6 +225,9 @@ pub async fn mirror_closure(
     let mut all: Vec<NarInfo> = Vec::new();
     // NAR path -> the fetched narinfos waiting for it (written once it is verified).
     let mut waiting: HashMap<PathBuf, Vec<NarInfo>> = HashMap::new();
+    // NAR path -> the FileHash and FileSize the first narinfo of this run gave it. Another
+    // narinfo naming the same file must agree, or it would be stored unverified.
+    let mut claims: HashMap<PathBuf, (Option<Sha256Hash>, Option<u64>)> = HashMap::new();
     let mut tasks: JoinSet<NarDone> = JoinSet::new();
     let task_slots = Arc::new(Semaphore::new(job.fetcher.config().concurrency.max(1) * 2));
     let mut dirs_made: std::collections::HashSet<PathBuf> = Default::default();
@@ -251,17 +258,39 @@ pub async fn mirror_closure(
                         let nar = match cache.nar_path(&narinfo) {
                             Ok(p) => p,
                             Err(e) => {
-                                let msg = format!("{}: refusing the narinfo's URL: {e}", source_url(job, &narinfo));
+                                let msg = format!("{}: {}: refusing the narinfo's URL: {e}", narinfo.store_path, source_url(job, &narinfo));
                                 tracing::error!("{msg}");
                                 report.failures.push(msg);
                                 continue;
                             }
                         };
                         if narinfo.file_hash.is_none() {
-                            let msg = format!("{}: has no FileHash, so its NAR cannot be verified", source_url(job, &narinfo));
+                            let msg = format!("{}: {}: has no FileHash, so its NAR cannot be verified", narinfo.store_path, source_url(job, &narinfo));
                             tracing::error!("{msg}");
                             report.failures.push(msg);
                             continue;
+                        }
+                        let claim = (narinfo.file_hash, narinfo.file_size);
+                        match claims.get(&nar) {
+                            Some(first) if *first != claim => {
+                                let msg = format!(
+                                    "{}: {}: names the NAR {} with FileHash {} and FileSize {}, but another narinfo of the closure gives it {} and {}",
+                                    narinfo.store_path,
+                                    source_url(job, &narinfo),
+                                    narinfo.url,
+                                    describe(claim.0),
+                                    describe(claim.1),
+                                    describe(first.0),
+                                    describe(first.1),
+                                );
+                                tracing::error!("{msg}");
+                                report.failures.push(msg);
+                                continue;
+                            }
+                            Some(_) => {}
+                            None => {
+                                claims.insert(nar.clone(), claim);
+                            }
                         }
                         let present = cache.nar_present(&nar, &narinfo);
                         if job.print_only {
@@ -279,17 +308,40 @@ pub async fn mirror_closure(
                             all.push(narinfo);
                             continue;
                         }
-                        if present {
+                        if present && origin == Origin::Local {
+                            // Stored together, each verified against the other when written.
                             report.nars_present += 1;
-                            if origin == Origin::Remote {
-                                cache.write_narinfo(&narinfo, fsync)?;
-                            }
                             all.push(narinfo);
                             continue;
                         }
                         if let Some(list) = waiting.get_mut(&nar) {
-                            // Another narinfo's download of the same file is under way.
+                            // Another narinfo's download or check of the same file is under way.
                             list.push(narinfo);
+                            continue;
+                        }
+                        let expected = Expected { size: narinfo.file_size, sha256: narinfo.file_hash };
+                        if present {
+                            // A narinfo fetched now for a NAR that is already here: the file is
+                            // hashed against it before the narinfo is stored.
+                            let permit = task_slots.clone().acquire_owned().await?;
+                            let nar_path = nar.clone();
+                            let url = narinfo.url.clone();
+                            waiting.insert(nar, vec![narinfo]);
+                            tasks.spawn(async move {
+                                let _permit = permit;
+                                let file = nar_path.clone();
+                                let checked = tokio::task::spawn_blocking(move || fetch::verify_file(&file, expected)).await;
+                                let result = match checked {
+                                    Ok(Ok(Ok(()))) => Ok(None),
+                                    Ok(Ok(Err(mismatch))) => Err(format!(
+                                        "{} is already in the cache and does not match this narinfo: {mismatch}",
+                                        nar_path.display()
+                                    )),
+                                    Ok(Err(e)) => Err(format!("cannot read {}: {e}", nar_path.display())),
+                                    Err(e) => Err(format!("checking {url} failed: {e}")),
+                                };
+                                NarDone { nar: nar_path, result }
+                            });
                             continue;
                         }
                         if let Some(dir) = nar.parent() {
@@ -299,7 +351,6 @@ pub async fn mirror_closure(
                         }
                         bytes_phase.inc_total(narinfo.file_size.unwrap_or(0));
                         let url = format!("{}/{}", job.cache_url.trim_end_matches('/'), narinfo.url);
-                        let expected = Expected { size: narinfo.file_size, sha256: narinfo.file_hash };
                         let fetcher = job.fetcher.clone();
                         let permit = task_slots.clone().acquire_owned().await?;
                         let phase = bytes_phase.clone();
@@ -323,8 +374,13 @@ pub async fn mirror_closure(
                 let infos = waiting.remove(&done.nar).unwrap_or_default();
                 match done.result {
                     Ok(size) => {
-                        report.nars_fetched += 1;
-                        report.bytes += size.unwrap_or(0);
+                        match size {
+                            Some(bytes) => {
+                                report.nars_fetched += 1;
+                                report.bytes += bytes;
+                            }
+                            None => report.nars_present += 1,
+                        }
                         for info in infos {
                             cache.write_narinfo(&info, fsync)?;
                             all.push(info);
@@ -354,6 +410,11 @@ pub async fn mirror_closure(
     }
     report.elapsed = start.elapsed();
     Ok(report)
+}
+
+/// A narinfo field's value for messages, or `none`.
+fn describe<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "none".to_string(), |v| v.to_string())
 }
 
 fn source_url(job: &MirrorJob<'_>, info: &NarInfo) -> String {
