@@ -121,7 +121,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             // and release-nixos take it.
             let cache_dir = nixipfs::fsutil::absolute(&opts.cache)?;
             if !cache_dir.is_dir() {
-                anyhow::bail!("the binary cache {} is not a directory", cache_dir.display());
+                anyhow::bail!(
+                    "the binary cache {} is not a directory",
+                    cache_dir.display()
+                );
             }
             let mirror_dir = cache_dir.parent().unwrap_or(&cache_dir);
             let _lock = DirLock::acquire(mirror_dir, a.wait_lock)?;
