@@ -592,6 +592,38 @@ fn gc_keeps_the_newest_releases_by_build_time_not_by_creation_time() {
 }
 
 #[test]
+fn gc_always_keeps_the_release_the_channel_points_at() {
+    let m = Mirror::standard("rn-gc-current");
+    m.write_config(&[nixos_release(Some(1))], None);
+    for b in NIXOS_TESTED {
+        m.point(b);
+        m.run_ok(&[]);
+    }
+    assert_eq!(
+        m.channel(NIXOS_CHANNEL),
+        Some(m.channel_target(NIXOS_CHANNEL, NIXOS_TESTED[2]))
+    );
+    // Moved back by hand to the oldest release, then collected with keep = 1: the newest and
+    // the current one stay.
+    m.point(NIXOS_TESTED[0]);
+    m.run_ok(&["--force", "--gc"]);
+    assert_eq!(
+        m.channel(NIXOS_CHANNEL),
+        Some(m.channel_target(NIXOS_CHANNEL, NIXOS_TESTED[0]))
+    );
+    assert!(m.release_dir(NIXOS_CHANNEL, NIXOS_TESTED[0]).join("git-revision").is_file());
+    assert!(m.release_dir(NIXOS_CHANNEL, NIXOS_TESTED[2]).join("git-revision").is_file());
+    assert!(!m.release_dir(NIXOS_CHANNEL, NIXOS_TESTED[1]).exists());
+    let mut live = m.eval_closure(NIXOS_EVALS[0]);
+    live.extend(m.eval_closure(NIXOS_EVALS[2]));
+    assert_eq!(m.cache_files(), m.files_of(&live));
+    m.assert_closure_mirrored(
+        &m.release_dir(NIXOS_CHANNEL, NIXOS_TESTED[0]),
+        &m.eval_closure(NIXOS_EVALS[0]),
+    );
+}
+
+#[test]
 fn print_only_lists_every_nar_once_and_moves_no_channel() {
     for (i, flag) in ["--print-only", "--print_only"].into_iter().enumerate() {
         let m = Mirror::standard(&format!("rn-print-only-{i}"));
@@ -738,6 +770,70 @@ fn a_nar_failing_beyond_the_retries_holds_the_channel_back_until_a_rerun() {
         m.channel(NIXOS_CHANNEL),
         Some(m.channel_target(NIXOS_CHANNEL, NIXOS_TESTED[1]))
     );
+}
+
+#[test]
+fn transient_narinfo_and_hydra_errors_beyond_the_retries_fail_their_channels_only() {
+    let m = Mirror::standard("rn-transient");
+    let narinfo = m.data.narinfo_url_path(&m.data.paths.pkg1);
+    m.cache_srv
+        .set_fault_always(&narinfo, Some(Fault::Status(502)));
+    let latest = FakeHydra::latest_finished_path(NIXPKGS_PROJECT, NIXPKGS_JOBSET, NIXPKGS_JOB);
+    m.hydra_srv.set_fault_always(&latest, Some(Fault::Status(503)));
+    let out = m.run(&["--no-ipfs"]);
+    assert_failed_with(
+        &out,
+        &[
+            &format!("  {NIXOS_CHANNEL}:"),
+            &format!("  {NIXPKGS_CHANNEL}:"),
+            "502",
+            "503",
+        ],
+    );
+    assert_eq!(m.cache_srv.count(&narinfo), 3);
+    assert_eq!(m.hydra_srv.count(&latest), 3);
+    assert_eq!(m.channel(NIXOS_CHANNEL), None);
+    assert_eq!(m.channel(NIXPKGS_CHANNEL), None);
+    assert_no_lastsync(&m.d());
+
+    m.cache_srv.set_fault_always(&narinfo, None);
+    m.hydra_srv.set_fault_always(&latest, None);
+    m.run_ok(&[]);
+    assert_eq!(
+        m.channel(NIXOS_CHANNEL),
+        Some(m.channel_target(NIXOS_CHANNEL, NIXOS_TESTED[0]))
+    );
+    assert_eq!(
+        m.channel(NIXPKGS_CHANNEL),
+        Some(m.channel_target(NIXPKGS_CHANNEL, NIXPKGS_TARBALL))
+    );
+    m.assert_closure_mirrored(
+        &m.release_dir(NIXOS_CHANNEL, NIXOS_TESTED[0]),
+        &m.eval_closure(NIXOS_EVALS[0]),
+    );
+}
+
+#[test]
+fn temporary_files_left_by_a_crash_anywhere_are_removed_by_the_next_run() {
+    let m = Mirror::standard("rn-stale-temp");
+    m.run_ok(&[]);
+    let release = m.release_dir(NIXOS_CHANNEL, NIXOS_TESTED[0]);
+    let planted = [
+        m.t().join(".nixipfs-tmp-0123456789abcdef"),
+        m.d().join("channels/.nixipfs-tmp-0123456789abcdef"),
+        m.d().join("binary_cache/.nixipfs-tmp-0123456789abcdef"),
+        m.d().join("binary_cache/nar/.nixipfs-tmp-0123456789abcdef"),
+        release.join(".nixipfs-tmp-0123456789abcdef"),
+        release.join("binary_cache/.nixipfs-tmp-0123456789abcdef"),
+        release.join("binary_cache/nar/.nixipfs-tmp-0123456789abcdef"),
+    ];
+    for f in &planted {
+        fs::create_dir_all(f.parent().expect("parent")).expect("creating a directory");
+        fs::write(f, b"partial").expect("planting a temp file");
+    }
+    m.run_ok(&[]);
+    assert_no_temp_files(m.dir.path());
+    m.assert_closure_mirrored(&release, &m.eval_closure(NIXOS_EVALS[0]));
 }
 
 #[test]

@@ -198,6 +198,9 @@ async fn mirror_channel(
     let release =
         create_channel_release::create_from_build(&cr_opts, fetcher, hydra, &build).await?;
     outcome.release = Some(release.dir.clone());
+    // A complete release is returned as it is; what an interrupted later write (such as
+    // `missing-store-paths`) left in it goes now, under the lock.
+    fsutil::remove_stale_temp_files(&release.dir)?;
 
     let roots = update_binary_cache::read_store_paths(&release.dir.join("store-paths"))?;
     let mirror = update_binary_cache::mirror_closure(
