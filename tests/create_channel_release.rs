@@ -87,7 +87,11 @@ impl Setup {
     }
 
     fn run_nixos(&self, extra: &[&str]) -> Output {
-        self.run(NIXOS_CHANNEL, (NIXOS_PROJECT, NIXOS_JOBSET, NIXOS_JOB), extra)
+        self.run(
+            NIXOS_CHANNEL,
+            (NIXOS_PROJECT, NIXOS_JOBSET, NIXOS_JOB),
+            extra,
+        )
     }
 
     fn release_dir(&self, channel: &str, build: u64) -> PathBuf {
@@ -109,7 +113,7 @@ impl Setup {
             101 => (&self.data.tarball1, vec![&self.data.iso1]),
             102 | 103 => (
                 &self.data.tarball2,
-                vec![&self.data.iso2, &self.data.graphical2],
+                vec![&self.data.iso2, &self.data.graphical2, &self.data.ova2],
             ),
             _ => (&self.data.tarball_np, vec![]),
         };
@@ -170,7 +174,12 @@ fn nixos_release_has_every_file_and_its_path_is_the_last_line() {
     assert_success(&out);
     let dir = s.release_dir(NIXOS_CHANNEL, NIXOS_TESTED[0]);
     let last = stdout(&out).lines().last().unwrap_or_default().to_string();
-    assert_eq!(Path::new(&last), dir, "last stdout line\n{}", output_text(&out));
+    assert_eq!(
+        Path::new(&last),
+        dir,
+        "last stdout line\n{}",
+        output_text(&out)
+    );
     let cache_url = s.cache_srv.url();
     let hydra_url = s.hydra_srv.url();
     assert_release(&dir, &s.expected(NIXOS_TESTED[0], &cache_url, &hydra_url));
@@ -188,6 +197,16 @@ fn nixos_release_has_every_file_and_its_path_is_the_last_line() {
         Vec::<String>::new(),
         "the temp dir is left empty"
     );
+    // Every Hydra request asked for JSON (Hydra answers HTML otherwise).
+    let requests = s.hydra_srv.requests();
+    assert!(!requests.is_empty());
+    for r in &requests {
+        assert!(
+            r.accepts_json(),
+            "{} without Accept: application/json",
+            r.target
+        );
+    }
 }
 
 #[test]
@@ -207,8 +226,7 @@ fn a_complete_release_is_returned_at_once() {
         stdout(&out).lines().last().map(PathBuf::from),
         Some(dir.clone())
     );
-    let latest =
-        FakeHydra::latest_finished_path(NIXOS_PROJECT, NIXOS_JOBSET, NIXOS_JOB);
+    let latest = FakeHydra::latest_finished_path(NIXOS_PROJECT, NIXOS_JOBSET, NIXOS_JOB);
     assert_eq!(
         s.hydra_paths(),
         vec![latest, format!("/build/{}", NIXOS_TESTED[0])],
@@ -260,7 +278,11 @@ fn target_cache_sets_binary_cache_url_with_the_underscore_forms() {
     // The nixpkgs channel: the `tarball` job's source-dist, no images.
     assert_release(
         &dir,
-        &s.expected(NIXPKGS_TARBALL, "https://mirror.example.org/cache", &hydra_url),
+        &s.expected(
+            NIXPKGS_TARBALL,
+            "https://mirror.example.org/cache",
+            &hydra_url,
+        ),
     );
     let asked = s.hydra_paths();
     assert!(
@@ -304,12 +326,19 @@ fn non_small_channels_take_every_image_the_evaluation_has_small_ones_only_the_mi
 
 #[test]
 fn hostile_release_names_are_refused_with_nothing_written() {
-    for (i, name) in ["../x", "a/b", "..", "x\0y", ".hidden"].into_iter().enumerate() {
+    for (i, name) in ["../x", "a/b", "..", "x\0y", ".hidden"]
+        .into_iter()
+        .enumerate()
+    {
         let mut hydra = FakeHydra::standard(release_data());
         hydra.build_mut(NIXOS_TESTED[0]).nixname = name.to_string();
         let s = Setup::new(&format!("ccr-hostile-{i}"), hydra);
         let out = s.run_nixos(&[]);
-        assert!(!out.status.success(), "{name:?} accepted\n{}", output_text(&out));
+        assert!(
+            !out.status.success(),
+            "{name:?} accepted\n{}",
+            output_text(&out)
+        );
         assert!(
             stderr(&out).contains("nixname"),
             "the error names the field\n{}",
@@ -325,6 +354,30 @@ fn hostile_release_names_are_refused_with_nothing_written() {
             "{name:?}: the cache was asked"
         );
     }
+}
+
+#[test]
+fn a_channel_name_that_is_not_a_plain_file_name_is_refused_with_nothing_written() {
+    let s = Setup::standard("ccr-hostile-channel");
+    for channel in ["../evil", "a/b", "..", "."] {
+        let out = s.run(channel, (NIXOS_PROJECT, NIXOS_JOBSET, NIXOS_JOB), &[]);
+        assert!(
+            !out.status.success(),
+            "{channel:?} accepted\n{}",
+            output_text(&out)
+        );
+        assert_eq!(
+            files_under(s.dir.path()),
+            Vec::<String>::new(),
+            "{channel:?}"
+        );
+        assert!(!s.dir.join("evil").exists());
+    }
+    assert!(s.cache_srv.requests().is_empty());
+    assert!(
+        s.hydra_srv.requests().is_empty(),
+        "Hydra was asked before the channel name was checked"
+    );
 }
 
 #[test]
@@ -410,8 +463,7 @@ fn an_iso_whose_size_or_sha256_is_not_hydras_fails_the_release() {
 fn a_nar_that_stays_corrupt_fails_after_the_retries_and_a_rerun_finishes() {
     let s = Setup::standard("ccr-corrupt-nar");
     let nar = s.data.nar_url_path(&s.data.paths.channel1);
-    s.cache_srv
-        .set_fault_always(&nar, Some(Fault::FlipByte));
+    s.cache_srv.set_fault_always(&nar, Some(Fault::FlipByte));
     let out = s.run_nixos(&[]);
     assert!(!out.status.success(), "{}", output_text(&out));
     assert_eq!(s.cache_srv.count(&nar), 3, "one try and two retries");

@@ -154,6 +154,7 @@ fn products_for(channel: &str) -> Vec<ProductSpec> {
 
 /// Runs `create-channel-release`.
 pub async fn run(opts: &CreateChannelReleaseOptions) -> Result<ChannelRelease> {
+    check_channel_name(&opts.channel)?;
     let fetcher = Fetcher::new(opts.fetch.clone())?;
     let hydra = HydraClient::new(fetcher.clone(), &opts.hydra_url);
     let build = hydra
@@ -169,8 +170,7 @@ pub async fn create_from_build(
     hydra: &HydraClient,
     build: &Build,
 ) -> Result<ChannelRelease> {
-    fsutil::check_file_name(&opts.channel)
-        .with_context(|| format!("channel name {:?} is not a plain file name", opts.channel))?;
+    check_channel_name(&opts.channel)?;
     if !build.is_success() {
         bail!(
             "Hydra build {} of {}:{}:{} did not succeed; no release is made from it",
@@ -251,6 +251,12 @@ pub async fn create_from_build(
         info,
         created: true,
     })
+}
+
+/// Refuses a channel name that is not a plain file name (it becomes a directory name).
+fn check_channel_name(channel: &str) -> Result<()> {
+    fsutil::check_file_name(channel)
+        .with_context(|| format!("channel name {channel:?} is not a plain file name"))
 }
 
 fn write_store_paths(dir: &Path, paths: &[StorePath]) -> Result<()> {

@@ -137,8 +137,7 @@ pub async fn run(
         }
         report.channels.push(outcome);
     }
-    out.finish()
-        .context("cannot write to standard output")?;
+    out.finish().context("cannot write to standard output")?;
 
     if opts.gc && !opts.print_only {
         match collect(opts, &dir, &cache) {
@@ -456,7 +455,8 @@ mod tests {
                 .expect("write");
             out.write_all(b"sha256:2\nnar/a.nar.xz,sha256:1\n")
                 .expect("write");
-            out.write_all(b"nar/b.nar.xz,sha256:2\nnar/c").expect("write");
+            out.write_all(b"nar/b.nar.xz,sha256:2\nnar/c")
+                .expect("write");
             out.finish().expect("finish");
         }
         assert_eq!(

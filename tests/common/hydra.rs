@@ -4,7 +4,8 @@
 //! [`release_data`] builds (once per process, and across runs under
 //! `CARGO_TARGET_TMPDIR/release-data/<key>`) the store paths of a few channel releases with Nix
 //! 2.8: channel tarballs (`tarballs/<name>-<version>.tar.xz`, real xz tar files made in the
-//! builder), ISO-like image files (`iso/<name>.iso`) and packages with references (two package
+//! builder), ISO-like image files (`iso/<name>.iso`), an OVA-like file, and packages with
+//! references (two package
 //! versions share one library), and copies them with `nix copy` into one signed, xz-compressed
 //! `file://` binary cache. The product files are hashed (sha256, size) for the Hydra JSON and a
 //! copy of each is kept for byte comparisons.
@@ -14,8 +15,9 @@
 //! `/eval/N/store-paths` and `/eval/N/job/NAME` (302 to the build, or a JSON 404 for the image
 //! jobs an evaluation lacks). JSON routes answer HTML unless the request accepts JSON, as Hydra
 //! does. [`FakeHydra::standard`] is the scenario most tests start from: three evaluations of a
-//! `nixos` channel (each newer, the second and third with a changed closure) and one evaluation
-//! of a `nixpkgs` channel (job `tarball`).
+//! `nixos` channel (each newer; the second with a changed closure and more images, the third a
+//! new release name over the second's closure) and one evaluation of a `nixpkgs` channel (job
+//! `tarball`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -98,11 +100,19 @@ in {
   iso1 = iso "minimal" "20.09.100.aaaaaaa";
   iso2 = iso "minimal" "20.09.200.bbbbbbb";
   graphical2 = iso "graphical" "20.09.200.bbbbbbb";
+  ova2 = mk "nixos-20.09.200.bbbbbbb-x86_64-linux.ova" ''
+    mkdir -p $out
+    i=0
+    while [ $i -lt 2000 ]; do
+      printf 'OVA appliance 20.09.200.bbbbbbb block %06d\n' $i
+      i=$((i + 1))
+    done > $out/nixos-20.09.200.bbbbbbb-x86_64-linux.ova
+  '';
 }
 "#;
 
 /// The attributes built, in the order of [`BuiltPaths`]' fields.
-const ATTRS: [&str; 10] = [
+const ATTRS: [&str; 11] = [
     "common",
     "pkg1",
     "pkg2",
@@ -113,6 +123,7 @@ const ATTRS: [&str; 10] = [
     "iso1",
     "iso2",
     "graphical2",
+    "ova2",
 ];
 
 /// One file inside a store path, as a Hydra build product describes it.
@@ -170,6 +181,8 @@ pub struct BuiltPaths {
     pub iso2: String,
     /// Graphical ISO of the second evaluation.
     pub graphical2: String,
+    /// OVA image of the second evaluation.
+    pub ova2: String,
 }
 
 /// Everything [`release_data`] built.
@@ -193,6 +206,8 @@ pub struct ReleaseData {
     pub iso2: ProductFile,
     /// The graphical ISO of the second evaluation.
     pub graphical2: ProductFile,
+    /// The OVA image of the second evaluation.
+    pub ova2: ProductFile,
     /// Store path -> its closure (sorted), for every built path.
     pub closures: BTreeMap<String, Vec<String>>,
 }
@@ -217,7 +232,8 @@ impl ReleaseData {
 
     /// The narinfo file of `store_path` in the cache.
     pub fn narinfo_file(&self, store_path: &str) -> PathBuf {
-        self.cache.join(format!("{}.narinfo", hash_part(store_path)))
+        self.cache
+            .join(format!("{}.narinfo", hash_part(store_path)))
     }
 
     /// The value of `field` in the narinfo of `store_path`.
@@ -321,6 +337,7 @@ fn load(dir: &Path) -> Option<ReleaseData> {
         &mut data.iso1,
         &mut data.iso2,
         &mut data.graphical2,
+        &mut data.ova2,
     ] {
         let name = p.copy.file_name()?.to_owned();
         p.copy = dir.join("products").join(name);
@@ -359,6 +376,7 @@ fn build(work: &Path) -> Result<(), NixError> {
         iso1: p(7),
         iso2: p(8),
         graphical2: p(9),
+        ova2: p(10),
     };
 
     let secret = env.run_lines(
@@ -386,10 +404,7 @@ fn build(work: &Path) -> Result<(), NixError> {
     env.run(&mut copy)?;
 
     let product = |store_path: &str, inner: String| -> ProductFile {
-        let file = PathBuf::from(format!(
-            "{}{inner}",
-            env.real_path(store_path).display()
-        ));
+        let file = PathBuf::from(format!("{}{inner}", env.real_path(store_path).display()));
         let bytes = fs::read(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
         let name = inner.rsplit('/').next().unwrap_or("product").to_string();
         let copy = work.join("products").join(&name);
@@ -427,6 +442,8 @@ fn build(work: &Path) -> Result<(), NixError> {
         format!("/iso/nixos-graphical-{NIXOS_V2}-x86_64-linux.iso"),
     );
 
+    let ova2 = product(&paths.ova2, format!("/nixos-{NIXOS_V2}-x86_64-linux.ova"));
+
     let mut closures = BTreeMap::new();
     for path in &built {
         closures.insert(path.clone(), env.closure(std::slice::from_ref(path))?);
@@ -441,6 +458,7 @@ fn build(work: &Path) -> Result<(), NixError> {
         iso1,
         iso2,
         graphical2,
+        ova2,
         closures,
     };
     remove_tree(&work.join("env"));
@@ -625,7 +643,7 @@ pub mod names {
 
 /// A 40-character revision made of one repeated hex digit.
 pub fn revision(digit: char) -> String {
-    std::iter::repeat_n(digit, 40).collect()
+    digit.to_string().repeat(40)
 }
 
 impl FakeHydra {
@@ -639,7 +657,7 @@ impl FakeHydra {
     ///   no graphical ISO, i686 ISO or OVA (JSON 404s). `store-paths` is served unsorted and
     ///   with a duplicate.
     /// - nixos evaluation 102 (`nixos-20.09.200.bbbbbbb`, newer): `pkg2`, `channel2`, `iso2`,
-    ///   and the graphical ISO `graphical2`.
+    ///   the graphical ISO `graphical2` and the OVA `ova2`; no i686 ISO.
     /// - nixos evaluation 103 (`nixos-20.09.300.ccccccc`, newest): the products of 102 under
     ///   a new release name.
     /// - nixpkgs evaluation 201 (`nixpkgs-21.03pre300.ccccccc`): `pkgnp` and `channelnp`; the
@@ -655,7 +673,12 @@ impl FakeHydra {
                 NIXOS_V1,
                 1_600_000_000,
                 'a',
-                vec![p.channel1.clone(), p.pkg1.clone(), p.iso1.clone(), p.pkg1.clone()],
+                vec![
+                    p.channel1.clone(),
+                    p.pkg1.clone(),
+                    p.iso1.clone(),
+                    p.pkg1.clone(),
+                ],
                 &data.tarball1,
                 &data.iso1,
                 None,
@@ -669,10 +692,11 @@ impl FakeHydra {
                     p.channel2.clone(),
                     p.iso2.clone(),
                     p.graphical2.clone(),
+                    p.ova2.clone(),
                 ],
                 &data.tarball2,
                 &data.iso2,
-                Some(&data.graphical2),
+                Some((&data.graphical2, &data.ova2)),
             ),
             (
                 "20.09.300.ccccccc",
@@ -683,19 +707,20 @@ impl FakeHydra {
                     p.channel2.clone(),
                     p.iso2.clone(),
                     p.graphical2.clone(),
+                    p.ova2.clone(),
                 ],
                 &data.tarball2,
                 &data.iso2,
-                Some(&data.graphical2),
+                Some((&data.graphical2, &data.ova2)),
             ),
         ];
-        for (i, (version, stoptime, rev, store_paths, tarball, iso, graphical)) in
+        for (i, (version, stoptime, rev, store_paths, tarball, iso, extra_images)) in
             nixos_evals.into_iter().enumerate()
         {
             let eval = NIXOS_EVALS[i];
             let tested = NIXOS_TESTED[i];
-            let build = |id: u64, job: &str, nixname: String, products: Vec<HydraProduct>| {
-                HydraBuild {
+            let build =
+                |id: u64, job: &str, nixname: String, products: Vec<HydraProduct>| HydraBuild {
                     id,
                     project: NIXOS_PROJECT.into(),
                     jobset: NIXOS_JOBSET.into(),
@@ -705,8 +730,7 @@ impl FakeHydra {
                     stoptime,
                     buildstatus: 0,
                     products,
-                }
-            };
+                };
             h.add_build(build(tested, NIXOS_JOB, format!("nixos-{version}"), vec![]));
             h.add_build(build(
                 tested + 1,
@@ -725,14 +749,21 @@ impl FakeHydra {
                 ("nixos.channel".to_string(), tested + 1),
                 ("nixos.iso_minimal.x86_64-linux".to_string(), tested + 2),
             ]);
-            if let Some(g) = graphical {
+            if let Some((graphical, ova)) = extra_images {
                 h.add_build(build(
                     tested + 3,
                     "nixos.iso_graphical.x86_64-linux",
-                    g.file_name().to_string(),
-                    vec![HydraProduct::of("iso", g)],
+                    graphical.file_name().to_string(),
+                    vec![HydraProduct::of("iso", graphical)],
                 ));
                 jobs.insert("nixos.iso_graphical.x86_64-linux".to_string(), tested + 3);
+                h.add_build(build(
+                    tested + 4,
+                    "nixos.ova.x86_64-linux",
+                    ova.file_name().to_string(),
+                    vec![HydraProduct::of("ova", ova)],
+                ));
+                jobs.insert("nixos.ova.x86_64-linux".to_string(), tested + 4);
             }
             let absent_jobs = IMAGE_JOBS
                 .iter()
@@ -831,7 +862,8 @@ impl FakeHydra {
             );
         }
         for build in self.builds.values() {
-            builder = builder.json_route(&format!("/build/{}", build.id), json_body(&build.to_json()));
+            builder =
+                builder.json_route(&format!("/build/{}", build.id), json_body(&build.to_json()));
         }
         for eval in self.evals.values() {
             let mut builds: Vec<u64> = eval.jobs.values().copied().collect();
@@ -870,9 +902,7 @@ impl FakeHydra {
                     &format!("/eval/{}/job/{job}", eval.id),
                     Response::new(404)
                         .content_type("application/json; charset=utf-8")
-                        .body(
-                            r#"{"error":"This evaluation has no job with the specified name."}"#,
-                        ),
+                        .body(r#"{"error":"This evaluation has no job with the specified name."}"#),
                 );
             }
         }
@@ -954,13 +984,19 @@ pub fn assert_release(dir: &Path, want: &ExpectedRelease<'_>) {
         .filter(|n| n.ends_with(".iso") || n.ends_with(".ova"))
         .collect();
     images_found.sort();
-    let mut images_wanted: Vec<String> =
-        want.images.iter().map(|p| p.file_name().to_string()).collect();
+    let mut images_wanted: Vec<String> = want
+        .images
+        .iter()
+        .map(|p| p.file_name().to_string())
+        .collect();
     images_wanted.sort();
     assert_eq!(images_found, images_wanted, "images in {}", dir.display());
     for image in &want.images {
         let name = image.file_name();
-        assert!(read(name) == image.bytes(), "{name} differs from the product");
+        assert!(
+            read(name) == image.bytes(),
+            "{name} differs from the product"
+        );
         assert_eq!(
             text(&format!("{name}.sha256")),
             format!("{}  {name}\n", image.sha256),
