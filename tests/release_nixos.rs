@@ -874,6 +874,31 @@ fn temporary_files_left_by_a_crash_anywhere_are_removed_by_the_next_run() {
 }
 
 #[test]
+fn a_complete_release_without_build_info_such_as_the_old_scripts_made_is_adopted() {
+    let m = Mirror::standard("rn-old-release");
+    m.run_ok(&[]);
+    let release = m.release_dir(NIXOS_CHANNEL, NIXOS_TESTED[0]);
+    let info = fs::read(release.join("build-info.json")).expect("build-info.json");
+    fs::remove_file(release.join("build-info.json")).expect("removing build-info.json");
+    m.clear_logs();
+    let out = m.run_ok(&[]);
+    assert!(
+        fs::read(release.join("build-info.json")).ok() == Some(info),
+        "build-info.json was not restored as it was\n{}",
+        output_text(&out)
+    );
+    assert!(
+        m.hydra_paths().iter().all(|p| !p.starts_with("/eval/")),
+        "the complete release was made again: {:?}",
+        m.hydra_paths()
+    );
+    assert_eq!(
+        m.channel(NIXOS_CHANNEL),
+        Some(m.channel_target(NIXOS_CHANNEL, NIXOS_TESTED[0]))
+    );
+}
+
+#[test]
 fn a_store_path_missing_upstream_is_listed_and_the_channel_still_moves() {
     let mut hydra = FakeHydra::standard(release_data());
     let missing = "/nix/store/1111111111111111111111111111111z-reltest-gone".to_string();
