@@ -482,6 +482,39 @@ fn a_nar_that_stays_corrupt_fails_after_the_retries_and_a_rerun_finishes() {
 }
 
 #[test]
+fn a_rerun_after_a_failed_image_keeps_the_verified_tarball() {
+    let s = Setup::standard("ccr-resume");
+    let iso_nar = s.data.nar_url_path(&s.data.paths.iso1);
+    let tarball_nar = s.data.nar_url_path(&s.data.paths.channel1);
+    s.cache_srv
+        .set_fault_always(&iso_nar, Some(Fault::Status(503)));
+    let out = s.run_nixos(&[]);
+    assert!(!out.status.success(), "{}", output_text(&out));
+    let dir = s.release_dir(NIXOS_CHANNEL, NIXOS_TESTED[0]);
+    assert!(!dir.join("git-revision").exists());
+    assert!(dir.join("nixexprs.tar.xz").is_file());
+    assert_eq!(s.cache_srv.count(&tarball_nar), 1);
+
+    s.cache_srv.set_fault_always(&iso_nar, None);
+    assert_success(&s.run_nixos(&[]));
+    assert_eq!(
+        s.cache_srv.count(&tarball_nar),
+        1,
+        "the verified tarball was fetched again"
+    );
+    let cache_url = s.cache_srv.url();
+    let hydra_url = s.hydra_srv.url();
+    assert_release(&dir, &s.expected(NIXOS_TESTED[0], &cache_url, &hydra_url));
+
+    // A tarball changed on disk is not trusted: it is fetched again.
+    fs::write(dir.join("nixexprs.tar.xz"), b"tampered").expect("tampering");
+    fs::remove_file(dir.join("git-revision")).expect("removing the marker");
+    assert_success(&s.run_nixos(&[]));
+    assert_eq!(s.cache_srv.count(&tarball_nar), 2);
+    assert_release(&dir, &s.expected(NIXOS_TESTED[0], &cache_url, &hydra_url));
+}
+
+#[test]
 fn the_tarball_job_is_required_and_a_failed_build_is_not_released() {
     // An evaluation without the channel job.
     let mut hydra = FakeHydra::standard(release_data());

@@ -899,6 +899,35 @@ fn a_complete_release_without_build_info_such_as_the_old_scripts_made_is_adopted
 }
 
 #[test]
+fn a_narinfo_whose_signature_does_not_verify_holds_the_channel_back() {
+    let m = Mirror::standard("rn-bad-sig");
+    let pkg1 = m.data.paths.pkg1.clone();
+    let text = fs::read_to_string(m.data.narinfo_file(&pkg1)).expect("narinfo");
+    // The same narinfo claiming another NAR size: its signature no longer matches.
+    let nar_size = m.data.narinfo_field(&pkg1, "NarSize");
+    let forged = text.replace(
+        &format!("NarSize: {nar_size}"),
+        &format!("NarSize: {}", nar_size.parse::<u64>().expect("size") + 8),
+    );
+    assert_ne!(forged, text);
+    m.cache_srv
+        .set_route(&m.data.narinfo_url_path(&pkg1), Response::text(forged));
+    let out = m.run(&["--no-ipfs"]);
+    assert_failed_with(&out, &[NIXOS_CHANNEL, "signature"]);
+    assert_eq!(m.channel(NIXOS_CHANNEL), None);
+    assert!(!m
+        .d()
+        .join("binary_cache")
+        .join(format!("{}.narinfo", hash_part(&pkg1)))
+        .exists());
+    assert!(m.cache_srv.count(&m.data.nar_url_path(&pkg1)) == 0);
+    assert_eq!(
+        m.channel(NIXPKGS_CHANNEL),
+        Some(m.channel_target(NIXPKGS_CHANNEL, NIXPKGS_TARBALL))
+    );
+}
+
+#[test]
 fn a_store_path_missing_upstream_is_listed_and_the_channel_still_moves() {
     let mut hydra = FakeHydra::standard(release_data());
     let missing = "/nix/store/1111111111111111111111111111111z-reltest-gone".to_string();
