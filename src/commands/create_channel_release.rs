@@ -5,7 +5,9 @@
 //! channel tarball as `nixexprs.tar.xz`, for nixos channels the ISO/OVA images (each with a
 //! `.sha256` file), and `git-revision`, written last: its presence means the release is complete,
 //! and a release that has it is returned at once. Every file is written under a temporary name
-//! and renamed into place; a failure leaves no `git-revision`.
+//! and renamed into place; a failure leaves no `git-revision`. A complete release without
+//! `build-info.json` (the 2017 scripts wrote none) gets one from the build, without asking
+//! Hydra for more.
 
 use std::path::{Path, PathBuf};
 
@@ -154,6 +156,7 @@ fn products_for(channel: &str) -> Vec<ProductSpec> {
 
 /// Runs `create-channel-release`.
 pub async fn run(opts: &CreateChannelReleaseOptions) -> Result<ChannelRelease> {
+    check_channel_name(&opts.channel)?;
     let fetcher = Fetcher::new(opts.fetch.clone())?;
     let hydra = HydraClient::new(fetcher.clone(), &opts.hydra_url);
     let build = hydra
@@ -169,8 +172,7 @@ pub async fn create_from_build(
     hydra: &HydraClient,
     build: &Build,
 ) -> Result<ChannelRelease> {
-    fsutil::check_file_name(&opts.channel)
-        .with_context(|| format!("channel name {:?} is not a plain file name", opts.channel))?;
+    check_channel_name(&opts.channel)?;
     if !build.is_success() {
         bail!(
             "Hydra build {} of {}:{}:{} did not succeed; no release is made from it",
@@ -186,7 +188,23 @@ pub async fn create_from_build(
     let dir = outdir.join(&opts.channel).join(&nixname);
 
     if dir.join(COMPLETION_MARKER).is_file() {
-        let info = BuildInfo::read(&dir)?;
+        let info = match BuildInfo::read(&dir) {
+            Ok(info) => info,
+            // A release made before build-info.json existed (the 2017 scripts made none): what
+            // it records is known from the build and the release's own git-revision.
+            Err(e) if !dir.join(BUILD_INFO).exists() => {
+                tracing::info!("{e:#}; writing it from Hydra build {}", build.id);
+                let marker = dir.join(COMPLETION_MARKER);
+                let git_revision = std::fs::read_to_string(&marker)
+                    .with_context(|| format!("cannot read {}", marker.display()))?
+                    .trim()
+                    .to_string();
+                let info = build_info(opts, build, eval_id, &nixname, git_revision);
+                write_build_info(&dir, &info)?;
+                info
+            }
+            Err(e) => return Err(e),
+        };
         tracing::info!("{} is complete already", dir.display());
         return Ok(ChannelRelease {
             dir,
@@ -222,17 +240,7 @@ pub async fn create_from_build(
     }
 
     let hydra_url = opts.hydra_url.trim_end_matches('/');
-    let info = BuildInfo {
-        hydra: hydra_url.to_string(),
-        project: opts.project.clone(),
-        jobset: opts.jobset.clone(),
-        job: opts.job.clone(),
-        build_id: build.id,
-        eval_id,
-        build_time: build.stoptime.or(build.timestamp).unwrap_or(0),
-        nixname: nixname.clone(),
-        git_revision: git_revision.clone(),
-    };
+    let info = build_info(opts, build, eval_id, &nixname, git_revision.clone());
     let target = opts.target_cache.as_deref().unwrap_or(&opts.cache_url);
     fsutil::atomic_write(
         &dir.join("src-url"),
@@ -240,10 +248,7 @@ pub async fn create_from_build(
     )?;
     fsutil::atomic_write(&dir.join("binary-cache-url"), target.as_bytes())?;
     write_store_paths(&dir, &store_paths)?;
-    fsutil::atomic_write(
-        &dir.join(BUILD_INFO),
-        format!("{}\n", serde_json::to_string_pretty(&info)?).as_bytes(),
-    )?;
+    write_build_info(&dir, &info)?;
     // Last: the marker that everything above is in place.
     fsutil::atomic_write(&dir.join(COMPLETION_MARKER), git_revision.as_bytes())?;
     Ok(ChannelRelease {
@@ -251,6 +256,40 @@ pub async fn create_from_build(
         info,
         created: true,
     })
+}
+
+/// What a release of `build` records about it.
+fn build_info(
+    opts: &CreateChannelReleaseOptions,
+    build: &Build,
+    eval_id: u64,
+    nixname: &str,
+    git_revision: String,
+) -> BuildInfo {
+    BuildInfo {
+        hydra: opts.hydra_url.trim_end_matches('/').to_string(),
+        project: opts.project.clone(),
+        jobset: opts.jobset.clone(),
+        job: opts.job.clone(),
+        build_id: build.id,
+        eval_id,
+        build_time: build.stoptime.or(build.timestamp).unwrap_or(0),
+        nixname: nixname.to_string(),
+        git_revision,
+    }
+}
+
+fn write_build_info(dir: &Path, info: &BuildInfo) -> Result<()> {
+    fsutil::atomic_write(
+        &dir.join(BUILD_INFO),
+        format!("{}\n", serde_json::to_string_pretty(info)?).as_bytes(),
+    )
+}
+
+/// Refuses a channel name that is not a plain file name (it becomes a directory name).
+fn check_channel_name(channel: &str) -> Result<()> {
+    fsutil::check_file_name(channel)
+        .with_context(|| format!("channel name {channel:?} is not a plain file name"))
 }
 
 fn write_store_paths(dir: &Path, paths: &[StorePath]) -> Result<()> {

@@ -6,6 +6,7 @@
 //! others; the report lists every failure. `lastsync` files are written only after a run in which
 //! every channel succeeded.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -27,7 +28,9 @@ use crate::signature::PublicKey;
 pub struct ReleaseNixosOptions {
     /// The mirror directory.
     pub dir: PathBuf,
-    /// Directory for temporary files (NARs of channel files while they are read).
+    /// Directory for temporary files (NARs of channel files while they are read). A run
+    /// removes the temporary files an interrupted run left directly in it, so it must not be
+    /// shared with another mirror's runs.
     pub tmpdir: PathBuf,
     /// The validated config.
     pub config: Config,
@@ -96,6 +99,8 @@ pub async fn run(
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     fsutil::remove_stale_temp_files(&channels_dir)?;
+    // What a killed run was downloading; the temp dir is used under this lock only.
+    fsutil::remove_stale_temp_files(&opts.tmpdir)?;
     let cache = LocalCache::create(&dir.join(BINARY_CACHE_DIR))?;
     let fetcher = Fetcher::new(opts.fetch.clone())?;
     let hydra = HydraClient::new(fetcher.clone(), &opts.config.hydra);
@@ -104,6 +109,8 @@ pub async fn run(
     let keys = update_binary_cache::effective_keys(&opts.config.cache, &given, opts.check_sigs);
 
     let mut report = ReleaseReport::default();
+    // A NAR shared by two channels is listed once.
+    let mut out = UniqueLines::new(out);
     for rel in &opts.config.releases {
         let mut outcome = ChannelOutcome {
             channel: rel.channel.clone(),
@@ -121,7 +128,7 @@ pub async fn run(
             &hydra,
             &keys,
             &mut outcome,
-            out,
+            &mut out,
         )
         .await
         {
@@ -130,6 +137,7 @@ pub async fn run(
         }
         report.channels.push(outcome);
     }
+    out.finish().context("cannot write to standard output")?;
 
     if opts.gc && !opts.print_only {
         match collect(opts, &dir, &cache) {
@@ -189,6 +197,9 @@ async fn mirror_channel(
     let release =
         create_channel_release::create_from_build(&cr_opts, fetcher, hydra, &build).await?;
     outcome.release = Some(release.dir.clone());
+    // A complete release is returned as it is; what an interrupted later write (such as
+    // `missing-store-paths`) left in it goes now, under the lock.
+    fsutil::remove_stale_temp_files(&release.dir)?;
 
     let roots = update_binary_cache::read_store_paths(&release.dir.join("store-paths"))?;
     let mirror = update_binary_cache::mirror_closure(
@@ -219,6 +230,56 @@ async fn mirror_channel(
     }
     outcome.moved = move_channel(dir, &rel.channel, &release.dir, &release.info, opts.force)?;
     Ok(())
+}
+
+/// A writer that passes each line on the first time it is written and drops repeats.
+struct UniqueLines<'a> {
+    inner: &'a mut (dyn std::io::Write + Send),
+    seen: HashSet<Vec<u8>>,
+    partial: Vec<u8>,
+}
+
+impl<'a> UniqueLines<'a> {
+    fn new(inner: &'a mut (dyn std::io::Write + Send)) -> Self {
+        UniqueLines {
+            inner,
+            seen: HashSet::new(),
+            partial: Vec::new(),
+        }
+    }
+
+    fn emit(&mut self, line: Vec<u8>) -> std::io::Result<()> {
+        if self.seen.contains(&line) {
+            return Ok(());
+        }
+        self.inner.write_all(&line)?;
+        self.seen.insert(line);
+        Ok(())
+    }
+
+    /// Writes what is left of an unfinished last line, and flushes.
+    fn finish(&mut self) -> std::io::Result<()> {
+        if !self.partial.is_empty() {
+            let rest = std::mem::take(&mut self.partial);
+            self.emit(rest)?;
+        }
+        self.inner.flush()
+    }
+}
+
+impl std::io::Write for UniqueLines<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.partial.extend_from_slice(buf);
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            self.emit(line)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Points `DIR/channels/CHANNEL` at `release_dir`, unless the current release is newer (and
@@ -378,4 +439,29 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn unique_lines_drop_repeats_across_writes() {
+        let mut sink: Vec<u8> = Vec::new();
+        {
+            let mut out = UniqueLines::new(&mut sink);
+            out.write_all(b"nar/a.nar.xz,sha256:1\nnar/b.nar.xz,")
+                .expect("write");
+            out.write_all(b"sha256:2\nnar/a.nar.xz,sha256:1\n")
+                .expect("write");
+            out.write_all(b"nar/b.nar.xz,sha256:2\nnar/c")
+                .expect("write");
+            out.finish().expect("finish");
+        }
+        assert_eq!(
+            String::from_utf8(sink).expect("UTF-8"),
+            "nar/a.nar.xz,sha256:1\nnar/b.nar.xz,sha256:2\nnar/c"
+        );
+    }
 }
