@@ -25,8 +25,10 @@
 //! assert_eq!(root.cid.to_string(), "QmU5PLEGqjetW4RAmXgHpEFL7nVCL3vFnEyrCKUfRk4MSq");
 //! ```
 
+pub mod api_addr;
 pub mod car;
 pub mod cid;
+pub mod client;
 pub mod dagpb;
 pub mod directory;
 pub mod hamt;
