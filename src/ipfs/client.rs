@@ -790,6 +790,24 @@ impl IpfsClient {
         Ok(())
     }
 
+    /// `pin/rm CID` (recursive).
+    pub async fn pin_rm(&self, cid: &Cid) -> Result<(), IpfsError> {
+        let query = [
+            ("arg", format!("/ipfs/{cid}")),
+            ("recursive", "true".to_string()),
+        ];
+        self.call("pin/rm", &query, None, self.timeouts.call, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// `repo/gc`: removes every block that is neither pinned nor in MFS.
+    pub async fn repo_gc(&self) -> Result<(), IpfsError> {
+        self.call("repo/gc", &[], None, self.timeouts.long, false)
+            .await
+            .map(|_| ())
+    }
+
     /// `pin/ls CID`: the pin type (`recursive`, `direct`, `indirect`) or `None`.
     pub async fn pin_ls(&self, cid: &Cid) -> Result<Option<String>, IpfsError> {
         #[derive(Deserialize)]
@@ -864,6 +882,24 @@ impl IpfsClient {
             name: answer.name,
             value: answer.value,
         })
+    }
+
+    /// `name/resolve NAME`: the path an IPNS name points at.
+    pub async fn name_resolve(&self, name: &str) -> Result<String, IpfsError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "Path")]
+            path: String,
+        }
+        let query = [
+            ("arg", format!("/ipns/{name}")),
+            ("recursive", "true".to_string()),
+        ];
+        let body = self
+            .call("name/resolve", &query, None, self.timeouts.call, true)
+            .await?;
+        let answer: Answer = parse_json("name/resolve", &body)?;
+        Ok(answer.path)
     }
 
     /// `refs/local`: every block the node has, as [`block_key`]s.

@@ -54,11 +54,14 @@ pub struct NodeKnowledge {
 }
 
 impl NodeKnowledge {
-    /// Whether the node holds the block `cid`.
+    /// Whether the node holds the block `cid` (it lists it, or it is the root of a DAG the
+    /// node holds: an unchanged small file under a new name, a file identical to another).
     pub fn has_block(&self, cid: &Cid) -> bool {
-        self.blocks
-            .as_ref()
-            .is_some_and(|b| b.contains(&block_key(cid)))
+        self.known.contains(cid)
+            || self
+                .blocks
+                .as_ref()
+                .is_some_and(|b| b.contains(&block_key(cid)))
     }
 
     /// Whether the node holds the whole DAG under `cid`.
@@ -493,7 +496,7 @@ mod tests {
         let mut k = NodeKnowledge::default();
         assert!(!k.has_block(&a) && !k.has_dag(&a));
         k.known.insert(a);
-        assert!(k.has_dag(&a) && !k.has_block(&a));
+        assert!(k.has_dag(&a) && k.has_block(&a));
         k.blocks = Some([block_key(&v0)].into_iter().collect());
         assert!(k.has_block(&v0) && k.has_block(&v0.to_v1()));
         assert!(!k.has_dag(&v0));

@@ -10,6 +10,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod dirs;
+pub mod ipfs_node;
 pub mod nixcache;
 pub mod process;
 pub mod server;
