@@ -649,13 +649,17 @@ async fn cid_version_1_gives_cidv1_directories() {
     let dir = TestDir::new("ipfs-v1");
     let paths = make_mirror(dir.path(), "v1");
     let api = ApiAddr::parse(&args(&["127.0.0.1", &node.port().to_string()])).unwrap();
+    // Small dag/import requests: the blocks go in several CARs.
     let report = run(&CreateNixipfsOptions {
         cid_version: 1,
         publish_ipns: false,
+        segment_bytes: 200_000,
         ..options(dir.path(), Some(api), "/v1/nixfs")
     })
     .await
     .unwrap();
+    assert!(report.sent.import_requests >= 4, "{:?}", report.sent);
+    assert!(report.sent.car_bytes_sent > report.sent.block_bytes_sent);
     assert_eq!((report.root.version(), report.root.codec()), (1, DAG_PB));
     assert!(report.root.to_string().starts_with("bafy"));
     assert!(report.ipns_name.is_none());
@@ -785,6 +789,76 @@ async fn a_release_with_ipfs_hash_is_not_added_again() {
     );
     let ipfs_hash = fs::read_to_string(release.join("ipfs_hash")).unwrap();
     assert_eq!(Cid::parse(ipfs_hash.trim()).unwrap(), third.releases[0].1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_binary_cache_is_a_sharded_directory_the_node_resolves() {
+    let node = IpfsNode::shared();
+    let client = client(node);
+    let dir = TestDir::new("ipfs-hamt");
+    write(dir.path(), "binary_cache/nix-cache-info", NIX_CACHE_INFO);
+    // 3500 narinfos (all naming one NAR): the directory's estimated size passes 256 KiB.
+    let nar = "shared.nar.xz";
+    write(
+        dir.path(),
+        &format!("binary_cache/nar/{nar}"),
+        &content("hamt", nar, 2000),
+    );
+    let names: Vec<String> = (0..3500)
+        .map(|n| {
+            let hash = hash_part("hamt", n);
+            write(
+                dir.path(),
+                &format!("binary_cache/{hash}.narinfo"),
+                narinfo_text(&hash, nar, 2000).as_bytes(),
+            );
+            format!("{hash}.narinfo")
+        })
+        .collect();
+    let out = TestDir::new("ipfs-hamt-car");
+    let car = out.join("hamt.car");
+    let report = run(&CreateNixipfsOptions {
+        car: Some(car.clone()),
+        verify_files: 40,
+        ..options(
+            dir.path(),
+            Some(ApiAddr::parse(&args(&[&node.url()])).unwrap()),
+            "/hamt/nixfs",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert!(report.verified_paths >= 40);
+
+    // The binary_cache node is a HAMT shard.
+    let mfs = report.mfs_path.clone().unwrap();
+    let cache_cid = stat_cid(&client, &format!("{mfs}/binary_cache")).await;
+    let bytes = fs::read(&car).unwrap();
+    let mut reader = CarReader::new(&bytes[..]).unwrap();
+    let mut shard = None;
+    while let Some((cid, block)) = reader.next_block().unwrap() {
+        if cid == cache_cid {
+            shard = Some(block);
+        }
+    }
+    let node_block = nixipfs::ipfs::dagpb::PbNode::decode(&shard.unwrap()).unwrap();
+    let data = nixipfs::ipfs::unixfs::UnixfsData::decode(&node_block.data.unwrap()).unwrap();
+    assert_eq!(data.data_type, nixipfs::ipfs::unixfs::DataType::HamtShard);
+
+    // Entries resolve through the shard, with the published bytes.
+    let nar_cid = stat_cid(&client, &format!("{mfs}/binary_cache/nar/{nar}")).await;
+    for name in [&names[0], &names[1749], &names[3499]] {
+        let on_disk = fs::read_to_string(dir.join(format!("binary_cache/{name}"))).unwrap();
+        let served = client
+            .cat(&format!("/ipfs/{}/binary_cache/{name}", report.root))
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(served).unwrap(),
+            format!("{on_disk}IPFSHash: {nar_cid}\n")
+        );
+    }
 }
 
 #[test]

@@ -134,18 +134,6 @@ pub enum IpfsError {
     },
 }
 
-impl IpfsError {
-    /// Whether the call ran out of time (a node that lacks a block hangs rather than failing).
-    pub fn is_timeout(&self) -> bool {
-        match self {
-            IpfsError::Timeout { .. } => true,
-            IpfsError::Api { message, .. } => message.contains("timed out"),
-            IpfsError::Http { source, .. } => source.is_timeout(),
-            _ => false,
-        }
-    }
-}
-
 /// The node's `version` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeVersion {

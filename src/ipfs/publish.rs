@@ -118,7 +118,7 @@ pub enum PublishError {
         /// The MFS path.
         path: String,
         /// The CID computed here.
-        expected: Cid,
+        expected: String,
         /// The CID the node answered.
         got: String,
     },
@@ -530,19 +530,8 @@ impl MirrorTree {
         })
     }
 
-    /// Whether a cache key belongs to this tree: a source, a directory, or something inside a
-    /// release taken by its `ipfs_hash` (kept for when that release must be read again).
-    pub fn holds_key(&self, key: &str) -> bool {
-        self.sources.iter().any(|s| s.key == key)
-            || self.dirs.iter().any(|d| d.key == key)
-            || self
-                .fixed_releases
-                .iter()
-                .any(|r| key == r || key.starts_with(&format!("{r}/")))
-    }
-
-    /// The set of keys [`MirrorTree::holds_key`] accepts outside fixed releases, for pruning
-    /// the cache in one pass.
+    /// The cache keys of this tree's sources and directories (what the cache keeps, with
+    /// whatever is inside [`MirrorTree::fixed_releases`]).
     pub fn keys(&self) -> HashSet<&str> {
         self.sources
             .iter()
@@ -978,10 +967,7 @@ pub fn verification_sample(paths: &[(String, Cid, bool)], max_files: usize) -> V
     let mut files = Vec::new();
     for (i, (path, _, is_dir)) in paths.iter().enumerate() {
         if *is_dir {
-            if path.matches('/').count() <= 2
-                && !path.ends_with("/nar")
-                && !path.contains("/binary_cache")
-            {
+            if path.matches('/').count() <= 2 {
                 picked.push(i);
             }
         } else {
@@ -1050,14 +1036,14 @@ pub async fn verify_on_node(
             Some(stat) => {
                 return Err(PublishError::Verification {
                     path: mfs_path,
-                    expected: *expected,
+                    expected: expected.to_string(),
                     got: stat.cid.to_string(),
                 })
             }
             None => {
                 return Err(PublishError::Verification {
                     path: mfs_path,
-                    expected: *expected,
+                    expected: expected.to_string(),
                     got: "nothing".to_string(),
                 })
             }

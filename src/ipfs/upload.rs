@@ -129,7 +129,7 @@ pub enum UploadError {
         path: PathBuf,
         /// The error.
         #[source]
-        source: CarError,
+        source: Box<CarError>,
     },
     /// The node stored a file under another CID than the one computed here.
     #[error("the node added {what} as {got}, but it hashes to {expected} here")]
@@ -137,9 +137,9 @@ pub enum UploadError {
         /// The file.
         what: String,
         /// The CID computed here.
-        expected: Cid,
+        expected: String,
         /// The CID the node answered.
-        got: Cid,
+        got: String,
     },
     /// An earlier failure stopped the router.
     #[error("sending blocks stopped after an earlier failure: {0}")]
@@ -308,8 +308,8 @@ impl Router {
             }
             Ok(answer) => UploadError::CidMismatch {
                 what,
-                expected: *expected,
-                got: answer.cid,
+                expected: expected.to_string(),
+                got: answer.cid.to_string(),
             },
             Err(e) => UploadError::Node(e),
         };
@@ -336,7 +336,7 @@ impl Router {
             let path = car.path.clone();
             let err = |source: CarError| UploadError::Car {
                 path: path.clone(),
-                source,
+                source: Box::new(source),
             };
             let mut writer = car.writer;
             writer.replace_roots(&[*root]).map_err(err)?;
@@ -359,7 +359,7 @@ impl Router {
 fn open_car(path: &Path, cid_version: u8) -> Result<CarOut, UploadError> {
     let err = |source: CarError| UploadError::Car {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -396,7 +396,7 @@ fn put_locked(
                 .write_block(cid, block)
                 .map_err(|source| UploadError::Car {
                     path: car.path.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
     }
