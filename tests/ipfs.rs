@@ -11,7 +11,7 @@ mod common;
 use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::ipfs_node::{free_port, IpfsNode};
@@ -642,7 +642,9 @@ async fn an_unreachable_node_is_an_error_unless_a_car_is_written() {
     assert_eq!(published.root, report.root);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// On a single-threaded runtime: the blocking threads that hash files drive the import
+// requests through the runtime the test itself runs.
+#[tokio::test(flavor = "current_thread")]
 async fn cid_version_1_gives_cidv1_directories() {
     let node = IpfsNode::shared();
     let client = client(node);
@@ -859,17 +861,4 @@ async fn a_large_binary_cache_is_a_sharded_directory_the_node_resolves() {
             format!("{on_disk}IPFSHash: {nar_cid}\n")
         );
     }
-}
-
-#[test]
-fn the_node_harness_refuses_to_run_without_its_install() {
-    // The install command named in the panic is the one CI runs.
-    assert_eq!(
-        common::ipfs_node::INSTALL_COMMAND,
-        "cd tests/ipfs-node && npm ci"
-    );
-    assert!(common::ipfs_node::node_dir()
-        .join("package-lock.json")
-        .is_file());
-    let _: PathBuf = common::ipfs_node::jsipfs();
 }
