@@ -662,7 +662,7 @@ struct Builder<'a> {
     router: &'a Router,
     opts: BuildOptions,
     phase: Phase,
-    results: Vec<OnceLock<(Added, Option<FileEntry>, bool)>>,
+    results: Vec<OnceLock<(Added, Option<FileEntry>)>>,
     stats: Mutex<HashStats>,
 }
 
@@ -802,7 +802,7 @@ impl Builder<'_> {
                 cid: nar_added.cid,
             }),
         });
-        let _ = self.results[i].set((added, entry, fresh));
+        let _ = self.results[i].set((added, entry));
         Ok(())
     }
 
@@ -876,7 +876,7 @@ pub fn build(
     let mut files = Vec::with_capacity(tree.sources.len());
     let mut file_entries = Vec::new();
     for (i, slot) in builder.results.into_iter().enumerate() {
-        let Some((added, entry, _)) = slot.into_inner() else {
+        let Some((added, entry)) = slot.into_inner() else {
             return Err(PublishError::Io {
                 path: tree.sources[i].path.clone(),
                 source: io::Error::other("the file was not hashed"),
