@@ -1,7 +1,7 @@
 //! IPFS publishing: local computation of UnixFS CIDs exactly as kubo's `ipfs add` makes them,
-//! and CAR files to hand the blocks to a node (`dag/import`).
+//! CAR files, and publishing the mirror to a node.
 //!
-//! Nothing here talks to a node; everything is pure computation over readers and writers.
+//! Pure computation over readers and writers:
 //! - [`cid`]: CIDv0/CIDv1, text and binary forms, hashing blocks;
 //! - [`dagpb`]: the dag-pb block encoding, byte for byte as go-merkledag writes it;
 //! - [`unixfs`]: UnixFS `Data`, and [`unixfs::FileHasher`], a streaming file importer
@@ -9,6 +9,13 @@
 //! - [`directory`]: directory nodes with kubo's link order and cumulative sizes, and kubo's
 //!   rule for when a directory becomes HAMT-sharded; [`hamt`] builds sharded directories;
 //! - [`car`]: CARv1 writer and reader.
+//!
+//! Publishing:
+//! - [`api_addr`]: the node's API address from the forms `--ipfsapi` accepts;
+//! - [`client`]: the node's RPC API, with a deadline on every call;
+//! - [`file_cache`]: `D/ipfs_hashes`, file CIDs across runs and what the node holds;
+//! - [`publish`]: what is published where, and the DAG of the mirror;
+//! - [`upload`]: delivering its blocks to a CAR file and to the node.
 //!
 //! A file and a directory holding it, written to a CAR (the CID is what
 //! `add?wrap-with-directory=true` of `hello.txt` gives):
@@ -25,10 +32,15 @@
 //! assert_eq!(root.cid.to_string(), "QmU5PLEGqjetW4RAmXgHpEFL7nVCL3vFnEyrCKUfRk4MSq");
 //! ```
 
+pub mod api_addr;
 pub mod car;
 pub mod cid;
+pub mod client;
 pub mod dagpb;
 pub mod directory;
+pub mod file_cache;
 pub mod hamt;
+pub mod publish;
 pub mod unixfs;
+pub mod upload;
 mod varint;

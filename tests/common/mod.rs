@@ -11,6 +11,7 @@
 
 pub mod dirs;
 pub mod hydra;
+pub mod ipfs_node;
 pub mod nixcache;
 pub mod process;
 pub mod server;

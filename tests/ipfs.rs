@@ -1,0 +1,864 @@
+//! Publishing to a real IPFS node (js-ipfs, see `tests/common/ipfs_node.rs`): the CIDs the
+//! node computes equal the ones computed here, `create-nixipfs` publishes a hand-made mirror
+//! that can be read back through the node, reruns send only what is new, a CAR file carries
+//! the whole DAG to another node, and the node's absence or its lost blocks are handled.
+//!
+//! Most tests share one node (each with its own mirror and MFS paths); those that need a node
+//! of their own (an empty one, or one whose blocks they delete) start it.
+
+mod common;
+
+use std::collections::HashSet;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::time::Duration;
+
+use common::ipfs_node::{free_port, IpfsNode};
+use common::TestDir;
+use nixipfs::commands::create_nixipfs::{run, CreateNixipfsOptions, PublishReport, SendMethod};
+use nixipfs::ipfs::api_addr::ApiAddr;
+use nixipfs::ipfs::car::CarReader;
+use nixipfs::ipfs::cid::{Cid, DAG_PB};
+use nixipfs::ipfs::client::{IpfsClient, Timeouts};
+use nixipfs::ipfs::directory::DirectoryBuilder;
+use nixipfs::ipfs::unixfs::{AddOptions, FileHasher};
+
+const CHANNEL: &str = "nixos-24.05";
+const RELEASE_1: &str = "nixos-24.05.100.aaaaaaa";
+const RELEASE_2: &str = "nixos-24.05.200.bbbbbbb";
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(5),
+        call: Duration::from_secs(30),
+        long: Duration::from_secs(60),
+    }
+}
+
+fn client(node: &IpfsNode) -> IpfsClient {
+    IpfsClient::new(ApiAddr::parse(&[node.url()]).unwrap(), timeouts()).unwrap()
+}
+
+fn args(values: &[&str]) -> Vec<String> {
+    values.iter().map(|s| s.to_string()).collect()
+}
+
+fn options(dir: &Path, api: Option<ApiAddr>, mfs_prefix: &str) -> CreateNixipfsOptions {
+    CreateNixipfsOptions {
+        dir: dir.to_path_buf(),
+        api,
+        mfs_prefix: mfs_prefix.to_string(),
+        timeouts: timeouts(),
+        concurrency: 2,
+        print: false,
+        ..CreateNixipfsOptions::default()
+    }
+}
+
+/// Bytes that differ from test to test (`tag`) and file to file, `len` long.
+fn content(tag: &str, name: &str, len: usize) -> Vec<u8> {
+    let seed = format!("{tag}/{name}/");
+    let mut out = Vec::with_capacity(len);
+    let mut x: u64 = seed.bytes().fold(1469598103934665603, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(1099511628211)
+    });
+    out.extend_from_slice(seed.as_bytes());
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn write(dir: &Path, rel: &str, data: &[u8]) {
+    let path = dir.join(rel);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, data).unwrap();
+}
+
+/// A store path hash part made from `tag` and `n` (32 characters of the nix32 alphabet).
+fn hash_part(tag: &str, n: usize) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+    content(tag, &format!("hash{n}"), 64)
+        .iter()
+        .skip(16)
+        .take(32)
+        .map(|b| ALPHABET[usize::from(*b) % 32] as char)
+        .collect()
+}
+
+fn narinfo_text(hash: &str, nar: &str, size: usize) -> String {
+    format!(
+        "StorePath: /nix/store/{hash}-pkg\nURL: nar/{nar}\nCompression: xz\n\
+         FileHash: sha256:1mi14cqk363wv368ffiiy01knardmnlyphi6h9xv6dkjz44hk30i\nFileSize: {size}\n\
+         NarHash: sha256:1mi14cqk363wv368ffiiy01knardmnlyphi6h9xv6dkjz44hk30i\nNarSize: {size}\n\
+         References: \nSig: cache.example.org-1:{sig}\n",
+        sig = "A".repeat(86) + "=="
+    )
+}
+
+/// Adds one NAR and its narinfo to the global cache; returns the narinfo's name and the NAR's.
+fn add_store_path(dir: &Path, tag: &str, n: usize, nar_len: usize) -> (String, String) {
+    let hash = hash_part(tag, n);
+    let nar = format!("{hash}.nar.xz");
+    write(
+        dir,
+        &format!("binary_cache/nar/{nar}"),
+        &content(tag, &nar, nar_len),
+    );
+    let narinfo = format!("{hash}.narinfo");
+    write(
+        dir,
+        &format!("binary_cache/{narinfo}"),
+        narinfo_text(&hash, &nar, nar_len).as_bytes(),
+    );
+    (narinfo, nar)
+}
+
+/// A complete release linking the given store paths, and the channel link pointing at it.
+fn add_release(dir: &Path, tag: &str, name: &str, paths: &[(String, String)]) {
+    let rel = format!("releases/{CHANNEL}/{name}");
+    write(
+        dir,
+        &format!("{rel}/src-url"),
+        format!("https://hydra.example/eval/{tag}-{name}\n").as_bytes(),
+    );
+    write(
+        dir,
+        &format!("{rel}/binary-cache-url"),
+        b"https://cache.example.org\n",
+    );
+    write(
+        dir,
+        &format!("{rel}/store-paths"),
+        &content(tag, &format!("{name}/store-paths"), 700),
+    );
+    write(
+        dir,
+        &format!("{rel}/store-paths.xz"),
+        &content(tag, &format!("{name}/store-paths.xz"), 300),
+    );
+    write(
+        dir,
+        &format!("{rel}/nixexprs.tar.xz"),
+        &content(tag, &format!("{name}/nixexprs"), 5000),
+    );
+    write(
+        dir,
+        &format!("{rel}/nixos-minimal.iso"),
+        &content(tag, &format!("{name}/iso"), 600_000),
+    );
+    write(
+        dir,
+        &format!("{rel}/binary_cache/nix-cache-info"),
+        NIX_CACHE_INFO,
+    );
+    fs::create_dir_all(dir.join(format!("{rel}/binary_cache/nar"))).unwrap();
+    for (narinfo, nar) in paths {
+        symlink(
+            format!("../../../../binary_cache/{narinfo}"),
+            dir.join(format!("{rel}/binary_cache/{narinfo}")),
+        )
+        .unwrap();
+        symlink(
+            format!("../../../../../binary_cache/nar/{nar}"),
+            dir.join(format!("{rel}/binary_cache/nar/{nar}")),
+        )
+        .unwrap();
+    }
+    // git-revision last: the release is complete.
+    write(
+        dir,
+        &format!("{rel}/git-revision"),
+        format!("{tag}{name}\n").as_bytes(),
+    );
+    fs::create_dir_all(dir.join("channels")).unwrap();
+    let link = dir.join(format!("channels/{CHANNEL}"));
+    let _ = fs::remove_file(&link);
+    symlink(format!("../releases/{CHANNEL}/{name}"), link).unwrap();
+}
+
+const NIX_CACHE_INFO: &[u8] = b"StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n";
+
+/// The mirror every test starts from: three store paths (one NAR of two chunks), one release.
+fn make_mirror(dir: &Path, tag: &str) -> Vec<(String, String)> {
+    write(dir, "binary_cache/nix-cache-info", NIX_CACHE_INFO);
+    write(dir, "binary_cache/lastsync", b"1700000000\n");
+    write(dir, "lastsync", b"1700000000\n");
+    let paths: Vec<_> = [(0, 300_000), (1, 1000), (2, 50)]
+        .into_iter()
+        .map(|(n, len)| add_store_path(dir, tag, n, len))
+        .collect();
+    add_release(dir, tag, RELEASE_1, &paths[..2]);
+    paths
+}
+
+fn local_cid(data: &[u8], options: AddOptions) -> Cid {
+    FileHasher::new(options)
+        .add(data, &mut |_: &Cid, _: &[u8]| Ok(()))
+        .unwrap()
+        .cid
+}
+
+fn car_blocks(path: &Path) -> (Vec<Cid>, HashSet<Cid>) {
+    let bytes = fs::read(path).unwrap();
+    let mut reader = CarReader::new(&bytes[..]).unwrap();
+    let roots = reader.roots().to_vec();
+    let mut blocks = HashSet::new();
+    while let Some((cid, _)) = reader.next_block().unwrap() {
+        blocks.insert(cid);
+    }
+    (roots, blocks)
+}
+
+async fn stat_cid(client: &IpfsClient, path: &str) -> Cid {
+    client
+        .files_stat(path)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{path} does not exist on the node"))
+        .cid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_answers_added_through_the_node_equal_local_cids() {
+    let node = IpfsNode::shared();
+    let client = client(node);
+    let version = client.version().await.unwrap();
+    assert_eq!(version.agent, "js-ipfs");
+
+    let inputs: Vec<Vec<u8>> = vec![
+        b"hello\n".to_vec(),
+        Vec::new(),
+        vec![0; 262_144],
+        vec![0; 262_145],
+        vec![0; 300_000],
+        vec![0; 1_048_576],
+        content("known-answers", "random", 46_000_000 / 64),
+    ];
+    for options in [
+        AddOptions::KUBO_DEFAULT,
+        AddOptions::V0_RAW_LEAVES,
+        AddOptions::V1,
+    ] {
+        for data in &inputs {
+            let local = local_cid(data, options);
+            let answer = client.add_bytes("f", data.clone(), options).await.unwrap();
+            assert_eq!(
+                answer.cid,
+                local,
+                "{} bytes with {options:?}: the node computed {}, here {local}",
+                data.len(),
+                answer.cid
+            );
+        }
+    }
+    // The table's answers, compared as decoded CIDs with what the node said above.
+    for (data, options, expected) in [
+        (
+            &inputs[0],
+            AddOptions::V0_RAW_LEAVES,
+            "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am",
+        ),
+        (
+            &inputs[3],
+            AddOptions::V0_RAW_LEAVES,
+            "Qmc2SWxBGrBtWKZxuyg8999QuzXsPR47zsWiM7Yq9YFUXT",
+        ),
+        (
+            &inputs[5],
+            AddOptions::V1,
+            "bafybeiggzq4ryi7hscq5hzvzcnk4urnxt3asp37dhgvnjilf7exskximla",
+        ),
+        (
+            &inputs[4],
+            AddOptions::KUBO_DEFAULT,
+            "QmXZSW216AmapthUD5r9LAoFg2LmkYY291aSKKi5cWUj6Y",
+        ),
+    ] {
+        let answer = client.add_bytes("f", data.clone(), options).await.unwrap();
+        assert_eq!(answer.cid, Cid::parse(expected).unwrap());
+    }
+
+    // A directory built here and imported as a CAR resolves through the node by path.
+    let mut blocks = Vec::new();
+    let mut sink = |cid: &Cid, block: &[u8]| {
+        blocks.push((*cid, block.to_vec()));
+        Ok(())
+    };
+    let world = FileHasher::new(AddOptions::V0_RAW_LEAVES)
+        .add(&b"world, known answers\n"[..], &mut sink)
+        .unwrap();
+    let mut sub = DirectoryBuilder::new(0);
+    sub.add("world.txt", world.cid, world.tsize).unwrap();
+    let sub = sub.build(&mut sink).unwrap();
+    let mut top = DirectoryBuilder::new(0);
+    top.add("sub", sub.cid, sub.tsize).unwrap();
+    let top = top.build(&mut sink).unwrap();
+    let mut car = nixipfs::ipfs::car::CarWriter::new(Vec::new(), &[top.cid]).unwrap();
+    for (cid, block) in &blocks {
+        car.write_block(cid, block).unwrap();
+    }
+    client
+        .dag_import_bytes(car.finish().unwrap(), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        stat_cid(&client, &format!("/ipfs/{}/sub", top.cid)).await,
+        sub.cid
+    );
+    assert_eq!(
+        client
+            .cat(&format!("/ipfs/{}/sub/world.txt", top.cid))
+            .await
+            .unwrap(),
+        b"world, known answers\n"
+    );
+    assert_eq!(
+        client.pin_ls(&top.cid).await.unwrap().as_deref(),
+        Some("recursive")
+    );
+}
+
+/// Checks what the node serves for a mirror published as `report`.
+async fn check_published(
+    client: &IpfsClient,
+    dir: &Path,
+    report: &PublishReport,
+    paths: &[(String, String)],
+) {
+    let root = report.root;
+    let mfs = report.mfs_path.as_deref().unwrap();
+    assert_eq!(stat_cid(client, mfs).await, root);
+    assert_eq!(
+        client.pin_ls(&root).await.unwrap().as_deref(),
+        Some("recursive")
+    );
+    let options = AddOptions::V0_RAW_LEAVES;
+
+    // NARs: same bytes, the CID computed here.
+    for (narinfo, nar) in paths {
+        let disk = fs::read(dir.join(format!("binary_cache/nar/{nar}"))).unwrap();
+        let nar_cid = stat_cid(client, &format!("{mfs}/binary_cache/nar/{nar}")).await;
+        assert_eq!(nar_cid, local_cid(&disk, options));
+        assert_eq!(
+            client
+                .cat(&format!("/ipfs/{root}/binary_cache/nar/{nar}"))
+                .await
+                .unwrap(),
+            disk
+        );
+        // The narinfo: the bytes on disk, then `IPFSHash: <NAR CID>`.
+        let on_disk = fs::read_to_string(dir.join(format!("binary_cache/{narinfo}"))).unwrap();
+        assert!(
+            !on_disk.contains("IPFSHash"),
+            "the narinfo on disk was changed"
+        );
+        let served = String::from_utf8(
+            client
+                .files_read(&format!("{mfs}/binary_cache/{narinfo}"))
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let ipfs_hash = served
+            .strip_prefix(on_disk.as_str())
+            .unwrap_or_else(|| panic!("served narinfo does not start with the file:\n{served}"))
+            .strip_prefix("IPFSHash: ")
+            .and_then(|rest| rest.strip_suffix('\n'))
+            .unwrap_or_else(|| panic!("no IPFSHash line last:\n{served}"));
+        assert_eq!(Cid::parse(ipfs_hash).unwrap(), nar_cid);
+        assert_eq!(
+            stat_cid(client, &format!("{mfs}/binary_cache/{narinfo}")).await,
+            local_cid(served.as_bytes(), options)
+        );
+    }
+    assert_eq!(
+        client
+            .cat(&format!("/ipfs/{root}/binary_cache/nix-cache-info"))
+            .await
+            .unwrap(),
+        NIX_CACHE_INFO
+    );
+    assert!(client
+        .files_stat(&format!("{mfs}/binary_cache/lastsync"))
+        .await
+        .unwrap()
+        .is_none());
+
+    // Releases: their files, their ipfs_hash, their view of the cache; the channel.
+    for (key, cid) in &report.releases {
+        let disk = dir.join(key);
+        assert_eq!(stat_cid(client, &format!("{mfs}/{key}")).await, *cid);
+        let ipfs_hash = fs::read_to_string(disk.join("ipfs_hash")).unwrap();
+        assert_eq!(Cid::parse(ipfs_hash.trim()).unwrap(), *cid);
+        for file in [
+            "src-url",
+            "nixos-minimal.iso",
+            "store-paths.xz",
+            "git-revision",
+        ] {
+            let bytes = fs::read(disk.join(file)).unwrap();
+            assert_eq!(
+                client.cat(&format!("/ipfs/{cid}/{file}")).await.unwrap(),
+                bytes,
+                "{key}/{file}"
+            );
+        }
+        assert!(client
+            .files_stat(&format!("{mfs}/{key}/ipfs_hash"))
+            .await
+            .unwrap()
+            .is_none());
+        for entry in fs::read_dir(disk.join("binary_cache")).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".narinfo") {
+                assert_eq!(
+                    stat_cid(client, &format!("{mfs}/{key}/binary_cache/{name}")).await,
+                    stat_cid(client, &format!("{mfs}/binary_cache/{name}")).await
+                );
+            }
+        }
+    }
+    let channel_target = fs::read_link(dir.join(format!("channels/{CHANNEL}"))).unwrap();
+    let release_key = format!(
+        "releases/{CHANNEL}/{}",
+        channel_target.file_name().unwrap().to_str().unwrap()
+    );
+    assert_eq!(
+        stat_cid(client, &format!("{mfs}/channels/{CHANNEL}")).await,
+        stat_cid(client, &format!("{mfs}/{release_key}")).await
+    );
+    let ipfs_root = fs::read_to_string(dir.join("ipfs_root")).unwrap();
+    assert_eq!(Cid::parse(ipfs_root.trim()).unwrap(), root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_nixipfs_publishes_the_mirror_and_reruns_send_only_new_blocks() {
+    let node = IpfsNode::shared();
+    let client = client(node);
+    let dir = TestDir::new("ipfs-e2e");
+    let out = TestDir::new("ipfs-e2e-cars");
+    let mut paths = make_mirror(dir.path(), "e2e");
+    let narinfo_before = fs::read(dir.join(format!("binary_cache/{}", paths[0].0))).unwrap();
+
+    // First run, with the multiaddr form of the address, also writing a CAR file.
+    let api = ApiAddr::parse(&args(&[&node.multiaddr()])).unwrap();
+    let car_1 = out.join("first.car");
+    let first = run(&CreateNixipfsOptions {
+        car: Some(car_1.clone()),
+        ..options(dir.path(), Some(api.clone()), "/e2e-1/nixfs")
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.root.version(), 0);
+    assert_eq!(first.root.codec(), DAG_PB);
+    assert!(first
+        .mfs_path
+        .as_deref()
+        .unwrap()
+        .starts_with("/e2e-1/nixfs_"));
+    assert!(first.sent.blocks_sent > 0 && first.sent.import_requests >= 1);
+    assert_eq!(first.sent.add_calls, 0);
+    assert!(first.verified_paths >= 10, "{first:?}");
+    assert_eq!(first.releases.len(), 1);
+    assert!(first.warnings.is_empty(), "{:?}", first.warnings);
+    let name = first.ipns_name.clone().unwrap();
+    assert_eq!(
+        client.name_resolve(&name).await.unwrap(),
+        format!("/ipfs/{}", first.root)
+    );
+    check_published(&client, dir.path(), &first, &paths).await;
+    assert_eq!(
+        fs::read(dir.join(format!("binary_cache/{}", paths[0].0))).unwrap(),
+        narinfo_before
+    );
+    let (roots, blocks_1) = car_blocks(&car_1);
+    assert_eq!(roots, vec![first.root]);
+    assert_eq!(blocks_1.len() as u64, first.sent.car_file_blocks);
+
+    // A rerun with nothing changed reads nothing and sends nothing.
+    let second = run(&options(dir.path(), Some(api.clone()), "/e2e-2/nixfs"))
+        .await
+        .unwrap();
+    assert_eq!(second.root, first.root);
+    assert_eq!(second.sent.blocks_sent, 0, "{second:?}");
+    assert_eq!(second.sent.import_requests, 0);
+    assert_eq!(second.sent.add_calls, 0);
+    assert_eq!(second.hashing.files_read, 0);
+    assert!(!second.repaired);
+
+    // A new release with a new store path: only the blocks that are new are sent.
+    paths.push(add_store_path(dir.path(), "e2e", 3, 400_000));
+    let release_2_paths = vec![paths[1].clone(), paths[3].clone()];
+    add_release(dir.path(), "e2e", RELEASE_2, &release_2_paths);
+    let car_3 = out.join("third.car");
+    let third = run(&CreateNixipfsOptions {
+        car: Some(car_3.clone()),
+        ..options(dir.path(), Some(api), "/e2e-3/nixfs")
+    })
+    .await
+    .unwrap();
+    assert_ne!(third.root, first.root);
+    let (_, blocks_3) = car_blocks(&car_3);
+    let new_blocks = blocks_3.difference(&blocks_1).count() as u64;
+    assert!(new_blocks > 10);
+    assert_eq!(third.sent.blocks_sent, new_blocks, "{third:?}");
+    assert_eq!(third.releases.len(), 2);
+    // The first release was taken by its ipfs_hash: same CID as before.
+    assert_eq!(third.releases[0], first.releases[0]);
+    check_published(&client, dir.path(), &third, &paths).await;
+    assert_eq!(
+        stat_cid(
+            &client,
+            &format!("{}/channels/{CHANNEL}", third.mfs_path.as_deref().unwrap())
+        )
+        .await,
+        third.releases[1].1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_car_file_carries_the_whole_dag_to_a_fresh_node() {
+    let dir = TestDir::new("ipfs-car");
+    let out = TestDir::new("ipfs-car-out");
+    let paths = make_mirror(dir.path(), "car");
+    let car = out.join("mirror.car");
+    let report = run(&CreateNixipfsOptions {
+        car: Some(car.clone()),
+        ..options(dir.path(), None, "/car/nixfs")
+    })
+    .await
+    .unwrap();
+    assert!(report.node.is_none() && report.mfs_path.is_none() && report.ipns_name.is_none());
+    assert!(!dir.join("ipfs_root").exists());
+    assert!(!dir
+        .join(format!("releases/{CHANNEL}/{RELEASE_1}/ipfs_hash"))
+        .exists());
+    let (roots, blocks) = car_blocks(&car);
+    assert_eq!(roots, vec![report.root]);
+    assert_eq!(blocks.len() as u64, report.sent.car_file_blocks);
+
+    let fresh = IpfsNode::start();
+    let client = client(&fresh);
+    client
+        .dag_import_bytes(fs::read(&car).unwrap(), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.pin_ls(&report.root).await.unwrap().as_deref(),
+        Some("recursive")
+    );
+    let root = report.root;
+    for (narinfo, nar) in &paths {
+        let disk = fs::read(dir.join(format!("binary_cache/nar/{nar}"))).unwrap();
+        assert_eq!(
+            client
+                .cat(&format!("/ipfs/{root}/binary_cache/nar/{nar}"))
+                .await
+                .unwrap(),
+            disk
+        );
+        let served = client
+            .cat(&format!("/ipfs/{root}/binary_cache/{narinfo}"))
+            .await
+            .unwrap();
+        let line = format!(
+            "IPFSHash: {}\n",
+            local_cid(&disk, AddOptions::V0_RAW_LEAVES)
+        );
+        assert!(String::from_utf8(served).unwrap().ends_with(&line));
+    }
+    let release = format!("releases/{CHANNEL}/{RELEASE_1}");
+    assert_eq!(
+        stat_cid(&client, &format!("/ipfs/{root}/channels/{CHANNEL}")).await,
+        stat_cid(&client, &format!("/ipfs/{root}/{release}")).await
+    );
+    assert_eq!(
+        client
+            .cat(&format!("/ipfs/{root}/{release}/nixos-minimal.iso"))
+            .await
+            .unwrap(),
+        fs::read(dir.join(format!("{release}/nixos-minimal.iso"))).unwrap()
+    );
+
+    // Publishing the same mirror to that node yields the same root and needs no block.
+    let again = run(&options(
+        dir.path(),
+        Some(ApiAddr::parse(&args(&[&fresh.port().to_string()])).unwrap()),
+        "/car/nixfs",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(again.root, root);
+    assert_eq!(again.sent.blocks_sent, 0, "{again:?}");
+    assert!(dir.join("ipfs_root").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_node_is_an_error_unless_a_car_is_written() {
+    // The shared node answers: proof that the address checked below is really not a node.
+    let node = IpfsNode::shared();
+    client(node).version().await.unwrap();
+    let dir = TestDir::new("ipfs-unreachable");
+    make_mirror(dir.path(), "unreachable");
+    let port = free_port();
+    let api = ApiAddr::parse(&args(&["127.0.0.1", &port.to_string()])).unwrap();
+    let err = run(&options(dir.path(), Some(api.clone()), "/u/nixfs"))
+        .await
+        .unwrap_err();
+    let message = format!("{err:#}");
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(message.contains("--car"), "{message}");
+    for file in [
+        "ipfs_hashes",
+        "ipfs_root",
+        &format!("releases/{CHANNEL}/{RELEASE_1}/ipfs_hash"),
+    ] {
+        assert!(!dir.join(file).exists(), "{file} was written");
+    }
+
+    let car = dir.join("offline.car");
+    let report = run(&CreateNixipfsOptions {
+        car: Some(car.clone()),
+        ..options(dir.path(), Some(api), "/u/nixfs")
+    })
+    .await
+    .unwrap();
+    assert!(report.node.is_none());
+    assert_eq!(car_blocks(&car).0, vec![report.root]);
+    // The CAR root is what the shared node gets for the same mirror.
+    let published = run(&options(
+        dir.path(),
+        Some(ApiAddr::parse(&args(&[&node.url()])).unwrap()),
+        "/u/nixfs",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(published.root, report.root);
+}
+
+// On a single-threaded runtime: the blocking threads that hash files drive the import
+// requests through the runtime the test itself runs.
+#[tokio::test(flavor = "current_thread")]
+async fn cid_version_1_gives_cidv1_directories() {
+    let node = IpfsNode::shared();
+    let client = client(node);
+    let dir = TestDir::new("ipfs-v1");
+    let paths = make_mirror(dir.path(), "v1");
+    let api = ApiAddr::parse(&args(&["127.0.0.1", &node.port().to_string()])).unwrap();
+    // Small dag/import requests: the blocks go in several CARs.
+    let report = run(&CreateNixipfsOptions {
+        cid_version: 1,
+        publish_ipns: false,
+        segment_bytes: 200_000,
+        ..options(dir.path(), Some(api), "/v1/nixfs")
+    })
+    .await
+    .unwrap();
+    assert!(report.sent.import_requests >= 4, "{:?}", report.sent);
+    assert!(report.sent.car_bytes_sent > report.sent.block_bytes_sent);
+    assert_eq!((report.root.version(), report.root.codec()), (1, DAG_PB));
+    assert!(report.root.to_string().starts_with("bafy"));
+    assert!(report.ipns_name.is_none());
+    let mfs = report.mfs_path.unwrap();
+    let nar = fs::read(dir.join(format!("binary_cache/nar/{}", paths[0].1))).unwrap();
+    let nar_cid = stat_cid(&client, &format!("{mfs}/binary_cache/nar/{}", paths[0].1)).await;
+    assert_eq!(nar_cid, local_cid(&nar, AddOptions::V1));
+    let served = client
+        .files_read(&format!("{mfs}/binary_cache/{}", paths[0].0))
+        .await
+        .unwrap();
+    assert!(String::from_utf8(served)
+        .unwrap()
+        .ends_with(&format!("IPFSHash: {nar_cid}\n")));
+    assert!(nar_cid.to_string().starts_with("bafybei"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_dag_import_files_are_added_one_by_one() {
+    let node = IpfsNode::shared();
+    let client = client(node);
+    let dir = TestDir::new("ipfs-add");
+    let paths = make_mirror(dir.path(), "add");
+    let api = ApiAddr::parse(&args(&[&format!("http://127.0.0.1:{}", node.port())])).unwrap();
+    let first = run(&CreateNixipfsOptions {
+        method: SendMethod::Add,
+        ..options(dir.path(), Some(api.clone()), "/add-1/nixfs")
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.sent.import_requests, 0);
+    assert!(first.sent.add_calls >= 10, "{first:?}");
+    check_published(&client, dir.path(), &first, &paths).await;
+
+    let second = run(&CreateNixipfsOptions {
+        method: SendMethod::Add,
+        ..options(dir.path(), Some(api), "/add-2/nixfs")
+    })
+    .await
+    .unwrap();
+    assert_eq!(second.root, first.root);
+    assert_eq!((second.sent.add_calls, second.sent.blocks_sent), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_lost_by_the_node_are_found_and_sent_again() {
+    let own = IpfsNode::start();
+    let client = client(&own);
+    let dir = TestDir::new("ipfs-repair");
+    let paths = make_mirror(dir.path(), "repair");
+    let api = ApiAddr::parse(&args(&[&own.url()])).unwrap();
+    let first = run(&options(dir.path(), Some(api.clone()), "/repair-1/nixfs"))
+        .await
+        .unwrap();
+    let sent_first = first.sent.blocks_sent;
+
+    // Unpin, drop the MFS copy and collect garbage: the node loses the blocks, the cache
+    // still says it has them.
+    client
+        .files_rm(first.mfs_path.as_deref().unwrap())
+        .await
+        .unwrap();
+    client.pin_rm(&first.root).await.unwrap();
+    client.repo_gc().await.unwrap();
+    assert!(
+        client.refs_local().await.unwrap().len() < 3,
+        "the blocks are gone"
+    );
+
+    let second = run(&CreateNixipfsOptions {
+        timeouts: Timeouts {
+            long: Duration::from_secs(4),
+            ..timeouts()
+        },
+        ..options(dir.path(), Some(api), "/repair-2/nixfs")
+    })
+    .await
+    .unwrap();
+    assert!(second.repaired, "{second:?}");
+    assert_eq!(second.root, first.root);
+    assert_eq!(second.sent.blocks_sent, sent_first, "{second:?}");
+    check_published(&client, dir.path(), &second, &paths).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_with_ipfs_hash_is_not_added_again() {
+    let node = IpfsNode::shared();
+    let client = client(node);
+    let dir = TestDir::new("ipfs-hash");
+    make_mirror(dir.path(), "ipfs-hash");
+    let api = ApiAddr::parse(&args(&[&node.url()])).unwrap();
+    let first = run(&options(dir.path(), Some(api.clone()), "/hash-1/nixfs"))
+        .await
+        .unwrap();
+    let release = dir.join(format!("releases/{CHANNEL}/{RELEASE_1}"));
+    let old_src_url = fs::read(release.join("src-url")).unwrap();
+    fs::write(release.join("src-url"), b"changed after publishing\n").unwrap();
+
+    let second = run(&options(dir.path(), Some(api.clone()), "/hash-2/nixfs"))
+        .await
+        .unwrap();
+    assert_eq!(second.releases, first.releases);
+    assert_eq!(second.root, first.root);
+    assert_eq!(second.sent.blocks_sent, 0);
+    let mfs = second.mfs_path.unwrap();
+    assert_eq!(
+        client
+            .files_read(&format!("{mfs}/releases/{CHANNEL}/{RELEASE_1}/src-url"))
+            .await
+            .unwrap(),
+        old_src_url
+    );
+
+    // Without its ipfs_hash the release is looked at again.
+    fs::remove_file(release.join("ipfs_hash")).unwrap();
+    let third = run(&options(dir.path(), Some(api), "/hash-3/nixfs"))
+        .await
+        .unwrap();
+    assert_ne!(third.releases[0].1, first.releases[0].1);
+    let mfs = third.mfs_path.unwrap();
+    assert_eq!(
+        client
+            .files_read(&format!("{mfs}/releases/{CHANNEL}/{RELEASE_1}/src-url"))
+            .await
+            .unwrap(),
+        b"changed after publishing\n"
+    );
+    let ipfs_hash = fs::read_to_string(release.join("ipfs_hash")).unwrap();
+    assert_eq!(Cid::parse(ipfs_hash.trim()).unwrap(), third.releases[0].1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_binary_cache_is_a_sharded_directory_the_node_resolves() {
+    let node = IpfsNode::shared();
+    let client = client(node);
+    let dir = TestDir::new("ipfs-hamt");
+    write(dir.path(), "binary_cache/nix-cache-info", NIX_CACHE_INFO);
+    // 3500 narinfos (all naming one NAR): the directory's estimated size passes 256 KiB.
+    let nar = "shared.nar.xz";
+    write(
+        dir.path(),
+        &format!("binary_cache/nar/{nar}"),
+        &content("hamt", nar, 2000),
+    );
+    let names: Vec<String> = (0..3500)
+        .map(|n| {
+            let hash = hash_part("hamt", n);
+            write(
+                dir.path(),
+                &format!("binary_cache/{hash}.narinfo"),
+                narinfo_text(&hash, nar, 2000).as_bytes(),
+            );
+            format!("{hash}.narinfo")
+        })
+        .collect();
+    let out = TestDir::new("ipfs-hamt-car");
+    let car = out.join("hamt.car");
+    let report = run(&CreateNixipfsOptions {
+        car: Some(car.clone()),
+        verify_files: 40,
+        ..options(
+            dir.path(),
+            Some(ApiAddr::parse(&args(&[&node.url()])).unwrap()),
+            "/hamt/nixfs",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert!(report.verified_paths >= 40);
+
+    // The binary_cache node is a HAMT shard.
+    let mfs = report.mfs_path.clone().unwrap();
+    let cache_cid = stat_cid(&client, &format!("{mfs}/binary_cache")).await;
+    let bytes = fs::read(&car).unwrap();
+    let mut reader = CarReader::new(&bytes[..]).unwrap();
+    let mut shard = None;
+    while let Some((cid, block)) = reader.next_block().unwrap() {
+        if cid == cache_cid {
+            shard = Some(block);
+        }
+    }
+    let node_block = nixipfs::ipfs::dagpb::PbNode::decode(&shard.unwrap()).unwrap();
+    let data = nixipfs::ipfs::unixfs::UnixfsData::decode(&node_block.data.unwrap()).unwrap();
+    assert_eq!(data.data_type, nixipfs::ipfs::unixfs::DataType::HamtShard);
+
+    // Entries resolve through the shard, with the published bytes.
+    let nar_cid = stat_cid(&client, &format!("{mfs}/binary_cache/nar/{nar}")).await;
+    for name in [&names[0], &names[1749], &names[3499]] {
+        let on_disk = fs::read_to_string(dir.join(format!("binary_cache/{name}"))).unwrap();
+        let served = client
+            .cat(&format!("/ipfs/{}/binary_cache/{name}", report.root))
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(served).unwrap(),
+            format!("{on_disk}IPFSHash: {nar_cid}\n")
+        );
+    }
+}
