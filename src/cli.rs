@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use nixipfs::commands::create_nixipfs::{CreateNixipfsOptions, SendMethod};
 use nixipfs::fetch::FetchConfig;
+use nixipfs::ipfs::api_addr::ApiAddr;
+use nixipfs::ipfs::client::{parse_duration, Timeouts};
 use nixipfs::signature::PublicKey;
 
 /// Mirror NixOS channel releases and their binary cache closure from Hydra to disk and IPFS.
@@ -222,9 +225,134 @@ pub struct CreateNixipfsArgs {
     /// The mirror directory.
     #[arg(long)]
     pub dir: PathBuf,
+    /// Write only the CAR file (--car); do not contact a node.
+    #[arg(long, alias = "no_node", requires = "car")]
+    pub no_node: bool,
+    /// Wait for another run holding DIR/.lock instead of exiting.
+    #[arg(long, alias = "wait_lock")]
+    pub wait_lock: bool,
+    #[command(flatten)]
+    pub ipfs: IpfsArgs,
+}
+
+/// How the mirror is published to IPFS.
+#[derive(Debug, Args, Clone)]
+pub struct IpfsArgs {
     /// The IPFS API: PORT, HOST PORT, http://HOST:PORT or /ip4/HOST/tcp/PORT.
     #[arg(long, num_args = 1..=2, value_names = ["HOST", "PORT"], default_values = ["127.0.0.1", "5001"])]
     pub ipfsapi: Vec<String>,
+    /// Also write the whole DAG as a CARv1 file (for `ipfs dag import` on another host); used
+    /// alone when no node is reachable.
+    #[arg(long, value_name = "FILE")]
+    pub car: Option<PathBuf>,
+    /// CID version of directory and file nodes (leaves are raw either way).
+    #[arg(long, alias = "cid_version", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub cid_version: u8,
+    /// Do not publish the root to IPNS.
+    #[arg(long, alias = "no_ipns")]
+    pub no_ipns: bool,
+    /// Lifetime of the IPNS record (Go duration syntax, e.g. 2h, 90m).
+    #[arg(
+        long,
+        alias = "ipns_lifetime",
+        default_value = "2h",
+        value_name = "DURATION"
+    )]
+    pub ipns_lifetime: String,
+    /// The node's key to publish under (default: the node's own key).
+    #[arg(long, alias = "ipns_key", value_name = "NAME")]
+    pub ipns_key: Option<String>,
+    /// Threads hashing files [default: 4; for release-nixos, the config's max_ipfs_threads].
+    #[arg(
+        long = "ipfs-concurrency",
+        alias = "ipfs_concurrency",
+        value_name = "N"
+    )]
+    pub concurrency: Option<usize>,
+    /// Seconds allowed for an ordinary call to the node.
+    #[arg(
+        long = "ipfs-timeout",
+        alias = "ipfs_timeout",
+        default_value_t = 120.0,
+        value_name = "SECS"
+    )]
+    pub timeout: f64,
+    /// Seconds allowed for the long calls (pinning, IPNS, the answer to an import).
+    #[arg(
+        long = "ipfs-long-timeout",
+        alias = "ipfs_long_timeout",
+        default_value_t = 1800.0,
+        value_name = "SECS"
+    )]
+    pub long_timeout: f64,
+    /// How blocks reach the node: auto (dag/import when the node has it), dag-import, add.
+    #[arg(
+        long,
+        alias = "send_method",
+        default_value = "auto",
+        value_name = "METHOD"
+    )]
+    pub send_method: SendMethodArg,
+    /// Files to check on the node with files/stat after publishing.
+    #[arg(long, alias = "verify_files", default_value_t = 16, value_name = "N")]
+    pub verify_files: usize,
+}
+
+/// `--send-method`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum SendMethodArg {
+    Auto,
+    DagImport,
+    Add,
+}
+
+impl IpfsArgs {
+    /// The publishing options for mirror `dir`; `node` false writes only the CAR.
+    pub fn to_options(
+        &self,
+        dir: PathBuf,
+        node: bool,
+        default_concurrency: usize,
+    ) -> Result<CreateNixipfsOptions> {
+        let api = if node {
+            Some(ApiAddr::parse(&self.ipfsapi).with_context(|| {
+                format!(
+                    "--ipfsapi {} is not an IPFS API address",
+                    self.ipfsapi.join(" ")
+                )
+            })?)
+        } else {
+            None
+        };
+        let secs = |name: &str, v: f64| -> Result<Duration> {
+            Duration::try_from_secs_f64(v)
+                .with_context(|| format!("--{name} {v} is not a valid number of seconds"))
+        };
+        let defaults = CreateNixipfsOptions::default();
+        Ok(CreateNixipfsOptions {
+            dir,
+            api,
+            car: self.car.clone(),
+            cid_version: self.cid_version,
+            publish_ipns: !self.no_ipns,
+            ipns_lifetime: parse_duration(&self.ipns_lifetime)
+                .map_err(|e| anyhow::anyhow!("--ipns-lifetime {:?}: {e}", self.ipns_lifetime))?,
+            ipns_key: self.ipns_key.clone(),
+            concurrency: self.concurrency.unwrap_or(default_concurrency).max(1),
+            timeouts: Timeouts {
+                call: secs("ipfs-timeout", self.timeout)?,
+                long: secs("ipfs-long-timeout", self.long_timeout)?,
+                ..defaults.timeouts
+            },
+            method: match self.send_method {
+                SendMethodArg::Auto => SendMethod::Auto,
+                SendMethodArg::DagImport => SendMethod::DagImport,
+                SendMethodArg::Add => SendMethod::Add,
+            },
+            verify_files: self.verify_files,
+            ..defaults
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -247,9 +375,8 @@ pub struct ReleaseNixosArgs {
     /// Do not publish to IPFS.
     #[arg(long, alias = "no_ipfs")]
     pub no_ipfs: bool,
-    /// The IPFS API: PORT, HOST PORT, http://HOST:PORT or /ip4/HOST/tcp/PORT.
-    #[arg(long, num_args = 1..=2, value_names = ["HOST", "PORT"], default_values = ["127.0.0.1", "5001"])]
-    pub ipfsapi: Vec<String>,
+    #[command(flatten)]
+    pub ipfs: IpfsArgs,
     /// Wait for another run holding the lock instead of exiting.
     #[arg(long, alias = "wait_lock")]
     pub wait_lock: bool,

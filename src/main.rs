@@ -13,7 +13,8 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 use nixipfs::commands::{
-    create_channel_release, garbage_collect, release_nixos, update_binary_cache, verify,
+    create_channel_release, create_nixipfs, garbage_collect, release_nixos, update_binary_cache,
+    verify,
 };
 
 /// Requests in flight when neither the command line nor the config says.
@@ -73,11 +74,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-fn not_available(name: &str) -> Result<ExitCode> {
-    eprintln!("error: `nixipfs {name}` is not available in this version");
-    Ok(ExitCode::from(2))
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -155,7 +151,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .context("cannot write to standard output")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CreateNixipfs(_) => not_available("create-nixipfs"),
+        Command::CreateNixipfs(a) => {
+            let opts = a.ipfs.to_options(a.dir.clone(), !a.no_node, 4)?;
+            if !a.dir.is_dir() {
+                anyhow::bail!("the mirror directory {} does not exist", a.dir.display());
+            }
+            let _lock = DirLock::acquire(&a.dir, a.wait_lock)?;
+            let report = runtime()?.block_on(create_nixipfs::run(&opts))?;
+            tracing::info!("create-nixipfs: {}", report.summary());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ReleaseNixos(a) => release_nixos_cmd(a),
         Command::Verify(a) => {
             let opts = verify::VerifyOptions {
@@ -184,13 +189,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
     let config = nixipfs::config::load(&a.config)?;
     let publish = !a.no_ipfs && !a.print_only;
-    if publish {
-        eprintln!(
-            "error: IPFS publishing is not available in this version; \
-             run with --no-ipfs (or --print-only)"
-        );
-        return Ok(ExitCode::from(2));
-    }
+    let ipfs_opts = if publish {
+        Some(
+            a.ipfs
+                .to_options(a.dir.clone(), true, config.max_ipfs_threads.unwrap_or(4))?,
+        )
+    } else {
+        None
+    };
     let opts = release_nixos::ReleaseNixosOptions {
         fetch: a.fetch.to_config(config.max_threads)?,
         dir: a.dir,
@@ -204,8 +210,21 @@ fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
         config,
     };
     let mut stdout = std::io::stdout();
-    let (report, _lock) = runtime()?.block_on(release_nixos::run(&opts, &mut stdout))?;
+    let rt = runtime()?;
+    let (report, _lock) = rt.block_on(release_nixos::run(&opts, &mut stdout))?;
     stdout.flush().context("cannot write to standard output")?;
+    // IPFS is the last step, under the same lock: a failure here leaves the mirror on disk
+    // complete and valid.
+    let mut ipfs_error = None;
+    if let Some(ipfs_opts) = ipfs_opts {
+        match rt.block_on(create_nixipfs::run(&ipfs_opts)) {
+            Ok(r) => tracing::info!("create-nixipfs: {}", r.summary()),
+            Err(e) => {
+                tracing::error!("publishing to IPFS failed: {e:#}");
+                ipfs_error = Some(format!("IPFS: {e:#}"));
+            }
+        }
+    }
     for c in &report.channels {
         if let (None, Some(r)) = (&c.error, &c.release) {
             tracing::info!(
@@ -225,7 +244,7 @@ fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
             progress::human_bytes(gc.bytes)
         );
     }
-    if report.is_success() {
+    if report.is_success() && ipfs_error.is_none() {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("error: release-nixos finished with failures:");
@@ -234,7 +253,7 @@ fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
             eprintln!("  {}: {e}", c.channel);
         }
     }
-    for e in &report.errors {
+    for e in report.errors.iter().chain(&ipfs_error) {
         eprintln!("  {e}");
     }
     Ok(ExitCode::FAILURE)

@@ -2,7 +2,7 @@
 //! Nix (see `tests/common/hydra.rs`): a first run, a rerun that does nothing, a new evaluation
 //! with `--gc`, `--print-only`, files failing verification, NARs failing beyond the retries,
 //! store paths missing upstream, an older evaluation after a newer one, a run killed with
-//! SIGKILL, bad configs, the lock, the refusal to run without `--no-ipfs`, and a real Nix client
+//! SIGKILL, bad configs, the lock, publishing to IPFS (and its failure), and a real Nix client
 //! installing from the mirror.
 
 mod common;
@@ -1247,23 +1247,62 @@ fn a_second_binary_is_refused_while_a_first_is_stalled() {
 }
 
 #[test]
-fn without_no_ipfs_nothing_is_touched() {
-    let m = Mirror::standard("rn-ipfs");
-    let out = m.run(&[]);
+fn an_ipfs_failure_leaves_the_mirror_complete_and_fails_the_run() {
+    let m = Mirror::standard("rn-ipfs-down");
+    let port = common::ipfs_node::free_port().to_string();
+    let out = m.run(&["--ipfsapi", "127.0.0.1", &port, "--ipfs-timeout", "5"]);
     assert!(!out.status.success(), "{}", output_text(&out));
-    assert!(stderr(&out).contains("IPFS"), "{}", output_text(&out));
-    assert!(!m.d().exists(), "the mirror directory was created");
-    assert!(!m.t().exists(), "the temp directory was created");
-    assert!(m.hydra_srv.requests().is_empty());
+    let err = stderr(&out);
+    assert!(err.contains("IPFS"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")),
+        "the error does not name the address: {err}"
+    );
+    // Mirroring came first and is complete: the channel moved and the invariants hold.
+    assert!(
+        m.channel(NIXOS_CHANNEL).is_some(),
+        "the channel did not move"
+    );
+    let report = nixipfs::verify::verify_mirror(&m.d(), false).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert!(!m.d().join("ipfs_root").exists());
+}
 
-    // Nor is an existing mirror.
-    m.run_ok(&[]);
-    let before = snapshot(&m.d());
-    m.point(NIXOS_TESTED[1]);
-    m.clear_logs();
-    let out = m.run(&["--gc"]);
-    assert!(!out.status.success(), "{}", output_text(&out));
-    assert_eq!(snapshot(&m.d()), before, "the mirror changed");
-    assert!(m.hydra_srv.requests().is_empty());
-    assert!(m.cache_srv.requests().is_empty());
+#[test]
+fn publishes_the_mirror_to_a_real_ipfs_node() {
+    let node = common::ipfs_node::IpfsNode::start();
+    let m = Mirror::standard("rn-ipfs");
+    let port = node.port().to_string();
+    let out = m.run(&["--gc", "--ipfsapi", "127.0.0.1", &port]);
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let root_line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("nixfs: /ipfs/"))
+        .unwrap_or_else(|| panic!("no `nixfs: /ipfs/CID` line in {stdout}"));
+    assert!(stdout.contains("published: /ipns/"), "{stdout}");
+    let root = fs::read_to_string(m.d().join("ipfs_root")).unwrap();
+    assert_eq!(root.trim(), root_line.trim());
+    // The node has the tree: the channel's release and its narinfos resolve through the root.
+    let release = m.release_dir(NIXOS_CHANNEL, NIXOS_TESTED[0]);
+    let release_cid = fs::read_to_string(release.join("ipfs_hash")).unwrap();
+    let nixname = release.file_name().unwrap().to_str().unwrap().to_string();
+    let (status, body) = common::ipfs_node::post(
+        node.port(),
+        &format!(
+            "files/stat?arg=/ipfs/{}/releases/{NIXOS_CHANNEL}/{nixname}",
+            root.trim()
+        ),
+    )
+    .expect("the node answers");
+    assert_eq!(status, 200, "{body}");
+    let stat: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let got = nixipfs::ipfs::cid::Cid::parse(stat["Hash"].as_str().unwrap()).unwrap();
+    let want = nixipfs::ipfs::cid::Cid::parse(release_cid.trim()).unwrap();
+    assert_eq!(got, want);
+    // A rerun with nothing new sends no block.
+    let again = m.run(&["--ipfsapi", "127.0.0.1", &port]);
+    assert_success(&again);
+    let text = output_text(&again);
+    assert!(text.contains("sent 0 blocks"), "{text}");
 }
