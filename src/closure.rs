@@ -119,62 +119,81 @@ impl NarInfoSource {
 
     /// Fetches, parses and checks the upstream narinfo of `path`.
     async fn fetch_remote(&self, path: &StorePath) -> Event {
-        let url = self.narinfo_url(path);
-        let body = match self
-            .fetcher
-            .get_bytes(&url, None, MAX_NARINFO_SIZE as u64)
-            .await
-        {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => return Event::Missing(path.clone()),
-            Err(e) => {
-                return Event::Failed {
-                    path: path.clone(),
-                    error: e.to_string(),
-                }
-            }
-        };
-        let failed = |error: String| Event::Failed {
-            path: path.clone(),
-            error,
-        };
-        let text = match std::str::from_utf8(&body) {
-            Ok(t) => t,
-            Err(_) => return failed(format!("{url} is not UTF-8 text")),
-        };
-        let info = match NarInfo::parse(text) {
-            Ok(i) => i,
-            Err(e) => return failed(format!("{url} is not a valid narinfo: {e}")),
-        };
-        if info.store_path != *path {
-            return failed(format!(
-                "{url} describes {} instead of {path}",
-                info.store_path
-            ));
+        match fetch_checked(&self.fetcher, &self.cache_url, &self.trusted_keys, path).await {
+            Ok(info) => Event::Found(Box::new(Found {
+                narinfo: info,
+                origin: Origin::Remote,
+            })),
+            Err(UpstreamNarInfoError::NotFound) => Event::Missing(path.clone()),
+            Err(UpstreamNarInfoError::Refused(error)) => Event::Failed {
+                path: path.clone(),
+                error,
+            },
         }
-        if !self.trusted_keys.is_empty() {
-            match info.verify_signatures(&self.trusted_keys) {
-                SignatureCheck::Valid { .. } => {}
-                SignatureCheck::Invalid { key_name } => {
-                    return failed(format!(
-                        "{url} has a signature by {key_name} that does not verify"
-                    ))
-                }
-                SignatureCheck::NoTrustedSignature => {
-                    let names: Vec<&str> = self.trusted_keys.iter().map(|k| k.name()).collect();
-                    return failed(format!(
-                        "{url} is not signed by a trusted key ({}); pass --trusted-public-key \
-                         with the cache's key, or --no-check-sigs",
-                        names.join(", ")
-                    ));
-                }
-            }
-        }
-        Event::Found(Box::new(Found {
-            narinfo: info,
-            origin: Origin::Remote,
-        }))
     }
+}
+
+/// Why an upstream narinfo was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamNarInfoError {
+    /// The cache does not have it (404).
+    #[error("the cache has no narinfo for it")]
+    NotFound,
+    /// Fetching failed, or it was malformed, for another path, or not signed by a trusted key;
+    /// the message names the URL.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Fetches the narinfo of `path` from the cache at `cache_url`, and checks that it parses,
+/// describes `path`, and (when `trusted_keys` is not empty) carries a valid signature by one
+/// of them.
+pub async fn fetch_checked(
+    fetcher: &Fetcher,
+    cache_url: &str,
+    trusted_keys: &[PublicKey],
+    path: &StorePath,
+) -> Result<NarInfo, UpstreamNarInfoError> {
+    use UpstreamNarInfoError::Refused;
+    let url = format!(
+        "{}/{}.narinfo",
+        cache_url.trim_end_matches('/'),
+        path.hash_part()
+    );
+    let body = match fetcher.get_bytes(&url, None, MAX_NARINFO_SIZE as u64).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Err(UpstreamNarInfoError::NotFound),
+        Err(e) => return Err(Refused(e.to_string())),
+    };
+    let text =
+        std::str::from_utf8(&body).map_err(|_| Refused(format!("{url} is not UTF-8 text")))?;
+    let info =
+        NarInfo::parse(text).map_err(|e| Refused(format!("{url} is not a valid narinfo: {e}")))?;
+    if info.store_path != *path {
+        return Err(Refused(format!(
+            "{url} describes {} instead of {path}",
+            info.store_path
+        )));
+    }
+    if !trusted_keys.is_empty() {
+        match info.verify_signatures(trusted_keys) {
+            SignatureCheck::Valid { .. } => {}
+            SignatureCheck::Invalid { key_name } => {
+                return Err(Refused(format!(
+                    "{url} has a signature by {key_name} that does not verify"
+                )))
+            }
+            SignatureCheck::NoTrustedSignature => {
+                let names: Vec<&str> = trusted_keys.iter().map(|k| k.name()).collect();
+                return Err(Refused(format!(
+                    "{url} is not signed by a trusted key ({}); pass --trusted-public-key \
+                     with the cache's key, or --no-check-sigs",
+                    names.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(info)
 }
 
 /// Walks the closure of `roots`, sending every result to `events`. Returns when every path of

@@ -19,7 +19,7 @@ use crate::fetch::{Expected, Fetcher};
 use crate::fsutil::{self, TempFile};
 use crate::hash::{HashingWriter, Sha256Hash};
 use crate::nar;
-use crate::narinfo::{NarInfo, SignatureCheck, MAX_NARINFO_SIZE};
+use crate::narinfo::NarInfo;
 use crate::signature::PublicKey;
 use crate::store_path::StorePath;
 
@@ -61,30 +61,16 @@ pub async fn fetch_narinfo(access: &CacheAccess<'_>, path: &StorePath) -> Result
             }
         }
     }
-    let url = format!(
-        "{}/{}.narinfo",
-        access.cache_url.trim_end_matches('/'),
-        path.hash_part()
-    );
-    let body = access
-        .fetcher
-        .get_bytes(&url, None, MAX_NARINFO_SIZE as u64)
-        .await?;
-    let text = std::str::from_utf8(&body).with_context(|| format!("{url} is not UTF-8 text"))?;
-    let info = NarInfo::parse(text).with_context(|| format!("{url} is not a valid narinfo"))?;
-    if info.store_path != *path {
-        bail!("{url} describes {} instead of {path}", info.store_path);
-    }
-    if !access.trusted_keys.is_empty() {
-        match info.verify_signatures(access.trusted_keys) {
-            SignatureCheck::Valid { .. } => {}
-            SignatureCheck::Invalid { key_name } => {
-                bail!("{url} has a signature by {key_name} that does not verify")
-            }
-            SignatureCheck::NoTrustedSignature => bail!("{url} is not signed by a trusted key"),
-        }
-    }
-    Ok(info)
+    crate::closure::fetch_checked(access.fetcher, access.cache_url, access.trusted_keys, path)
+        .await
+        .map_err(|e| match e {
+            crate::closure::UpstreamNarInfoError::NotFound => anyhow::anyhow!(
+                "{}/{}.narinfo: the cache has no narinfo for {path}",
+                access.cache_url.trim_end_matches('/'),
+                path.hash_part()
+            ),
+            crate::closure::UpstreamNarInfoError::Refused(msg) => anyhow::anyhow!(msg),
+        })
 }
 
 /// Fetches `file` into place. `tmpdir` holds the NAR while it is read.
