@@ -108,6 +108,13 @@ pub async fn run(
     given.extend(opts.trusted_keys.iter().cloned());
     let keys = update_binary_cache::effective_keys(&opts.config.cache, &given, opts.check_sigs);
 
+    for rel in opts.config.releases.iter().filter(|r| r.mirror) {
+        tracing::warn!(
+            "channel {}: `mirror: true` (source tarball mirroring) is not supported; the \
+             channel is mirrored without its source tarballs",
+            rel.channel
+        );
+    }
     let mut report = ReleaseReport::default();
     // A NAR shared by two channels is listed once.
     let mut out = UniqueLines::new(out);
