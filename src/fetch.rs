@@ -232,7 +232,21 @@ impl Fetcher {
         dest: &Path,
         expected: Expected,
     ) -> Result<Downloaded, FetchError> {
-        self.with_retries(url, || self.download_once(url, dest, expected))
+        let fsync = self.config.fsync;
+        self.with_retries(url, || self.download_once(url, dest, expected, fsync))
+            .await
+    }
+
+    /// Like [`Fetcher::download`], but without the fsync before the rename: for callers that
+    /// make a whole batch durable at once ([`crate::fsutil::sync_filesystem`]) before they
+    /// record the files anywhere.
+    pub async fn download_unsynced(
+        &self,
+        url: &str,
+        dest: &Path,
+        expected: Expected,
+    ) -> Result<Downloaded, FetchError> {
+        self.with_retries(url, || self.download_once(url, dest, expected, false))
             .await
     }
 
@@ -241,6 +255,7 @@ impl Fetcher {
         url: &str,
         dest: &Path,
         expected: Expected,
+        fsync: bool,
     ) -> Result<Downloaded, AttemptError> {
         let mut resp = self.send(url, self.client.get(url)).await?;
         if let (Some(len), Some(want)) = (resp.content_length(), expected.size) {
@@ -251,11 +266,10 @@ impl Fetcher {
             }
         }
         let dir = dest.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let fsync = self.config.fsync;
         // Hashing and writing happen on a blocking thread, fed through a bounded channel, so the
         // async threads only move bytes off the network. The writer keeps the file only when told
         // that the body ended normally; a closed channel means "discard".
-        let (tx, rx) = mpsc::channel::<WriterMsg>(16);
+        let (tx, rx) = mpsc::channel::<WriterMsg>(4);
         let dest_owned = dest.to_path_buf();
         let writer = tokio::task::spawn_blocking(move || {
             write_verified(rx, &dir, &dest_owned, expected, fsync)
@@ -442,7 +456,7 @@ fn write_verified(
     let mut size = 0u64;
     let mut complete = false;
     {
-        let mut out = std::io::BufWriter::with_capacity(256 * 1024, tmp.file());
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, tmp.file());
         while let Some(msg) = rx.blocking_recv() {
             match msg {
                 WriterMsg::Chunk(chunk) => {

@@ -280,6 +280,14 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Flushes every file of the file system that holds `dir` to disk (`syncfs`): one call that
+/// makes a whole batch of files durable, instead of an fsync per file.
+pub fn sync_filesystem(dir: &Path) -> Result<()> {
+    let handle = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    rustix::fs::syncfs(&handle)
+        .with_context(|| format!("cannot sync the file system of {}", dir.display()))
+}
+
 /// Writes the current unix time (integer seconds) to `dir/lastsync`.
 pub fn write_lastsync(dir: &Path) -> Result<()> {
     let now = SystemTime::now()

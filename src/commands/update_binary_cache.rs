@@ -200,6 +200,58 @@ struct NarDone {
     result: Result<Option<u64>, String>,
 }
 
+/// Narinfos whose NARs are in place, waiting to be stored in batches: one `syncfs` makes a
+/// whole batch of NARs durable before their narinfos are written, instead of an fsync per file.
+/// So a narinfo is never stored before its NAR is on disk, even across a power loss.
+struct NarInfoBatch {
+    cache: LocalCache,
+    pending: Vec<NarInfo>,
+    fsync: bool,
+}
+
+impl NarInfoBatch {
+    /// Narinfos stored per batch.
+    const SIZE: usize = 2048;
+
+    fn push(&mut self, info: NarInfo) -> Option<Vec<NarInfo>> {
+        self.pending.push(info);
+        (self.pending.len() >= Self::SIZE).then(|| std::mem::take(&mut self.pending))
+    }
+
+    /// Makes the NARs written so far durable, then stores `batch` (off the async threads).
+    async fn store(&self, batch: Vec<NarInfo>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let cache = self.cache.clone();
+        let fsync = self.fsync;
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            if fsync {
+                fsutil::sync_filesystem(cache.root())?;
+            }
+            for info in &batch {
+                cache.write_narinfo(info, false)?;
+            }
+            Ok(())
+        })
+        .await
+        .context("the narinfo writer failed")?
+    }
+
+    /// Stores what is left and, with fsync, makes the narinfos durable too.
+    async fn finish(mut self) -> Result<()> {
+        let rest = std::mem::take(&mut self.pending);
+        self.store(rest).await?;
+        if self.fsync {
+            let root = self.cache.root().to_path_buf();
+            tokio::task::spawn_blocking(move || fsutil::sync_filesystem(&root))
+                .await
+                .context("the narinfo writer failed")??;
+        }
+        Ok(())
+    }
+}
+
 /// Mirrors the closure of `job.roots` into `job.cache`, then links the release.
 pub async fn mirror_closure(
     job: &MirrorJob<'_>,
@@ -232,6 +284,11 @@ pub async fn mirror_closure(
     let task_slots = Arc::new(Semaphore::new(job.fetcher.config().concurrency.max(1) * 2));
     let mut dirs_made: std::collections::HashSet<PathBuf> = Default::default();
     let mut walk_done = false;
+    let mut batch = NarInfoBatch {
+        cache: cache.clone(),
+        pending: Vec::new(),
+        fsync,
+    };
 
     while !walk_done || !tasks.is_empty() {
         tokio::select! {
@@ -295,7 +352,9 @@ pub async fn mirror_closure(
                         let present = cache.nar_present(&nar, &narinfo);
                         if job.print_only {
                             if origin == Origin::Remote {
-                                cache.write_narinfo(&narinfo, fsync)?;
+                                if let Some(full) = batch.push(narinfo.clone()) {
+                                    batch.store(full).await?;
+                                }
                             }
                             if present {
                                 report.nars_present += 1;
@@ -358,7 +417,7 @@ pub async fn mirror_closure(
                         waiting.insert(nar, vec![narinfo]);
                         tasks.spawn(async move {
                             let _permit = permit;
-                            let result = fetcher.download(&url, &nar_path, expected).await;
+                            let result = fetcher.download_unsynced(&url, &nar_path, expected).await;
                             let result = match result {
                                 Ok(d) => { phase.inc(d.size); Ok(Some(d.size)) }
                                 Err(e) => Err(e.to_string()),
@@ -382,8 +441,10 @@ pub async fn mirror_closure(
                             None => report.nars_present += 1,
                         }
                         for info in infos {
-                            cache.write_narinfo(&info, fsync)?;
-                            all.push(info);
+                            all.push(info.clone());
+                            if let Some(full) = batch.push(info) {
+                                batch.store(full).await?;
+                            }
                         }
                     }
                     Err(e) => {
@@ -397,6 +458,7 @@ pub async fn mirror_closure(
         }
     }
     let _ = walker.await;
+    batch.finish().await?;
     narinfo_phase.finish();
     bytes_phase.finish();
 
