@@ -578,7 +578,8 @@ fn walk(p: &Path, nar_path: &mut Vec<u8>, out: &mut Vec<Event>) {
 // compression
 
 /// `compression::decompressor` on arbitrary bytes (the first byte picks the method), reading
-/// at most [`MAX_DECOMPRESSED`] bytes; and a compress/decompress round trip of the bytes.
+/// at most [`MAX_DECOMPRESSED`] bytes; and for every fourth input a compress/decompress round
+/// trip of the bytes, of two concatenated streams, and of a cut stream (which must fail).
 pub fn decompress(data: &[u8]) {
     let Some((&selector, body)) = data.split_first() else {
         return;
@@ -624,6 +625,29 @@ pub fn decompress(data: &[u8]) {
             .and_then(|mut r| r.read_to_end(&mut unpacked))
             .unwrap_or_else(|e| panic!("{method} round trip: {e}"));
         assert!(unpacked == body, "{method} round trip changed the bytes");
+
+        // Concatenated streams decode as one output.
+        let twice = [&packed[..], &packed[..]].concat();
+        let mut unpacked = Vec::new();
+        decompressor(method, &twice[..])
+            .and_then(|mut r| r.read_to_end(&mut unpacked))
+            .unwrap_or_else(|e| panic!("{method} of two streams: {e}"));
+        assert!(unpacked == [body, body].concat(), "{method} of two streams");
+
+        // A cut stream is an error, never a short read.
+        if method != Compression::None {
+            let cut = (usize::from(selector) * 7919 + body.len()) % packed.len();
+            let mut unpacked = Vec::new();
+            let result =
+                decompressor(method, &packed[..cut]).and_then(|mut r| r.read_to_end(&mut unpacked));
+            assert!(
+                result.is_err(),
+                "{method} stream of {} bytes cut to {cut} decoded to {} of {} bytes",
+                packed.len(),
+                unpacked.len(),
+                body.len()
+            );
+        }
     }
 }
 
