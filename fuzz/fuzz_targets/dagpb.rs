@@ -1,0 +1,7 @@
+//! cargo-fuzz target `dagpb`: see `targets::dagpb` in `fuzz/targets_common.rs`.
+#![no_main]
+
+#[path = "../targets_common.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::dagpb(data));
