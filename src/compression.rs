@@ -34,6 +34,10 @@ use std::str::FromStr;
 /// 128 MiB, zstd's own default limit. It bounds the memory a hostile zstd frame can demand.
 pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
+/// The most memory the xz decoder may use (256 MiB): enough for the 64 MiB dictionary of
+/// `xz -9` (and `-9e`), not for a hostile header declaring a 4 GiB one.
+pub const XZ_MEMORY_LIMIT: u64 = 256 << 20;
+
 /// A compression method of a NAR file in a binary cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Compression {
@@ -136,7 +140,16 @@ impl<R: BufRead> Decompressor<R> {
     pub fn new(c: Compression, reader: R) -> io::Result<Decompressor<R>> {
         let inner = match c {
             Compression::None => DecoderInner::None(reader),
-            Compression::Xz => DecoderInner::Xz(xz2::bufread::XzDecoder::new_multi_decoder(reader)),
+            Compression::Xz => {
+                // The .xz stream decoder (not liblzma's auto decoder, which also takes legacy
+                // .lzma) with a memory limit, so a header cannot make it allocate gigabytes.
+                let stream = xz2::stream::Stream::new_stream_decoder(
+                    XZ_MEMORY_LIMIT,
+                    xz2::stream::CONCATENATED,
+                )
+                .map_err(io::Error::other)?;
+                DecoderInner::Xz(xz2::bufread::XzDecoder::new_stream(reader, stream))
+            }
             Compression::Bzip2 => DecoderInner::Bzip2(bzip2::bufread::MultiBzDecoder::new(reader)),
             Compression::Zstd => {
                 let mut d = zstd::stream::read::Decoder::with_buffer(reader)?;

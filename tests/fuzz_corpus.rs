@@ -222,3 +222,48 @@ corpus_test!(signature);
 corpus_test!(cid);
 corpus_test!(car);
 corpus_test!(dagpb);
+
+/// The xz decoder has a memory limit: a stream whose header declares a 4 GiB dictionary (found by
+/// the `decompress` fuzz target: 13 bytes of a legacy `.lzma` header made liblzma allocate
+/// 4 GiB) is refused, while the 64 MiB dictionary of `xz -9` still decodes.
+#[test]
+fn xz_dictionary_size_is_bounded() {
+    use std::io::Read;
+
+    use nixipfs::compression::{decompressor, Compression};
+
+    fn decode(hex: &str) -> std::io::Result<Vec<u8>> {
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        let mut out = Vec::new();
+        decompressor(Compression::Xz, &bytes[..])?.read_to_end(&mut out)?;
+        Ok(out)
+    }
+    // `printf nix-archive-1 | xz -0`, with the dictionary-size byte of the block header (offset
+    // 16) set to 0x1c (64 MiB, as `xz -9`) and to 0x28 (4 GiB - 1), and the header CRC32 fixed.
+    const XZ_9_DICTIONARY: &str = "fd377a585a000004e6d6b446020021011c00000010cf58cc01000c6e69782d\
+        617263686976652d31000000006e51fe3d36ba1cef0001250d7119c4b61fb6f37d010000000004595a";
+    const XZ_4_GIB_DICTIONARY: &str = "fd377a585a000004e6d6b4460200210128000000e6a011b301000c6e69\
+        782d617263686976652d31000000006e51fe3d36ba1cef0001250d7119c4b61fb6f37d010000000004595a";
+    // `printf nix-archive-1 | xz --format=lzma -0`, with the dictionary size (bytes 1 to 4) set
+    // to 0xffffffff.
+    const LZMA_4_GIB_DICTIONARY: &str =
+        "5dffffffffffffffffffffffff00371a4b72fd70196d2e27c1b5765457fe71ffffe10b8000";
+
+    assert_eq!(
+        decode(XZ_9_DICTIONARY).expect("xz -9 dictionary"),
+        b"nix-archive-1"
+    );
+    for (what, hex) in [
+        ("an xz", XZ_4_GIB_DICTIONARY),
+        ("a legacy .lzma", LZMA_4_GIB_DICTIONARY),
+    ] {
+        let result = decode(hex);
+        assert!(
+            result.is_err(),
+            "{what} stream declaring a 4 GiB dictionary was decoded: {result:?}"
+        );
+    }
+}
