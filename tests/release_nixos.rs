@@ -1306,3 +1306,80 @@ fn publishes_the_mirror_to_a_real_ipfs_node() {
     let text = output_text(&again);
     assert!(text.contains("sent 0 blocks"), "{text}");
 }
+
+#[test]
+fn killed_after_each_of_many_requests_the_mirror_stays_sound_and_a_rerun_converges() {
+    // Every path a complete run asks for, from a first run.
+    let probe = Mirror::standard("rn-kill-probe");
+    probe.run_ok(&["--gc"]);
+    let paths = |srv: &TestServer| -> BTreeSet<String> {
+        srv.requests().iter().map(|r| r.path.clone()).collect()
+    };
+    let (hydra_paths, cache_paths) = (paths(&probe.hydra_srv), paths(&probe.cache_srv));
+    let total = probe.hydra_srv.requests().len() + probe.cache_srv.requests().len();
+    let mut killed = 0;
+    let mut points = 0;
+    for k in (1..total).step_by(3) {
+        points += 1;
+        let m = Mirror::standard("rn-kill-loop");
+        // A short delay on every answer keeps the run going long enough to be killed in it.
+        let delay = Fault::DelayHeaders(Duration::from_millis(10));
+        for (srv, list) in [(&m.hydra_srv, &hydra_paths), (&m.cache_srv, &cache_paths)] {
+            for path in list {
+                srv.set_fault_always(path, Some(delay.clone()));
+            }
+        }
+        let log = m.dir.join(format!("kill-{k}.log"));
+        let mut child = spawn(&m.args(&["--no-ipfs", "--gc"]), &log);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut was_killed = false;
+        loop {
+            if child.try_wait().expect("waiting").is_some() {
+                break;
+            }
+            if m.hydra_srv.requests().len() + m.cache_srv.requests().len() >= k {
+                child.kill().expect("SIGKILL");
+                child.wait().expect("reaping");
+                was_killed = true;
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the run neither made {k} requests nor ended"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        killed += usize::from(was_killed);
+        if m.d().exists() {
+            let problems: Vec<String> = nixipfs::verify::verify_mirror(&m.d(), false)
+                .expect("verify runs")
+                .problems
+                .into_iter()
+                .filter(|p| !p.contains("temporary file"))
+                .collect();
+            assert_eq!(
+                problems,
+                Vec::<String>::new(),
+                "right after a kill at request {k}"
+            );
+        }
+        m.run_ok(&["--gc"]);
+        let report = nixipfs::verify::verify_mirror(&m.d(), false).expect("verify runs");
+        assert!(
+            report.is_ok(),
+            "after the rerun (kill at {k}): {:?}",
+            report.problems
+        );
+        assert_eq!(
+            m.channel(NIXOS_CHANNEL),
+            Some(m.channel_target(NIXOS_CHANNEL, NIXOS_TESTED[0])),
+            "kill at {k}"
+        );
+        assert_no_temp_files(&m.d());
+        assert_no_temp_files(&m.t());
+    }
+    assert!(
+        killed * 2 >= points,
+        "only {killed} of {points} runs were killed mid-way"
+    );
+}
