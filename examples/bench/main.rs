@@ -46,6 +46,11 @@ struct Args {
     /// The nixipfs binary (default: the one next to this example's executable).
     #[arg(long)]
     nixipfs: Option<PathBuf>,
+    /// Where the clients write their output (default: WORK/runs). Outputs there are deleted
+    /// right after each run: meant for a tmpfs such as /dev/shm, to take the disk and file
+    /// system out of the measurement.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
     /// Runs of each fast case.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -139,6 +144,9 @@ impl Row {
 struct Bench {
     args: Args,
     work: PathBuf,
+    /// Where outputs go, and whether they are deleted at once (`--out-dir`).
+    out: PathBuf,
+    remove_now: bool,
     nixipfs: PathBuf,
     nginx: Nginx,
     rows: Vec<Row>,
@@ -340,8 +348,16 @@ fn curl_config(ds: &Dataset, base: &str, out: &Path, file: &Path) -> Result<()> 
 fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<()> {
     let base = format!("{}/{name}", b.nginx.http1);
     let key = ds.manifest.public_key.clone();
-    let runs_dir = b.work.join("runs").join(name);
+    let runs_dir = b.out.join(name);
     let trash = b.work.join("trash");
+    let remove_now = b.remove_now;
+    let discard = |p: &Path| -> Result<()> {
+        if remove_now {
+            measure::remove(p)
+        } else {
+            measure::discard(p, &trash)
+        }
+    };
     fs::create_dir_all(&runs_dir)?;
     let n = ds.manifest.closure_paths;
     let bytes = Some(ds.closure_bytes());
@@ -365,7 +381,7 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
         b.args.runs,
         bytes,
         &mut |_| {
-            measure::discard(&out, &trash)?;
+            discard(&out)?;
             fs::create_dir_all(&out)?;
             Ok(inv(
                 "/usr/bin/curl",
@@ -389,7 +405,7 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
             )
         },
     )?;
-    measure::discard(&out, &trash)?;
+    discard(&out)?;
 
     // nixipfs update-binary-cache, full mirror from nothing.
     for (case, extra, what) in [
@@ -429,7 +445,7 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
             b.args.runs,
             bytes,
             &mut |_| {
-                measure::discard(&out, &trash)?;
+                discard(&out)?;
                 make_release(&out, ds, &hydra)?;
                 Ok(inv(&nixipfs, args.clone()))
             },
@@ -446,6 +462,7 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
                 )
             },
         )?;
+        discard(&out)?;
     }
 
     if full {
@@ -476,7 +493,7 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
             b.args.runs,
             None,
             &mut |_| {
-                measure::discard(&out, &trash)?;
+                discard(&out)?;
                 make_release(&out, ds, &hydra)?;
                 let mut i = inv(&nixipfs, args.clone());
                 i.stdout = Some(listing.clone());
@@ -489,7 +506,7 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
                 format!("{lines} NARs listed of {n} paths")
             },
         )?;
-        measure::discard(&out, &trash)?;
+        discard(&out)?;
 
         // nix path-info -r: closure listing by Nix.
         let roots = ds.roots()?;
@@ -527,7 +544,7 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
             b.args.slow_runs,
             bytes,
             &mut |_| {
-                measure::discard(&out, &trash)?;
+                discard(&out)?;
                 let mut a = vec![
                     "copy".to_string(),
                     "--from".into(),
@@ -542,7 +559,7 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
             },
             &mut || format!("{} narinfos of {n}", measure::count_files(&out, ".narinfo")),
         )?;
-        measure::discard(&out, &trash)?;
+        discard(&out)?;
         measure::remove(&nixdir)?;
 
         // The original scripts' approach, approximated.
@@ -557,7 +574,7 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
             b.args.slow_runs,
             bytes,
             &mut |_| {
-                measure::discard(&out, &trash)?;
+                discard(&out)?;
                 Ok(inv(
                     "/usr/bin/env",
                     vec![
@@ -578,12 +595,12 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
                 )
             },
         )?;
-        measure::discard(&out, &trash)?;
+        discard(&out)?;
 
         // No-change reruns: update-binary-cache, then release-nixos against a one-file Hydra.
         if b.wanted("rerun") || b.wanted("release-rerun") {
             let dir = runs_dir.join("kept");
-            measure::discard(&dir, &trash)?;
+            discard(&dir)?;
             let hydra = format!("{}/hydra", b.nginx.http1);
             let release = make_release(&dir, ds, &hydra)?;
             let job = b.nginx.root.join("hydra/job/bench/trunk/tested");
@@ -656,7 +673,7 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
                         .unwrap_or_else(|_| "no channel link".into())
                 },
             )?;
-            measure::discard(&dir, &trash)?;
+            discard(&dir)?;
         }
     }
     Ok(())
@@ -938,6 +955,13 @@ fn run() -> Result<()> {
         std::os::unix::fs::symlink(d.cache(), www.join("bignar"))?;
     }
     let nginx = Nginx::start(&nginx_bin, &work.join("nginx"), &www, 2)?;
+    let (out_dir, remove_now) = match &args.out_dir {
+        Some(d) => {
+            fs::create_dir_all(d)?;
+            (fs::canonicalize(d)?.join("nixipfs-bench-runs"), true)
+        }
+        None => (work.join("runs"), false),
+    };
     let log_dir = work.join("logs");
     measure::remove(&log_dir)?;
     fs::create_dir_all(&log_dir)?;
@@ -945,6 +969,8 @@ fn run() -> Result<()> {
     let mut b = Bench {
         args,
         work: work.clone(),
+        out: out_dir.clone(),
+        remove_now,
         nixipfs: nixipfs.clone(),
         nginx,
         rows: Vec::new(),
@@ -1049,7 +1075,12 @@ fn run() -> Result<()> {
     let _ = writeln!(
         body,
         "- served by nginx (2 workers, sendfile) on 127.0.0.1, HTTP/1.1; data in the page cache; \
-         every client writes to the same disk\n"
+         every client writes to {}\n",
+        if remove_now {
+            format!("{} (`--out-dir`)", out_dir.display())
+        } else {
+            format!("{} (the same disk)", out_dir.display())
+        }
     );
     body.push_str(&table(&b.rows));
     body.push_str("\nTargets:\n\n");
