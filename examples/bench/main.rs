@@ -213,10 +213,7 @@ impl Bench {
             check: check_text,
             bytes,
             floor: id == "curl" || id.ends_with("-curl"),
-            nixipfs: id.starts_with("mirror")
-                || id.ends_with("-mirror")
-                || id == "print-only"
-                || id.contains("rerun"),
+            nixipfs: id.contains("mirror") || id == "print-only" || id.contains("rerun"),
         });
         Ok(())
     }
@@ -1003,16 +1000,23 @@ fn run() -> Result<()> {
 
     // Report.
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let commit = command_line(
-        "git",
-        &[
-            "-C",
-            &s(manifest_dir),
-            "describe",
-            "--always",
-            "--dirty",
-            "--abbrev=12",
-        ],
+    let git = |args: &[&str]| {
+        let mut a = vec!["-C", manifest_dir.to_str().unwrap_or(".")];
+        a.extend_from_slice(args);
+        command_line("git", &a)
+    };
+    let commit = format!(
+        "sources of {} (tree {})",
+        git(&[
+            "log",
+            "-1",
+            "--format=%h",
+            "--",
+            "src",
+            "Cargo.toml",
+            "Cargo.lock"
+        ]),
+        git(&["describe", "--always", "--dirty", "--abbrev=12"])
     );
     let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let mut body = String::new();
