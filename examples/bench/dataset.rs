@@ -266,7 +266,7 @@ fn build_dag(p: &ClosureParams) -> Result<Vec<Node>> {
         nodes[parent].refs.push(j);
     }
     let hot_start = p.closure - (p.closure / 20).max(1);
-    for i in 0..p.narinfos {
+    for (i, node) in nodes.iter_mut().enumerate() {
         let in_closure = i < p.closure;
         let extra = rng.gen_range(0..=5);
         for _ in 0..extra {
@@ -284,13 +284,13 @@ fn build_dag(p: &ClosureParams) -> Result<Vec<Node>> {
             } else {
                 rng.gen_range(i + 1..p.narinfos)
             };
-            nodes[i].refs.push(r);
+            node.refs.push(r);
         }
         if rng.gen_bool(0.3) {
-            nodes[i].refs.push(i);
+            node.refs.push(i);
         }
-        nodes[i].refs.sort_unstable();
-        nodes[i].refs.dedup();
+        node.refs.sort_unstable();
+        node.refs.dedup();
     }
     // Big NARs: spread over the non-root part of the closure.
     let mut placed = 0;
@@ -414,6 +414,9 @@ fn make_node(
     Ok((url, file.len() as u64, text.len() as u64))
 }
 
+/// One generated path: index, NAR URL, NAR file size, narinfo size.
+type Made = (usize, String, u64, u64);
+
 /// Generates (or loads) a closure dataset under `root`.
 pub fn closure_dataset(root: &Path, p: &ClosureParams) -> Result<Dataset> {
     if p.roots == 0 || p.roots > p.closure || p.closure > p.narinfos {
@@ -445,7 +448,7 @@ pub fn closure_dataset(root: &Path, p: &ClosureParams) -> Result<Dataset> {
         dir.display()
     );
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let results: Vec<Result<Vec<(usize, String, u64, u64)>>> = std::thread::scope(|s| {
+    let results: Vec<Result<Vec<Made>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let (nodes, key, cache) = (&nodes, &key, &cache);

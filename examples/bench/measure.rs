@@ -81,7 +81,7 @@ pub fn run(
     let rss_kib = rss_text
         .lines()
         .filter_map(|l| l.trim().parse::<u64>().ok())
-        .last()
+        .next_back()
         .unwrap_or(0);
     Ok(Sample {
         wall,
