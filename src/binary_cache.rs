@@ -166,6 +166,21 @@ pub fn link_release(
             let target = fsutil::relative_path(&link_dir, &target_abs);
             match fs::read_link(&link) {
                 Ok(existing) if existing == target => stats.kept += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // Nothing there yet: creating a symlink is atomic by itself. If something
+                    // appeared meanwhile, replace it the careful way.
+                    match std::os::unix::fs::symlink(&target, &link) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            fsutil::atomic_symlink(&target, &link)?
+                        }
+                        Err(e) => {
+                            return Err(e)
+                                .with_context(|| format!("cannot create {}", link.display()))
+                        }
+                    }
+                    stats.created += 1;
+                }
                 _ => {
                     fsutil::atomic_symlink(&target, &link)?;
                     stats.created += 1;
