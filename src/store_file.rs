@@ -17,7 +17,7 @@ use crate::binary_cache::LocalCache;
 use crate::compression::{self, Compression};
 use crate::fetch::{Expected, Fetcher};
 use crate::fsutil::{self, TempFile};
-use crate::hash::{HashingWriter, Sha256Hash};
+use crate::hash::{HashingReader, HashingWriter, Sha256Hash};
 use crate::nar;
 use crate::narinfo::NarInfo;
 use crate::signature::PublicKey;
@@ -146,21 +146,6 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Hashes what passes through, for the NAR hash check while the NAR is being read.
-struct HashingRead<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-}
-
-impl<R: std::io::Read> std::io::Read for HashingRead<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use sha2::Digest;
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 fn extract_verified(
     nar_path: &Path,
     compression: Compression,
@@ -170,21 +155,18 @@ fn extract_verified(
     want_size: Option<u64>,
     nar_hash: Sha256Hash,
 ) -> Result<u64> {
-    use sha2::Digest;
     let dir = dest.parent().unwrap_or(Path::new("."));
     let nar_file = std::fs::File::open(nar_path)
         .with_context(|| format!("cannot open {}", nar_path.display()))?;
     let decompressed = compression::decompressor(compression, BufReader::new(nar_file))
         .with_context(|| format!("cannot decompress {}", nar_path.display()))?;
-    let mut reader = HashingRead {
-        inner: decompressed,
-        hasher: sha2::Sha256::new(),
-    };
+    // The NAR's hash is checked while it is read.
+    let mut reader = HashingReader::new(decompressed);
     let tmp = TempFile::new_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     let mut out = HashingWriter::new(std::io::BufWriter::with_capacity(256 * 1024, tmp));
     nar::extract_file(&mut reader, inner, &mut out)?;
-    let got_nar = Sha256Hash(reader.hasher.finalize().into());
+    let (_, got_nar, _) = reader.finish();
     if got_nar != nar_hash {
         bail!("the NAR's hash is {got_nar}, but its narinfo says {nar_hash}");
     }
