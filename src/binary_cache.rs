@@ -138,76 +138,104 @@ pub fn link_release(
     cache: &LocalCache,
     infos: &[&NarInfo],
 ) -> Result<LinkStats> {
-    let release_dir = fsutil::absolute(release_dir)?;
-    fs::create_dir_all(&release_dir)
-        .with_context(|| format!("cannot create {}", release_dir.display()))?;
-    // Both ends resolved, so the links lead from the release to the cache inside the mirror
-    // even when either was named through a symlink.
-    let release_dir = canonical(&release_dir)?;
-    let view = release_dir.join(BINARY_CACHE_DIR);
-    fsutil::create_dir_all_within(&release_dir, &view)?;
-    write_if_different(&view.join("nix-cache-info"), NIX_CACHE_INFO.as_bytes())?;
-    let mut stats = LinkStats::default();
-    let mut wanted: HashSet<PathBuf> = HashSet::new();
-    let mut dirs_made: HashSet<PathBuf> = HashSet::new();
-    wanted.insert(PathBuf::from("nix-cache-info"));
+    let mut view = ReleaseView::open(release_dir, cache)?;
     for info in infos {
-        let name = format!("{}.narinfo", info.hash_part());
-        let rel_nar = PathBuf::from(&info.url);
-        fsutil::check_relative_path(&info.url)
-            .with_context(|| format!("the narinfo of {} has an unsafe URL", info.store_path))?;
-        for rel in [PathBuf::from(&name), rel_nar] {
-            let link = view.join(&rel);
-            let target_abs = cache.root().join(&rel);
-            let link_dir = link.parent().unwrap_or(&view).to_path_buf();
-            if dirs_made.insert(link_dir.clone()) {
-                fsutil::create_dir_all_within(&view, &link_dir)?;
+        view.link(&info.store_path, &info.url)?;
+    }
+    view.finish()
+}
+
+/// A release's `binary_cache/` view being brought up to date: [`ReleaseView::link`] adds the
+/// links of one store path as soon as its narinfo is stored, [`ReleaseView::finish`] removes
+/// what was not linked since [`ReleaseView::open`].
+#[derive(Debug)]
+pub struct ReleaseView {
+    view: PathBuf,
+    cache_root: PathBuf,
+    wanted: HashSet<PathBuf>,
+    dirs_made: HashSet<PathBuf>,
+    stats: LinkStats,
+}
+
+impl ReleaseView {
+    /// Creates `release_dir/binary_cache` (with its `nix-cache-info`) if needed.
+    pub fn open(release_dir: &Path, cache: &LocalCache) -> Result<ReleaseView> {
+        let release_dir = fsutil::absolute(release_dir)?;
+        fs::create_dir_all(&release_dir)
+            .with_context(|| format!("cannot create {}", release_dir.display()))?;
+        // Both ends resolved, so the links lead from the release to the cache inside the
+        // mirror even when either was named through a symlink.
+        let release_dir = canonical(&release_dir)?;
+        let view = release_dir.join(BINARY_CACHE_DIR);
+        fsutil::create_dir_all_within(&release_dir, &view)?;
+        write_if_different(&view.join("nix-cache-info"), NIX_CACHE_INFO.as_bytes())?;
+        let mut wanted = HashSet::new();
+        wanted.insert(PathBuf::from("nix-cache-info"));
+        Ok(ReleaseView {
+            view,
+            cache_root: cache.root().to_path_buf(),
+            wanted,
+            dirs_made: HashSet::new(),
+            stats: LinkStats::default(),
+        })
+    }
+
+    /// Links the narinfo of `store_path` and its NAR at `url` (relative to the cache).
+    pub fn link(&mut self, store_path: &StorePath, url: &str) -> Result<()> {
+        fsutil::check_relative_path(url)
+            .with_context(|| format!("the narinfo of {store_path} has an unsafe URL"))?;
+        let name = format!("{}.narinfo", store_path.hash_part());
+        for rel in [PathBuf::from(name), PathBuf::from(url)] {
+            let link = self.view.join(&rel);
+            let target_abs = self.cache_root.join(&rel);
+            let link_dir = link.parent().unwrap_or(&self.view).to_path_buf();
+            if !self.dirs_made.contains(&link_dir) {
+                fsutil::create_dir_all_within(&self.view, &link_dir)?;
+                self.dirs_made.insert(link_dir.clone());
             }
             let target = fsutil::relative_path(&link_dir, &target_abs);
-            match fs::read_link(&link) {
-                Ok(existing) if existing == target => stats.kept += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    // Nothing there yet: creating a symlink is atomic by itself. If something
-                    // appeared meanwhile, replace it the careful way.
-                    match std::os::unix::fs::symlink(&target, &link) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                            fsutil::atomic_symlink(&target, &link)?
-                        }
-                        Err(e) => {
-                            return Err(e)
-                                .with_context(|| format!("cannot create {}", link.display()))
-                        }
+            // Nothing there yet is the usual case: creating a symlink is atomic by itself.
+            // Otherwise keep a right link and replace anything else the careful way.
+            match std::os::unix::fs::symlink(&target, &link) {
+                Ok(()) => self.stats.created += 1,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::read_link(&link) {
+                    Ok(existing) if existing == target => self.stats.kept += 1,
+                    _ => {
+                        fsutil::atomic_symlink(&target, &link)?;
+                        self.stats.created += 1;
                     }
-                    stats.created += 1;
-                }
-                _ => {
-                    fsutil::atomic_symlink(&target, &link)?;
-                    stats.created += 1;
+                },
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", link.display()))
                 }
             }
-            wanted.insert(rel);
+            self.wanted.insert(rel);
         }
+        Ok(())
     }
-    // Remove what the closure no longer has.
-    for entry in walkdir::WalkDir::new(&view)
-        .min_depth(1)
-        .contents_first(true)
-    {
-        let entry = entry.with_context(|| format!("cannot list {}", view.display()))?;
-        let rel = entry.path().strip_prefix(&view).unwrap_or(entry.path());
-        if entry.file_type().is_dir() {
-            // Remove directories left empty.
-            let _ = fs::remove_dir(entry.path());
-            continue;
+
+    /// Removes the entries that were not linked, and directories left empty.
+    pub fn finish(mut self) -> Result<LinkStats> {
+        let view = &self.view;
+        for entry in walkdir::WalkDir::new(view)
+            .min_depth(1)
+            .contents_first(true)
+        {
+            let entry = entry.with_context(|| format!("cannot list {}", view.display()))?;
+            let rel = entry.path().strip_prefix(view).unwrap_or(entry.path());
+            if entry.file_type().is_dir() {
+                // Remove directories left empty.
+                let _ = fs::remove_dir(entry.path());
+                continue;
+            }
+            if !self.wanted.contains(rel) {
+                fs::remove_file(entry.path())
+                    .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+                self.stats.removed += 1;
+            }
         }
-        if !wanted.contains(rel) {
-            fs::remove_file(entry.path())
-                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
-            stats.removed += 1;
-        }
+        Ok(self.stats)
     }
-    Ok(stats)
 }
 
 /// Everything a release's `binary_cache/` view links to, as paths relative to the cache root

@@ -266,6 +266,11 @@ impl Fetcher {
             }
         }
         let dir = dest.parent().unwrap_or(Path::new(".")).to_path_buf();
+        if let Some(size) = expected.size.filter(|&s| s <= IN_MEMORY_MAX) {
+            return self
+                .download_small(resp, dir, dest, expected, size, fsync)
+                .await;
+        }
         // Hashing and writing happen on a blocking thread, fed through a bounded channel, so the
         // async threads only move bytes off the network. The writer keeps the file only when told
         // that the body ended normally; a closed channel means "discard".
@@ -310,6 +315,62 @@ impl Fetcher {
                 wait: None,
             }),
             Ok(Err(e)) => Err(AttemptError::Fatal(e)),
+            Err(join) => Err(AttemptError::Fatal(FetchError::Io {
+                path: dest.to_path_buf(),
+                source: std::io::Error::other(format!("writer task failed: {join}")),
+            })),
+        }
+    }
+
+    /// A body of at most [`IN_MEMORY_MAX`] bytes: received and hashed here, then written in
+    /// one blocking call. Small NARs are the common case (most of a closure), and this costs one
+    /// hand-over to a blocking thread per file instead of one per chunk.
+    async fn download_small(
+        &self,
+        mut resp: reqwest::Response,
+        dir: PathBuf,
+        dest: &Path,
+        expected: Expected,
+        size: u64,
+        fsync: bool,
+    ) -> Result<Downloaded, AttemptError> {
+        let mut body = BytesMut::with_capacity(size as usize);
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() as u64 + chunk.len() as u64 > size {
+                        return Err(AttemptError::Mismatch(format!(
+                            "the server sent more than the {size} bytes expected"
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(transient(&e)),
+            }
+        }
+        let got = Downloaded {
+            size: body.len() as u64,
+            sha256: crate::hash::sha256(&body),
+        };
+        if expected.size.is_some_and(|s| s != got.size)
+            || expected.sha256.is_some_and(|h| h != got.sha256)
+        {
+            return Err(AttemptError::Mismatch(describe_mismatch(expected, got)));
+        }
+        let dest_owned = dest.to_path_buf();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut tmp = TempFile::new_in(&dir)?;
+            tmp.file().write_all(&body)?;
+            tmp.persist(&dest_owned, fsync)
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(got),
+            Ok(Err(source)) => Err(AttemptError::Fatal(FetchError::Io {
+                path: dest.to_path_buf(),
+                source,
+            })),
             Err(join) => Err(AttemptError::Fatal(FetchError::Io {
                 path: dest.to_path_buf(),
                 source: std::io::Error::other(format!("writer task failed: {join}")),
@@ -426,6 +487,10 @@ impl Fetcher {
         exp.mul_f64(jitter).min(max)
     }
 }
+
+/// Downloads of at most this many bytes (by the size expected) are received in memory and
+/// written at once; larger ones stream through a blocking writer.
+pub const IN_MEMORY_MAX: u64 = 256 * 1024;
 
 enum WriterMsg {
     Chunk(Bytes),

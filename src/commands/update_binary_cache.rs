@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::binary_cache::{self, LocalCache};
+use crate::binary_cache::{self, LocalCache, ReleaseView};
 use crate::closure::{self, Event, Found, NarInfoSource, Origin};
 use crate::fetch::{self, Expected, FetchConfig, Fetcher};
 use crate::fsutil;
@@ -202,53 +202,92 @@ struct NarDone {
 
 /// Narinfos whose NARs are in place, waiting to be stored in batches: one `syncfs` makes a
 /// whole batch of NARs durable before their narinfos are written, instead of an fsync per file.
-/// So a narinfo is never stored before its NAR is on disk, even across a power loss.
+/// So a narinfo is never stored before its NAR is on disk, even across a power loss. The
+/// release's view links each store path in the same batch, right after its narinfo is stored.
 struct NarInfoBatch {
     cache: LocalCache,
+    /// Narinfos to store.
     pending: Vec<NarInfo>,
+    /// Store paths (and NAR URLs) to link into the view once `pending` is stored.
+    links: Vec<(StorePath, String)>,
+    /// The release's view (none with `--print-only` or without a release).
+    view: Option<ReleaseView>,
     fsync: bool,
 }
 
 impl NarInfoBatch {
-    /// Narinfos stored per batch.
+    /// Entries stored per batch.
     const SIZE: usize = 2048;
 
-    fn push(&mut self, info: NarInfo) -> Option<Vec<NarInfo>> {
+    /// Queues a narinfo to store (and link); stores the batch when it is full.
+    async fn push(&mut self, info: NarInfo) -> Result<()> {
+        if self.view.is_some() {
+            self.links.push((info.store_path.clone(), info.url.clone()));
+        }
         self.pending.push(info);
-        (self.pending.len() >= Self::SIZE).then(|| std::mem::take(&mut self.pending))
+        self.flush_if_full().await
     }
 
-    /// Makes the NARs written so far durable, then stores `batch` (off the async threads).
-    async fn store(&self, batch: Vec<NarInfo>) -> Result<()> {
-        if batch.is_empty() {
+    /// Queues the links of a narinfo that is already stored.
+    async fn push_stored(&mut self, info: NarInfo) -> Result<()> {
+        if self.view.is_some() {
+            self.links.push((info.store_path, info.url));
+        }
+        self.flush_if_full().await
+    }
+
+    async fn flush_if_full(&mut self) -> Result<()> {
+        if self.pending.len() + self.links.len() >= Self::SIZE {
+            self.store().await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the NARs written so far durable, then stores the pending narinfos and links them
+    /// (off the async threads).
+    async fn store(&mut self) -> Result<()> {
+        if self.pending.is_empty() && self.links.is_empty() {
             return Ok(());
         }
+        let batch = std::mem::take(&mut self.pending);
+        let links = std::mem::take(&mut self.links);
+        let mut view = self.view.take();
         let cache = self.cache.clone();
         let fsync = self.fsync;
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            if fsync {
-                fsutil::sync_filesystem(cache.root())?;
-            }
-            for info in &batch {
-                cache.write_narinfo(info, false)?;
-            }
-            Ok(())
+        let (view, result) = tokio::task::spawn_blocking(move || {
+            let result = (|| -> Result<()> {
+                if fsync && !batch.is_empty() {
+                    fsutil::sync_filesystem(cache.root())?;
+                }
+                for info in &batch {
+                    cache.write_narinfo(info, false)?;
+                }
+                if let Some(view) = view.as_mut() {
+                    for (path, url) in &links {
+                        view.link(path, url)?;
+                    }
+                }
+                Ok(())
+            })();
+            (view, result)
         })
         .await
-        .context("the narinfo writer failed")?
+        .context("the narinfo writer failed")?;
+        self.view = view;
+        result
     }
 
-    /// Stores what is left and, with fsync, makes the narinfos durable too.
-    async fn finish(mut self) -> Result<()> {
-        let rest = std::mem::take(&mut self.pending);
-        self.store(rest).await?;
+    /// Stores what is left and, with fsync, makes the narinfos durable too. Returns the view,
+    /// to be finished by the caller.
+    async fn finish(mut self) -> Result<Option<ReleaseView>> {
+        self.store().await?;
         if self.fsync {
             let root = self.cache.root().to_path_buf();
             tokio::task::spawn_blocking(move || fsutil::sync_filesystem(&root))
                 .await
                 .context("the narinfo writer failed")??;
         }
-        Ok(())
+        Ok(self.view.take())
     }
 }
 
@@ -274,7 +313,6 @@ pub async fn mirror_closure(
     let narinfo_phase = Phase::new("narinfos", Unit::Items, job.roots.len() as u64);
     let bytes_phase = Phase::new("NAR bytes", Unit::Bytes, 0);
     let mut report = UpdateReport::default();
-    let mut all: Vec<NarInfo> = Vec::new();
     // NAR path -> the fetched narinfos waiting for it (written once it is verified).
     let mut waiting: HashMap<PathBuf, Vec<NarInfo>> = HashMap::new();
     // NAR path -> the FileHash and FileSize the first narinfo of this run gave it. Another
@@ -284,9 +322,15 @@ pub async fn mirror_closure(
     let task_slots = Arc::new(Semaphore::new(job.fetcher.config().concurrency.max(1) * 2));
     let mut dirs_made: std::collections::HashSet<PathBuf> = Default::default();
     let mut walk_done = false;
+    let view = match job.release {
+        Some(release) if !job.print_only => Some(ReleaseView::open(release, cache)?),
+        _ => None,
+    };
     let mut batch = NarInfoBatch {
         cache: cache.clone(),
         pending: Vec::new(),
+        links: Vec::new(),
+        view,
         fsync,
     };
 
@@ -351,11 +395,6 @@ pub async fn mirror_closure(
                         }
                         let present = cache.nar_present(&nar, &narinfo);
                         if job.print_only {
-                            if origin == Origin::Remote {
-                                if let Some(full) = batch.push(narinfo.clone()) {
-                                    batch.store(full).await?;
-                                }
-                            }
                             if present {
                                 report.nars_present += 1;
                             } else if let std::collections::hash_map::Entry::Vacant(slot) = waiting.entry(nar) {
@@ -364,13 +403,15 @@ pub async fn mirror_closure(
                                 report.nars_listed += 1;
                                 slot.insert(Vec::new());
                             }
-                            all.push(narinfo);
+                            if origin == Origin::Remote {
+                                batch.push(narinfo).await?;
+                            }
                             continue;
                         }
                         if present && origin == Origin::Local {
                             // Stored together, each verified against the other when written.
                             report.nars_present += 1;
-                            all.push(narinfo);
+                            batch.push_stored(narinfo).await?;
                             continue;
                         }
                         if let Some(list) = waiting.get_mut(&nar) {
@@ -441,10 +482,7 @@ pub async fn mirror_closure(
                             None => report.nars_present += 1,
                         }
                         for info in infos {
-                            all.push(info.clone());
-                            if let Some(full) = batch.push(info) {
-                                batch.store(full).await?;
-                            }
+                            batch.push(info).await?;
                         }
                     }
                     Err(e) => {
@@ -458,17 +496,16 @@ pub async fn mirror_closure(
         }
     }
     let _ = walker.await;
-    batch.finish().await?;
+    let view = batch.finish().await?;
     narinfo_phase.finish();
     bytes_phase.finish();
 
     report.missing.sort();
     if let Some(release) = job.release {
         write_missing(release, &report.missing)?;
-        if !job.print_only {
-            let refs: Vec<&NarInfo> = all.iter().collect();
-            binary_cache::link_release(release, cache, &refs)?;
-        }
+    }
+    if let Some(view) = view {
+        view.finish()?;
     }
     report.elapsed = start.elapsed();
     Ok(report)
