@@ -82,7 +82,7 @@ pub struct WalkStats {
 impl NarInfoSource {
     /// The URL of a narinfo on the upstream cache.
     pub fn narinfo_url(&self, path: &StorePath) -> String {
-        format!("{}/{}.narinfo", self.cache_url, path.hash_part())
+        narinfo_url(&self.cache_url, path)
     }
 
     /// Reads the local narinfo of `path`, if there is a usable one.
@@ -117,19 +117,41 @@ impl NarInfoSource {
         }
     }
 
-    /// Fetches, parses and checks the upstream narinfo of `path`.
-    async fn fetch_remote(&self, path: &StorePath) -> Event {
-        match fetch_checked(&self.fetcher, &self.cache_url, &self.trusted_keys, path).await {
-            Ok(info) => Event::Found(Box::new(Found {
-                narinfo: info,
-                origin: Origin::Remote,
-            })),
-            Err(UpstreamNarInfoError::NotFound) => Event::Missing(path.clone()),
-            Err(UpstreamNarInfoError::Refused(error)) => Event::Failed {
+    /// Fetches and parses the upstream narinfo of `path`; its signatures are checked by the
+    /// caller, in batches.
+    async fn fetch_remote(&self, path: &StorePath) -> Result<NarInfo, Event> {
+        match fetch_unchecked(&self.fetcher, &self.cache_url, path).await {
+            Ok(info) => Ok(info),
+            Err(UpstreamNarInfoError::NotFound) => Err(Event::Missing(path.clone())),
+            Err(UpstreamNarInfoError::Refused(error)) => Err(Event::Failed {
                 path: path.clone(),
                 error,
-            },
+            }),
         }
+    }
+
+    /// Checks the signatures of fetched narinfos (one batch verification for all of them),
+    /// giving the event of each.
+    fn check(&self, infos: Vec<NarInfo>) -> Vec<Event> {
+        let refs: Vec<&NarInfo> = infos.iter().collect();
+        let checks = NarInfo::verify_signatures_batch(&refs, &self.trusted_keys);
+        infos
+            .into_iter()
+            .zip(checks)
+            .map(|(info, check)| {
+                let url = self.narinfo_url(&info.store_path);
+                match signature_refusal(&url, check, &self.trusted_keys) {
+                    None => Event::Found(Box::new(Found {
+                        narinfo: info,
+                        origin: Origin::Remote,
+                    })),
+                    Some(error) => Event::Failed {
+                        path: info.store_path,
+                        error,
+                    },
+                }
+            })
+            .collect()
     }
 }
 
@@ -154,12 +176,33 @@ pub async fn fetch_checked(
     trusted_keys: &[PublicKey],
     path: &StorePath,
 ) -> Result<NarInfo, UpstreamNarInfoError> {
-    use UpstreamNarInfoError::Refused;
-    let url = format!(
+    let info = fetch_unchecked(fetcher, cache_url, path).await?;
+    if !trusted_keys.is_empty() {
+        let url = narinfo_url(cache_url, path);
+        let check = info.verify_signatures(trusted_keys);
+        if let Some(error) = signature_refusal(&url, check, trusted_keys) {
+            return Err(UpstreamNarInfoError::Refused(error));
+        }
+    }
+    Ok(info)
+}
+
+fn narinfo_url(cache_url: &str, path: &StorePath) -> String {
+    format!(
         "{}/{}.narinfo",
         cache_url.trim_end_matches('/'),
         path.hash_part()
-    );
+    )
+}
+
+/// [`fetch_checked`] without the signature check.
+async fn fetch_unchecked(
+    fetcher: &Fetcher,
+    cache_url: &str,
+    path: &StorePath,
+) -> Result<NarInfo, UpstreamNarInfoError> {
+    use UpstreamNarInfoError::Refused;
+    let url = narinfo_url(cache_url, path);
     let body = match fetcher.get_bytes(&url, None, MAX_NARINFO_SIZE as u64).await {
         Ok(b) => b,
         Err(e) if e.is_not_found() => return Err(UpstreamNarInfoError::NotFound),
@@ -175,26 +218,38 @@ pub async fn fetch_checked(
             info.store_path
         )));
     }
-    if !trusted_keys.is_empty() {
-        match info.verify_signatures(trusted_keys) {
-            SignatureCheck::Valid { .. } => {}
-            SignatureCheck::Invalid { key_name } => {
-                return Err(Refused(format!(
-                    "{url} has a signature by {key_name} that does not verify"
-                )))
-            }
-            SignatureCheck::NoTrustedSignature => {
-                let names: Vec<&str> = trusted_keys.iter().map(|k| k.name()).collect();
-                return Err(Refused(format!(
-                    "{url} is not signed by a trusted key ({}); pass --trusted-public-key \
-                     with the cache's key, or --no-check-sigs",
-                    names.join(", ")
-                )));
-            }
-        }
-    }
     Ok(info)
 }
+
+/// Why the narinfo at `url` is refused after its signatures were checked, if it is. With no
+/// trusted keys, every narinfo is taken.
+fn signature_refusal(
+    url: &str,
+    check: SignatureCheck,
+    trusted_keys: &[PublicKey],
+) -> Option<String> {
+    if trusted_keys.is_empty() {
+        return None;
+    }
+    match check {
+        SignatureCheck::Valid { .. } => None,
+        SignatureCheck::Invalid { key_name } => Some(format!(
+            "{url} has a signature by {key_name} that does not verify"
+        )),
+        SignatureCheck::NoTrustedSignature => {
+            let names: Vec<&str> = trusted_keys.iter().map(|k| k.name()).collect();
+            Some(format!(
+                "{url} is not signed by a trusted key ({}); pass --trusted-public-key \
+                 with the cache's key, or --no-check-sigs",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+/// Fetched narinfos checked together: up to this many, or fewer when the walk would otherwise
+/// wait for them.
+const SIGNATURE_BATCH: usize = 64;
 
 /// Walks the closure of `roots`, sending every result to `events`. Returns when every path of
 /// the closure has been reported (or the receiver was dropped).
@@ -212,7 +267,10 @@ pub async fn walk(
             queue.push_back(r);
         }
     }
-    let mut in_flight: JoinSet<Event> = JoinSet::new();
+    let mut in_flight: JoinSet<Result<NarInfo, Event>> = JoinSet::new();
+    // Fetched narinfos whose signatures are still to be checked; their references are only
+    // followed once they are.
+    let mut unchecked: Vec<NarInfo> = Vec::new();
     loop {
         // Start work until the queue is empty or enough requests are in flight.
         while in_flight.len() < max_in_flight {
@@ -231,6 +289,20 @@ pub async fn walk(
             let src = source.clone();
             in_flight.spawn(async move { src.fetch_remote(&path).await });
         }
+        // Check a full batch, or what there is when the fetches run short of work.
+        if unchecked.len() >= SIGNATURE_BATCH
+            || (!unchecked.is_empty() && queue.is_empty() && in_flight.len() <= max_in_flight / 2)
+        {
+            for event in source.check(std::mem::take(&mut unchecked)) {
+                if let Event::Found(_) = &event {
+                    stats.remote += 1;
+                }
+                if !handle(event, &mut seen, &mut queue, &mut stats, &events).await {
+                    return stats;
+                }
+            }
+            continue;
+        }
         let Some(joined) = in_flight.join_next().await else {
             if queue.is_empty() {
                 return stats;
@@ -238,16 +310,24 @@ pub async fn walk(
             continue;
         };
         let event = match joined {
-            Ok(ev) => ev,
+            Ok(Ok(info)) if !source.trusted_keys.is_empty() => {
+                unchecked.push(info);
+                continue;
+            }
+            Ok(Ok(info)) => {
+                stats.remote += 1;
+                Event::Found(Box::new(Found {
+                    narinfo: info,
+                    origin: Origin::Remote,
+                }))
+            }
+            Ok(Err(ev)) => ev,
             Err(e) => {
                 // A panicking task is a bug; keep the walk going and report it.
                 tracing::error!("a narinfo fetch task failed: {e}");
                 continue;
             }
         };
-        if let Event::Found(_) = &event {
-            stats.remote += 1;
-        }
         if !handle(event, &mut seen, &mut queue, &mut stats, &events).await {
             return stats;
         }

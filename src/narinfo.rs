@@ -316,6 +316,42 @@ impl NarInfo {
         }
     }
 
+    /// [`NarInfo::verify_signatures`] for many narinfos, with one batch verification of one
+    /// trusted signature each; only when the batch fails are they checked one by one. The
+    /// results are in the order of `infos`.
+    pub fn verify_signatures_batch(infos: &[&NarInfo], keys: &[PublicKey]) -> Vec<SignatureCheck> {
+        let fingerprints: Vec<String> = infos.iter().map(|i| i.fingerprint()).collect();
+        let mut results: Vec<Option<SignatureCheck>> = vec![None; infos.len()];
+        let mut batch: Vec<(&[u8], &Signature, &PublicKey)> = Vec::new();
+        let mut in_batch: Vec<(usize, &str)> = Vec::new();
+        for (i, info) in infos.iter().enumerate() {
+            let candidate = info.sigs.iter().find_map(|sig| {
+                keys.iter()
+                    .find(|k| k.name() == sig.key_name())
+                    .map(|k| (sig, k))
+            });
+            match candidate {
+                Some((sig, key)) => {
+                    batch.push((fingerprints[i].as_bytes(), sig, key));
+                    in_batch.push((i, sig.key_name()));
+                }
+                None => results[i] = Some(SignatureCheck::NoTrustedSignature),
+            }
+        }
+        if crate::signature::verify_batch(&batch) {
+            for (i, key_name) in in_batch {
+                results[i] = Some(SignatureCheck::Valid {
+                    key_name: key_name.to_string(),
+                });
+            }
+        }
+        results
+            .into_iter()
+            .zip(infos)
+            .map(|(r, info)| r.unwrap_or_else(|| info.verify_signatures(keys)))
+            .collect()
+    }
+
     /// Signs the fingerprint with `key`, replacing any earlier signature by a key of that name.
     pub fn sign(&mut self, key: &SecretKey) {
         let sig = key.sign(self.fingerprint().as_bytes());
@@ -737,6 +773,83 @@ mod tests {
             key_name: key_name.to_string(),
         }
     }
+
+    #[test]
+    fn batch_verification_agrees_with_checking_one_by_one() {
+        let nixos = PublicKey::parse(CACHE_NIXOS_ORG_KEY).unwrap();
+        let fixture = PublicKey::parse(FIXTURE_PUB).unwrap();
+        let keys = [nixos.clone(), fixture.clone()];
+        let mut infos: Vec<NarInfo> = REAL
+            .iter()
+            .chain(MINI)
+            .map(|(_, t)| NarInfo::parse(t).unwrap())
+            .collect();
+        let check = |infos: &[NarInfo], keys: &[PublicKey]| {
+            let refs: Vec<&NarInfo> = infos.iter().collect();
+            let batch = NarInfo::verify_signatures_batch(&refs, keys);
+            let single: Vec<SignatureCheck> =
+                infos.iter().map(|i| i.verify_signatures(keys)).collect();
+            assert_eq!(batch, single);
+            batch
+        };
+        let all = check(&infos, &keys);
+        assert!(all
+            .iter()
+            .all(|c| matches!(c, SignatureCheck::Valid { .. })));
+        assert_eq!(
+            all[0],
+            SignatureCheck::Valid {
+                key_name: "cache.nixos.org-1".into()
+            }
+        );
+        // Only the cache.nixos.org key: the fixture-signed ones have no trusted signature.
+        let only_nixos = check(&infos, std::slice::from_ref(&nixos));
+        assert_eq!(
+            only_nixos[REAL.len()..],
+            vec![SignatureCheck::NoTrustedSignature; MINI.len()][..]
+        );
+        // A changed signed field fails that narinfo alone, whichever position it is in.
+        for bad in [0, 3, REAL.len() + 1] {
+            let mut changed = infos.clone();
+            changed[bad].nar_size += 1;
+            let results = check(&changed, &keys);
+            for (i, r) in results.iter().enumerate() {
+                if i == bad {
+                    assert!(matches!(r, SignatureCheck::Invalid { .. }), "{i}: {r:?}");
+                } else {
+                    assert!(matches!(r, SignatureCheck::Valid { .. }), "{i}: {r:?}");
+                }
+            }
+        }
+        // A second signature that verifies still counts when the first trusted one does not.
+        let secret = SecretKey::parse(FIXTURE_SEC).unwrap();
+        let mut twice = infos[0].clone();
+        let forged =
+            crate::signature::Signature::parse(&format!("{}:{}", secret.name(), BASE64_64_ZEROES))
+                .unwrap();
+        twice.sigs = vec![forged];
+        twice.sign(&SecretKey::generate("other-1", [3; 32]).unwrap());
+        infos.push(twice.clone());
+        let results = check(&infos, &keys);
+        assert!(matches!(
+            results.last(),
+            Some(SignatureCheck::Invalid { .. })
+        ));
+        let other = SecretKey::generate("other-1", [3; 32]).unwrap().to_public();
+        let results = check(&infos, &[fixture, other]);
+        assert!(matches!(
+            results.last(),
+            Some(SignatureCheck::Valid { key_name }) if key_name == "other-1"
+        ));
+        // Nothing to check, and no keys at all.
+        assert!(NarInfo::verify_signatures_batch(&[], &keys).is_empty());
+        let none = check(&infos[..2], &[]);
+        assert_eq!(none, vec![SignatureCheck::NoTrustedSignature; 2]);
+    }
+
+    /// Base64 of 64 zero bytes: a well-formed signature that verifies nothing.
+    const BASE64_64_ZEROES: &str =
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==";
 
     #[test]
     fn real_narinfos_parse_round_trip_and_verify() {

@@ -123,6 +123,43 @@ impl PublicKey {
     }
 }
 
+/// Checks many signatures at once with Ed25519 batch verification, which costs about half as
+/// much per signature as checking them one by one. True only when every item verifies and each
+/// signature's key name is its key's; false says nothing about which failed, so the caller then
+/// checks them one by one with [`PublicKey::verify`].
+///
+/// A batch that passes proves each signature was made with its key; unlike
+/// [`PublicKey::verify`], it does not also refuse the non-canonical encodings an honest signer
+/// never produces.
+///
+/// ```
+/// use nixipfs::signature::{verify_batch, SecretKey};
+/// let key = SecretKey::generate("example-1", [7; 32])?;
+/// let public = key.to_public();
+/// let (a, b) = (key.sign(b"one"), key.sign(b"two"));
+/// assert!(verify_batch(&[(&b"one"[..], &a, &public), (&b"two"[..], &b, &public)]));
+/// assert!(!verify_batch(&[(&b"one"[..], &a, &public), (&b"two"[..], &a, &public)]));
+/// # Ok::<(), nixipfs::signature::SignatureError>(())
+/// ```
+pub fn verify_batch(items: &[(&[u8], &Signature, &PublicKey)]) -> bool {
+    if items.iter().any(|(_, sig, key)| sig.key_name != key.name) {
+        return false;
+    }
+    match items {
+        [] => true,
+        [(msg, sig, key)] => key.verify(msg, sig),
+        _ => {
+            let messages: Vec<&[u8]> = items.iter().map(|(m, _, _)| *m).collect();
+            let signatures: Vec<ed25519_dalek::Signature> = items
+                .iter()
+                .map(|(_, s, _)| ed25519_dalek::Signature::from_bytes(&s.bytes))
+                .collect();
+            let keys: Vec<VerifyingKey> = items.iter().map(|(_, _, k)| k.key).collect();
+            ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+        }
+    }
+}
+
 impl fmt::Display for PublicKey {
     /// Writes `name:base64`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
