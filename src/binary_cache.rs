@@ -152,7 +152,10 @@ pub fn link_release(
 pub struct ReleaseView {
     view: PathBuf,
     cache_root: PathBuf,
+    /// What was linked since `open` (not kept for a fresh view).
     wanted: HashSet<PathBuf>,
+    /// Whether the view did not exist before `open`.
+    fresh: bool,
     dirs_made: HashSet<PathBuf>,
     stats: LinkStats,
 }
@@ -167,6 +170,8 @@ impl ReleaseView {
         // mirror even when either was named through a symlink.
         let release_dir = canonical(&release_dir)?;
         let view = release_dir.join(BINARY_CACHE_DIR);
+        // A view made now holds only what is linked from now on: nothing to prune.
+        let fresh = fs::symlink_metadata(&view).is_err();
         fsutil::create_dir_all_within(&release_dir, &view)?;
         write_if_different(&view.join("nix-cache-info"), NIX_CACHE_INFO.as_bytes())?;
         let mut wanted = HashSet::new();
@@ -175,6 +180,7 @@ impl ReleaseView {
             view,
             cache_root: cache.root().to_path_buf(),
             wanted,
+            fresh,
             dirs_made: HashSet::new(),
             stats: LinkStats::default(),
         })
@@ -209,13 +215,18 @@ impl ReleaseView {
                     return Err(e).with_context(|| format!("cannot create {}", link.display()))
                 }
             }
-            self.wanted.insert(rel);
+            if !self.fresh {
+                self.wanted.insert(rel);
+            }
         }
         Ok(())
     }
 
     /// Removes the entries that were not linked, and directories left empty.
     pub fn finish(mut self) -> Result<LinkStats> {
+        if self.fresh {
+            return Ok(self.stats);
+        }
         let view = &self.view;
         for entry in walkdir::WalkDir::new(view)
             .min_depth(1)

@@ -204,14 +204,22 @@ struct NarDone {
 /// whole batch of NARs durable before their narinfos are written, instead of an fsync per file.
 /// So a narinfo is never stored before its NAR is on disk, even across a power loss. The
 /// release's view links each store path in the same batch, right after its narinfo is stored.
+///
+/// A batch is stored on a blocking thread while the downloads go on; one batch at a time, so
+/// each `syncfs` covers everything written before it.
 struct NarInfoBatch {
     cache: LocalCache,
     /// Narinfos to store.
     pending: Vec<NarInfo>,
     /// Store paths (and NAR URLs) to link into the view once `pending` is stored.
     links: Vec<(StorePath, String)>,
-    /// The release's view (none with `--print-only` or without a release).
+    /// The release's view (none with `--print-only` or without a release), while no batch is
+    /// being stored.
     view: Option<ReleaseView>,
+    /// Whether there is a view at all.
+    linking: bool,
+    /// The batch being stored, which holds the view meanwhile.
+    storing: Option<tokio::task::JoinHandle<(Option<ReleaseView>, Result<()>)>>,
     fsync: bool,
 }
 
@@ -219,9 +227,21 @@ impl NarInfoBatch {
     /// Entries stored per batch.
     const SIZE: usize = 2048;
 
-    /// Queues a narinfo to store (and link); stores the batch when it is full.
+    fn new(cache: LocalCache, view: Option<ReleaseView>, fsync: bool) -> NarInfoBatch {
+        NarInfoBatch {
+            cache,
+            pending: Vec::new(),
+            links: Vec::new(),
+            linking: view.is_some(),
+            view,
+            storing: None,
+            fsync,
+        }
+    }
+
+    /// Queues a narinfo to store (and link); starts storing the batch when it is full.
     async fn push(&mut self, info: NarInfo) -> Result<()> {
-        if self.view.is_some() {
+        if self.linking {
             self.links.push((info.store_path.clone(), info.url.clone()));
         }
         self.pending.push(info);
@@ -230,7 +250,7 @@ impl NarInfoBatch {
 
     /// Queues the links of a narinfo that is already stored.
     async fn push_stored(&mut self, info: NarInfo) -> Result<()> {
-        if self.view.is_some() {
+        if self.linking {
             self.links.push((info.store_path, info.url));
         }
         self.flush_if_full().await
@@ -238,14 +258,25 @@ impl NarInfoBatch {
 
     async fn flush_if_full(&mut self) -> Result<()> {
         if self.pending.len() + self.links.len() >= Self::SIZE {
-            self.store().await?;
+            self.start_store().await?;
         }
         Ok(())
     }
 
-    /// Makes the NARs written so far durable, then stores the pending narinfos and links them
-    /// (off the async threads).
-    async fn store(&mut self) -> Result<()> {
+    /// Waits for the batch being stored, if any.
+    async fn wait(&mut self) -> Result<()> {
+        if let Some(task) = self.storing.take() {
+            let (view, result) = task.await.context("the narinfo writer failed")?;
+            self.view = view;
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Once the previous batch is stored, starts making the NARs written so far durable, then
+    /// storing the pending narinfos and linking them, off the async threads.
+    async fn start_store(&mut self) -> Result<()> {
+        self.wait().await?;
         if self.pending.is_empty() && self.links.is_empty() {
             return Ok(());
         }
@@ -254,7 +285,7 @@ impl NarInfoBatch {
         let mut view = self.view.take();
         let cache = self.cache.clone();
         let fsync = self.fsync;
-        let (view, result) = tokio::task::spawn_blocking(move || {
+        self.storing = Some(tokio::task::spawn_blocking(move || {
             let result = (|| -> Result<()> {
                 if fsync && !batch.is_empty() {
                     fsutil::sync_filesystem(cache.root())?;
@@ -270,17 +301,15 @@ impl NarInfoBatch {
                 Ok(())
             })();
             (view, result)
-        })
-        .await
-        .context("the narinfo writer failed")?;
-        self.view = view;
-        result
+        }));
+        Ok(())
     }
 
     /// Stores what is left and, with fsync, makes the narinfos durable too. Returns the view,
     /// to be finished by the caller.
     async fn finish(mut self) -> Result<Option<ReleaseView>> {
-        self.store().await?;
+        self.start_store().await?;
+        self.wait().await?;
         if self.fsync {
             let root = self.cache.root().to_path_buf();
             tokio::task::spawn_blocking(move || fsutil::sync_filesystem(&root))
@@ -326,13 +355,7 @@ pub async fn mirror_closure(
         Some(release) if !job.print_only => Some(ReleaseView::open(release, cache)?),
         _ => None,
     };
-    let mut batch = NarInfoBatch {
-        cache: cache.clone(),
-        pending: Vec::new(),
-        links: Vec::new(),
-        view,
-        fsync,
-    };
+    let mut batch = NarInfoBatch::new(cache.clone(), view, fsync);
 
     while !walk_done || !tasks.is_empty() {
         tokio::select! {
