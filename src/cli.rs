@@ -94,6 +94,10 @@ pub struct FetchArgs {
     /// Skip fsync of downloaded files (safe against crashes of nixipfs, not against power loss).
     #[arg(long)]
     pub no_fsync: bool,
+    /// Also trust the certificate authorities in this PEM file for HTTPS (repeatable), e.g.
+    /// for a cache or Hydra behind a private CA. The built-in Mozilla roots stay trusted.
+    #[arg(long, alias = "ca_cert", value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
 }
 
 impl FetchArgs {
@@ -111,6 +115,7 @@ impl FetchArgs {
             backoff_base: secs("retry-delay", self.retry_delay)?,
             backoff_max: Duration::from_secs(60).max(secs("retry-delay", self.retry_delay)?),
             fsync: !self.no_fsync,
+            ca_certs: self.ca_cert.clone(),
         })
     }
 }

@@ -40,6 +40,9 @@ pub struct FetchConfig {
     pub backoff_max: Duration,
     /// Whether downloaded files are fsynced before they are renamed into place.
     pub fsync: bool,
+    /// PEM files of certificate authorities to trust for HTTPS besides the built-in ones
+    /// (for a cache or Hydra behind a private CA).
+    pub ca_certs: Vec<PathBuf>,
 }
 
 impl Default for FetchConfig {
@@ -52,6 +55,7 @@ impl Default for FetchConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             fsync: true,
+            ca_certs: Vec::new(),
         }
     }
 }
@@ -118,6 +122,9 @@ pub enum FetchError {
     /// The request could not be made at all (bad URL, client set-up).
     #[error("cannot request {url}: {reason}")]
     Request { url: String, reason: String },
+    /// A certificate file given to trust could not be read or holds no PEM certificate.
+    #[error("cannot use {} as a CA certificate file: {reason}", path.display())]
+    CaCert { path: PathBuf, reason: String },
 }
 
 impl FetchError {
@@ -151,18 +158,22 @@ pub struct Fetcher {
 impl Fetcher {
     /// Builds the client.
     pub fn new(config: FetchConfig) -> Result<Fetcher, FetchError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("nixipfs/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.stall_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::limited(10))
-            .build()
-            .map_err(|e| FetchError::Request {
-                url: String::new(),
-                reason: format!("cannot set up the HTTP client: {e}"),
-            })?;
+            .redirect(reqwest::redirect::Policy::limited(10));
+        for path in &config.ca_certs {
+            for cert in read_ca_certs(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(|e| FetchError::Request {
+            url: String::new(),
+            reason: format!("cannot set up the HTTP client: {e}"),
+        })?;
         let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
         Ok(Fetcher {
             client,
@@ -384,10 +395,20 @@ impl Fetcher {
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, AttemptError> {
         let resp = req.send().await.map_err(|e| {
+            let reason = error_chain(&e);
             if e.is_builder() || e.is_redirect() {
                 AttemptError::Fatal(FetchError::Request {
                     url: url.to_string(),
-                    reason: error_chain(&e),
+                    reason,
+                })
+            } else if reason.contains("invalid peer certificate") {
+                // Asking again gets the same certificate.
+                AttemptError::Fatal(FetchError::Request {
+                    url: url.to_string(),
+                    reason: format!(
+                        "the server's TLS certificate is not trusted ({reason}); a private \
+                         certificate authority can be trusted with --ca-cert FILE"
+                    ),
                 })
             } else {
                 transient(&e)
@@ -486,6 +507,20 @@ impl Fetcher {
         let jitter = 0.5 + rand::random::<f64>();
         exp.mul_f64(jitter).min(max)
     }
+}
+
+/// The certificates of a PEM file (one or more `BEGIN CERTIFICATE` blocks).
+fn read_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, FetchError> {
+    let err = |reason: String| FetchError::CaCert {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(error_chain(&e)))?;
+    if certs.is_empty() {
+        return Err(err("it holds no PEM certificate".into()));
+    }
+    Ok(certs)
 }
 
 /// Downloads of at most this many bytes (by the size expected) are received in memory and

@@ -35,6 +35,7 @@ fn fetcher() -> Fetcher {
         backoff_base: Duration::from_millis(20),
         backoff_max: Duration::from_millis(100),
         fsync: false,
+        ..FetchConfig::default()
     })
     .expect("a fetcher")
 }
