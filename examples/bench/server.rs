@@ -1,9 +1,10 @@
 //! nginx on 127.0.0.1 serving the datasets (and a one-file fake Hydra) from a web root of
-//! symlinks, over HTTP/1.1.
+//! symlinks: over HTTP/1.1, and over HTTPS with HTTP/2 (ALPN) using a certificate authority
+//! made for the run with openssl (clients trust it with `--ca-cert` / `--cacert`).
 //!
-//! HTTP/2 is not measured: nixipfs's client (reqwest with rustls and the webpki roots) speaks h2
-//! only over TLS with a publicly trusted certificate, and curl 7.88.1's h2c with prior knowledge
-//! fails on the second request of a reused connection ("Error in the HTTP2 framing layer").
+//! HTTP/2 without TLS is not offered: nixipfs's client speaks h2 only after ALPN, and curl
+//! 7.88.1's h2c with prior knowledge fails on the second request of a reused connection
+//! ("Error in the HTTP2 framing layer").
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -18,6 +19,11 @@ pub struct Nginx {
     child: Child,
     /// `http://127.0.0.1:PORT` (HTTP/1.1).
     pub http1: String,
+    /// `https://127.0.0.1:PORT` (HTTP/2 by ALPN, or HTTP/1.1), when openssl could make the
+    /// certificates.
+    pub https: Option<String>,
+    /// The certificate authority of `https`.
+    pub ca_pem: Option<PathBuf>,
     /// The web root.
     pub root: PathBuf,
     /// `nginx -v`.
@@ -55,6 +61,31 @@ impl Nginx {
     pub fn start(nginx: &Path, dir: &Path, root: &Path, workers: usize) -> Result<Nginx> {
         fs::create_dir_all(dir.join("tmp"))?;
         let p1 = free_port()?;
+        let tls_dir = dir.join("tls");
+        let tls = match make_certificates(&tls_dir) {
+            Ok(()) => Some(free_port()?),
+            Err(e) => {
+                eprintln!("no HTTPS/HTTP2 cases: {e:#}");
+                None
+            }
+        };
+        let tls_server = tls.map_or(String::new(), |p2| {
+            format!(
+                r#"    server {{
+        listen 127.0.0.1:{p2} ssl http2;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        http2_max_concurrent_streams 256;
+        root {root};
+        location /hydra/ {{ default_type application/json; }}
+        location ~ /nix-cache-info$ {{ default_type text/x-nix-cache-info; }}
+    }}
+"#,
+                cert = tls_dir.join("server.pem").display(),
+                key = tls_dir.join("server.key").display(),
+                root = root.display(),
+            )
+        });
         let conf = format!(
             r#"daemon off;
 master_process on;
@@ -86,7 +117,7 @@ http {{
         location /hydra/ {{ default_type application/json; }}
         location ~ /nix-cache-info$ {{ default_type text/x-nix-cache-info; }}
     }}
-}}
+{tls_server}}}
 "#,
             dir = dir.display(),
             root = root.display(),
@@ -111,11 +142,13 @@ http {{
         let mut n = Nginx {
             child,
             http1: format!("http://127.0.0.1:{p1}"),
+            https: tls.map(|p2| format!("https://127.0.0.1:{p2}")),
+            ca_pem: tls.map(|_| tls_dir.join("ca.pem")),
             root: root.to_path_buf(),
             version: version.trim_start_matches("nginx version: ").to_string(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        for port in [p1] {
+        for port in std::iter::once(p1).chain(tls) {
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
                 if let Some(status) = n.child.try_wait()? {
                     let log = fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
@@ -130,6 +163,44 @@ http {{
         n.root = root.to_path_buf();
         Ok(n)
     }
+}
+
+/// A certificate authority (`ca.pem`) and a certificate for 127.0.0.1 signed by it
+/// (`server.pem`, `server.key`) in `dir`, made with openssl.
+fn make_certificates(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir)?;
+    let run = |args: &[&str]| -> Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context("running openssl (apt-get install -y openssl)")?;
+        if !out.status.success() {
+            bail!(
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    };
+    let key = "ec_paramgen_curve:P-256";
+    run(&[
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", key, "-nodes", "-keyout", "ca.key", "-out",
+        "ca.pem", "-days", "7", "-subj", "/CN=nixipfs bench CA",
+    ])?;
+    run(&[
+        "req", "-newkey", "ec", "-pkeyopt", key, "-nodes", "-keyout", "server.key", "-out",
+        "server.csr", "-subj", "/CN=127.0.0.1",
+    ])?;
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    run(&[
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "7", "-extfile", "server.ext",
+    ])
 }
 
 impl Drop for Nginx {
