@@ -18,7 +18,7 @@ use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::fsutil::TempFile;
 use crate::hash::Sha256Hash;
@@ -153,6 +153,10 @@ pub struct Fetcher {
     client: reqwest::Client,
     config: Arc<FetchConfig>,
     permits: Arc<Semaphore>,
+    /// Bytes of response bodies held in memory by all downloads together, at most
+    /// [`BUFFER_BUDGET`]: a disk slower than the network then slows the downloads instead
+    /// of filling memory.
+    buffered: Arc<Semaphore>,
 }
 
 impl Fetcher {
@@ -179,6 +183,7 @@ impl Fetcher {
             client,
             config: Arc::new(config),
             permits,
+            buffered: Arc::new(Semaphore::new(BUFFER_BUDGET)),
         })
     }
 
@@ -301,7 +306,8 @@ impl Fetcher {
                                 "the server sent more than the {size} bytes expected"
                             )));
                         }
-                        if tx.send(WriterMsg::Chunk(chunk)).await.is_err() {
+                        let held = self.hold(chunk.len()).await;
+                        if tx.send(WriterMsg::Chunk(chunk, held)).await.is_err() {
                             // The writer failed; its error is reported below.
                             return Ok(());
                         }
@@ -345,6 +351,7 @@ impl Fetcher {
         size: u64,
         fsync: bool,
     ) -> Result<Downloaded, AttemptError> {
+        let _held = self.hold(size as usize).await;
         let mut body = BytesMut::with_capacity(size as usize);
         loop {
             match resp.chunk().await {
@@ -387,6 +394,13 @@ impl Fetcher {
                 source: std::io::Error::other(format!("writer task failed: {join}")),
             })),
         }
+    }
+
+    /// Takes `bytes` of the buffer budget (all of it at most), waiting until it is free. `None`
+    /// only if the budget was closed, which does not happen.
+    async fn hold(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let n = bytes.clamp(1, BUFFER_BUDGET) as u32;
+        self.buffered.clone().acquire_many_owned(n).await.ok()
     }
 
     async fn send(
@@ -523,12 +537,16 @@ fn read_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, FetchError> {
     Ok(certs)
 }
 
+/// Bytes of response bodies all downloads together may hold in memory (see [`Fetcher`]).
+pub const BUFFER_BUDGET: usize = 8 << 20;
+
 /// Downloads of at most this many bytes (by the size expected) are received in memory and
 /// written at once; larger ones stream through a blocking writer.
 pub const IN_MEMORY_MAX: u64 = 256 * 1024;
 
 enum WriterMsg {
-    Chunk(Bytes),
+    /// Bytes to write, with their share of the buffer budget (given back once written).
+    Chunk(Bytes, Option<OwnedSemaphorePermit>),
     End,
 }
 
@@ -559,7 +577,7 @@ fn write_verified(
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, tmp.file());
         while let Some(msg) = rx.blocking_recv() {
             match msg {
-                WriterMsg::Chunk(chunk) => {
+                WriterMsg::Chunk(chunk, _held) => {
                     hasher.update(&chunk);
                     size += chunk.len() as u64;
                     out.write_all(&chunk).map_err(io_err)?;

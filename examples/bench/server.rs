@@ -186,20 +186,56 @@ fn make_certificates(dir: &Path) -> Result<()> {
     };
     let key = "ec_paramgen_curve:P-256";
     run(&[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", key, "-nodes", "-keyout", "ca.key", "-out",
-        "ca.pem", "-days", "7", "-subj", "/CN=nixipfs bench CA",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        key,
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "7",
+        "-subj",
+        "/CN=nixipfs bench CA",
     ])?;
     run(&[
-        "req", "-newkey", "ec", "-pkeyopt", key, "-nodes", "-keyout", "server.key", "-out",
-        "server.csr", "-subj", "/CN=127.0.0.1",
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        key,
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
     ])?;
     fs::write(
         dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )?;
     run(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.pem", "-days", "7", "-extfile", "server.ext",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "7",
+        "-extfile",
+        "server.ext",
     ])
 }
 

@@ -481,7 +481,14 @@ pub async fn mirror_closure(
                         waiting.insert(nar, vec![narinfo]);
                         tasks.spawn(async move {
                             let _permit = permit;
-                            let result = fetcher.download_unsynced(&url, &nar_path, expected).await;
+                            // A large NAR is fsynced on its own: that costs little next to its
+                            // size and overlaps the other downloads, where leaving it to the
+                            // batch's syncfs would make the run wait for it at the end.
+                            let result = if expected.size.is_some_and(|s| s <= fetch::IN_MEMORY_MAX) {
+                                fetcher.download_unsynced(&url, &nar_path, expected).await
+                            } else {
+                                fetcher.download(&url, &nar_path, expected).await
+                            };
                             let result = match result {
                                 Ok(d) => { phase.inc(d.size); Ok(Some(d.size)) }
                                 Err(e) => Err(e.to_string()),
