@@ -341,9 +341,33 @@ fn curl_config(ds: &Dataset, base: &str, out: &Path, file: &Path) -> Result<()> 
     Ok(())
 }
 
-/// The mirror / floor / nix / python cases of one dataset.
-fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<()> {
-    let base = format!("{}/{name}", b.nginx.http1);
+/// How the cases of a dataset reach nginx.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// `http://`, HTTP/1.1.
+    Http1,
+    /// `https://` with the bench's own CA; HTTP/2 by ALPN.
+    Http2,
+}
+
+/// The mirror / floor / nix / python cases of one dataset (served under `/{www}`).
+fn closure_cases(
+    b: &mut Bench,
+    name: &str,
+    www: &str,
+    ds: &Dataset,
+    full: bool,
+    transport: Transport,
+) -> Result<()> {
+    let (base, curl_extra, nixipfs_extra) = match (transport, &b.nginx.https, &b.nginx.ca_pem) {
+        (Transport::Http1, _, _) => (format!("{}/{www}", b.nginx.http1), vec![], vec![]),
+        (Transport::Http2, Some(https), Some(ca)) => (
+            format!("{https}/{www}"),
+            vec!["--http2".to_string(), "--cacert".into(), s(ca)],
+            vec!["--ca-cert".to_string(), s(ca)],
+        ),
+        (Transport::Http2, _, _) => bail!("nginx serves no HTTPS (see the start-up message)"),
+    };
     let key = ds.manifest.public_key.clone();
     let runs_dir = b.out.join(name);
     let trash = b.work.join("trash");
@@ -380,19 +404,18 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
         &mut |_| {
             discard(&out)?;
             fs::create_dir_all(&out)?;
-            Ok(inv(
-                "/usr/bin/curl",
-                vec![
-                    "-sS".into(),
-                    "--fail".into(),
-                    "--create-dirs".into(),
-                    "--parallel".into(),
-                    "--parallel-max".into(),
-                    "64".into(),
-                    "-K".into(),
-                    s(&cfg),
-                ],
-            ))
+            let mut args: Vec<String> = vec![
+                "-sS".into(),
+                "--fail".into(),
+                "--create-dirs".into(),
+                "--parallel".into(),
+                "--parallel-max".into(),
+                "64".into(),
+                "-K".into(),
+                s(&cfg),
+            ];
+            args.extend(curl_extra.iter().cloned());
+            Ok(inv("/usr/bin/curl", args))
         },
         &mut || {
             format!(
@@ -432,6 +455,7 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
         let args = {
             let mut r = rest_base.clone();
             r.extend(extra);
+            r.extend(nixipfs_extra.iter().cloned());
             nixipfs_args(b, "update-binary-cache", r)
         };
         let hydra = format!("{}/hydra", b.nginx.http1);
@@ -987,12 +1011,22 @@ fn run() -> Result<()> {
         std::thread::sleep(std::time::Duration::from_secs(secs));
         return Ok(());
     }
-    closure_cases(&mut b, "closure", &closure, true)?;
+    closure_cases(
+        &mut b,
+        "closure",
+        "closure",
+        &closure,
+        true,
+        Transport::Http1,
+    )?;
+    if b.nginx.https.is_some() && ["h2-curl", "h2-mirror"].iter().any(|c| b.wanted(c)) {
+        closure_cases(&mut b, "h2", "closure", &closure, false, Transport::Http2)?;
+    }
     if let Some(d) = &bandwidth {
-        closure_cases(&mut b, "bandwidth", d, false)?;
+        closure_cases(&mut b, "bandwidth", "bandwidth", d, false, Transport::Http1)?;
     }
     if let Some(d) = &big {
-        closure_cases(&mut b, "bignar", d, false)?;
+        closure_cases(&mut b, "bignar", "bignar", d, false, Transport::Http1)?;
     }
     let end_load = measure::loadavg();
     let nginx_version = b.nginx.version.clone();
@@ -1078,7 +1112,8 @@ fn run() -> Result<()> {
     }
     let _ = writeln!(
         body,
-        "- served by nginx (2 workers, sendfile) on 127.0.0.1, HTTP/1.1; data in the page cache; \
+        "- served by nginx (2 workers, sendfile) on 127.0.0.1, HTTP/1.1 (`h2-*` rows: HTTPS with \
+         HTTP/2, a P-256 certificate from a CA made for the run); data in the page cache; \
          every client writes to {}\n",
         if remove_now {
             format!("{} (`--out-dir`)", out_dir.display())
