@@ -1,5 +1,6 @@
 //! Benchmark: nixipfs against `nix copy`, a Python stand-in for the original scripts, and the
-//! raw-download floor (`curl --parallel`), in one run on one machine, against nginx on 127.0.0.1.
+//! raw-download floor (`curl --parallel`), in one run on one machine, against nginx on 127.0.0.1;
+//! then publishing the mirror to IPFS (a js-ipfs node on 127.0.0.1, see `ipfs.rs`).
 //!
 //! ```text
 //! cargo build --release && cargo run --release --example bench -- [--small] [--big-nar-gib 2]
@@ -13,6 +14,7 @@
 //! not run at all. `--help` lists the options.
 
 mod dataset;
+mod ipfs;
 mod measure;
 mod server;
 
@@ -94,6 +96,13 @@ struct Args {
     /// Size of each large NAR in the closure, MiB (before compression).
     #[arg(long)]
     big_mib: Option<usize>,
+    /// The js-ipfs command of the ipfs cases (default: tests/ipfs-node/node_modules/.bin/jsipfs).
+    #[arg(long)]
+    jsipfs: Option<PathBuf>,
+    /// `ipfs-seed` publishes only about this many narinfos (and their NARs), a deterministic
+    /// subset, and its full time is extrapolated (0: the whole mirror).
+    #[arg(long, default_value_t = 0)]
+    seed_limit: usize,
     /// NARs in the bandwidth dataset (0: no bandwidth case).
     #[arg(long)]
     bw_count: Option<usize>,
@@ -151,6 +160,8 @@ struct Bench {
     nginx: Nginx,
     rows: Vec<Row>,
     log_dir: PathBuf,
+    /// Facts of the ipfs cases for the targets.
+    ipfs: ipfs::IpfsFacts,
 }
 
 impl Bench {
@@ -213,7 +224,11 @@ impl Bench {
             check: check_text,
             bytes,
             floor: id == "curl" || id.ends_with("-curl"),
-            nixipfs: id.contains("mirror") || id == "print-only" || id.contains("rerun"),
+            nixipfs: id.contains("mirror")
+                || id == "print-only"
+                || id.contains("rerun")
+                || id == "ipfs-hash"
+                || id == "ipfs-publish",
         });
         Ok(())
     }
@@ -594,8 +609,10 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
         )?;
         discard(&out)?;
 
-        // No-change reruns: update-binary-cache, then release-nixos against a one-file Hydra.
-        if b.wanted("rerun") || b.wanted("release-rerun") {
+        // No-change reruns: update-binary-cache, then release-nixos against a one-file Hydra;
+        // the mirror they keep is the one the ipfs cases publish.
+        if b.wanted("rerun") || b.wanted("release-rerun") || ipfs::CASES.iter().any(|c| b.wanted(c))
+        {
             let dir = runs_dir.join("kept");
             discard(&dir)?;
             let hydra = format!("{}/hydra", b.nginx.http1);
@@ -670,6 +687,7 @@ fn closure_cases(b: &mut Bench, name: &str, ds: &Dataset, full: bool) -> Result<
                         .unwrap_or_else(|_| "no channel link".into())
                 },
             )?;
+            ipfs::cases(b, name, &dir, &runs_dir.join("ipfs"))?;
             discard(&dir)?;
         }
     }
@@ -972,6 +990,7 @@ fn run() -> Result<()> {
         nginx,
         rows: Vec::new(),
         log_dir,
+        ipfs: ipfs::IpfsFacts::default(),
     };
     eprintln!("nginx {} on {}", b.nginx.version, b.nginx.http1);
     if let Some(secs) = b.args.serve {
@@ -1045,13 +1064,14 @@ fn run() -> Result<()> {
     );
     let _ = writeln!(
         body,
-        "- versions: nixipfs {commit} ({}, binary sha256 {}…), {}, {}, nginx {}, {}",
+        "- versions: nixipfs {commit} ({}, binary sha256 {}…), {}, {}, nginx {}, {}, {}",
         command_line(&s(&nixipfs), &["--version"]),
         &binary_hash[..12],
         command_line("nix", &["--version"]),
         command_line("curl", &["--version"]),
         nginx_version,
         command_line("python3", &["--version"]),
+        ipfs::js_ipfs_version(b.args.jsipfs.as_deref()),
     );
     let _ = writeln!(
         body,
@@ -1089,6 +1109,7 @@ fn run() -> Result<()> {
     body.push_str(&table(&b.rows));
     body.push_str("\nTargets:\n\n");
     body.push_str(&targets(&b.rows));
+    body.push_str(&ipfs::targets(&b.rows, &b.ipfs));
     println!("\n{body}");
     let output = b.args.output.clone().unwrap_or_else(|| {
         if small {
