@@ -707,19 +707,22 @@ pub fn cases(b: &mut Bench, name: &str, kept: &Path, out: &Path) -> Result<()> {
         let listing = out.join("seed-listing.txt");
         let stdout = out.join("seed-out.txt");
         let subset = chosen < all;
-        let what = if subset {
-            format!(
-                "STAND-IN for the original create_nixipfs.py (Python, sequential like it; one add + one files/cp per file, \
-                 files/flush per directory, files/stat, pin/add, name/publish), fresh node per run, node start not timed; \
-                 SUBSET: {chosen} of {all} narinfos and their NARs ({seed_files} files, {:.1} MiB), see the targets for the extrapolation",
+        let mut what = String::from(
+            "STAND-IN for the original create_nixipfs.py: Python, sequential like it, one kept-alive connection; \
+             one add (pin=false, raw-leaves) and one files/cp per file of binary_cache/ (narinfos with an IPFSHash line), \
+             one files/cp per file of the release's view, files/flush per directory, files/stat, pin/add, name/publish; \
+             files/cp with flush=true, as js-ipfs hangs on flush=false; fresh node per run, node start not timed",
+        );
+        if subset {
+            let _ = write!(
+                what,
+                "; SUBSET: {chosen} of {all} narinfos and their NARs ({seed_files} files, {:.1} MiB), \
+                 see the targets for the extrapolation",
                 mib(seed_bytes)
-            )
+            );
         } else {
-            format!(
-                "STAND-IN for the original create_nixipfs.py (Python, sequential like it; one add + one files/cp per file, \
-                 files/flush per directory, files/stat, pin/add, name/publish), fresh node per run, node start not timed ({what_size})"
-            )
-        };
+            let _ = write!(what, " ({what_size})");
+        }
         b.case(
             "ipfs-seed",
             &ds,
@@ -830,7 +833,8 @@ pub fn targets(rows: &[crate::Row], facts: &IpfsFacts) -> String {
                 let _ = write!(
                     text,
                     "`ipfs-seed` ran on {chosen} of {all} narinfos (and their NARs) in {:.1} s, \
-                     EXTRAPOLATED linearly to {seed_full:.0} s for the whole mirror; ",
+                     EXTRAPOLATED linearly to {seed_full:.0} s for the whole mirror (a lower bound: \
+                     js-ipfs's files/cp gets slower as the directory grows); ",
                     s.median()
                 );
             } else {

@@ -99,9 +99,10 @@ struct Args {
     /// The js-ipfs command of the ipfs cases (default: tests/ipfs-node/node_modules/.bin/jsipfs).
     #[arg(long)]
     jsipfs: Option<PathBuf>,
-    /// `ipfs-seed` publishes only about this many narinfos (and their NARs), a deterministic
-    /// subset, and its full time is extrapolated (0: the whole mirror).
-    #[arg(long, default_value_t = 0)]
+    /// `ipfs-seed` publishes only this many narinfos (and their NARs), a deterministic subset
+    /// (evenly spaced in name order), and its time for the whole mirror is extrapolated
+    /// linearly (0: the whole mirror; at full size that takes about an hour against js-ipfs).
+    #[arg(long, default_value_t = 3000)]
     seed_limit: usize,
     /// NARs in the bandwidth dataset (0: no bandwidth case).
     #[arg(long)]
@@ -745,7 +746,11 @@ fn table(rows: &[Row]) -> String {
             },
             r.rss_mib(),
             ratio,
-            r.mbps().map_or("-".into(), |m| format!("{m:.0}")),
+            r.mbps().map_or("-".into(), |m| if m < 10.0 {
+                format!("{m:.1}")
+            } else {
+                format!("{m:.0}")
+            }),
             loads.join(" "),
             r.check
         );
