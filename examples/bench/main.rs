@@ -1104,13 +1104,17 @@ fn run() -> Result<()> {
     let _ = writeln!(
         body,
         "- served by nginx (2 workers, sendfile) on 127.0.0.1, HTTP/1.1; data in the page cache; \
-         every client writes to {}\n",
+         every client writes to {}",
         if remove_now {
             format!("{} (`--out-dir`)", out_dir.display())
         } else {
             format!("{} (the same disk)", out_dir.display())
         }
     );
+    if let Some(line) = ipfs::setup_line(&b.rows) {
+        let _ = writeln!(body, "{line}");
+    }
+    body.push('\n');
     body.push_str(&table(&b.rows));
     body.push_str("\nTargets:\n\n");
     body.push_str(&targets(&b.rows));
