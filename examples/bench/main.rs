@@ -1,5 +1,6 @@
 //! Benchmark: nixipfs against `nix copy`, a Python stand-in for the original scripts, and the
-//! raw-download floor (`curl --parallel`), in one run on one machine, against nginx on 127.0.0.1.
+//! raw-download floor (`curl --parallel`), in one run on one machine, against nginx on 127.0.0.1;
+//! then publishing the mirror to IPFS (a js-ipfs node on 127.0.0.1, see `ipfs.rs`).
 //!
 //! ```text
 //! cargo build --release && cargo run --release --example bench -- [--small] [--big-nar-gib 2]
@@ -13,6 +14,7 @@
 //! not run at all. `--help` lists the options.
 
 mod dataset;
+mod ipfs;
 mod measure;
 mod server;
 
@@ -94,6 +96,14 @@ struct Args {
     /// Size of each large NAR in the closure, MiB (before compression).
     #[arg(long)]
     big_mib: Option<usize>,
+    /// The js-ipfs command of the ipfs cases (default: tests/ipfs-node/node_modules/.bin/jsipfs).
+    #[arg(long)]
+    jsipfs: Option<PathBuf>,
+    /// `ipfs-seed` publishes only this many narinfos (and their NARs), a deterministic subset
+    /// (evenly spaced in name order), and its time for the whole mirror is extrapolated
+    /// linearly (0: the whole mirror; at full size that takes about an hour against js-ipfs).
+    #[arg(long, default_value_t = 3000)]
+    seed_limit: usize,
     /// NARs in the bandwidth dataset (0: no bandwidth case).
     #[arg(long)]
     bw_count: Option<usize>,
@@ -151,6 +161,8 @@ struct Bench {
     nginx: Nginx,
     rows: Vec<Row>,
     log_dir: PathBuf,
+    /// Facts of the ipfs cases for the targets.
+    ipfs: ipfs::IpfsFacts,
 }
 
 impl Bench {
@@ -213,7 +225,9 @@ impl Bench {
             check: check_text,
             bytes,
             floor: id == "curl" || id.ends_with("-curl"),
-            nixipfs: id.contains("mirror") || id == "print-only" || id.contains("rerun"),
+            // The mirroring cases, which the memory target is about.
+            nixipfs: !id.starts_with("ipfs-")
+                && (id.contains("mirror") || id == "print-only" || id.contains("rerun")),
         });
         Ok(())
     }
@@ -618,8 +632,10 @@ fn closure_cases(
         )?;
         discard(&out)?;
 
-        // No-change reruns: update-binary-cache, then release-nixos against a one-file Hydra.
-        if b.wanted("rerun") || b.wanted("release-rerun") {
+        // No-change reruns: update-binary-cache, then release-nixos against a one-file Hydra;
+        // the mirror they keep is the one the ipfs cases publish.
+        if b.wanted("rerun") || b.wanted("release-rerun") || ipfs::CASES.iter().any(|c| b.wanted(c))
+        {
             let dir = runs_dir.join("kept");
             discard(&dir)?;
             let hydra = format!("{}/hydra", b.nginx.http1);
@@ -694,6 +710,7 @@ fn closure_cases(
                         .unwrap_or_else(|_| "no channel link".into())
                 },
             )?;
+            ipfs::cases(b, name, &dir, &runs_dir.join("ipfs"))?;
             discard(&dir)?;
         }
     }
@@ -751,7 +768,11 @@ fn table(rows: &[Row]) -> String {
             },
             r.rss_mib(),
             ratio,
-            r.mbps().map_or("-".into(), |m| format!("{m:.0}")),
+            r.mbps().map_or("-".into(), |m| if m < 10.0 {
+                format!("{m:.1}")
+            } else {
+                format!("{m:.0}")
+            }),
             loads.join(" "),
             r.check
         );
@@ -808,7 +829,7 @@ fn targets(rows: &[Row]) -> String {
     );
     let nix_rows: Vec<&Row> = rows.iter().filter(|r| r.nixipfs).collect();
     line(
-        "peak RSS under 64 MiB in every nixipfs case",
+        "peak RSS under 64 MiB in every nixipfs mirroring case",
         (!nix_rows.is_empty()).then(|| {
             let worst = nix_rows
                 .iter()
@@ -996,6 +1017,7 @@ fn run() -> Result<()> {
         nginx,
         rows: Vec::new(),
         log_dir,
+        ipfs: ipfs::IpfsFacts::default(),
     };
     eprintln!("nginx {} on {}", b.nginx.version, b.nginx.http1);
     if let Some(secs) = b.args.serve {
@@ -1079,13 +1101,14 @@ fn run() -> Result<()> {
     );
     let _ = writeln!(
         body,
-        "- versions: nixipfs {commit} ({}, binary sha256 {}…), {}, {}, nginx {}, {}",
+        "- versions: nixipfs {commit} ({}, binary sha256 {}…), {}, {}, nginx {}, {}, {}",
         command_line(&s(&nixipfs), &["--version"]),
         &binary_hash[..12],
         command_line("nix", &["--version"]),
         command_line("curl", &["--version"]),
         nginx_version,
         command_line("python3", &["--version"]),
+        ipfs::js_ipfs_version(b.args.jsipfs.as_deref()),
     );
     let _ = writeln!(
         body,
@@ -1114,16 +1137,21 @@ fn run() -> Result<()> {
         body,
         "- served by nginx (2 workers, sendfile) on 127.0.0.1, HTTP/1.1 (`h2-*` rows: HTTPS with \
          HTTP/2, a P-256 certificate from a CA made for the run); data in the page cache; \
-         every client writes to {}\n",
+         every client writes to {}",
         if remove_now {
             format!("{} (`--out-dir`)", out_dir.display())
         } else {
             format!("{} (the same disk)", out_dir.display())
         }
     );
+    if let Some(line) = ipfs::setup_line(&b.rows) {
+        let _ = writeln!(body, "{line}");
+    }
+    body.push('\n');
     body.push_str(&table(&b.rows));
     body.push_str("\nTargets:\n\n");
     body.push_str(&targets(&b.rows));
+    body.push_str(&ipfs::targets(&b.rows, &b.ipfs));
     println!("\n{body}");
     let output = b.args.output.clone().unwrap_or_else(|| {
         if small {
