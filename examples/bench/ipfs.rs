@@ -14,7 +14,8 @@
 //! A node is started (untimed) before each run that needs a fresh one, and timing starts once
 //! it answers `version`. Peak RSS in the table is that of the timed client; the node's own
 //! peak (`VmHWM` of the daemon) is given in the result check. A node is killed when its
-//! [`IpfsNode`] is dropped, and also when the benchmark process goes away.
+//! [`IpfsNode`] is dropped, and also when the benchmark process goes away. Each node runs with
+//! [`READ_CAP`] preloaded, which bounds its concurrent block reads (see there why).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -344,7 +345,7 @@ fn published_size(dir: &Path) -> (u64, u64) {
 }
 
 /// The narinfos (and their NARs) that `seed_ipfs.py --limit N` publishes, the same choice
-/// made the same way; `None` for all. Returns (narinfos, files, bytes) of the global cache.
+/// made the same way (`limit` 0: all). Returns (narinfos, files, bytes) of the global cache.
 fn seed_subset(dir: &Path, limit: usize) -> Result<(usize, u64, u64)> {
     let cache = dir.join("binary_cache");
     let mut names: Vec<String> = fs::read_dir(&cache)?
