@@ -491,6 +491,7 @@ async fn create_nixipfs_publishes_the_mirror_and_reruns_send_only_new_blocks() {
     assert_eq!(second.sent.add_calls, 0);
     assert_eq!(second.hashing.files_read, 0);
     assert!(!second.repaired);
+    assert!(!first.already_pinned && second.already_pinned, "{second:?}");
 
     // A new release with a new store path: only the blocks that are new are sent.
     paths.push(add_store_path(dir.path(), "e2e", 3, 400_000));

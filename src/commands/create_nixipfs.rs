@@ -9,10 +9,10 @@
 //! 3. Scan the mirror and build its DAG ([`crate::ipfs::publish`]), streaming the blocks the
 //!    node lacks to `dag/import` (or `add`/`block/put` without it) and every block to the CAR
 //!    file.
-//! 4. Pin the root (`pin/add`, which also proves that the node holds every block; if it
-//!    fails, ask `refs/local` and send what is missing, then pin again), copy it into MFS as
-//!    `/nixfs_<unixtime>`, check with `files/stat` that the root and a sample of paths have
-//!    the CIDs computed here, and publish it to IPNS.
+//! 4. Pin the root unless `pin/ls` shows it pinned already (`pin/add`, which also proves that
+//!    the node holds every block; if it fails, ask `refs/local` and send what is missing,
+//!    then pin again), copy it into MFS as `/nixfs_<unixtime>`, check with `files/stat` that
+//!    the root and a sample of paths have the CIDs computed here, and publish it to IPNS.
 //! 5. Write each release's `ipfs_hash`, `D/ipfs_root` and `D/ipfs_hashes` (atomically, and
 //!    only these files: a failure leaves the mirror as it was, apart from the cache of file
 //!    CIDs, which stays valid).
@@ -367,6 +367,7 @@ pub async fn run(opts: &CreateNixipfsOptions) -> Result<PublishReport> {
         hashing: built.stats.clone(),
         sent,
         repaired: false,
+        already_pinned: false,
         verified_paths: 0,
         warnings: tree.warnings.clone(),
     };
@@ -426,7 +427,15 @@ async fn finish_on_node(
 ) -> Result<Option<HashSet<Cid>>> {
     let root = built.root.cid;
     let mut repaired = None;
-    if let Err(e) = node.client.pin_add(&root).await {
+    // A root pinned recursively has every block on the node, and pinning it again makes
+    // some nodes walk the whole DAG: on a rerun with nothing new, that is most of the time.
+    report.already_pinned = matches!(
+        node.client.pin_ls(&root).await.ok().flatten().as_deref(),
+        Some("recursive")
+    );
+    if report.already_pinned {
+        tracing::info!("{root} is already pinned");
+    } else if let Err(e) = node.client.pin_add(&root).await {
         tracing::warn!(
             "pinning {root} failed ({e}): some blocks are missing on the node; \
              asking it which it has and sending the others"

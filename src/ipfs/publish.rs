@@ -1075,6 +1075,8 @@ pub struct PublishReport {
     pub sent: SendStats,
     /// Whether blocks missing on the node had to be found and sent again.
     pub repaired: bool,
+    /// Whether the root was already pinned recursively, so `pin/add` was not needed.
+    pub already_pinned: bool,
     /// Paths whose CIDs were checked on the node.
     pub verified_paths: usize,
     /// What was left out and why.
@@ -1100,6 +1102,9 @@ impl PublishReport {
                 crate::progress::human_bytes(s.block_bytes_sent),
                 s.import_requests
             ));
+            if self.already_pinned {
+                line.push_str("; the root was already pinned");
+            }
             if s.add_calls > 0 {
                 line.push_str(&format!(
                     ", {} add calls ({})",
