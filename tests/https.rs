@@ -13,83 +13,6 @@ use std::time::{Duration, Instant};
 use common::nixcache::store_path_hash;
 use common::{assert_no_temp_files, nix_cache, output_text, run_nixipfs, Compression, TestDir};
 
-/// Runs openssl with `args` in `dir`; panics with the install command when it is missing.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run openssl ({e}): install it with `apt-get install -y openssl`")
-        });
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A certificate authority (`ca.pem`) and a server certificate for 127.0.0.1 signed by it
-/// (`server.pem`, `server.key`), in `dir`.
-fn make_certificates(dir: &Path) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=nixipfs test CA",
-    ]);
-    openssl(dir, &ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(dir, &csr);
-    fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    );
-}
-
 /// `openssl s_server -WWW` serving the files of `root` over HTTPS; killed on drop.
 struct TlsServer {
     child: Child,
@@ -138,7 +61,7 @@ fn a_cache_behind_a_private_ca_is_mirrored_with_ca_cert_and_refused_without() {
     let dir = TestDir::new("https");
     let certs = dir.join("certs");
     fs::create_dir_all(&certs).unwrap();
-    make_certificates(&certs);
+    common::certs::make_certificates(&certs).unwrap_or_else(|e| panic!("{e}"));
     let srv = TlsServer::start(&cache.dir, &certs);
     let release = dir.join("out/releases/chan/rel");
     fs::create_dir_all(&release).unwrap();

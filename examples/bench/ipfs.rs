@@ -136,19 +136,6 @@ fn post(port: u16, command: &str) -> Option<(u16, String)> {
     Some((status, body.to_string()))
 }
 
-fn without_proxies(cmd: &mut Command) {
-    for k in [
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(k);
-    }
-}
-
 impl IpfsNode {
     /// Initialises a repository in `dir` (removed first) and starts the daemon on a free
     /// port; returns once it answers. `trash` receives the repository when the node stops.
@@ -171,7 +158,7 @@ impl IpfsNode {
             .env("IPFS_PATH", &repo)
             .env("NO_UPDATE_NOTIFIER", "1")
             .stdin(Stdio::null());
-        without_proxies(&mut cmd);
+        measure::without_proxies(&mut cmd);
         let out = cmd
             .output()
             .with_context(|| format!("running {} init", jsipfs.display()))?;
@@ -210,7 +197,7 @@ exit 0"#;
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        without_proxies(&mut cmd);
+        measure::without_proxies(&mut cmd);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn().context("starting the js-ipfs daemon")?;
         let stdin = child.stdin.take();
@@ -833,14 +820,8 @@ pub fn setup_line(rows: &[crate::Row]) -> Option<String> {
 pub fn targets(rows: &[crate::Row], facts: &IpfsFacts) -> String {
     let get = |id: &str| rows.iter().find(|r| r.id == id && r.failed() == 0);
     let mut out = String::new();
-    let mut line = |name: &str, verdict: Option<(bool, String)>| {
-        let v = match verdict {
-            Some((true, d)) => format!("met ({d})"),
-            Some((false, d)) => format!("**missed** ({d})"),
-            None => "not measured".into(),
-        };
-        let _ = writeln!(out, "- {name}: {v}");
-    };
+    let mut line =
+        |name: &str, verdict: Option<(bool, String)>| crate::target_line(&mut out, name, verdict);
     let hash = get("ipfs-hash");
     let import = get("ipfs-import");
     let publish = get("ipfs-publish");

@@ -780,18 +780,23 @@ fn table(rows: &[Row]) -> String {
     t
 }
 
-/// The targets of the issue, each with its verdict.
+/// One line of the targets: `verdict` is whether it was met, with the numbers, or `None` when
+/// the cases it needs did not run.
+pub(crate) fn target_line(out: &mut String, name: &str, verdict: Option<(bool, String)>) {
+    let v = match verdict {
+        Some((true, d)) => format!("met ({d})"),
+        Some((false, d)) => format!("**missed** ({d})"),
+        None => "not measured".into(),
+    };
+    let _ = writeln!(out, "- {name}: {v}");
+}
+
+/// The targets, each with its verdict.
 fn targets(rows: &[Row]) -> String {
     let get = |id: &str| rows.iter().find(|r| r.id == id && r.failed() == 0);
     let mut out = String::new();
-    let mut line = |name: &str, verdict: Option<(bool, String)>| {
-        let v = match verdict {
-            Some((true, d)) => format!("met ({d})"),
-            Some((false, d)) => format!("**missed** ({d})"),
-            None => "not measured".into(),
-        };
-        let _ = writeln!(out, "- {name}: {v}");
-    };
+    let mut line =
+        |name: &str, verdict: Option<(bool, String)>| target_line(&mut out, name, verdict);
     line(
         "full mirror within 1.5x of the curl floor",
         get("mirror").zip(get("curl")).map(|(m, c)| {

@@ -60,16 +60,7 @@ pub fn run(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    for k in [
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(k);
-    }
+    without_proxies(&mut cmd);
     let load = loadavg().0;
     let start = Instant::now();
     let status = cmd
@@ -144,5 +135,19 @@ pub fn remove(dir: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+    }
+}
+
+/// Removes the proxy settings from `cmd`'s environment: every client talks to 127.0.0.1.
+pub fn without_proxies(cmd: &mut Command) {
+    for k in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(k);
     }
 }

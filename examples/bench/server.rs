@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+#[path = "../../tests/common/certs.rs"]
+mod certs;
+
 /// A running nginx; stopped on drop.
 pub struct Nginx {
     child: Child,
@@ -62,7 +65,7 @@ impl Nginx {
         fs::create_dir_all(dir.join("tmp"))?;
         let p1 = free_port()?;
         let tls_dir = dir.join("tls");
-        let tls = match make_certificates(&tls_dir) {
+        let tls = match certs::make_certificates(&tls_dir) {
             Ok(()) => Some(free_port()?),
             Err(e) => {
                 eprintln!("no HTTPS/HTTP2 cases: {e:#}");
@@ -163,80 +166,6 @@ http {{
         n.root = root.to_path_buf();
         Ok(n)
     }
-}
-
-/// A certificate authority (`ca.pem`) and a certificate for 127.0.0.1 signed by it
-/// (`server.pem`, `server.key`) in `dir`, made with openssl.
-fn make_certificates(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir)?;
-    let run = |args: &[&str]| -> Result<()> {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .context("running openssl (apt-get install -y openssl)")?;
-        if !out.status.success() {
-            bail!(
-                "openssl {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    };
-    let key = "ec_paramgen_curve:P-256";
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        key,
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "7",
-        "-subj",
-        "/CN=nixipfs bench CA",
-    ])?;
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        key,
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ])?;
-    fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )?;
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "7",
-        "-extfile",
-        "server.ext",
-    ])
 }
 
 impl Drop for Nginx {

@@ -9,6 +9,7 @@
 //! Each test crate includes this with `mod common;`, so not every crate uses every item.
 #![allow(dead_code, unused_imports)]
 
+pub mod certs;
 pub mod dirs;
 pub mod hydra;
 pub mod ipfs_node;
