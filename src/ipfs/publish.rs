@@ -223,6 +223,8 @@ struct Scanner<'a> {
     dirs: Vec<Dir>,
     releases: Vec<Release>,
     release_by_path: HashMap<PathBuf, Entry>,
+    /// Directories resolved so far (see [`Scanner::resolve`]).
+    real_dirs: HashMap<PathBuf, PathBuf>,
     warnings: Vec<String>,
     fixed: Vec<String>,
 }
@@ -269,8 +271,8 @@ impl<'a> Scanner<'a> {
     /// Resolves `path` to a real file and returns its source, creating it on first sight;
     /// `None` (with a warning) for a link that leads nowhere or to something else than a file.
     fn source(&mut self, path: &Path, narinfo: bool) -> Result<Option<usize>, PublishError> {
-        let real = match fs::canonicalize(path) {
-            Ok(real) => real,
+        let (real, meta) = match self.resolve(path) {
+            Ok(found) => found,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.warn(format!(
                     "{}: skipped: it is a link to nothing",
@@ -284,7 +286,6 @@ impl<'a> Scanner<'a> {
         if let Some(&i) = self.index.get(&key) {
             return Ok(Some(i));
         }
-        let meta = fs::metadata(&real).map_err(io_error(&real))?;
         if !meta.is_file() {
             self.warn(format!("{}: skipped: not a regular file", path.display()));
             return Ok(None);
@@ -307,6 +308,46 @@ impl<'a> Scanner<'a> {
         });
         self.index.insert(key, i);
         Ok(Some(i))
+    }
+
+    /// `path` with every symlink resolved, and the metadata of what it names. The same as
+    /// `fs::canonicalize` and `fs::metadata`, but each directory is resolved once: a file or a
+    /// link to a file costs one or three calls instead of one per path component, which
+    /// matters for the tens of thousands of links of the release views.
+    fn resolve(&mut self, path: &Path) -> io::Result<(PathBuf, fs::Metadata)> {
+        let slow = |path: &Path| -> io::Result<(PathBuf, fs::Metadata)> {
+            let real = fs::canonicalize(path)?;
+            let meta = fs::metadata(&real)?;
+            Ok((real, meta))
+        };
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return slow(path);
+        };
+        let meta = fs::symlink_metadata(path)?;
+        if !meta.file_type().is_symlink() {
+            return Ok((self.real_dir(parent)?.join(name), meta));
+        }
+        let target = parent.join(fs::read_link(path)?);
+        let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+            return slow(path);
+        };
+        let real = self.real_dir(dir)?.join(name);
+        match fs::symlink_metadata(&real) {
+            // A link to a link: let the system follow the chain.
+            Ok(meta) if meta.file_type().is_symlink() => slow(path),
+            Ok(meta) => Ok((real, meta)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A directory with every symlink resolved, remembered by the name it was asked for.
+    fn real_dir(&mut self, dir: &Path) -> io::Result<PathBuf> {
+        if let Some(real) = self.real_dirs.get(dir) {
+            return Ok(real.clone());
+        }
+        let real = fs::canonicalize(dir)?;
+        self.real_dirs.insert(dir.to_path_buf(), real.clone());
+        Ok(real)
     }
 
     /// The NAR source of a narinfo: from the cache entry while the narinfo is unchanged, else
@@ -468,6 +509,7 @@ impl MirrorTree {
             dirs: Vec::new(),
             releases: Vec::new(),
             release_by_path: HashMap::new(),
+            real_dirs: HashMap::new(),
             warnings: Vec::new(),
             fixed: Vec::new(),
         };
@@ -1209,6 +1251,62 @@ mod tests {
 
     fn trust_none(_: &Cid) -> bool {
         false
+    }
+
+    #[test]
+    fn resolve_agrees_with_canonicalize() {
+        use std::os::unix::fs::{symlink, MetadataExt};
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        fs::create_dir_all(root.join("real/sub")).unwrap();
+        fs::write(root.join("real/sub/file"), b"x").unwrap();
+        fs::create_dir_all(root.join("view/nar")).unwrap();
+        symlink("real", root.join("alias")).unwrap();
+        let links: [(&str, PathBuf); 7] = [
+            ("view/nar/relative", "../../real/sub/file".into()),
+            ("view/nar/absolute", root.join("real/sub/file")),
+            ("view/nar/through-alias", "../../alias/sub/file".into()),
+            ("view/nar/chain", "relative".into()),
+            ("view/nar/dangling", "../../real/sub/nothing".into()),
+            ("view/nar/no-dir", "../../nowhere/file".into()),
+            ("view/nar/to-dir", "../../real/sub".into()),
+        ];
+        for (link, target) in &links {
+            symlink(target, root.join(link)).unwrap();
+        }
+        let cache = FileCache::new();
+        let opts = ScanOptions {
+            add: AddOptions::V0_RAW_LEAVES,
+            cache: &cache,
+            trust_release: &trust_none,
+        };
+        let mut s = Scanner {
+            mirror: root.clone(),
+            opts: &opts,
+            sources: Vec::new(),
+            index: HashMap::new(),
+            dirs: Vec::new(),
+            releases: Vec::new(),
+            release_by_path: HashMap::new(),
+            real_dirs: HashMap::new(),
+            warnings: Vec::new(),
+            fixed: Vec::new(),
+        };
+        let mut names: Vec<&str> = links.iter().map(|(l, _)| *l).collect();
+        names.extend(["real/sub/file", "alias/sub/file", "real/sub/nothing"]);
+        for name in names {
+            let path = root.join(name);
+            let expected = fs::canonicalize(&path)
+                .and_then(|real| fs::metadata(&real).map(|m| (real, m.is_file(), m.ino())));
+            let got = s
+                .resolve(&path)
+                .map(|(real, m)| (real, m.is_file(), m.ino()));
+            match (&expected, &got) {
+                (Ok(e), Ok(g)) => assert_eq!(e, g, "{name}"),
+                (Err(e), Err(g)) => assert_eq!(e.kind(), g.kind(), "{name}"),
+                _ => panic!("{name}: {expected:?} against {got:?}"),
+            }
+        }
     }
 
     #[test]
