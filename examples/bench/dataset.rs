@@ -124,6 +124,52 @@ fn load(dir: &Path, params: &serde_json::Value) -> Option<Dataset> {
     })
 }
 
+/// A dataset directory being generated: emptied, with `cache/nar/` and `nix-cache-info`.
+struct Fresh {
+    dir: PathBuf,
+    params: serde_json::Value,
+    start: std::time::Instant,
+}
+
+impl Fresh {
+    fn cache(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+
+    /// Writes `dataset.json`, which marks the dataset complete, and returns it.
+    fn save(self, manifest: Manifest) -> Result<Dataset> {
+        fs::write(
+            self.dir.join("dataset.json"),
+            serde_json::to_string_pretty(&manifest)?,
+        )?;
+        Ok(Dataset {
+            dir: self.dir,
+            manifest,
+        })
+    }
+}
+
+/// The complete dataset of this kind and these parameters under `root`, or a fresh directory
+/// to generate it in.
+fn load_or_start(root: &Path, kind: &str, p: &impl Serialize) -> Result<Result<Dataset, Fresh>> {
+    let params = serde_json::to_value(p)?;
+    let dir = root.join(dir_name(kind, p)?);
+    if let Some(d) = load(&dir, &params) {
+        return Ok(Ok(d));
+    }
+    let start = std::time::Instant::now();
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    let cache = dir.join("cache");
+    fs::create_dir_all(cache.join("nar"))?;
+    fs::write(
+        cache.join("nix-cache-info"),
+        nixipfs::binary_cache::NIX_CACHE_INFO,
+    )?;
+    Ok(Err(Fresh { dir, params, start }))
+}
+
 fn key_for(seed: u64) -> Result<SecretKey> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x6b65_795f_6b65_795f);
     let mut bytes = [0u8; 32];
@@ -425,21 +471,11 @@ pub fn closure_dataset(root: &Path, p: &ClosureParams) -> Result<Dataset> {
     if p.small_min < 64 || p.small_min > p.small_max {
         bail!("bad small NAR size range {}..{}", p.small_min, p.small_max);
     }
-    let params = serde_json::to_value(p)?;
-    let dir = root.join(dir_name("closure", p)?);
-    if let Some(d) = load(&dir, &params) {
-        return Ok(d);
-    }
-    let start = std::time::Instant::now();
-    if dir.exists() {
-        fs::remove_dir_all(&dir)?;
-    }
-    let cache = dir.join("cache");
-    fs::create_dir_all(cache.join("nar"))?;
-    fs::write(
-        cache.join("nix-cache-info"),
-        "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n",
-    )?;
+    let fresh = match load_or_start(root, "closure", p)? {
+        Ok(loaded) => return Ok(loaded),
+        Err(fresh) => fresh,
+    };
+    let (dir, cache) = (fresh.dir.clone(), fresh.cache());
     let key = key_for(p.seed)?;
     let nodes = build_dag(p)?;
     eprintln!(
@@ -509,20 +545,16 @@ pub fn closure_dataset(root: &Path, p: &ClosureParams) -> Result<Dataset> {
     roots.sort();
     fs::write(dir.join("store-paths"), roots.join("\n") + "\n")?;
     let manifest = Manifest {
-        params,
+        params: fresh.params.clone(),
         public_key: key.to_public().to_string(),
         narinfos: p.narinfos,
         closure_paths: closure.len(),
         closure_file_bytes: fbytes,
         closure_narinfo_bytes: nbytes,
         depth: depth.iter().copied().max().unwrap_or(0),
-        generated_in: start.elapsed().as_secs_f64(),
+        generated_in: fresh.start.elapsed().as_secs_f64(),
     };
-    fs::write(
-        dir.join("dataset.json"),
-        serde_json::to_string_pretty(&manifest)?,
-    )?;
-    Ok(Dataset { dir, manifest })
+    fresh.save(manifest)
 }
 
 /// Random bytes as a reader.
@@ -538,21 +570,11 @@ impl Read for RandomReader {
 /// Generates (or loads) a bandwidth dataset under `root`: `count` roots without references,
 /// each one regular file of `mib` MiB of random bytes, `Compression: none`.
 pub fn bandwidth_dataset(root: &Path, kind: &str, p: &BandwidthParams) -> Result<Dataset> {
-    let params = serde_json::to_value(p)?;
-    let dir = root.join(dir_name(kind, p)?);
-    if let Some(d) = load(&dir, &params) {
-        return Ok(d);
-    }
-    let start = std::time::Instant::now();
-    if dir.exists() {
-        fs::remove_dir_all(&dir)?;
-    }
-    let cache = dir.join("cache");
-    fs::create_dir_all(cache.join("nar"))?;
-    fs::write(
-        cache.join("nix-cache-info"),
-        "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n",
-    )?;
+    let fresh = match load_or_start(root, kind, p)? {
+        Ok(loaded) => return Ok(loaded),
+        Err(fresh) => fresh,
+    };
+    let (dir, cache) = (fresh.dir.clone(), fresh.cache());
     eprintln!(
         "generating {} NARs of {} MiB in {} ...",
         p.count,
@@ -596,18 +618,14 @@ pub fn bandwidth_dataset(root: &Path, kind: &str, p: &BandwidthParams) -> Result
     fs::write(dir.join("closure.txt"), list)?;
     fs::write(dir.join("store-paths"), roots.join("\n") + "\n")?;
     let manifest = Manifest {
-        params,
+        params: fresh.params.clone(),
         public_key: key.to_public().to_string(),
         narinfos: p.count,
         closure_paths: p.count,
         closure_file_bytes: fbytes,
         closure_narinfo_bytes: nbytes,
         depth: 1,
-        generated_in: start.elapsed().as_secs_f64(),
+        generated_in: fresh.start.elapsed().as_secs_f64(),
     };
-    fs::write(
-        dir.join("dataset.json"),
-        serde_json::to_string_pretty(&manifest)?,
-    )?;
-    Ok(Dataset { dir, manifest })
+    fresh.save(manifest)
 }
