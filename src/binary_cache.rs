@@ -64,7 +64,7 @@ impl LocalCache {
 
     /// Writes `nix-cache-info` unless it already says the right thing.
     pub fn write_nix_cache_info(&self) -> Result<()> {
-        write_if_different(&self.root.join("nix-cache-info"), NIX_CACHE_INFO.as_bytes())
+        fsutil::write_if_changed(&self.root.join("nix-cache-info"), NIX_CACHE_INFO.as_bytes())
     }
 
     /// Where the narinfo of `path` lives.
@@ -110,13 +110,6 @@ pub fn narinfo_text(info: &NarInfo) -> String {
 /// `path` with every symlink resolved (it must exist).
 fn canonical(path: &Path) -> Result<PathBuf> {
     fs::canonicalize(path).with_context(|| format!("cannot resolve {}", path.display()))
-}
-
-fn write_if_different(path: &Path, bytes: &[u8]) -> Result<()> {
-    match fs::read(path) {
-        Ok(existing) if existing == bytes => Ok(()),
-        _ => fsutil::atomic_write(path, bytes),
-    }
 }
 
 /// What linking a release changed.
@@ -173,7 +166,7 @@ impl ReleaseView {
         // A view made now holds only what is linked from now on: nothing to prune.
         let fresh = fs::symlink_metadata(&view).is_err();
         fsutil::create_dir_all_within(&release_dir, &view)?;
-        write_if_different(&view.join("nix-cache-info"), NIX_CACHE_INFO.as_bytes())?;
+        fsutil::write_if_changed(&view.join("nix-cache-info"), NIX_CACHE_INFO.as_bytes())?;
         let mut wanted = HashSet::new();
         wanted.insert(PathBuf::from("nix-cache-info"));
         Ok(ReleaseView {

@@ -212,6 +212,15 @@ fn atomic_write_with(dest: &Path, bytes: &[u8], sync: bool) -> Result<()> {
         .with_context(|| format!("cannot write {}", dest.display()))
 }
 
+/// Writes `bytes` to `dest` atomically (as [`atomic_write`]) unless it already holds exactly them,
+/// so that a rerun that changes nothing leaves the file and its timestamps alone.
+pub fn write_if_changed(dest: &Path, bytes: &[u8]) -> Result<()> {
+    match fs::read(dest) {
+        Ok(existing) if existing == bytes => Ok(()),
+        _ => atomic_write(dest, bytes),
+    }
+}
+
 /// Creates (or atomically replaces) the symlink `link` pointing at `target`.
 pub fn atomic_symlink(target: &Path, link: &Path) -> Result<()> {
     let dir = parent_dir(link);

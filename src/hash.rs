@@ -26,6 +26,10 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::nixbase32;
+use crate::text::shorten;
+
+/// Characters of untrusted input quoted in an error message.
+const SHORTEN: usize = 80;
 
 /// Length of a SHA-256 digest in bytes.
 pub const SHA256_LEN: usize = 32;
@@ -88,12 +92,14 @@ impl Sha256Hash {
     /// Parses `sha256:<nix32>`, `sha256:<hex>`, `sha256:<base64>` or SRI `sha256-<base64>`.
     pub fn parse_nix(s: &str) -> Result<Self, HashError> {
         let Some(separator) = s.find([':', '-']) else {
-            return Err(HashError::MissingPrefix { input: shorten(s) });
+            return Err(HashError::MissingPrefix {
+                input: shorten(s, SHORTEN),
+            });
         };
         let (algorithm, digest) = (&s[..separator], &s[separator + 1..]);
         if algorithm != "sha256" {
             return Err(HashError::UnsupportedAlgorithm {
-                algorithm: shorten(algorithm),
+                algorithm: shorten(algorithm, SHORTEN),
             });
         }
         if s.as_bytes()[separator] == b'-' {
@@ -206,12 +212,6 @@ fn hex_digit(input: &[u8], position: usize) -> Result<u8, HashError> {
 }
 
 /// `s` cut to at most 80 characters, for error messages.
-fn shorten(s: &str) -> String {
-    match s.char_indices().nth(80) {
-        Some((end, _)) => format!("{}…", &s[..end]),
-        None => s.to_string(),
-    }
-}
 
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> Sha256Hash {

@@ -46,6 +46,7 @@ use crate::fetch::{FetchError, Fetcher};
 use crate::fsutil::check_file_name;
 use crate::hash::Sha256Hash;
 use crate::store_path::{parse_store_path_prefix, StorePath};
+use crate::text::shorten;
 
 /// Largest JSON answer accepted for a build or an evaluation (16 MiB). An evaluation lists the
 /// ids of its builds: about 300 000 for a nixpkgs trunk evaluation, some 3 MiB.
@@ -655,12 +656,6 @@ fn html_title(page: &[u8]) -> Option<String> {
 }
 
 /// `s` cut to at most `max` characters, with `…` when cut.
-fn shorten(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
-}
 
 /// A client of one Hydra server.
 #[derive(Clone)]
@@ -814,7 +809,7 @@ mod lenient {
     /// A short rendering of a JSON value for error messages.
     fn describe(v: &Value) -> String {
         let s = v.to_string();
-        super::shorten(&s, 60)
+        crate::text::shorten(&s, 60)
     }
 
     fn as_u64(v: &Value) -> Option<u64> {

@@ -2,7 +2,8 @@
 //! release from a Nix binary cache onto local disk, and publishes the mirror to IPFS.
 //!
 //! The library is layered from the bottom up:
-//! - encodings and hashes: [`nixbase32`], [`hash`], [`store_path`], [`signature`];
+//! - encodings and hashes: [`nixbase32`], [`hash`], [`store_path`], [`signature`], and the
+//!   [`text`] helpers their error messages share;
 //! - pure store formats: [`narinfo`], [`nar`], [`compression`];
 //! - I/O building blocks: [`fsutil`], [`fetch`], [`progress`];
 //! - remote services: [`hydra`] (the CI server's JSON API) and [`ipfs`] (local CIDs, CARs and the node);
@@ -28,4 +29,5 @@ pub mod progress;
 pub mod signature;
 pub mod store_file;
 pub mod store_path;
+pub mod text;
 pub mod verify;

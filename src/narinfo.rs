@@ -55,6 +55,10 @@ use thiserror::Error;
 use crate::hash::{HashError, Sha256Hash};
 use crate::signature::{PublicKey, SecretKey, Signature, SignatureError};
 use crate::store_path::{StorePath, StorePathError};
+use crate::text::shorten;
+
+/// Characters of untrusted input quoted in an error message.
+const SHORTEN: usize = 100;
 
 /// Largest narinfo accepted, in bytes. Real ones are well under 10 KiB.
 pub const MAX_NARINFO_SIZE: usize = 1 << 20;
@@ -424,7 +428,9 @@ impl NarInfo {
     /// Like [`NarInfo::with_extra_field`], but fails on a key or value that would not parse.
     pub fn try_with_extra_field(&self, key: &str, value: &str) -> Result<String, NarInfoError> {
         if key.is_empty() || !key.chars().all(is_field_name_char) || value.contains(['\n', '\r']) {
-            return Err(NarInfoError::InvalidExtraField { key: shorten(key) });
+            return Err(NarInfoError::InvalidExtraField {
+                key: shorten(key, SHORTEN),
+            });
         }
         Ok(self.append_field(key, value))
     }
@@ -510,13 +516,13 @@ impl NarInfo {
             else {
                 return Err(NarInfoError::MalformedLine {
                     line,
-                    content: shorten(content),
+                    content: shorten(content, SHORTEN),
                 });
             };
             if key.is_empty() || !key.chars().all(is_field_name_char) {
                 return Err(NarInfoError::InvalidFieldName {
                     line,
-                    name: shorten(key),
+                    name: shorten(key, SHORTEN),
                 });
             }
             match key {
@@ -670,7 +676,7 @@ fn number(line: usize, field: &'static str, value: &str) -> Result<u64, NarInfoE
     let invalid = || NarInfoError::InvalidNumber {
         line,
         field,
-        value: shorten(value),
+        value: shorten(value, SHORTEN),
     };
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid());
@@ -684,12 +690,6 @@ fn is_field_name_char(c: char) -> bool {
 }
 
 /// `s` cut to at most 100 characters, for error messages.
-fn shorten(s: &str) -> String {
-    match s.char_indices().nth(100) {
-        Some((end, _)) => format!("{}…", &s[..end]),
-        None => s.to_string(),
-    }
-}
 
 #[cfg(test)]
 mod tests {

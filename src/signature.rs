@@ -20,10 +20,14 @@
 
 use std::fmt;
 
+use crate::text::shorten;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use thiserror::Error;
+
+/// Characters of untrusted input quoted in an error message.
+const SHORTEN: usize = 120;
 
 /// The public key that signs cache.nixos.org (Nix's default `trusted-public-keys`).
 pub const CACHE_NIXOS_ORG_KEY: &str =
@@ -294,7 +298,7 @@ fn split_and_decode<const N: usize>(
             input: if what == "secret key" {
                 "<redacted>".to_string()
             } else {
-                shorten(s)
+                shorten(s, SHORTEN)
             },
         });
     };
@@ -326,19 +330,13 @@ fn check_name(name: &str, what: &'static str) -> Result<(), SignatureError> {
     {
         return Err(SignatureError::InvalidName {
             what,
-            name: shorten(name),
+            name: shorten(name, SHORTEN),
         });
     }
     Ok(())
 }
 
 /// `s` cut to at most 120 characters, for error messages.
-fn shorten(s: &str) -> String {
-    match s.char_indices().nth(120) {
-        Some((end, _)) => format!("{}…", &s[..end]),
-        None => s.to_string(),
-    }
-}
 
 #[cfg(test)]
 mod tests {

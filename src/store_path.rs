@@ -24,6 +24,10 @@ use std::fmt;
 use thiserror::Error;
 
 use crate::nixbase32;
+use crate::text::shorten;
+
+/// Characters of untrusted input quoted in an error message.
+const SHORTEN: usize = 300;
 
 /// The store directory all paths handled here live in.
 pub const STORE_DIR: &str = "/nix/store";
@@ -127,7 +131,9 @@ impl StorePath {
     pub fn from_absolute_path(s: &str) -> Result<Self, StorePathError> {
         let basename = strip_store_dir(s)?;
         if basename.contains('/') {
-            return Err(StorePathError::HasSubpath { path: shorten(s) });
+            return Err(StorePathError::HasSubpath {
+                path: shorten(s, SHORTEN),
+            });
         }
         Self::from_basename(basename)
     }
@@ -137,18 +143,18 @@ impl StorePath {
         let bytes = s.as_bytes();
         if bytes.len() < HASH_PART_LEN + 2 {
             return Err(StorePathError::TooShort {
-                basename: shorten(s),
+                basename: shorten(s, SHORTEN),
             });
         }
         let digest = s
             .get(..HASH_PART_LEN)
             .and_then(|hash| nixbase32::decode_fixed::<DIGEST_LEN>(hash).ok())
             .ok_or_else(|| StorePathError::InvalidHashPart {
-                basename: shorten(s),
+                basename: shorten(s, SHORTEN),
             })?;
         if bytes[HASH_PART_LEN] != b'-' {
             return Err(StorePathError::MissingDash {
-                basename: shorten(s),
+                basename: shorten(s, SHORTEN),
             });
         }
         Self::new(digest, &s[HASH_PART_LEN + 1..])
@@ -246,7 +252,9 @@ pub fn parse_store_path_prefix(s: &str) -> Result<(StorePath, &str), StorePathEr
             .split('/')
             .any(|component| matches!(component, "" | "." | ".."))
     {
-        return Err(StorePathError::InvalidSubpath { path: shorten(s) });
+        return Err(StorePathError::InvalidSubpath {
+            path: shorten(s, SHORTEN),
+        });
     }
     Ok((store_path, rest))
 }
@@ -266,12 +274,12 @@ pub fn validate_name(name: &str) -> Result<(), StorePathError> {
     }
     if name.starts_with('.') {
         return Err(StorePathError::NameStartsWithDot {
-            name: shorten(name),
+            name: shorten(name, SHORTEN),
         });
     }
     if let Some((position, character)) = name.char_indices().find(|&(_, c)| !is_name_char(c)) {
         return Err(StorePathError::InvalidNameChar {
-            name: shorten(name),
+            name: shorten(name, SHORTEN),
             character,
             position,
         });
@@ -288,16 +296,12 @@ fn is_name_char(c: char) -> bool {
 fn strip_store_dir(s: &str) -> Result<&str, StorePathError> {
     s.strip_prefix(STORE_DIR)
         .and_then(|rest| rest.strip_prefix('/'))
-        .ok_or_else(|| StorePathError::NotInStore { path: shorten(s) })
+        .ok_or_else(|| StorePathError::NotInStore {
+            path: shorten(s, SHORTEN),
+        })
 }
 
 /// `s` cut to at most 300 characters, for error messages.
-fn shorten(s: &str) -> String {
-    match s.char_indices().nth(300) {
-        Some((end, _)) => format!("{}…", &s[..end]),
-        None => s.to_string(),
-    }
-}
 
 #[cfg(test)]
 mod tests {

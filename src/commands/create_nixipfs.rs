@@ -26,7 +26,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
-use crate::fsutil::atomic_write;
 use crate::ipfs::api_addr::ApiAddr;
 use crate::ipfs::cid::Cid;
 use crate::ipfs::client::{IpfsClient, IpfsError, Timeouts};
@@ -266,14 +265,6 @@ async fn copy_to_mfs(client: &IpfsClient, root: &Cid, path: &str) -> Result<()> 
     }
 }
 
-/// Writes `text` to `path` unless it already holds it (ignoring surrounding whitespace).
-fn write_if_changed(path: &Path, text: &str) -> Result<()> {
-    if std::fs::read_to_string(path).is_ok_and(|old| old.trim() == text.trim()) {
-        return Ok(());
-    }
-    atomic_write(path, text.as_bytes())
-}
-
 /// Publishes the mirror (see the module documentation).
 pub async fn run(opts: &CreateNixipfsOptions) -> Result<PublishReport> {
     check_options(opts)?;
@@ -393,9 +384,12 @@ pub async fn run(opts: &CreateNixipfsOptions) -> Result<PublishReport> {
         };
         cache.set_known_on_node(&node.peer, known_now);
         for (_, path, cid) in publish::release_cids(&tree, &built) {
-            write_if_changed(&path.join(IPFS_HASH_FILE), &format!("{cid}\n"))?;
+            crate::fsutil::write_if_changed(
+                &path.join(IPFS_HASH_FILE),
+                format!("{cid}\n").as_bytes(),
+            )?;
         }
-        write_if_changed(&dir.join(IPFS_ROOT_FILE), &format!("{root}\n"))?;
+        crate::fsutil::write_if_changed(&dir.join(IPFS_ROOT_FILE), format!("{root}\n").as_bytes())?;
     }
     cache
         .save(&cache_path)
