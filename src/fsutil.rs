@@ -212,6 +212,24 @@ fn atomic_write_with(dest: &Path, bytes: &[u8], sync: bool) -> Result<()> {
         .with_context(|| format!("cannot write {}", dest.display()))
 }
 
+/// The entries of `dir`, as paths, sorted by name; none when `dir` does not exist.
+pub fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    for e in entries {
+        out.push(
+            e.with_context(|| format!("cannot list {}", dir.display()))?
+                .path(),
+        );
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Writes `bytes` to `dest` atomically (as [`atomic_write`]) unless it already holds exactly them,
 /// so that a rerun that changes nothing leaves the file and its timestamps alone.
 pub fn write_if_changed(dest: &Path, bytes: &[u8]) -> Result<()> {

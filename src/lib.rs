@@ -13,19 +13,21 @@
 //! Nothing below [`commands`] knows about the command line.
 
 pub mod binary_cache;
-pub mod closure;
 pub mod commands;
 pub mod compression;
 pub mod config;
 pub mod fetch;
 pub mod fsutil;
+pub mod gc;
 pub mod hash;
 pub mod hydra;
 pub mod ipfs;
+pub mod mirror;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
 pub mod progress;
+pub mod release;
 pub mod signature;
 pub mod store_file;
 pub mod store_path;

@@ -87,8 +87,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print_only: a.print_only,
                 trusted_keys: a.sigs.keys()?,
                 check_sigs: !a.sigs.no_check_sigs,
+                wait_lock: a.wait_lock,
             };
-            let _lock = DirLock::acquire(&opts.outdir, a.wait_lock)?;
             let mut stdout = std::io::stdout();
             let report = runtime()?.block_on(update_binary_cache::run(&opts, &mut stdout))?;
             stdout.flush().context("cannot write to standard output")?;
@@ -112,27 +112,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 cache: a.cache,
                 releases: a.releases,
                 dry_run: a.dry_run,
+                wait_lock: a.wait_lock,
             };
-            // The mirror's lock lives in the directory above the cache, where update-binary-cache
-            // and release-nixos take it.
-            let cache_dir = nixipfs::fsutil::absolute(&opts.cache)?;
-            if !cache_dir.is_dir() {
-                anyhow::bail!(
-                    "the binary cache {} is not a directory",
-                    cache_dir.display()
-                );
-            }
-            let mirror_dir = cache_dir.parent().unwrap_or(&cache_dir);
-            let _lock = DirLock::acquire(mirror_dir, a.wait_lock)?;
             let mut stdout = std::io::stdout().lock();
             garbage_collect::run(&opts, &mut stdout)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CreateChannelRelease(a) => {
-            let keys = a.sigs.keys()?;
-            let check_sigs = !a.sigs.no_check_sigs;
             let opts = create_channel_release::CreateChannelReleaseOptions {
-                trusted_keys: update_binary_cache::effective_keys(&a.cache, &keys, check_sigs),
+                trusted_keys: a.sigs.keys()?,
+                check_sigs: !a.sigs.no_check_sigs,
                 channel: a.channel,
                 project: a.project,
                 jobset: a.jobset,
@@ -143,7 +132,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 target_cache: a.target_cache,
                 tmpdir: a.tmpdir,
                 fetch: a.fetch.to_config(DEFAULT_CONCURRENCY)?,
-                local_cache: None,
             };
             let release = runtime()?.block_on(create_channel_release::run(&opts))?;
             let mut stdout = std::io::stdout().lock();

@@ -13,24 +13,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::binary_cache::LocalCache;
+use crate::binary_cache::{LocalCache, Upstream, UpstreamNarInfoError};
 use crate::compression::{self, Compression};
-use crate::fetch::{Expected, Fetcher};
+use crate::fetch::Expected;
 use crate::fsutil::{self, TempFile};
 use crate::hash::{HashingReader, HashingWriter, Sha256Hash};
 use crate::nar;
 use crate::narinfo::NarInfo;
-use crate::signature::PublicKey;
 use crate::store_path::StorePath;
 
 /// Where to get store paths from.
+#[derive(Clone, Copy)]
 pub struct CacheAccess<'a> {
-    /// The HTTP client.
-    pub fetcher: &'a Fetcher,
-    /// The upstream binary cache URL.
-    pub cache_url: &'a str,
-    /// Keys a fetched narinfo must be signed by (empty: unchecked).
-    pub trusted_keys: &'a [PublicKey],
+    /// The upstream binary cache, with the keys its narinfos must be signed by.
+    pub upstream: &'a Upstream,
     /// A local binary cache to take narinfos and NARs from when present.
     pub local: Option<&'a LocalCache>,
 }
@@ -51,25 +47,19 @@ pub struct StoreFile<'a> {
 
 /// Fetches the narinfo of `path`, checked like the closure walk does.
 pub async fn fetch_narinfo(access: &CacheAccess<'_>, path: &StorePath) -> Result<NarInfo> {
-    if let Some(local) = access.local {
-        let file = local.narinfo_path(path);
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            if let Ok(info) = NarInfo::parse(&text) {
-                if info.store_path == *path {
-                    return Ok(info);
-                }
-            }
-        }
+    if let Some(info) = access.local.and_then(|local| local.read_narinfo(path)) {
+        return Ok(info);
     }
-    crate::closure::fetch_checked(access.fetcher, access.cache_url, access.trusted_keys, path)
+    access
+        .upstream
+        .fetch_narinfo(path)
         .await
         .map_err(|e| match e {
-            crate::closure::UpstreamNarInfoError::NotFound => anyhow::anyhow!(
-                "{}/{}.narinfo: the cache has no narinfo for {path}",
-                access.cache_url.trim_end_matches('/'),
-                path.hash_part()
+            UpstreamNarInfoError::NotFound => anyhow::anyhow!(
+                "{}: the cache has no narinfo for {path}",
+                access.upstream.narinfo_url(path)
             ),
-            crate::closure::UpstreamNarInfoError::Refused(msg) => anyhow::anyhow!(msg),
+            UpstreamNarInfoError::Refused(msg) => anyhow::anyhow!(msg),
         })
 }
 
@@ -100,9 +90,10 @@ pub async fn fetch_store_file(
             std::fs::create_dir_all(tmpdir)
                 .with_context(|| format!("cannot create {}", tmpdir.display()))?;
             let tmp = tmpdir.join(format!("{}nar-{}", fsutil::TEMP_PREFIX, info.hash_part()));
-            let url = format!("{}/{}", access.cache_url.trim_end_matches('/'), info.url);
+            let url = access.upstream.nar_url(&info);
             access
-                .fetcher
+                .upstream
+                .fetcher()
                 .download(
                     &url,
                     &tmp,

@@ -11,16 +11,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::binary_cache::{LocalCache, BINARY_CACHE_DIR};
-use crate::commands::create_channel_release::{
-    self, BuildInfo, CreateChannelReleaseOptions, COMPLETION_MARKER,
-};
-use crate::commands::garbage_collect::{self, GarbageCollectOptions, GcReport};
-use crate::commands::update_binary_cache::{self, MirrorJob, UpdateReport};
+use crate::binary_cache::{self, LocalCache, Upstream, BINARY_CACHE_DIR};
 use crate::config::{Config, Release as ReleaseConfig};
 use crate::fetch::{FetchConfig, Fetcher};
 use crate::fsutil::{self, DirLock};
+use crate::gc::{self, GcReport};
 use crate::hydra::HydraClient;
+use crate::mirror::{self, MirrorJob, MirrorReport};
+use crate::release::{self, create::NewRelease};
 use crate::signature::PublicKey;
 
 /// Options of `release-nixos`.
@@ -58,7 +56,7 @@ pub struct ChannelOutcome {
     /// The release directory, once known.
     pub release: Option<PathBuf>,
     /// The mirror report, once the closure was mirrored.
-    pub mirror: Option<UpdateReport>,
+    pub mirror: Option<MirrorReport>,
     /// Whether the channel link now points at a different release.
     pub moved: bool,
     /// The failure, if any.
@@ -106,7 +104,8 @@ pub async fn run(
     let hydra = HydraClient::new(fetcher.clone(), &opts.config.hydra);
     let mut given = opts.config.trusted_public_keys.clone();
     given.extend(opts.trusted_keys.iter().cloned());
-    let keys = update_binary_cache::effective_keys(&opts.config.cache, &given, opts.check_sigs);
+    let keys = binary_cache::trusted_keys_for(&opts.config.cache, &given, opts.check_sigs);
+    let upstream = Upstream::new(fetcher, &opts.config.cache, keys);
 
     for rel in opts.config.releases.iter().filter(|r| r.mirror) {
         tracing::warn!(
@@ -131,9 +130,8 @@ pub async fn run(
             rel,
             &dir,
             &cache,
-            &fetcher,
+            &upstream,
             &hydra,
-            &keys,
             &mut outcome,
             &mut out,
         )
@@ -172,49 +170,42 @@ pub async fn run(
     Ok((report, lock))
 }
 
+/// Creates the channel's latest release, mirrors its closure and, once both are complete,
+/// moves the channel link.
 #[allow(clippy::too_many_arguments)]
 async fn mirror_channel(
     opts: &ReleaseNixosOptions,
     rel: &ReleaseConfig,
     dir: &Path,
     cache: &LocalCache,
-    fetcher: &Fetcher,
+    upstream: &Upstream,
     hydra: &HydraClient,
-    keys: &[PublicKey],
     outcome: &mut ChannelOutcome,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<()> {
-    let cr_opts = CreateChannelReleaseOptions {
-        channel: rel.channel.clone(),
-        project: rel.project.clone(),
-        jobset: rel.jobset.clone(),
-        job: rel.job.clone(),
-        outdir: dir.join("releases"),
-        hydra_url: opts.config.hydra.clone(),
-        cache_url: opts.config.cache.clone(),
-        target_cache: opts.config.target_cache.clone(),
-        tmpdir: Some(opts.tmpdir.clone()),
-        fetch: opts.fetch.clone(),
-        trusted_keys: keys.to_vec(),
-        local_cache: Some(cache.root().to_path_buf()),
-    };
-    let build = hydra
-        .latest_finished(&rel.project, &rel.jobset, &rel.job)
-        .await?;
-    let release =
-        create_channel_release::create_from_build(&cr_opts, fetcher, hydra, &build).await?;
+    let release = release::create::create_latest(&NewRelease {
+        channel: &rel.channel,
+        project: &rel.project,
+        jobset: &rel.jobset,
+        job: &rel.job,
+        outdir: &dir.join("releases"),
+        hydra,
+        upstream,
+        target_cache: opts.config.target_cache.as_deref(),
+        tmpdir: Some(&opts.tmpdir),
+        local: Some(cache),
+    })
+    .await?;
     outcome.release = Some(release.dir.clone());
     // A complete release is returned as it is; what an interrupted later write (such as
     // `missing-store-paths`) left in it goes now, under the lock.
     fsutil::remove_stale_temp_files(&release.dir)?;
 
-    let roots = update_binary_cache::read_store_paths(&release.dir.join("store-paths"))?;
-    let mirror = update_binary_cache::mirror_closure(
+    let roots = release::read_store_paths(&release.dir)?;
+    let mirror = mirror::mirror_closure(
         &MirrorJob {
             cache,
-            fetcher,
-            cache_url: &opts.config.cache,
-            trusted_keys: keys.to_vec(),
+            upstream,
             roots,
             release: Some(&release.dir),
             print_only: opts.print_only,
@@ -235,7 +226,8 @@ async fn mirror_channel(
             release.dir.display()
         );
     }
-    outcome.moved = move_channel(dir, &rel.channel, &release.dir, &release.info, opts.force)?;
+    outcome.moved =
+        release::move_channel(dir, &rel.channel, &release.dir, &release.info, opts.force)?;
     Ok(())
 }
 
@@ -289,48 +281,6 @@ impl std::io::Write for UniqueLines<'_> {
     }
 }
 
-/// Points `DIR/channels/CHANNEL` at `release_dir`, unless the current release is newer (and
-/// `force` is not given). Returns whether the link changed.
-pub fn move_channel(
-    dir: &Path,
-    channel: &str,
-    release_dir: &Path,
-    info: &BuildInfo,
-    force: bool,
-) -> Result<bool> {
-    let link = dir.join("channels").join(channel);
-    let target = fsutil::relative_path(&dir.join("channels"), release_dir);
-    if let Ok(current) = std::fs::read_link(&link) {
-        if current == target {
-            return Ok(false);
-        }
-        let current_dir = dir.join("channels").join(&current);
-        if let Ok(current_info) = BuildInfo::read(&current_dir) {
-            if current_info.order_key() > info.order_key() && !force {
-                tracing::warn!(
-                    "channel {channel}: Hydra's latest release {} is older than the current {} \
-                     (evaluation {} < {}); not moving back (pass --force to move anyway)",
-                    info.nixname,
-                    current_info.nixname,
-                    info.eval_id,
-                    current_info.eval_id
-                );
-                return Ok(false);
-            }
-        }
-    }
-    fsutil::atomic_symlink(&target, &link)?;
-    tracing::info!("channel {channel} -> {}", target.display());
-    Ok(true)
-}
-
-/// A release directory found on disk.
-struct OnDisk {
-    dir: PathBuf,
-    info: Option<BuildInfo>,
-    complete: bool,
-}
-
 /// `--gc`: per channel keep the newest `keep` complete releases and the one the channel points
 /// at; delete the rest; then collect the global cache against what remains.
 fn collect(
@@ -338,114 +288,20 @@ fn collect(
     dir: &Path,
     cache: &LocalCache,
 ) -> Result<(Vec<PathBuf>, GcReport)> {
-    let releases_dir = dir.join("releases");
-    let mut deleted = Vec::new();
-    let mut remaining = Vec::new();
-    for channel_entry in read_dir_sorted(&releases_dir)? {
-        if !channel_entry.is_dir() {
-            continue;
-        }
-        let channel = channel_entry
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let keep = opts
-            .config
+    let pruned = gc::prune_releases(dir, |channel| {
+        opts.config
             .releases
             .iter()
             .find(|r| r.channel == channel)
-            .map(|r| r.keep);
-        let current = std::fs::read_link(dir.join("channels").join(&channel))
-            .ok()
-            .map(|t| fsutil::absolute(&dir.join("channels").join(t)))
-            .transpose()?;
-        let mut found: Vec<OnDisk> = read_dir_sorted(&channel_entry)?
-            .into_iter()
-            .filter(|p| {
-                p.is_dir()
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| fsutil::is_temp_name(&n.to_string_lossy()))
-            })
-            .map(|p| OnDisk {
-                info: BuildInfo::read(&p).ok(),
-                complete: p.join(COMPLETION_MARKER).is_file(),
-                dir: p,
-            })
-            .collect();
-        // Newest first.
-        found.sort_by_key(|r| std::cmp::Reverse(r.info.as_ref().map(BuildInfo::order_key)));
-        let Some(keep) = keep else {
-            // A channel no longer configured: leave it alone, but protect its files.
-            remaining.extend(found.into_iter().filter(|r| r.complete).map(|r| r.dir));
-            continue;
-        };
-        let current_key = current
-            .as_ref()
-            .and_then(|c| found.iter().find(|r| &r.dir == c))
-            .and_then(|r| r.info.as_ref().map(BuildInfo::order_key));
-        let mut kept = 0;
-        for r in found {
-            let is_current = current.as_ref() == Some(&r.dir);
-            let keep_it = if is_current {
-                true
-            } else if r.complete {
-                kept < keep.unwrap_or(u32::MAX)
-            } else {
-                // An unfinished release newer than the channel's may still be completed.
-                match (&r.info, current_key) {
-                    (Some(i), Some(c)) => i.order_key() > c,
-                    (_, None) => true,
-                    (None, Some(_)) => false,
-                }
-            };
-            if r.complete && keep_it {
-                kept += 1;
-            }
-            if keep_it {
-                if r.dir.join(BINARY_CACHE_DIR).is_dir() {
-                    remaining.push(r.dir);
-                }
-            } else {
-                tracing::info!("deleting old release {}", r.dir.display());
-                std::fs::remove_dir_all(&r.dir)
-                    .with_context(|| format!("cannot delete {}", r.dir.display()))?;
-                deleted.push(r.dir);
-            }
-        }
-    }
-    let gc = if remaining.is_empty() {
+            .map(|r| r.keep)
+    })?;
+    let report = if pruned.remaining.is_empty() {
         tracing::warn!("no release with a binary cache remains; the cache is not collected");
         GcReport::default()
     } else {
-        let mut sink = std::io::sink();
-        garbage_collect::run(
-            &GarbageCollectOptions {
-                cache: cache.root().to_path_buf(),
-                releases: remaining,
-                dry_run: false,
-            },
-            &mut sink,
-        )?
+        gc::collect_cache(cache.root(), &pruned.remaining, false, &mut std::io::sink())?
     };
-    Ok((deleted, gc))
-}
-
-fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
-    };
-    for e in entries {
-        out.push(
-            e.with_context(|| format!("cannot list {}", dir.display()))?
-                .path(),
-        );
-    }
-    out.sort();
-    Ok(out)
+    Ok((pruned.deleted, report))
 }
 
 #[cfg(test)]

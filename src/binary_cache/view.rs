@@ -1,13 +1,7 @@
-//! The local binary cache directory (`DIR/binary_cache`) and a release's view of it.
-//!
-//! Layout: `HASH.narinfo` files exactly as the upstream cache served them, the NAR files at the
-//! narinfo's `URL` (normally `nar/FILEHASH.nar.xz`), `nix-cache-info`, and `lastsync`. A narinfo
-//! is only ever written after its NAR is in place and verified, so every narinfo in the cache has
-//! its NAR (except after `--print-only`, which writes narinfos for another host to fill in).
-//!
-//! A release directory gets `binary_cache/` with relative symlinks to the global cache's
-//! narinfos and NARs of its closure, plus its own `nix-cache-info`, so the release directory alone
-//! is a valid binary cache and the garbage collector knows what the release needs.
+//! A release's view of the binary cache: `RELEASE/binary_cache/` holds relative symlinks to the
+//! global cache's narinfos and NARs of the release's closure, plus its own `nix-cache-info`, so
+//! the release directory alone is a valid binary cache and the garbage collector knows what the
+//! release needs.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
@@ -16,101 +10,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::fsutil::{self, UnsafePath};
-use crate::narinfo::NarInfo;
+use super::{canonical, LocalCache, BINARY_CACHE_DIR, NIX_CACHE_INFO};
+use crate::fsutil;
 use crate::store_path::StorePath;
-
-/// The `nix-cache-info` nixipfs serves.
-pub const NIX_CACHE_INFO: &str = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n";
-
-/// Name of the binary cache directory, both globally and inside a release.
-pub const BINARY_CACHE_DIR: &str = "binary_cache";
-
-/// A local binary cache directory.
-#[derive(Clone, Debug)]
-pub struct LocalCache {
-    root: PathBuf,
-}
-
-impl LocalCache {
-    /// Opens (creating if needed) the cache at `root`, with its `nix-cache-info`.
-    pub fn create(root: &Path) -> Result<LocalCache> {
-        let root = fsutil::absolute(root)?;
-        fs::create_dir_all(&root)
-            .with_context(|| format!("cannot create the binary cache {}", root.display()))?;
-        let cache = LocalCache {
-            root: canonical(&root)?,
-        };
-        cache.write_nix_cache_info()?;
-        Ok(cache)
-    }
-
-    /// Opens an existing cache directory without changing it.
-    pub fn open(root: &Path) -> Result<LocalCache> {
-        let root = fsutil::absolute(root)?;
-        if !root.is_dir() {
-            bail!("{} is not a directory", root.display());
-        }
-        Ok(LocalCache {
-            root: canonical(&root)?,
-        })
-    }
-
-    /// The cache directory, with every symlink on the way resolved, so that the relative links
-    /// of a release are the same whatever name the mirror directory was given by.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Writes `nix-cache-info` unless it already says the right thing.
-    pub fn write_nix_cache_info(&self) -> Result<()> {
-        fsutil::write_if_changed(&self.root.join("nix-cache-info"), NIX_CACHE_INFO.as_bytes())
-    }
-
-    /// Where the narinfo of `path` lives.
-    pub fn narinfo_path(&self, path: &StorePath) -> PathBuf {
-        self.root.join(format!("{}.narinfo", path.hash_part()))
-    }
-
-    /// Where the NAR of `info` lives; refuses a URL that would leave the cache directory.
-    pub fn nar_path(&self, info: &NarInfo) -> Result<PathBuf, UnsafePath> {
-        fsutil::safe_join(&self.root, &info.url)
-    }
-
-    /// Whether the NAR of `info` is in place with the size the narinfo gives. Files reach their
-    /// final name only after verification, so the size check guards against outside meddling;
-    /// `nixipfs verify` re-hashes everything.
-    pub fn nar_present(&self, nar: &Path, info: &NarInfo) -> bool {
-        match fs::symlink_metadata(nar) {
-            Ok(m) if m.file_type().is_file() => info.file_size.map_or(true, |s| s == m.len()),
-            _ => false,
-        }
-    }
-
-    /// Stores a narinfo's text exactly as served.
-    pub fn write_narinfo(&self, info: &NarInfo, fsync: bool) -> Result<()> {
-        let text = narinfo_text(info);
-        let dest = self.narinfo_path(&info.store_path);
-        if fsync {
-            fsutil::atomic_write(&dest, text.as_bytes())
-        } else {
-            fsutil::atomic_write_nosync(&dest, text.as_bytes())
-        }
-    }
-}
-
-/// The bytes of a narinfo as served (its source text when parsed).
-pub fn narinfo_text(info: &NarInfo) -> String {
-    match info.source() {
-        Some(s) => s.to_string(),
-        None => info.to_string(),
-    }
-}
-
-/// `path` with every symlink resolved (it must exist).
-fn canonical(path: &Path) -> Result<PathBuf> {
-    fs::canonicalize(path).with_context(|| format!("cannot resolve {}", path.display()))
-}
 
 /// What linking a release changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -121,21 +23,6 @@ pub struct LinkStats {
     pub kept: usize,
     /// Stale entries removed.
     pub removed: usize,
-}
-
-/// Makes `release_dir/binary_cache` a view of `cache` holding exactly the given narinfos and
-/// their NARs, as relative symlinks, plus `nix-cache-info`. Entries for paths no longer in the
-/// closure are removed.
-pub fn link_release(
-    release_dir: &Path,
-    cache: &LocalCache,
-    infos: &[&NarInfo],
-) -> Result<LinkStats> {
-    let mut view = ReleaseView::open(release_dir, cache)?;
-    for info in infos {
-        view.link(&info.store_path, &info.url)?;
-    }
-    view.finish()
 }
 
 /// A release's `binary_cache/` view being brought up to date: [`ReleaseView::link`] adds the
@@ -299,6 +186,7 @@ pub fn release_links(release_dir: &Path, cache_root: &Path) -> Result<BTreeSet<P
 mod tests {
     use super::*;
     use crate::hash::Sha256Hash;
+    use crate::narinfo::NarInfo;
 
     fn info(name: &str, url: &str) -> NarInfo {
         let sp =
@@ -309,23 +197,13 @@ mod tests {
         i
     }
 
-    #[test]
-    fn nar_url_may_not_escape() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = LocalCache::create(dir.path()).unwrap();
-        for bad in [
-            "../x.nar",
-            "/etc/passwd",
-            "nar/../../x",
-            "http://h/x",
-            "nar/%2e%2e/x",
-        ] {
-            assert!(cache.nar_path(&info("a", bad)).is_err(), "{bad}");
+    /// Makes the view hold exactly `infos`, as one mirroring run would.
+    fn link_all(release: &Path, cache: &LocalCache, infos: &[&NarInfo]) -> Result<LinkStats> {
+        let mut view = ReleaseView::open(release, cache)?;
+        for info in infos {
+            view.link(&info.store_path, &info.url)?;
         }
-        assert_eq!(
-            cache.nar_path(&info("a", "nar/abc.nar.xz")).unwrap(),
-            cache.root().join("nar/abc.nar.xz")
-        );
+        view.finish()
     }
 
     #[test]
@@ -338,7 +216,7 @@ mod tests {
         cache.write_narinfo(&i, false).unwrap();
         let release = dir.path().join("releases/chan/rel");
         fs::create_dir_all(&release).unwrap();
-        let stats = link_release(&release, &cache, &[&i]).unwrap();
+        let stats = link_all(&release, &cache, &[&i]).unwrap();
         assert_eq!(stats.created, 2);
         let link = release
             .join("binary_cache")
@@ -361,8 +239,8 @@ mod tests {
         let links = release_links(&release, cache.root()).unwrap();
         assert!(links.contains(Path::new("nar/abc.nar.xz")));
         // Linking again changes nothing; linking an empty closure removes the links.
-        assert_eq!(link_release(&release, &cache, &[&i]).unwrap().kept, 2);
-        let stats = link_release(&release, &cache, &[]).unwrap();
+        assert_eq!(link_all(&release, &cache, &[&i]).unwrap().kept, 2);
+        let stats = link_all(&release, &cache, &[]).unwrap();
         assert_eq!(stats.removed, 2);
         assert!(!release.join("binary_cache/nar").exists());
         assert!(release.join("binary_cache/nix-cache-info").exists());
@@ -426,7 +304,7 @@ mod tests {
         fs::write(cache.root().join("nar/abc.nar.xz"), b"nar").unwrap();
         cache.write_narinfo(&i, false).unwrap();
         let release = mirror.join("releases/chan/rel");
-        link_release(&release, &cache, &[&i]).unwrap();
+        link_all(&release, &cache, &[&i]).unwrap();
         assert_eq!(
             fs::read_link(release.join("binary_cache/nar/abc.nar.xz")).unwrap(),
             PathBuf::from("../../../../../binary_cache/nar/abc.nar.xz")

@@ -1,0 +1,212 @@
+//! The mirroring pipeline: the runtime closure of a set of store paths, from an upstream binary
+//! cache into the local one, and linked into a release's view.
+//!
+//! The steps run at once, as one pipeline, and each has its module:
+//! 1. [`walk`]: the closure walk reads local narinfos and fetches the others, checking their
+//!    signatures in batches, and streams each narinfo as soon as it is taken;
+//! 2. [`nars`]: each narinfo's NAR is found in place, downloaded and verified, or hashed on
+//!    disk against a narinfo fetched now (a NAR download starts as soon as its narinfo
+//!    arrives);
+//! 3. [`batch`]: narinfos are stored in batches after their NARs are made durable, and each
+//!    store path is linked into the release's view right after its narinfo is stored;
+//! 4. at the end, the view drops what is no longer in the closure and the release gets its
+//!    `missing-store-paths`.
+//!
+//! Each narinfo is written only after its NAR is in place and verified against it. Narinfos of
+//! one run that name the same NAR must agree on its `FileHash` and `FileSize`. A path upstream
+//! does not have is listed as missing and does not make the closure incomplete; any other
+//! failure does, and is counted in [`MirrorReport::failures`].
+
+mod batch;
+mod nars;
+pub mod walk;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use tokio::sync::mpsc;
+
+use crate::binary_cache::{LocalCache, ReleaseView, Upstream};
+use crate::fsutil;
+use crate::progress::{self, Phase, Unit};
+use crate::release;
+use crate::store_path::StorePath;
+use batch::NarInfoBatch;
+use nars::{Admitted, Nars};
+use walk::{Event, Found, Origin};
+
+/// One closure to mirror into a local cache.
+pub struct MirrorJob<'a> {
+    /// The global cache.
+    pub cache: &'a LocalCache,
+    /// The upstream cache and the keys its narinfos must be signed by.
+    pub upstream: &'a Upstream,
+    /// Where the closure starts.
+    pub roots: Vec<StorePath>,
+    /// The release to link (and to write `missing-store-paths` into).
+    pub release: Option<&'a Path>,
+    /// List the NARs to fetch (as `URL,FILEHASH` lines) instead of downloading them; the
+    /// narinfos are stored for another host to fill in, and no view is linked.
+    pub print_only: bool,
+}
+
+/// What a mirroring run did.
+#[derive(Clone, Debug, Default)]
+pub struct MirrorReport {
+    /// Store paths in the closure that were found.
+    pub paths: usize,
+    /// Narinfos read from the local cache.
+    pub narinfos_local: usize,
+    /// Narinfos fetched from upstream.
+    pub narinfos_fetched: usize,
+    /// NARs downloaded and verified in this run.
+    pub nars_fetched: usize,
+    /// NARs that were already present.
+    pub nars_present: usize,
+    /// NARs listed for another downloader (`--print-only`).
+    pub nars_listed: usize,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Paths whose narinfo upstream does not have.
+    pub missing: Vec<StorePath>,
+    /// Failures, each naming the path, URL or file.
+    pub failures: Vec<String>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl MirrorReport {
+    /// Whether the whole closure (relative to upstream) is mirrored and verified.
+    pub fn is_complete(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The one-line summary.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} paths ({} narinfos fetched, {} already here), {} NARs downloaded ({}), {} already present{}, {} missing upstream, {} failed, {:.1} s",
+            self.paths,
+            self.narinfos_fetched,
+            self.narinfos_local,
+            self.nars_fetched,
+            progress::human_bytes(self.bytes),
+            self.nars_present,
+            if self.nars_listed > 0 {
+                format!(", {} listed", self.nars_listed)
+            } else {
+                String::new()
+            },
+            self.missing.len(),
+            self.failures.len(),
+            self.elapsed.as_secs_f64()
+        )
+    }
+
+    fn fail(&mut self, message: String) {
+        tracing::error!("{message}");
+        self.failures.push(message);
+    }
+}
+
+/// Mirrors the closure of `job.roots` into `job.cache` and links the release; `--print-only`
+/// lines go to `out`. An error is returned only when the run cannot go on (the cache cannot be
+/// written, `out` is gone); a path that fails is counted in the report and the rest go on.
+pub async fn mirror_closure(
+    job: &MirrorJob<'_>,
+    out: &mut (dyn Write + Send),
+) -> Result<MirrorReport> {
+    let start = Instant::now();
+    let cache = job.cache;
+    fsutil::remove_stale_temp_files(cache.root())?;
+    fsutil::remove_stale_temp_files(&cache.root().join("nar"))?;
+    let source = Arc::new(walk::Source {
+        upstream: job.upstream.clone(),
+        local: Some(cache.clone()),
+    });
+    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    let walker = tokio::spawn(walk::walk(source, job.roots.clone(), tx));
+
+    let narinfo_phase = Phase::new("narinfos", Unit::Items, job.roots.len() as u64);
+    let bytes_phase = Phase::new("NAR bytes", Unit::Bytes, 0);
+    let mut report = MirrorReport::default();
+    let mut nars = Nars::new(cache, job.upstream, job.print_only, bytes_phase.clone());
+    let view = match job.release {
+        Some(release) if !job.print_only => Some(ReleaseView::open(release, cache)?),
+        _ => None,
+    };
+    let fsync = job.upstream.fetcher().config().fsync;
+    let mut batch = NarInfoBatch::new(cache.clone(), view, fsync);
+    let mut walk_done = false;
+
+    while !walk_done || !nars.is_idle() {
+        tokio::select! {
+            ev = rx.recv(), if !walk_done => {
+                let Some(ev) = ev else { walk_done = true; continue };
+                narinfo_phase.inc(1);
+                match ev {
+                    Event::Missing(p) => {
+                        tracing::warn!("{p}: the upstream cache has no narinfo for it (404); it is listed in missing-store-paths");
+                        report.missing.push(p);
+                    }
+                    Event::Failed { path, error } => report.fail(format!("{path}: {error}")),
+                    Event::Found(found) => {
+                        let Found { narinfo, origin } = *found;
+                        narinfo_phase.inc_total(narinfo.references.len() as u64);
+                        report.paths += 1;
+                        match origin {
+                            Origin::Local => report.narinfos_local += 1,
+                            Origin::Remote => report.narinfos_fetched += 1,
+                        }
+                        match nars.admit(narinfo, origin, out, &mut report).await? {
+                            Admitted::Stored(info) => batch.push_stored(info).await?,
+                            Admitted::Store(info) => batch.push(info).await?,
+                            Admitted::Pending => {}
+                            Admitted::Refused(msg) => report.fail(msg),
+                        }
+                    }
+                }
+            }
+            done = nars.next_done(), if !nars.is_idle() => {
+                let Some(done) = done else { continue };
+                let done = done?;
+                match done.result {
+                    Ok(size) => {
+                        match size {
+                            Some(bytes) => {
+                                report.nars_fetched += 1;
+                                report.bytes += bytes;
+                            }
+                            None => report.nars_present += 1,
+                        }
+                        for info in done.infos {
+                            batch.push(info).await?;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        for info in &done.infos {
+                            report.failures.push(format!("{}: NAR {}: {e}", info.store_path, info.url));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = walker.await;
+    let view = batch.finish().await?;
+    narinfo_phase.finish();
+    bytes_phase.finish();
+
+    report.missing.sort();
+    if let Some(release) = job.release {
+        release::write_missing_store_paths(release, &report.missing)?;
+    }
+    if let Some(view) = view {
+        view.finish()?;
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}

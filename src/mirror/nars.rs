@@ -1,0 +1,241 @@
+//! Fetching and verifying the NARs of the closure.
+//!
+//! Each narinfo the walk finds is admitted here: refused when its URL would leave the cache,
+//! when it has no `FileHash`, or when it gives a NAR another narinfo of the run names with
+//! another `FileHash` or `FileSize`; otherwise its NAR is found in place, joined to a download
+//! or check of the same file under way, listed for another downloader (`--print-only`), hashed
+//! on disk (a narinfo fetched now for a NAR already here), or downloaded. Downloads and checks
+//! run as tasks, at most twice the fetcher's concurrency at once; each finished one hands back
+//! the narinfos that were waiting for its file.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::walk::Origin;
+use super::MirrorReport;
+use crate::binary_cache::{LocalCache, Upstream};
+use crate::fetch::{self, Expected};
+use crate::fsutil;
+use crate::hash::Sha256Hash;
+use crate::narinfo::NarInfo;
+use crate::progress::Phase;
+
+/// What became of an admitted narinfo.
+pub(super) enum Admitted {
+    /// It was stored before, with its NAR: only the release's view needs it.
+    Stored(NarInfo),
+    /// It is to be stored now without waiting for a NAR (`--print-only`).
+    Store(NarInfo),
+    /// Nothing to do now: its NAR is on its way, or it is listed and already stored.
+    Pending,
+    /// Refused, with a message naming the narinfo.
+    Refused(String),
+}
+
+/// A finished download or check, with the narinfos that were waiting for its file.
+pub(super) struct NarDone {
+    /// The narinfos naming the file.
+    pub infos: Vec<NarInfo>,
+    /// The bytes downloaded (`None`: the file was there and matched), or what went wrong.
+    pub result: Result<Option<u64>, String>,
+}
+
+/// The NAR files of one run: what is fetched, checked or listed, and for which narinfos.
+pub(super) struct Nars<'a> {
+    cache: &'a LocalCache,
+    upstream: &'a Upstream,
+    print_only: bool,
+    /// NAR path -> the fetched narinfos waiting for it (stored once it is verified).
+    waiting: HashMap<PathBuf, Vec<NarInfo>>,
+    /// NAR path -> the FileHash and FileSize the first narinfo of this run gave it. Another
+    /// narinfo naming the same file must agree, or it would be stored unverified.
+    claims: HashMap<PathBuf, (Option<Sha256Hash>, Option<u64>)>,
+    tasks: JoinSet<(PathBuf, Result<Option<u64>, String>)>,
+    slots: Arc<Semaphore>,
+    dirs_made: HashSet<PathBuf>,
+    bytes_phase: Phase,
+}
+
+impl<'a> Nars<'a> {
+    pub(super) fn new(
+        cache: &'a LocalCache,
+        upstream: &'a Upstream,
+        print_only: bool,
+        bytes_phase: Phase,
+    ) -> Nars<'a> {
+        let slots = upstream.fetcher().config().concurrency.max(1) * 2;
+        Nars {
+            cache,
+            upstream,
+            print_only,
+            waiting: HashMap::new(),
+            claims: HashMap::new(),
+            tasks: JoinSet::new(),
+            slots: Arc::new(Semaphore::new(slots)),
+            dirs_made: HashSet::new(),
+            bytes_phase,
+        }
+    }
+
+    /// Whether no download or check is under way.
+    pub(super) fn is_idle(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Takes a narinfo of the closure: see the module documentation. `--print-only` lines go
+    /// to `out`; present and listed NARs are counted in `report`.
+    pub(super) async fn admit(
+        &mut self,
+        narinfo: NarInfo,
+        origin: Origin,
+        out: &mut (dyn Write + Send),
+        report: &mut MirrorReport,
+    ) -> Result<Admitted> {
+        let nar = match self.cache.nar_path(&narinfo) {
+            Ok(p) => p,
+            Err(e) => {
+                return Ok(Admitted::Refused(format!(
+                    "{}: {}: refusing the narinfo's URL: {e}",
+                    narinfo.store_path,
+                    self.upstream.narinfo_url(&narinfo.store_path)
+                )))
+            }
+        };
+        if narinfo.file_hash.is_none() {
+            return Ok(Admitted::Refused(format!(
+                "{}: {}: has no FileHash, so its NAR cannot be verified",
+                narinfo.store_path,
+                self.upstream.narinfo_url(&narinfo.store_path)
+            )));
+        }
+        let claim = (narinfo.file_hash, narinfo.file_size);
+        match self.claims.get(&nar) {
+            Some(first) if *first != claim => {
+                return Ok(Admitted::Refused(format!(
+                    "{}: {}: names the NAR {} with FileHash {} and FileSize {}, but another \
+                     narinfo of the closure gives it {} and {}",
+                    narinfo.store_path,
+                    self.upstream.narinfo_url(&narinfo.store_path),
+                    narinfo.url,
+                    describe(claim.0),
+                    describe(claim.1),
+                    describe(first.0),
+                    describe(first.1),
+                )))
+            }
+            Some(_) => {}
+            None => {
+                self.claims.insert(nar.clone(), claim);
+            }
+        }
+        let present = self.cache.nar_present(&nar, &narinfo);
+        if self.print_only {
+            if present {
+                report.nars_present += 1;
+            } else if let Entry::Vacant(slot) = self.waiting.entry(nar) {
+                let hash = narinfo.file_hash.map(|h| h.to_string()).unwrap_or_default();
+                writeln!(out, "{},{}", narinfo.url, hash)
+                    .context("cannot write to standard output")?;
+                report.nars_listed += 1;
+                slot.insert(Vec::new());
+            }
+            return Ok(match origin {
+                Origin::Remote => Admitted::Store(narinfo),
+                Origin::Local => Admitted::Pending,
+            });
+        }
+        if present && origin == Origin::Local {
+            // Stored together, each verified against the other when written.
+            report.nars_present += 1;
+            return Ok(Admitted::Stored(narinfo));
+        }
+        if let Some(list) = self.waiting.get_mut(&nar) {
+            // Another narinfo's download or check of the same file is under way.
+            list.push(narinfo);
+            return Ok(Admitted::Pending);
+        }
+        let expected = Expected {
+            size: narinfo.file_size,
+            sha256: narinfo.file_hash,
+        };
+        let permit = self.slots.clone().acquire_owned().await?;
+        if present {
+            // A narinfo fetched now for a NAR that is already here: the file is hashed
+            // against it before the narinfo is stored.
+            let url = self.upstream.nar_url(&narinfo);
+            self.waiting.insert(nar.clone(), vec![narinfo]);
+            self.tasks.spawn(async move {
+                let _permit = permit;
+                let file = nar.clone();
+                let checked =
+                    tokio::task::spawn_blocking(move || fetch::verify_file(&file, expected)).await;
+                let result = match checked {
+                    Ok(Ok(Ok(()))) => Ok(None),
+                    Ok(Ok(Err(mismatch))) => Err(format!(
+                        "{} is already in the cache and does not match this narinfo: {mismatch}",
+                        nar.display()
+                    )),
+                    Ok(Err(e)) => Err(format!("cannot read {}: {e}", nar.display())),
+                    Err(e) => Err(format!("checking {url} failed: {e}")),
+                };
+                (nar, result)
+            });
+            return Ok(Admitted::Pending);
+        }
+        if let Some(dir) = nar.parent() {
+            if self.dirs_made.insert(dir.to_path_buf()) {
+                fsutil::create_dir_all_within(self.cache.root(), dir)?;
+            }
+        }
+        self.bytes_phase.inc_total(narinfo.file_size.unwrap_or(0));
+        let url = self.upstream.nar_url(&narinfo);
+        let fetcher = self.upstream.fetcher().clone();
+        let phase = self.bytes_phase.clone();
+        self.waiting.insert(nar.clone(), vec![narinfo]);
+        self.tasks.spawn(async move {
+            let _permit = permit;
+            // A large NAR is fsynced on its own: that costs little next to its size and
+            // overlaps the other downloads, where leaving it to the batch's syncfs would make
+            // the run wait for it at the end.
+            let result = if expected.size.is_some_and(|s| s <= fetch::IN_MEMORY_MAX) {
+                fetcher.download_unsynced(&url, &nar, expected).await
+            } else {
+                fetcher.download(&url, &nar, expected).await
+            };
+            let result = match result {
+                Ok(d) => {
+                    phase.inc(d.size);
+                    Ok(Some(d.size))
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            (nar, result)
+        });
+        Ok(Admitted::Pending)
+    }
+
+    /// The next finished download or check; `None` when none is under way.
+    pub(super) async fn next_done(&mut self) -> Option<Result<NarDone>> {
+        let joined = self.tasks.join_next().await?;
+        Some(
+            joined
+                .context("a download task failed")
+                .map(|(nar, result)| NarDone {
+                    infos: self.waiting.remove(&nar).unwrap_or_default(),
+                    result,
+                }),
+        )
+    }
+}
+
+/// A narinfo field's value for messages, or `none`.
+fn describe<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "none".to_string(), |v| v.to_string())
+}

@@ -1,0 +1,293 @@
+//! Creating a channel release from the latest finished build of a Hydra job.
+//!
+//! Every file is written under a temporary name and renamed into place; `git-revision` is
+//! written last, and a failure leaves none. A release that has it is returned at once. A
+//! complete release without `build-info.json` (the 2017 scripts wrote none) gets one from the
+//! build, without asking Hydra for more. The channel's files (tarball, images) are taken from
+//! the build products' store paths through the binary cache, each verified against the hash
+//! Hydra gives ([`crate::store_file`]).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use super::{
+    check_channel_name, write_build_info, write_store_paths, BuildInfo, ChannelRelease, BUILD_INFO,
+    COMPLETION_MARKER,
+};
+use crate::binary_cache::{LocalCache, Upstream};
+use crate::fsutil;
+use crate::hydra::{Build, HydraClient};
+use crate::store_file::{self, CacheAccess, StoreFile};
+
+/// Where a release comes from and where it goes.
+#[derive(Clone, Copy)]
+pub struct NewRelease<'a> {
+    /// Channel name, e.g. `nixos-24.11`.
+    pub channel: &'a str,
+    /// Hydra project.
+    pub project: &'a str,
+    /// Hydra jobset.
+    pub jobset: &'a str,
+    /// Hydra job.
+    pub job: &'a str,
+    /// Directory under which `CHANNEL/NIXNAME` is created.
+    pub outdir: &'a Path,
+    /// The Hydra server.
+    pub hydra: &'a HydraClient,
+    /// The binary cache the files are fetched through.
+    pub upstream: &'a Upstream,
+    /// What `binary-cache-url` says (default: the upstream cache's URL).
+    pub target_cache: Option<&'a str>,
+    /// Directory for NARs while they are read (default: the release directory).
+    pub tmpdir: Option<&'a Path>,
+    /// A local binary cache whose narinfos and NARs are used when present.
+    pub local: Option<&'a LocalCache>,
+}
+
+/// A file of the release that comes from a Hydra job's build product.
+struct ProductSpec {
+    /// The job in the evaluation.
+    job: String,
+    /// The product's `subtype`.
+    subtype: &'static str,
+    /// Whether a missing job is an error (else a warning).
+    required: bool,
+    /// The file name in the release (default: the product's own name).
+    file_name: Option<&'static str>,
+}
+
+/// The files a channel's release holds, as the original scripts chose them.
+fn products_for(channel: &str) -> Vec<ProductSpec> {
+    let mut out = Vec::new();
+    if channel.starts_with("nixos") {
+        out.push(ProductSpec {
+            job: "nixos.channel".into(),
+            subtype: "source-dist",
+            required: true,
+            file_name: Some("nixexprs.tar.xz"),
+        });
+        let mut images = vec![("nixos.iso_minimal.x86_64-linux", "iso")];
+        if !channel.ends_with("-small") {
+            images.extend([
+                ("nixos.iso_minimal.i686-linux", "iso"),
+                ("nixos.iso_graphical.x86_64-linux", "iso"),
+                ("nixos.ova.x86_64-linux", "ova"),
+            ]);
+        }
+        for (job, subtype) in images {
+            out.push(ProductSpec {
+                job: job.into(),
+                subtype,
+                required: false,
+                file_name: None,
+            });
+        }
+    } else {
+        out.push(ProductSpec {
+            job: "tarball".into(),
+            subtype: "source-dist",
+            required: true,
+            file_name: Some("nixexprs.tar.xz"),
+        });
+    }
+    out
+}
+
+/// Creates the release of the latest finished build of the job.
+pub async fn create_latest(new: &NewRelease<'_>) -> Result<ChannelRelease> {
+    check_channel_name(new.channel)?;
+    let build = new
+        .hydra
+        .latest_finished(new.project, new.jobset, new.job)
+        .await?;
+    create_from_build(new, &build).await
+}
+
+/// Creates the release of `build` (the latest finished build of the job).
+pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<ChannelRelease> {
+    check_channel_name(new.channel)?;
+    if !build.is_success() {
+        bail!(
+            "Hydra build {} of {}:{}:{} did not succeed; no release is made from it",
+            build.id,
+            new.project,
+            new.jobset,
+            new.job
+        );
+    }
+    let nixname = build.release_name()?.to_string();
+    let eval_id = build.eval_id()?;
+    let outdir = fsutil::absolute(new.outdir)?;
+    let dir = outdir.join(new.channel).join(&nixname);
+
+    if dir.join(COMPLETION_MARKER).is_file() {
+        let info = match BuildInfo::read(&dir) {
+            Ok(info) => info,
+            // A release made before build-info.json existed (the 2017 scripts made none): what
+            // it records is known from the build and the release's own git-revision.
+            Err(e) if !dir.join(BUILD_INFO).exists() => {
+                tracing::info!("{e:#}; writing it from Hydra build {}", build.id);
+                let marker = dir.join(COMPLETION_MARKER);
+                let git_revision = std::fs::read_to_string(&marker)
+                    .with_context(|| format!("cannot read {}", marker.display()))?
+                    .trim()
+                    .to_string();
+                let info = build_info(new, build, eval_id, &nixname, git_revision);
+                write_build_info(&dir, &info)?;
+                info
+            }
+            Err(e) => return Err(e),
+        };
+        tracing::info!("{} is complete already", dir.display());
+        return Ok(ChannelRelease {
+            dir,
+            info,
+            created: false,
+        });
+    }
+    fsutil::create_dir_all_within(&outdir, &dir)?;
+    fsutil::remove_stale_temp_files(&dir)?;
+    tracing::info!(
+        "creating {} from Hydra build {} (evaluation {eval_id})",
+        dir.display(),
+        build.id
+    );
+
+    let eval = new.hydra.eval(eval_id).await?;
+    let git_revision = eval.nixpkgs_revision()?;
+    let store_paths = new.hydra.eval_store_paths(eval_id).await?;
+
+    let access = CacheAccess {
+        upstream: new.upstream,
+        local: new.local,
+    };
+    let tmpdir = new.tmpdir.unwrap_or(&dir);
+    for spec in products_for(new.channel) {
+        fetch_product(&access, new.hydra, eval_id, &spec, &dir, tmpdir).await?;
+    }
+
+    let hydra_url = new.hydra.base();
+    let info = build_info(new, build, eval_id, &nixname, git_revision.clone());
+    let target = new.target_cache.unwrap_or(new.upstream.url());
+    fsutil::atomic_write(
+        &dir.join("src-url"),
+        format!("{hydra_url}/eval/{eval_id}").as_bytes(),
+    )?;
+    fsutil::atomic_write(&dir.join("binary-cache-url"), target.as_bytes())?;
+    write_store_paths(&dir, &store_paths)?;
+    write_build_info(&dir, &info)?;
+    // Last: the marker that everything above is in place.
+    fsutil::atomic_write(&dir.join(COMPLETION_MARKER), git_revision.as_bytes())?;
+    Ok(ChannelRelease {
+        dir,
+        info,
+        created: true,
+    })
+}
+
+/// What a release of `build` records about it.
+fn build_info(
+    new: &NewRelease<'_>,
+    build: &Build,
+    eval_id: u64,
+    nixname: &str,
+    git_revision: String,
+) -> BuildInfo {
+    BuildInfo {
+        hydra: new.hydra.base().to_string(),
+        project: new.project.to_string(),
+        jobset: new.jobset.to_string(),
+        job: new.job.to_string(),
+        build_id: build.id,
+        eval_id,
+        build_time: build.stoptime.or(build.timestamp).unwrap_or(0),
+        nixname: nixname.to_string(),
+        git_revision,
+    }
+}
+
+async fn fetch_product(
+    access: &CacheAccess<'_>,
+    hydra: &HydraClient,
+    eval_id: u64,
+    spec: &ProductSpec,
+    dir: &Path,
+    tmpdir: &Path,
+) -> Result<()> {
+    let Some(build) = hydra.eval_job(eval_id, &spec.job).await? else {
+        if spec.required {
+            bail!(
+                "evaluation {eval_id} has no job {}; the channel tarball is required",
+                spec.job
+            );
+        }
+        tracing::warn!("evaluation {eval_id} has no job {}; skipping it", spec.job);
+        return Ok(());
+    };
+    let Some(product) = build.product_by_subtype(spec.subtype) else {
+        if spec.required {
+            bail!(
+                "Hydra build {} ({}) has no build product of subtype {:?}",
+                build.id,
+                spec.job,
+                spec.subtype
+            );
+        }
+        tracing::warn!(
+            "Hydra build {} ({}) has no {:?} product; skipping it",
+            build.id,
+            spec.job,
+            spec.subtype
+        );
+        return Ok(());
+    };
+    let file_name = match spec.file_name {
+        Some(n) => n.to_string(),
+        None => product.file_name()?.to_string(),
+    };
+    let (store_path, inner) = product.store_path_and_inner()?;
+    let sha256 = product.sha256()?;
+    let dest = dir.join(&file_name);
+    let sha_file = dir.join(format!("{file_name}.sha256"));
+    let sha_line = format!("{}  {file_name}\n", sha256.to_hex());
+    let already = dest.is_file()
+        && std::fs::read_to_string(&sha_file).is_ok_and(|s| s == sha_line)
+        && crate::fetch::verify_file(
+            &dest,
+            crate::fetch::Expected {
+                size: product.filesize,
+                sha256: Some(sha256),
+            },
+        )
+        .is_ok_and(|r| r.is_ok());
+    if already {
+        tracing::info!("{file_name} is in place already");
+        return Ok(());
+    }
+    tracing::info!("fetching {file_name} from {store_path}{inner}");
+    let size = store_file::fetch_store_file(
+        access,
+        &StoreFile {
+            store_path: &store_path,
+            inner: &inner,
+            sha256,
+            size: product.filesize,
+            dest: &dest,
+        },
+        tmpdir,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot fetch {file_name} (Hydra build {}, {})",
+            build.id, spec.job
+        )
+    })?;
+    fsutil::atomic_write(&sha_file, sha_line.as_bytes())?;
+    tracing::info!(
+        "{file_name}: {} verified",
+        crate::progress::human_bytes(size)
+    );
+    Ok(())
+}
