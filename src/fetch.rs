@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::fsutil::TempFile;
+use crate::fsutil;
 use crate::hash::Sha256Hash;
 
 /// Settings for a [`Fetcher`].
@@ -67,6 +67,20 @@ pub struct Expected {
     pub size: Option<u64>,
     /// sha256 of the bytes.
     pub sha256: Option<Sha256Hash>,
+}
+
+impl Expected {
+    /// Checks `got` against what is expected: `Err` describes the first difference (size
+    /// first, then hash).
+    pub fn check(&self, got: Downloaded) -> Result<(), String> {
+        if let Some(size) = self.size.filter(|&s| s != got.size) {
+            return Err(format!("got {} bytes, expected {size}", got.size));
+        }
+        match self.sha256 {
+            Some(h) if h != got.sha256 => Err(format!("got sha256 {}, expected {h}", got.sha256)),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A verified download.
@@ -371,16 +385,12 @@ impl Fetcher {
             size: body.len() as u64,
             sha256: crate::hash::sha256(&body),
         };
-        if expected.size.is_some_and(|s| s != got.size)
-            || expected.sha256.is_some_and(|h| h != got.sha256)
-        {
-            return Err(AttemptError::Mismatch(describe_mismatch(expected, got)));
-        }
+        expected.check(got).map_err(AttemptError::Mismatch)?;
         let dest_owned = dest.to_path_buf();
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut tmp = TempFile::new_in(&dir)?;
-            tmp.file().write_all(&body)?;
-            tmp.persist(&dest_owned, fsync)
+            let mut tmp = fsutil::temp_file_in(&dir)?;
+            tmp.write_all(&body)?;
+            fsutil::persist(tmp, &dest_owned, fsync)
         })
         .await;
         match written {
@@ -569,12 +579,12 @@ fn write_verified(
         path: dest.to_path_buf(),
         source,
     };
-    let mut tmp = TempFile::new_in(dir).map_err(io_err)?;
+    let mut tmp = fsutil::temp_file_in(dir).map_err(io_err)?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut complete = false;
     {
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, tmp.file());
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, tmp.as_file_mut());
         while let Some(msg) = rx.blocking_recv() {
             match msg {
                 WriterMsg::Chunk(chunk, _held) => {
@@ -597,25 +607,11 @@ fn write_verified(
         size,
         sha256: Sha256Hash(hasher.finalize().into()),
     };
-    if expected.size.is_some_and(|s| s != got.size)
-        || expected.sha256.is_some_and(|h| h != got.sha256)
-    {
-        return Ok(WriterOutcome::Mismatch(describe_mismatch(expected, got)));
+    if let Err(mismatch) = expected.check(got) {
+        return Ok(WriterOutcome::Mismatch(mismatch));
     }
-    tmp.persist(dest, fsync).map_err(io_err)?;
+    fsutil::persist(tmp, dest, fsync).map_err(io_err)?;
     Ok(WriterOutcome::Stored(got))
-}
-
-fn describe_mismatch(expected: Expected, got: Downloaded) -> String {
-    if let Some(size) = expected.size {
-        if size != got.size {
-            return format!("got {} bytes, expected {size}", got.size);
-        }
-    }
-    match expected.sha256 {
-        Some(h) if h != got.sha256 => format!("got sha256 {}, expected {h}", got.sha256),
-        _ => "mismatch".to_string(),
-    }
 }
 
 fn transient(e: &reqwest::Error) -> AttemptError {
@@ -682,11 +678,5 @@ pub fn verify_file(path: &Path, expected: Expected) -> std::io::Result<Result<()
         size,
         sha256: Sha256Hash(hasher.finalize().into()),
     };
-    if expected.size.is_some_and(|s| s != got.size)
-        || expected.sha256.is_some_and(|h| h != got.sha256)
-    {
-        Ok(Err(describe_mismatch(expected, got)))
-    } else {
-        Ok(Ok(()))
-    }
+    Ok(expected.check(got))
 }

@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use tempfile::NamedTempFile;
 use thiserror::Error;
 
 /// Prefix of every temporary file or directory nixipfs creates.
@@ -124,72 +125,24 @@ pub fn create_dir_all_within(base: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A temporary file in the directory of its final path; removed on drop unless persisted.
-pub struct TempFile {
-    path: PathBuf,
-    file: Option<File>,
+/// A new temporary file in `dir` (which must exist), named with [`TEMP_PREFIX`] and created
+/// with the permissions a new file gets (0666 less the umask), since it becomes a served file;
+/// removed on drop unless [`persist`]ed.
+pub fn temp_file_in(dir: &Path) -> io::Result<NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .rand_bytes(16)
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
 }
 
-impl TempFile {
-    /// Creates a new temporary file in `dir` (which must exist).
-    pub fn new_in(dir: &Path) -> io::Result<TempFile> {
-        loop {
-            let name = format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>());
-            let path = dir.join(name);
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => {
-                    return Ok(TempFile {
-                        path,
-                        file: Some(file),
-                    })
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
+/// Flushes `tmp` to disk (if `sync`) and renames it to `dest`, replacing what is there.
+pub fn persist(tmp: NamedTempFile, dest: &Path, sync: bool) -> io::Result<()> {
+    if sync {
+        tmp.as_file().sync_all()?;
     }
-
-    /// The temporary path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The open file.
-    pub fn file(&mut self) -> &mut File {
-        self.file
-            .as_mut()
-            .expect("temp file is open until persisted")
-    }
-
-    /// Flushes the data to disk (if `sync`) and renames the file to `dest`, replacing what is there.
-    pub fn persist(mut self, dest: &Path, sync: bool) -> io::Result<()> {
-        let file = self.file.take().expect("temp file is open until persisted");
-        if sync {
-            file.sync_all()?;
-        }
-        drop(file);
-        fs::rename(&self.path, dest)?;
-        // Nothing left to clean up.
-        self.path = PathBuf::new();
-        Ok(())
-    }
-}
-
-impl Write for TempFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file().write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.file().flush()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
+    tmp.persist(dest).map(drop).map_err(|e| e.error)
 }
 
 /// Writes `bytes` to `dest` atomically: a temp file in the same directory, fsync, rename.
@@ -205,10 +158,10 @@ pub fn atomic_write_nosync(dest: &Path, bytes: &[u8]) -> Result<()> {
 
 fn atomic_write_with(dest: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let dir = parent_dir(dest);
-    let mut tmp = TempFile::new_in(dir)
+    let mut tmp = temp_file_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)
-        .and_then(|()| tmp.persist(dest, sync))
+        .and_then(|()| persist(tmp, dest, sync))
         .with_context(|| format!("cannot write {}", dest.display()))
 }
 
@@ -471,10 +424,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path;
         {
-            let mut t = TempFile::new_in(dir.path()).unwrap();
+            let mut t = temp_file_in(dir.path()).unwrap();
             t.write_all(b"partial").unwrap();
             path = t.path().to_path_buf();
             assert!(path.exists());
+            let name = path.file_name().unwrap().to_string_lossy();
+            assert!(is_temp_name(&name), "{name}");
         }
         assert!(!path.exists());
     }

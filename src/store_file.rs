@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use crate::binary_cache::{LocalCache, Upstream, UpstreamNarInfoError};
 use crate::compression::{self, Compression};
 use crate::fetch::Expected;
-use crate::fsutil::{self, TempFile};
+use crate::fsutil;
 use crate::hash::{HashingReader, HashingWriter, Sha256Hash};
 use crate::nar;
 use crate::narinfo::NarInfo;
@@ -153,7 +153,7 @@ fn extract_verified(
         .with_context(|| format!("cannot decompress {}", nar_path.display()))?;
     // The NAR's hash is checked while it is read.
     let mut reader = HashingReader::new(decompressed);
-    let tmp = TempFile::new_in(dir)
+    let tmp = fsutil::temp_file_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     let mut out = HashingWriter::new(std::io::BufWriter::with_capacity(256 * 1024, tmp));
     nar::extract_file(&mut reader, inner, &mut out)?;
@@ -174,7 +174,6 @@ fn extract_verified(
     if let Some(s) = want_size.filter(|&s| s != size) {
         bail!("the file has {size} bytes, but Hydra says {s}; it was not kept");
     }
-    tmp.persist(dest, true)
-        .with_context(|| format!("cannot write {}", dest.display()))?;
+    fsutil::persist(tmp, dest, true).with_context(|| format!("cannot write {}", dest.display()))?;
     Ok(size)
 }
