@@ -21,51 +21,51 @@ use crate::text::shorten;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Build {
     /// The build id.
-    #[serde(deserialize_with = "lenient::u64")]
+    #[serde(deserialize_with = "lenient::value")]
     pub id: u64,
     /// The derivation name, e.g. `nixos-24.11.711815.3f0a8ac25fb6`: for a channel job, the
     /// release name. Use [`Build::release_name`] to get it checked.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub nixname: String,
     /// The job name, e.g. `tested` or `nixos.channel`.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub job: String,
     /// The project name.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub project: String,
     /// The jobset name.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub jobset: String,
     /// Whether the build has finished (successfully or not).
-    #[serde(default, deserialize_with = "lenient::bool")]
+    #[serde(default, deserialize_with = "lenient::value")]
     pub finished: bool,
     /// 0 for success; `None` while the build is queued.
-    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub buildstatus: Option<i64>,
     /// When the build was queued (Unix time).
-    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub timestamp: Option<i64>,
     /// When the build started (Unix time).
-    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub starttime: Option<i64>,
     /// When the build finished (Unix time).
-    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub stoptime: Option<i64>,
     /// The evaluations the build belongs to, as Hydra lists them.
-    #[serde(default, deserialize_with = "lenient::u64_list")]
+    #[serde(default, deserialize_with = "lenient::list")]
     pub jobsetevals: Vec<u64>,
     /// The build products, keyed by their product number ("1", "2", ...). Choose one with
     /// [`Build::product_by_subtype`]: the numbering is not stable across Hydra versions.
-    #[serde(default, deserialize_with = "lenient::map")]
+    #[serde(default, deserialize_with = "lenient::null_as_default")]
     pub buildproducts: BTreeMap<String, BuildProduct>,
     /// The outputs, keyed by output name ("out", "dev", ...).
-    #[serde(default, deserialize_with = "lenient::map")]
+    #[serde(default, deserialize_with = "lenient::null_as_default")]
     pub buildoutputs: BTreeMap<String, BuildOutput>,
     /// The platform, e.g. `x86_64-linux`.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub system: String,
     /// The derivation's store path (absent before 2020).
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub drvpath: Option<String>,
     /// The URL the build was read from.
     #[serde(skip)]
@@ -77,25 +77,25 @@ pub struct Build {
 pub struct BuildProduct {
     /// The product's path: a store path, or a file inside one
     /// (`/nix/store/…-nixos-channel-…/tarballs/nixos-….tar.xz`).
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub path: String,
     /// The product's display name.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub name: String,
     /// For directories: the file to link to inside `path`.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub defaultpath: String,
     /// Size in bytes, for files.
-    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub filesize: Option<u64>,
     /// sha256 of the file in hexadecimal, for files.
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub sha256hash: Option<String>,
     /// `file`, `nix-build`, `report`, `doc`, ...
-    #[serde(default, rename = "type", deserialize_with = "lenient::string")]
+    #[serde(default, rename = "type", deserialize_with = "lenient::or_default")]
     pub r#type: String,
     /// `source-dist` (channel and nixpkgs tarballs), `iso`, `ova`, `json-br`, ...
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub subtype: String,
     /// The URL of the build this product belongs to.
     #[serde(skip)]
@@ -109,7 +109,7 @@ pub struct BuildProduct {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct BuildOutput {
     /// The output's store path (`None` for a content-addressed output not built yet).
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub path: Option<String>,
 }
 
@@ -117,19 +117,19 @@ pub struct BuildOutput {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Eval {
     /// The evaluation id.
-    #[serde(deserialize_with = "lenient::u64")]
+    #[serde(deserialize_with = "lenient::value")]
     pub id: u64,
     /// The inputs of a classic jobset by input name (`nixpkgs`, ...); empty for flake jobsets.
-    #[serde(default, deserialize_with = "lenient::map")]
+    #[serde(default, deserialize_with = "lenient::null_as_default")]
     pub jobsetevalinputs: BTreeMap<String, EvalInput>,
     /// The locked flake URI of a flake jobset (absent before 2021-10).
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub flake: Option<String>,
     /// When the evaluation ran (Unix time; absent before 2021-10).
-    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub timestamp: Option<i64>,
     /// The ids of the evaluation's builds.
-    #[serde(default, deserialize_with = "lenient::u64_list")]
+    #[serde(default, deserialize_with = "lenient::list")]
     pub builds: Vec<u64>,
     /// The URL the evaluation was read from.
     #[serde(skip)]
@@ -140,13 +140,13 @@ pub struct Eval {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct EvalInput {
     /// The revision, for version-control inputs.
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub revision: Option<String>,
     /// The repository, for version-control inputs.
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub uri: Option<String>,
     /// `git`, `boolean`, `string`, ...
-    #[serde(default, rename = "type", deserialize_with = "lenient::string")]
+    #[serde(default, rename = "type", deserialize_with = "lenient::or_default")]
     pub r#type: String,
 }
 
