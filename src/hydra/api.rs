@@ -210,21 +210,16 @@ impl Build {
     /// or NUL, at most 255 bytes, and not starting with `.` (no hidden or temporary names).
     pub fn release_name(&self) -> Result<&str, HydraError> {
         let name = self.nixname.as_str();
-        let problem = match check_file_name(name) {
-            Err(e) => Some(e.to_string()),
-            Ok(()) if name.starts_with('.') => Some(format!("{name:?} starts with `.`")),
-            Ok(()) => None,
-        };
-        match problem {
-            None => Ok(name),
-            Some(p) => Err(HydraError::invalid(
+        check_visible_file_name(name).map_err(|p| {
+            HydraError::invalid(
                 &self.url,
                 format!(
                     "field `nixname` of build {} is not a plain file name: {p}",
                     self.id
                 ),
-            )),
-        }
+            )
+        })?;
+        Ok(name)
     }
 }
 
@@ -275,23 +270,29 @@ impl BuildProduct {
     /// `nixos-24.11.711815.3f0a8ac25fb6.tar.xz`.
     pub fn file_name(&self) -> Result<&str, HydraError> {
         let name = self.path.rsplit('/').next().unwrap_or_default();
-        let problem = match check_file_name(name) {
-            Err(e) => Some(e.to_string()),
-            Ok(()) if name.starts_with('.') => Some(format!("{name:?} starts with `.`")),
-            Ok(()) => None,
-        };
-        match problem {
-            None => Ok(name),
-            Some(p) => Err(HydraError::invalid(
+        check_visible_file_name(name).map_err(|p| {
+            HydraError::invalid(
                 &self.url,
                 format!(
                     "field `{}` ({:?}) does not end in a plain file name: {p}",
                     self.field("path"),
                     self.path
                 ),
-            )),
-        }
+            )
+        })?;
+        Ok(name)
     }
+}
+
+/// Checks that a name from Hydra can name a file or directory of the mirror: a plain file name
+/// ([`check_file_name`]) that does not start with `.`, so that it is neither hidden nor taken
+/// for one of the mirror's temporary files. The error says what is wrong.
+fn check_visible_file_name(name: &str) -> Result<(), String> {
+    check_file_name(name).map_err(|e| e.to_string())?;
+    if name.starts_with('.') {
+        return Err(format!("{name:?} starts with `.`"));
+    }
+    Ok(())
 }
 
 impl Eval {
