@@ -504,6 +504,12 @@ pub(super) mod tests {
         Eval::from_json(&eval_url(7), json.as_bytes()).unwrap()
     }
 
+    /// The body of `/jobset/PROJECT/JOBSET/evals`: a page of evaluations.
+    #[derive(Deserialize)]
+    struct Evals {
+        evals: Vec<Eval>,
+    }
+
     const CHANNEL_STORE_PATH: &str =
         "/nix/store/00svgrbd1srnd74fkhik86izj3qxysx7-nixos-channel-17.09.1234.abcdef01234";
 
@@ -817,11 +823,6 @@ pub(super) mod tests {
             b.drvpath.as_deref(),
             Some("/nix/store/ab9zv2y5gm8hr6g318p0s6kaclwj4slr-hello-2.10.drv")
         );
-
-        #[derive(Deserialize)]
-        struct Evals {
-            evals: Vec<Eval>,
-        }
         let evals: Evals =
             serde_json::from_slice(&fixture("real/openapi-example-evals-success.json")).unwrap();
         assert_eq!(evals.evals.len(), 1);
@@ -870,11 +871,6 @@ pub(super) mod tests {
             }
         }
         assert_eq!(builds[3].jobsetevals.len(), 5);
-
-        #[derive(Deserialize)]
-        struct Evals {
-            evals: Vec<Eval>,
-        }
         let evals: Evals = serde_json::from_slice(&fixture(
             "real/hydra-check-action-rs/get_jobset_evals_success.json",
         ))
