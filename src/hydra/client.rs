@@ -3,8 +3,8 @@
 //! Every request asks for `application/json`, is retried by the fetcher on transient failures,
 //! and is refused when its answer is larger than [`MAX_JSON_SIZE`] (or
 //! [`MAX_STORE_PATHS_SIZE`] for the list of an evaluation's store paths). A 404 becomes
-//! [`HydraError::NotFound`] with Hydra's own message; the answers are parsed by the types of
-//! [`super::api`], and the client checks that they are what was asked for.
+//! [`HydraError::NotFound`] with Hydra's own message; the answers are parsed by the types of the
+//! `api` module, and the client checks that they are what was asked for.
 
 use super::api::{parse_store_paths, Build, Eval};
 use super::error::HydraError;
@@ -89,6 +89,7 @@ impl HydraClient {
         format!("{}/eval/{eval_id}", self.base)
     }
 
+    /// `url`'s answer, at most `limit` bytes.
     async fn get(&self, url: &str, limit: u64) -> Result<bytes::Bytes, HydraError> {
         self.fetcher
             .get_bytes(url, Some(ACCEPT_JSON), limit)
@@ -235,6 +236,26 @@ mod tests {
     use super::*;
     use crate::fetch::FetchConfig;
     use crate::hydra::api::tests::fixture;
+
+    #[test]
+    fn request_names_are_checked_and_encoded() {
+        assert_eq!(
+            path_segment("job", "nixos.iso_minimal.x86_64-linux").unwrap(),
+            "nixos.iso_minimal.x86_64-linux"
+        );
+        assert_eq!(path_segment("job", "a:b'é").unwrap(), "a%3Ab%27%C3%A9");
+        for bad in [
+            "", ".", "..", "a/b", "a b", "a\nb", "a?b", "a#b", "a%2F", "a\\b",
+        ] {
+            let err = path_segment("jobset", bad).unwrap_err();
+            assert!(
+                matches!(err, HydraError::InvalidName { what: "jobset", .. }),
+                "{bad:?}: {err:?}"
+            );
+        }
+    }
+
+    // ---- the client against a tiny HTTP server ----
 
     /// One canned answer: status, extra headers, body.
     type Answer = (u16, Vec<(&'static str, String)>, Vec<u8>);
@@ -512,23 +533,5 @@ mod tests {
             matches!(err, HydraError::InvalidName { what: "jobset", .. }),
             "{err:?}"
         );
-    }
-
-    #[test]
-    fn request_names_are_checked_and_encoded() {
-        assert_eq!(
-            path_segment("job", "nixos.iso_minimal.x86_64-linux").unwrap(),
-            "nixos.iso_minimal.x86_64-linux"
-        );
-        assert_eq!(path_segment("job", "a:b'é").unwrap(), "a%3Ab%27%C3%A9");
-        for bad in [
-            "", ".", "..", "a/b", "a b", "a\nb", "a?b", "a#b", "a%2F", "a\\b",
-        ] {
-            let err = path_segment("jobset", bad).unwrap_err();
-            assert!(
-                matches!(err, HydraError::InvalidName { what: "jobset", .. }),
-                "{bad:?}: {err:?}"
-            );
-        }
     }
 }
