@@ -1,249 +1,71 @@
-//! A client for the JSON API of a Hydra CI server, and the types of its answers.
+//! The JSON answers of Hydra's API as Rust types, parsed from bytes and checked: no I/O here.
 //!
-//! [`HydraClient`] makes the few requests a channel release needs, always with
-//! `Accept: application/json` (without it Hydra answers with HTML):
-//!
-//! | method | request |
-//! |---|---|
-//! | [`HydraClient::latest_finished`] | `GET HYDRA/job/PROJECT/JOBSET/JOB/latest-finished` (302 to `/build/ID`) |
-//! | [`HydraClient::build`] | `GET HYDRA/build/ID` |
-//! | [`HydraClient::eval`] | `GET HYDRA/eval/ID` |
-//! | [`HydraClient::eval_store_paths`] | `GET HYDRA/eval/ID/store-paths` |
-//! | [`HydraClient::eval_job`] | `GET HYDRA/eval/ID/job/NAME` (302 to `/build/ID`) |
-//!
-//! The answers are parsed leniently, because Hydra's JSON has changed over the years and comes
-//! from Perl: booleans may be `0`/`1`, numbers may be strings, most fields may be `null` or
-//! missing (`drvpath`, `flake` and `timestamp` are newer than 2017), keys come in any order and
-//! unknown keys are ignored. Only the ids are required. What is then *used* is checked strictly
-//! by the helper methods ([`Build::release_name`], [`Build::eval_id`],
-//! [`BuildProduct::store_path_and_inner`], [`BuildProduct::sha256`],
-//! [`Eval::nixpkgs_revision`], ...), whose errors name the URL the value came from and the field,
-//! e.g. ``https://hydra.nixos.org/eval/123: field `jobsetevalinputs.nixpkgs.revision` is missing``.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use nixipfs::fetch::{FetchConfig, Fetcher};
-//! use nixipfs::hydra::HydraClient;
-//!
-//! let hydra = HydraClient::new(Fetcher::new(FetchConfig::default())?, "https://hydra.nixos.org/");
-//! let build = hydra.latest_finished("nixos", "release-24.11", "tested").await?;
-//! let eval = hydra.eval(build.eval_id()?).await?;
-//! println!("{} is nixpkgs {}", build.release_name()?, eval.nixpkgs_revision()?);
-//! if let Some(channel) = hydra.eval_job(eval.id, "nixos.channel").await? {
-//!     let tarball = channel.product_by_subtype("source-dist").ok_or("no tarball")?;
-//!     let (store_path, inner) = tarball.store_path_and_inner()?;
-//!     println!("{} is {inner} in {store_path}, sha256 {}", tarball.file_name()?, tarball.sha256()?);
-//! }
-//! # Ok(()) }
-//! ```
+//! [`Build::from_json`], [`Eval::from_json`] and [`parse_store_paths`] read the bodies of
+//! `/build/ID`, `/eval/ID` and `/eval/ID/store-paths`. They tell an HTML page, broken JSON,
+//! Hydra's own `{"error": "..."}` object and an answer of the wrong shape apart. Fields are read
+//! leniently (see the `lenient` module); what is then used is checked strictly by the accessors,
+//! whose errors name the URL the answer came from and the field.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use thiserror::Error;
 
-use crate::fetch::{FetchError, Fetcher};
+use super::error::HydraError;
+use super::lenient;
 use crate::fsutil::check_file_name;
 use crate::hash::Sha256Hash;
 use crate::store_path::{parse_store_path_prefix, StorePath};
 use crate::text::shorten;
 
-/// Largest JSON answer accepted for a build or an evaluation (16 MiB). An evaluation lists the
-/// ids of its builds: about 300 000 for a nixpkgs trunk evaluation, some 3 MiB.
-pub const MAX_JSON_SIZE: u64 = 16 << 20;
-
-/// Largest `/eval/ID/store-paths` answer accepted (256 MiB). It lists every output of the
-/// evaluation's succeeded builds, about 100 bytes each: a nixpkgs evaluation gives tens of MiB.
-pub const MAX_STORE_PATHS_SIZE: u64 = 256 << 20;
-
-/// The `Accept` header of every request; without it Hydra answers with HTML pages.
-const ACCEPT_JSON: &str = "application/json";
-
-/// Why a Hydra request or a value in its answer failed.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum HydraError {
-    /// Hydra answered 404 (or 410), with its own message when it gave one, e.g. "There is no
-    /// successful build to redirect to." or "Evaluation 123 doesn't exist.".
-    #[error("{url}: not found on Hydra: {message}")]
-    NotFound {
-        /// The URL requested.
-        url: String,
-        /// Hydra's message, or the HTTP status when it gave none.
-        message: String,
-    },
-    /// The request failed in transport or with another HTTP status (the error names the URL).
-    #[error(transparent)]
-    Fetch(FetchError),
-    /// The answer was an HTML page, not JSON.
-    #[error(
-        "{url}: the answer is an HTML page{title} instead of JSON: the server (or a proxy in front \
-         of it) ignored `Accept: application/json` or answered with an error page"
-    )]
-    Html {
-        /// The URL requested.
-        url: String,
-        /// ` ("<page title>")`, or empty when the page has no title.
-        title: String,
-    },
-    /// The answer is not JSON, or not JSON of the expected shape.
-    #[error("{url}: {reason}")]
-    Json {
-        /// The URL requested.
-        url: String,
-        /// What is wrong, with the line and column of the answer.
-        reason: String,
-    },
-    /// Hydra answered with its `{"error": "..."}` object although the status was not 404.
-    #[error("{url}: Hydra reported an error: {message}")]
-    Server {
-        /// The URL requested.
-        url: String,
-        /// Hydra's message.
-        message: String,
-    },
-    /// A value in an answer is missing or not acceptable.
-    #[error("{url}: {problem}")]
-    Invalid {
-        /// The URL of the answer the value came from (empty if the value was built by hand).
-        url: String,
-        /// The field and what is wrong with it.
-        problem: String,
-    },
-    /// A project, jobset or job name cannot be put into a request URL.
-    #[error("invalid Hydra {what} name {name:?}: {reason}")]
-    InvalidName {
-        /// "project", "jobset" or "job".
-        what: &'static str,
-        /// The name, as given.
-        name: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-}
-
-impl HydraError {
-    /// Whether Hydra answered 404: the job, evaluation or build does not exist.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, HydraError::NotFound { .. })
-    }
-
-    fn invalid(url: &str, problem: impl Into<String>) -> HydraError {
-        HydraError::Invalid {
-            url: url.to_string(),
-            problem: problem.into(),
-        }
-    }
-
-    fn from_fetch(e: FetchError) -> HydraError {
-        match e {
-            FetchError::NotFound {
-                url,
-                status,
-                detail,
-            } => {
-                let message = detail.strip_prefix(": ").unwrap_or(&detail).trim();
-                let message = if message.is_empty() {
-                    format!("HTTP {status}")
-                } else {
-                    message.to_string()
-                };
-                HydraError::NotFound { url, message }
-            }
-            other => HydraError::Fetch(other),
-        }
-    }
-}
-
-/// Checks a project, jobset or job name before it becomes a URL path segment. Hydra's own names
-/// never have these problems; the check keeps a mistyped name from changing the request's path.
-pub fn check_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("it is empty");
-    }
-    if name == "." || name == ".." {
-        return Err("`.` and `..` are not names");
-    }
-    if name.contains('/') {
-        return Err("it contains `/`");
-    }
-    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("it contains whitespace or control characters");
-    }
-    if name.contains(['?', '#', '%', '\\']) {
-        return Err("it contains one of `?`, `#`, `%`, `\\`");
-    }
-    Ok(())
-}
-
-/// `name` as a URL path segment, after [`check_name`]; characters outside the unreserved set are
-/// percent-encoded.
-fn path_segment(what: &'static str, name: &str) -> Result<String, HydraError> {
-    check_name(name).map_err(|reason| HydraError::InvalidName {
-        what,
-        name: name.to_string(),
-        reason,
-    })?;
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~+".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    Ok(out)
-}
-
 /// A build, as `/build/ID` describes it (`Hydra::Schema::Result::Builds::as_json`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Build {
     /// The build id.
-    #[serde(deserialize_with = "lenient::u64")]
+    #[serde(deserialize_with = "lenient::value")]
     pub id: u64,
     /// The derivation name, e.g. `nixos-24.11.711815.3f0a8ac25fb6`: for a channel job, the
     /// release name. Use [`Build::release_name`] to get it checked.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub nixname: String,
     /// The job name, e.g. `tested` or `nixos.channel`.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub job: String,
     /// The project name.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub project: String,
     /// The jobset name.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub jobset: String,
     /// Whether the build has finished (successfully or not).
-    #[serde(default, deserialize_with = "lenient::bool")]
+    #[serde(default, deserialize_with = "lenient::value")]
     pub finished: bool,
     /// 0 for success; `None` while the build is queued.
-    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub buildstatus: Option<i64>,
     /// When the build was queued (Unix time).
-    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub timestamp: Option<i64>,
     /// When the build started (Unix time).
-    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub starttime: Option<i64>,
     /// When the build finished (Unix time).
-    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub stoptime: Option<i64>,
     /// The evaluations the build belongs to, as Hydra lists them.
-    #[serde(default, deserialize_with = "lenient::u64_list")]
+    #[serde(default, deserialize_with = "lenient::list")]
     pub jobsetevals: Vec<u64>,
     /// The build products, keyed by their product number ("1", "2", ...). Choose one with
     /// [`Build::product_by_subtype`]: the numbering is not stable across Hydra versions.
-    #[serde(default, deserialize_with = "lenient::map")]
+    #[serde(default, deserialize_with = "lenient::null_as_default")]
     pub buildproducts: BTreeMap<String, BuildProduct>,
     /// The outputs, keyed by output name ("out", "dev", ...).
-    #[serde(default, deserialize_with = "lenient::map")]
+    #[serde(default, deserialize_with = "lenient::null_as_default")]
     pub buildoutputs: BTreeMap<String, BuildOutput>,
     /// The platform, e.g. `x86_64-linux`.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub system: String,
     /// The derivation's store path (absent before 2020).
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub drvpath: Option<String>,
     /// The URL the build was read from.
     #[serde(skip)]
@@ -255,25 +77,25 @@ pub struct Build {
 pub struct BuildProduct {
     /// The product's path: a store path, or a file inside one
     /// (`/nix/store/…-nixos-channel-…/tarballs/nixos-….tar.xz`).
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub path: String,
     /// The product's display name.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub name: String,
     /// For directories: the file to link to inside `path`.
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub defaultpath: String,
     /// Size in bytes, for files.
-    #[serde(default, deserialize_with = "lenient::opt_u64")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub filesize: Option<u64>,
     /// sha256 of the file in hexadecimal, for files.
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub sha256hash: Option<String>,
     /// `file`, `nix-build`, `report`, `doc`, ...
-    #[serde(default, rename = "type", deserialize_with = "lenient::string")]
+    #[serde(default, rename = "type", deserialize_with = "lenient::or_default")]
     pub r#type: String,
     /// `source-dist` (channel and nixpkgs tarballs), `iso`, `ova`, `json-br`, ...
-    #[serde(default, deserialize_with = "lenient::string")]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub subtype: String,
     /// The URL of the build this product belongs to.
     #[serde(skip)]
@@ -287,7 +109,7 @@ pub struct BuildProduct {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct BuildOutput {
     /// The output's store path (`None` for a content-addressed output not built yet).
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub path: Option<String>,
 }
 
@@ -295,19 +117,19 @@ pub struct BuildOutput {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Eval {
     /// The evaluation id.
-    #[serde(deserialize_with = "lenient::u64")]
+    #[serde(deserialize_with = "lenient::value")]
     pub id: u64,
     /// The inputs of a classic jobset by input name (`nixpkgs`, ...); empty for flake jobsets.
-    #[serde(default, deserialize_with = "lenient::map")]
+    #[serde(default, deserialize_with = "lenient::null_as_default")]
     pub jobsetevalinputs: BTreeMap<String, EvalInput>,
     /// The locked flake URI of a flake jobset (absent before 2021-10).
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub flake: Option<String>,
     /// When the evaluation ran (Unix time; absent before 2021-10).
-    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub timestamp: Option<i64>,
     /// The ids of the evaluation's builds.
-    #[serde(default, deserialize_with = "lenient::u64_list")]
+    #[serde(default, deserialize_with = "lenient::list")]
     pub builds: Vec<u64>,
     /// The URL the evaluation was read from.
     #[serde(skip)]
@@ -318,13 +140,13 @@ pub struct Eval {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct EvalInput {
     /// The revision, for version-control inputs.
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub revision: Option<String>,
     /// The repository, for version-control inputs.
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::option")]
     pub uri: Option<String>,
     /// `git`, `boolean`, `string`, ...
-    #[serde(default, rename = "type", deserialize_with = "lenient::string")]
+    #[serde(default, rename = "type", deserialize_with = "lenient::or_default")]
     pub r#type: String,
 }
 
@@ -388,21 +210,16 @@ impl Build {
     /// or NUL, at most 255 bytes, and not starting with `.` (no hidden or temporary names).
     pub fn release_name(&self) -> Result<&str, HydraError> {
         let name = self.nixname.as_str();
-        let problem = match check_file_name(name) {
-            Err(e) => Some(e.to_string()),
-            Ok(()) if name.starts_with('.') => Some(format!("{name:?} starts with `.`")),
-            Ok(()) => None,
-        };
-        match problem {
-            None => Ok(name),
-            Some(p) => Err(HydraError::invalid(
+        check_visible_file_name(name).map_err(|p| {
+            HydraError::invalid(
                 &self.url,
                 format!(
                     "field `nixname` of build {} is not a plain file name: {p}",
                     self.id
                 ),
-            )),
-        }
+            )
+        })?;
+        Ok(name)
     }
 }
 
@@ -453,23 +270,29 @@ impl BuildProduct {
     /// `nixos-24.11.711815.3f0a8ac25fb6.tar.xz`.
     pub fn file_name(&self) -> Result<&str, HydraError> {
         let name = self.path.rsplit('/').next().unwrap_or_default();
-        let problem = match check_file_name(name) {
-            Err(e) => Some(e.to_string()),
-            Ok(()) if name.starts_with('.') => Some(format!("{name:?} starts with `.`")),
-            Ok(()) => None,
-        };
-        match problem {
-            None => Ok(name),
-            Some(p) => Err(HydraError::invalid(
+        check_visible_file_name(name).map_err(|p| {
+            HydraError::invalid(
                 &self.url,
                 format!(
                     "field `{}` ({:?}) does not end in a plain file name: {p}",
                     self.field("path"),
                     self.path
                 ),
-            )),
-        }
+            )
+        })?;
+        Ok(name)
     }
+}
+
+/// Checks that a name from Hydra can name a file or directory of the mirror: a plain file name
+/// ([`check_file_name`]) that does not start with `.`, so that it is neither hidden nor taken
+/// for one of the mirror's temporary files. The error says what is wrong.
+fn check_visible_file_name(name: &str) -> Result<(), String> {
+    check_file_name(name).map_err(|e| e.to_string())?;
+    if name.starts_with('.') {
+        return Err(format!("{name:?} starts with `.`"));
+    }
+    Ok(())
 }
 
 impl Eval {
@@ -655,303 +478,14 @@ fn html_title(page: &[u8]) -> Option<String> {
     (!title.is_empty()).then(|| shorten(&title, 100))
 }
 
-/// `s` cut to at most `max` characters, with `…` when cut.
-
-/// A client of one Hydra server.
-#[derive(Clone)]
-pub struct HydraClient {
-    fetcher: Fetcher,
-    base: String,
-}
-
-impl HydraClient {
-    /// A client of the Hydra at `base_url` (e.g. `https://hydra.nixos.org`; a trailing `/` is
-    /// ignored), making its requests through `fetcher` (with its retries and concurrency limit).
-    pub fn new(fetcher: Fetcher, base_url: &str) -> HydraClient {
-        HydraClient {
-            fetcher,
-            base: base_url.trim_end_matches('/').to_string(),
-        }
-    }
-
-    /// The base URL, without a trailing `/`.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    /// `HYDRA/eval/ID`: the web page of an evaluation, which releases record as `src-url`.
-    pub fn eval_url(&self, eval_id: u64) -> String {
-        format!("{}/eval/{eval_id}", self.base)
-    }
-
-    async fn get(&self, url: &str, limit: u64) -> Result<bytes::Bytes, HydraError> {
-        self.fetcher
-            .get_bytes(url, Some(ACCEPT_JSON), limit)
-            .await
-            .map_err(HydraError::from_fetch)
-    }
-
-    /// The latest finished, successful build of a job (`/job/P/J/JOB/latest-finished`, which
-    /// Hydra redirects to `/build/ID`). An answer that is not finished and successful is an
-    /// error. A job without any successful build gives [`HydraError::NotFound`].
-    pub async fn latest_finished(
-        &self,
-        project: &str,
-        jobset: &str,
-        job: &str,
-    ) -> Result<Build, HydraError> {
-        let url = format!(
-            "{}/job/{}/{}/{}/latest-finished",
-            self.base,
-            path_segment("project", project)?,
-            path_segment("jobset", jobset)?,
-            path_segment("job", job)?
-        );
-        let body = self.get(&url, MAX_JSON_SIZE).await?;
-        let build = Build::from_json(&url, &body)?;
-        if !build.is_success() {
-            return Err(HydraError::invalid(
-                &url,
-                format!(
-                    "build {} is not a finished, successful build (finished: {}, buildstatus: {})",
-                    build.id,
-                    build.finished,
-                    build
-                        .buildstatus
-                        .map_or_else(|| "null".to_string(), |s| s.to_string())
-                ),
-            ));
-        }
-        Ok(build)
-    }
-
-    /// A build by id (`/build/ID`).
-    pub async fn build(&self, id: u64) -> Result<Build, HydraError> {
-        let url = format!("{}/build/{id}", self.base);
-        let body = self.get(&url, MAX_JSON_SIZE).await?;
-        let build = Build::from_json(&url, &body)?;
-        if build.id != id {
-            return Err(HydraError::invalid(
-                &url,
-                format!("asked for build {id}, got build {}", build.id),
-            ));
-        }
-        Ok(build)
-    }
-
-    /// An evaluation by id (`/eval/ID`).
-    pub async fn eval(&self, id: u64) -> Result<Eval, HydraError> {
-        let url = self.eval_url(id);
-        let body = self.get(&url, MAX_JSON_SIZE).await?;
-        let eval = Eval::from_json(&url, &body)?;
-        if eval.id != id {
-            return Err(HydraError::invalid(
-                &url,
-                format!("asked for evaluation {id}, got evaluation {}", eval.id),
-            ));
-        }
-        Ok(eval)
-    }
-
-    /// The output paths of the evaluation's succeeded builds (`/eval/ID/store-paths`), sorted
-    /// and without duplicates.
-    pub async fn eval_store_paths(&self, id: u64) -> Result<Vec<StorePath>, HydraError> {
-        let url = format!("{}/eval/{id}/store-paths", self.base);
-        let body = self.get(&url, MAX_STORE_PATHS_SIZE).await?;
-        parse_store_paths(&url, &body)
-    }
-
-    /// The build of job `job` in evaluation `eval_id` (`/eval/ID/job/NAME`, which Hydra redirects
-    /// to `/build/ID`), or `None` when the evaluation has no such job (404), so that optional
-    /// jobs can be skipped. Hydra answers 404 for a missing evaluation too, so read the
-    /// evaluation with [`HydraClient::eval`] first. The build may have failed: check
-    /// [`Build::is_success`].
-    pub async fn eval_job(&self, eval_id: u64, job: &str) -> Result<Option<Build>, HydraError> {
-        let url = format!(
-            "{}/eval/{eval_id}/job/{}",
-            self.base,
-            path_segment("job", job)?
-        );
-        let body = match self.get(&url, MAX_JSON_SIZE).await {
-            Ok(body) => body,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let build = Build::from_json(&url, &body)?;
-        if !build.job.is_empty() && build.job != job {
-            return Err(HydraError::invalid(
-                &url,
-                format!(
-                    "asked for job {job:?}, got build {} of job {:?}",
-                    build.id, build.job
-                ),
-            ));
-        }
-        Ok(Some(build))
-    }
-}
-
-impl std::fmt::Debug for HydraClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HydraClient")
-            .field("base", &self.base)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Deserializers that accept the variations of Hydra's JSON over the years.
-mod lenient {
-    use std::collections::BTreeMap;
-
-    use serde::de::{Deserialize, Deserializer, Error};
-    use serde_json::Value;
-
-    /// A short rendering of a JSON value for error messages.
-    fn describe(v: &Value) -> String {
-        let s = v.to_string();
-        crate::text::shorten(&s, 60)
-    }
-
-    fn as_u64(v: &Value) -> Option<u64> {
-        match v {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
-    fn as_i64(v: &Value) -> Option<i64> {
-        match v {
-            Value::Number(n) => n.as_i64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-
-    fn is_blank(v: &Value) -> bool {
-        match v {
-            Value::Null => true,
-            Value::String(s) => s.trim().is_empty(),
-            _ => false,
-        }
-    }
-
-    /// `true`/`false`, `0`/`1` (also as strings); `null` is `false`.
-    pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-        let v = Value::deserialize(d)?;
-        match &v {
-            Value::Null => Ok(false),
-            Value::Bool(b) => Ok(*b),
-            Value::String(s) if s == "true" => Ok(true),
-            Value::String(s) if s == "false" => Ok(false),
-            _ => match as_u64(&v) {
-                Some(0) => Ok(false),
-                Some(1) => Ok(true),
-                _ => Err(D::Error::custom(format!(
-                    "expected a boolean (true, false, 0 or 1), found {}",
-                    describe(&v)
-                ))),
-            },
-        }
-    }
-
-    /// A non-negative integer, also as a string.
-    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let v = Value::deserialize(d)?;
-        as_u64(&v).ok_or_else(|| {
-            D::Error::custom(format!(
-                "expected a non-negative integer, found {}",
-                describe(&v)
-            ))
-        })
-    }
-
-    /// A non-negative integer, also as a string; `null` or `""` is `None`.
-    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        let v = Value::deserialize(d)?;
-        if is_blank(&v) {
-            return Ok(None);
-        }
-        as_u64(&v).map(Some).ok_or_else(|| {
-            D::Error::custom(format!(
-                "expected a non-negative integer or null, found {}",
-                describe(&v)
-            ))
-        })
-    }
-
-    /// An integer, also as a string; `null` or `""` is `None`.
-    pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-        let v = Value::deserialize(d)?;
-        if is_blank(&v) {
-            return Ok(None);
-        }
-        as_i64(&v).map(Some).ok_or_else(|| {
-            D::Error::custom(format!(
-                "expected an integer or null, found {}",
-                describe(&v)
-            ))
-        })
-    }
-
-    /// A string; a number is taken as its decimal text and `null` as `""`.
-    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        Ok(opt_string(d)?.unwrap_or_default())
-    }
-
-    /// A string; a number is taken as its decimal text; `null` or `""` is `None`.
-    pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        match Value::deserialize(d)? {
-            Value::Null => Ok(None),
-            Value::String(s) if s.is_empty() => Ok(None),
-            Value::String(s) => Ok(Some(s)),
-            Value::Number(n) => Ok(Some(n.to_string())),
-            other => Err(D::Error::custom(format!(
-                "expected a string or null, found {}",
-                describe(&other)
-            ))),
-        }
-    }
-
-    /// A list of ids; `null` is the empty list.
-    pub fn u64_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
-        match Value::deserialize(d)? {
-            Value::Null => Ok(Vec::new()),
-            Value::Array(items) => items
-                .iter()
-                .map(|item| {
-                    as_u64(item).ok_or_else(|| {
-                        D::Error::custom(format!(
-                            "expected a list of non-negative integers, found the element {}",
-                            describe(item)
-                        ))
-                    })
-                })
-                .collect(),
-            other => Err(D::Error::custom(format!(
-                "expected a list of non-negative integers, found {}",
-                describe(&other)
-            ))),
-        }
-    }
-
-    /// An object; `null` is the empty map.
-    pub fn map<'de, D, T>(d: D) -> Result<BTreeMap<String, T>, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: Deserialize<'de>,
-    {
-        Ok(Option::<BTreeMap<String, T>>::deserialize(d)?.unwrap_or_default())
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     const URL: &str = "https://hydra.example/build/1";
 
-    fn fixture(rel: &str) -> Vec<u8> {
+    /// The test file `rel` under `src/testdata/hydra/`.
+    pub(in crate::hydra) fn fixture(rel: &str) -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("src/testdata/hydra")
             .join(rel);
@@ -968,6 +502,12 @@ mod tests {
 
     fn eval_of(json: &str) -> Eval {
         Eval::from_json(&eval_url(7), json.as_bytes()).unwrap()
+    }
+
+    /// The body of `/jobset/PROJECT/JOBSET/evals`: a page of evaluations.
+    #[derive(Deserialize)]
+    struct Evals {
+        evals: Vec<Eval>,
     }
 
     const CHANNEL_STORE_PATH: &str =
@@ -1283,11 +823,6 @@ mod tests {
             b.drvpath.as_deref(),
             Some("/nix/store/ab9zv2y5gm8hr6g318p0s6kaclwj4slr-hello-2.10.drv")
         );
-
-        #[derive(Deserialize)]
-        struct Evals {
-            evals: Vec<Eval>,
-        }
         let evals: Evals =
             serde_json::from_slice(&fixture("real/openapi-example-evals-success.json")).unwrap();
         assert_eq!(evals.evals.len(), 1);
@@ -1336,11 +871,6 @@ mod tests {
             }
         }
         assert_eq!(builds[3].jobsetevals.len(), 5);
-
-        #[derive(Deserialize)]
-        struct Evals {
-            evals: Vec<Eval>,
-        }
         let evals: Evals = serde_json::from_slice(&fixture(
             "real/hydra-check-action-rs/get_jobset_evals_success.json",
         ))
@@ -1722,313 +1252,5 @@ mod tests {
             )),
             "{err}"
         );
-    }
-
-    #[test]
-    fn request_names_are_checked_and_encoded() {
-        assert_eq!(
-            path_segment("job", "nixos.iso_minimal.x86_64-linux").unwrap(),
-            "nixos.iso_minimal.x86_64-linux"
-        );
-        assert_eq!(path_segment("job", "a:b'é").unwrap(), "a%3Ab%27%C3%A9");
-        for bad in [
-            "", ".", "..", "a/b", "a b", "a\nb", "a?b", "a#b", "a%2F", "a\\b",
-        ] {
-            let err = path_segment("jobset", bad).unwrap_err();
-            assert!(
-                matches!(err, HydraError::InvalidName { what: "jobset", .. }),
-                "{bad:?}: {err:?}"
-            );
-        }
-    }
-
-    // ---- the client against a tiny HTTP server ----
-
-    mod client {
-        use std::collections::HashMap;
-        use std::io::{BufRead, BufReader, Write};
-        use std::net::TcpListener;
-        use std::sync::{Arc, Mutex};
-        use std::time::Duration;
-
-        use super::super::*;
-        use super::fixture;
-        use crate::fetch::FetchConfig;
-
-        /// One canned answer: status, extra headers, body.
-        type Answer = (u16, Vec<(&'static str, String)>, Vec<u8>);
-
-        /// Serves `routes` (path -> answer), one request per connection, and records each
-        /// request as "PATH accept=VALUE". Like Hydra, it answers HTML to requests that do not
-        /// accept JSON.
-        fn serve(
-            routes: impl FnOnce(&str) -> HashMap<String, Answer>,
-        ) -> (String, Arc<Mutex<Vec<String>>>) {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let base = format!("http://{}", listener.local_addr().unwrap());
-            let routes = routes(&base);
-            let log = Arc::new(Mutex::new(Vec::new()));
-            let log2 = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    let Ok(mut stream) = stream else { continue };
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut request_line = String::new();
-                    if reader.read_line(&mut request_line).is_err() {
-                        continue;
-                    }
-                    let path = request_line.split(' ').nth(1).unwrap_or("").to_string();
-                    let mut accept = String::new();
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                            break;
-                        }
-                        if let Some((name, value)) = line.split_once(':') {
-                            if name.eq_ignore_ascii_case("accept") {
-                                accept = value.trim().to_string();
-                            }
-                        }
-                    }
-                    log2.lock().unwrap().push(format!("{path} accept={accept}"));
-                    let html = (
-                        200,
-                        vec![],
-                        b"<html><head><title>Hydra</title></head></html>".to_vec(),
-                    );
-                    let missing = (404, vec![], br#"{"error": "No such page."}"#.to_vec());
-                    let (status, headers, body) = if accept != "application/json" {
-                        &html
-                    } else {
-                        routes.get(&path).unwrap_or(&missing)
-                    };
-                    let mut head = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                        body.len()
-                    );
-                    for (name, value) in headers {
-                        head.push_str(&format!("{name}: {value}\r\n"));
-                    }
-                    head.push_str("\r\n");
-                    let _ = stream.write_all(head.as_bytes());
-                    let _ = stream.write_all(body);
-                }
-            });
-            (base, log)
-        }
-
-        fn json(rel: &str) -> Answer {
-            (
-                200,
-                vec![("Content-Type", "application/json".into())],
-                fixture(rel),
-            )
-        }
-
-        fn redirect(to: String) -> Answer {
-            (302, vec![("Location", to)], Vec::new())
-        }
-
-        fn client(base: &str) -> HydraClient {
-            let fetcher = Fetcher::new(FetchConfig {
-                retries: 0,
-                connect_timeout: Duration::from_secs(5),
-                stall_timeout: Duration::from_secs(5),
-                ..FetchConfig::default()
-            })
-            .unwrap();
-            HydraClient::new(fetcher, &format!("{base}/"))
-        }
-
-        fn scenario(base: &str) -> HashMap<String, Answer> {
-            let mut r = HashMap::new();
-            r.insert(
-                "/job/nixos/release-17.09/tested/latest-finished".into(),
-                redirect(format!("{base}/build/62870011")),
-            );
-            r.insert(
-                "/build/62870011".into(),
-                json("reconstructed/hydra-latest-finished.json"),
-            );
-            r.insert(
-                "/eval/1409852".into(),
-                json("reconstructed/hydra-eval.json"),
-            );
-            r.insert(
-                "/eval/1409852/store-paths".into(),
-                json("reconstructed/hydra-eval-store-paths.json"),
-            );
-            r.insert(
-                "/eval/1409852/job/nixos.channel".into(),
-                redirect(format!("{base}/build/62870012")),
-            );
-            r.insert(
-                "/build/62870012".into(),
-                json("reconstructed/hydra-eval-job-nixos.channel.json"),
-            );
-            r.insert(
-                "/eval/1409852/job/nixos.ova.x86_64-linux".into(),
-                (
-                    404,
-                    vec![],
-                    fixture("reconstructed/hydra-error-404-eval-job.json"),
-                ),
-            );
-            r.insert(
-                "/eval/999999999".into(),
-                (
-                    404,
-                    vec![],
-                    fixture("reconstructed/hydra-error-404-eval.json"),
-                ),
-            );
-            r.insert(
-                "/job/nixos/release-17.09/nothing/latest-finished".into(),
-                (
-                    404,
-                    vec![],
-                    fixture("reconstructed/hydra-error-404-latest-finished.json"),
-                ),
-            );
-            r.insert(
-                "/job/nixos/release-17.09/queued/latest-finished".into(),
-                json("reconstructed/hydra-build-queued.json"),
-            );
-            r.insert("/eval/5".into(), json("reconstructed/hydra-eval.json"));
-            r.insert(
-                "/eval/6".into(),
-                (
-                    200,
-                    vec![],
-                    b"<!DOCTYPE html><title>502 Bad Gateway</title>".to_vec(),
-                ),
-            );
-            r.insert(
-                "/eval/1409852/job/nixos.iso_minimal.x86_64-linux".into(),
-                redirect(format!("{base}/build/62870012")),
-            );
-            r
-        }
-
-        #[tokio::test]
-        async fn a_release_is_read_through_redirects_with_json_accepted() {
-            let (base, log) = serve(scenario);
-            let hydra = client(&base);
-            assert_eq!(hydra.base(), base);
-
-            let build = hydra
-                .latest_finished("nixos", "release-17.09", "tested")
-                .await
-                .unwrap();
-            assert_eq!(
-                build.release_name().unwrap(),
-                "nixos-17.09.1234.abcdef01234"
-            );
-            assert_eq!(
-                build.source_url(),
-                format!("{base}/job/nixos/release-17.09/tested/latest-finished")
-            );
-            let eval_id = build.eval_id().unwrap();
-            let eval = hydra.eval(eval_id).await.unwrap();
-            assert_eq!(
-                eval.nixpkgs_revision().unwrap(),
-                "abcdef0123456789abcdef0123456789abcdef01"
-            );
-            assert_eq!(hydra.eval_url(eval_id), format!("{base}/eval/1409852"));
-            let paths = hydra.eval_store_paths(eval_id).await.unwrap();
-            assert_eq!(paths.len(), 2);
-            let channel = hydra
-                .eval_job(eval_id, "nixos.channel")
-                .await
-                .unwrap()
-                .unwrap();
-            let tarball = channel.product_by_subtype("source-dist").unwrap();
-            assert_eq!(tarball.filesize, Some(440));
-            let no_ova = hydra
-                .eval_job(eval_id, "nixos.ova.x86_64-linux")
-                .await
-                .unwrap();
-            assert!(no_ova.is_none());
-
-            let log = log.lock().unwrap().clone();
-            assert_eq!(
-                log,
-                [
-                    "/job/nixos/release-17.09/tested/latest-finished accept=application/json",
-                    "/build/62870011 accept=application/json",
-                    "/eval/1409852 accept=application/json",
-                    "/eval/1409852/store-paths accept=application/json",
-                    "/eval/1409852/job/nixos.channel accept=application/json",
-                    "/build/62870012 accept=application/json",
-                    "/eval/1409852/job/nixos.ova.x86_64-linux accept=application/json",
-                ]
-            );
-        }
-
-        #[tokio::test]
-        async fn errors_name_the_url_and_what_went_wrong() {
-            let (base, _log) = serve(scenario);
-            let hydra = client(&base);
-
-            let err = hydra.eval(999999999).await.unwrap_err();
-            assert!(err.is_not_found());
-            assert_eq!(
-                err.to_string(),
-                format!("{base}/eval/999999999: not found on Hydra: Evaluation 999999999 doesn't exist.")
-            );
-            let err = hydra
-                .latest_finished("nixos", "release-17.09", "nothing")
-                .await
-                .unwrap_err();
-            assert_eq!(
-                err.to_string(),
-                format!(
-                    "{base}/job/nixos/release-17.09/nothing/latest-finished: not found on Hydra: \
-                     There is no successful build to redirect to."
-                )
-            );
-            let err = hydra
-                .latest_finished("nixos", "release-17.09", "queued")
-                .await
-                .unwrap_err();
-            assert_eq!(
-                err.to_string(),
-                format!(
-                    "{base}/job/nixos/release-17.09/queued/latest-finished: build 62870099 is \
-                     not a finished, successful build (finished: false, buildstatus: null)"
-                )
-            );
-            let err = hydra.eval(5).await.unwrap_err().to_string();
-            assert_eq!(
-                err,
-                format!("{base}/eval/5: asked for evaluation 5, got evaluation 1409852")
-            );
-            let err = hydra.eval(6).await.unwrap_err();
-            assert!(
-                matches!(err, HydraError::Html { ref title, .. } if title == " (\"502 Bad Gateway\")"),
-                "{err:?}"
-            );
-            let err = hydra
-                .eval_job(1409852, "nixos.iso_minimal.x86_64-linux")
-                .await
-                .unwrap_err();
-            assert!(
-                err.to_string().ends_with("asked for job \"nixos.iso_minimal.x86_64-linux\", got build 62870012 of job \"nixos.channel\""),
-                "{err}"
-            );
-            let err = hydra.build(1).await.unwrap_err().to_string();
-            assert_eq!(
-                err,
-                format!("{base}/build/1: not found on Hydra: No such page.")
-            );
-            let err = hydra
-                .latest_finished("nixos", "../admin", "x")
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(err, HydraError::InvalidName { what: "jobset", .. }),
-                "{err:?}"
-            );
-        }
     }
 }
