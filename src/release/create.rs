@@ -167,13 +167,9 @@ pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<Ch
         fetch_product(&access, new.hydra, eval_id, &spec, &dir, tmpdir).await?;
     }
 
-    let hydra_url = new.hydra.base();
     let info = build_info(new, build, eval_id, &nixname, git_revision.clone());
     let target = new.target_cache.unwrap_or(new.upstream.url());
-    fsutil::atomic_write(
-        &dir.join("src-url"),
-        format!("{hydra_url}/eval/{eval_id}").as_bytes(),
-    )?;
+    fsutil::atomic_write(&dir.join("src-url"), new.hydra.eval_url(eval_id).as_bytes())?;
     fsutil::atomic_write(&dir.join("binary-cache-url"), target.as_bytes())?;
     write_store_paths(&dir, &store_paths)?;
     write_build_info(&dir, &info)?;
