@@ -96,19 +96,19 @@ pub struct Downloaded {
 #[derive(Debug, Error)]
 pub enum FetchError {
     /// The server answered 404 (or 410): the object does not exist there.
-    #[error("{url} does not exist on the server (HTTP {status}{detail})")]
+    #[error("{url} does not exist on the server (HTTP {status}{})", colon(detail))]
     NotFound {
         url: String,
         status: u16,
-        /// The server's own message (e.g. Hydra's `{"error": ...}`), as `": message"`, or empty.
-        detail: String,
+        /// The server's own message (e.g. Hydra's `{"error": ...}`), if it gave one.
+        detail: Option<String>,
     },
     /// A status that retrying cannot fix.
-    #[error("{url} answered HTTP {status}{detail}")]
+    #[error("{url} answered HTTP {status}{}", colon(detail))]
     Status {
         url: String,
         status: u16,
-        detail: String,
+        detail: Option<String>,
     },
     /// Transient failures outlasted the retries.
     #[error("{url} failed after {attempts} attempts: {last}")]
@@ -650,23 +650,24 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// A short excerpt of an error body, e.g. Hydra's `{"error": "..."}` message.
-async fn body_detail(resp: reqwest::Response) -> String {
-    let Ok(bytes) = resp.bytes().await else {
-        return String::new();
-    };
+async fn body_detail(resp: reqwest::Response) -> Option<String> {
+    let bytes = resp.bytes().await.ok()?;
     let head = &bytes[..bytes.len().min(4096)];
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(head) {
         if let Some(msg) = v.get("error").and_then(|m| m.as_str()) {
-            return format!(": {msg}");
+            return Some(msg.trim().to_string());
         }
     }
     let text = String::from_utf8_lossy(&head[..head.len().min(200)]);
     let text = text.trim();
-    if text.is_empty() || text.starts_with('<') {
-        String::new()
-    } else {
-        format!(": {text}")
-    }
+    (!text.is_empty() && !text.starts_with('<')).then(|| text.to_string())
+}
+
+/// A server's message for an error's text: `": message"`, or nothing.
+fn colon(detail: &Option<String>) -> String {
+    detail
+        .as_deref()
+        .map_or_else(String::new, |d| format!(": {d}"))
 }
 
 /// Checks a file on disk against `expected` by reading it through (blocking).

@@ -213,12 +213,9 @@ fn from_fetch(e: FetchError) -> HydraError {
             status,
             detail,
         } => {
-            let message = detail.strip_prefix(": ").unwrap_or(&detail).trim();
-            let message = if message.is_empty() {
-                format!("HTTP {status}")
-            } else {
-                message.to_string()
-            };
+            let message = detail
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| format!("HTTP {status}"));
             HydraError::NotFound { url, message }
         }
         other => HydraError::Fetch(other),
