@@ -347,10 +347,9 @@ mod tests {
     const FIXTURE_SEC: &str = include_str!("testdata/keys/fixture-signing-key.sec");
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        data_encoding::HEXLOWER_PERMISSIVE
+            .decode(s.as_bytes())
+            .unwrap()
     }
 
     /// RFC 8032 §7.1 "TEST SHA(abc)", also used by NixOS/nix's local-keys tests.

@@ -152,7 +152,8 @@ mod tests {
     use super::*;
     use crate::hash::Sha256Hash;
 
-    fn info(name: &str, url: &str) -> NarInfo {
+    /// A narinfo of a made-up store path named `name`, with its NAR at `url`.
+    pub(crate) fn info(name: &str, url: &str) -> NarInfo {
         let sp =
             StorePath::from_basename(&format!("{}-{name}", "0".repeat(32).replacen('0', "1", 1)))
                 .unwrap();

@@ -185,17 +185,8 @@ pub fn release_links(release_dir: &Path, cache_root: &Path) -> Result<BTreeSet<P
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hash::Sha256Hash;
+    use crate::binary_cache::tests::info;
     use crate::narinfo::NarInfo;
-
-    fn info(name: &str, url: &str) -> NarInfo {
-        let sp =
-            StorePath::from_basename(&format!("{}-{name}", "0".repeat(32).replacen('0', "1", 1)))
-                .unwrap();
-        let mut i = NarInfo::new(sp, url, "xz", Sha256Hash([0; 32]), 1);
-        i.file_size = Some(3);
-        i
-    }
 
     /// Makes the view hold exactly `infos`, as one mirroring run would.
     fn link_all(release: &Path, cache: &LocalCache, infos: &[&NarInfo]) -> Result<LinkStats> {
