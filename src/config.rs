@@ -40,14 +40,24 @@
 //! `nixos_release.json: releases[1].keep: must be an integer >= 1, found 0`. Unknown fields and
 //! duplicate keys are errors, so that a typo in a cron job's config does not pass silently.
 //! `null` counts as absent for the optional fields.
+//!
+//! The file is read in three steps: the JSON text, with duplicate keys refused, into a
+//! [`serde_json::Value`]; that value into private structs that mirror the format
+//! (`deny_unknown_fields`), each field through a function that checks it, with
+//! `serde_path_to_error` naming the field of a failure; then the rules that span fields:
+//! required fields present, lists not empty, channel and key names unique.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::path::Path;
 
 use anyhow::Context as _;
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use serde_path_to_error::Segment;
 use thiserror::Error;
 
 use crate::fsutil::check_file_name;
@@ -71,21 +81,6 @@ pub const DEFAULT_JOB: &str = "tested";
 
 /// Config files larger than this (1 MiB) are refused unread.
 const MAX_CONFIG_SIZE: u64 = 1 << 20;
-
-/// The fields of the top level, in the order the documentation gives them.
-const TOP_FIELDS: &[&str] = &[
-    "hydra",
-    "cache",
-    "target_cache",
-    "repo",
-    "max_threads",
-    "max_ipfs_threads",
-    "trusted_public_keys",
-    "releases",
-];
-
-/// The fields of a release.
-const RELEASE_FIELDS: &[&str] = &["channel", "project", "jobset", "job", "keep", "mirror"];
 
 /// A validated release configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,358 +179,188 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
 
 /// Validates the config `text`; `origin` (the file name) starts every error message.
 pub fn parse(origin: &str, text: &str) -> Result<Config, ConfigError> {
-    let root = match serde_json::from_str::<StrictValue>(text) {
-        Ok(StrictValue(v)) => v,
-        Err(e) => {
-            let full = e.to_string();
-            let suffix = format!(" at line {} column {}", e.line(), e.column());
-            let message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
-            return Err(ConfigError::Syntax {
-                origin: origin.to_string(),
-                line: e.line(),
-                column: e.column(),
-                message,
+    let StrictValue(root) = serde_json::from_str(text).map_err(|e| {
+        let full = e.to_string();
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        ConfigError::Syntax {
+            origin: origin.to_string(),
+            line: e.line(),
+            column: e.column(),
+            message: full.strip_suffix(&suffix).unwrap_or(&full).to_string(),
+        }
+    })?;
+    let Object(raw) =
+        serde_path_to_error::deserialize::<_, Object<RawConfig>>(&root).map_err(|e| {
+            let field = match e.path().iter().len() {
+                0 => "top level".to_string(),
+                _ => e.path().to_string(),
+            };
+            invalid(origin, field, explain(&root, e))
+        })?;
+    raw.finish(origin)
+}
+
+fn invalid(origin: &str, field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.to_string(),
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The top level as the file has it, each field checked on its own.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawConfig {
+    #[serde(deserialize_with = "http_url")]
+    hydra: Option<String>,
+    #[serde(deserialize_with = "http_url")]
+    cache: Option<String>,
+    #[serde(deserialize_with = "word")]
+    target_cache: Option<String>,
+    #[serde(deserialize_with = "word")]
+    repo: Option<String>,
+    #[serde(deserialize_with = "threads")]
+    max_threads: Option<usize>,
+    #[serde(deserialize_with = "threads")]
+    max_ipfs_threads: Option<usize>,
+    trusted_public_keys: Option<Vec<Key>>,
+    releases: Option<Vec<Object<RawRelease>>>,
+}
+
+/// A release as the file has it.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawRelease {
+    #[serde(deserialize_with = "channel")]
+    channel: Option<String>,
+    #[serde(deserialize_with = "project")]
+    project: Option<String>,
+    #[serde(deserialize_with = "jobset")]
+    jobset: Option<String>,
+    #[serde(deserialize_with = "job")]
+    job: Option<String>,
+    #[serde(deserialize_with = "keep")]
+    keep: Option<u32>,
+    #[serde(deserialize_with = "flag")]
+    mirror: Option<bool>,
+}
+
+/// The fields of [`RawConfig`], in the order the documentation gives them, for the message on
+/// an unknown key.
+const TOP_FIELDS: Fields = Fields {
+    of: "the top level",
+    names: &[
+        "hydra",
+        "cache",
+        "target_cache",
+        "repo",
+        "max_threads",
+        "max_ipfs_threads",
+        "trusted_public_keys",
+        "releases",
+    ],
+};
+
+/// The fields of [`RawRelease`].
+const RELEASE_FIELDS: Fields = Fields {
+    of: "a release",
+    names: &["channel", "project", "jobset", "job", "keep", "mirror"],
+};
+
+impl RawConfig {
+    /// The config, once the rules that span fields hold: the lists are not empty, the required
+    /// fields are there, and key names and channel names are unique.
+    fn finish(self, origin: &str) -> Result<Config, ConfigError> {
+        let keys: Vec<PublicKey> = match self.trusted_public_keys {
+            Some(keys) if keys.is_empty() => {
+                let problem = "must list at least one key (`name:base64`); leave the field out \
+                               to use the default";
+                return Err(invalid(origin, "trusted_public_keys", problem));
+            }
+            keys => keys.into_iter().flatten().map(|Key(k)| k).collect(),
+        };
+        if let Some((i, first)) = duplicate(keys.iter().map(|k| k.name())) {
+            let problem = format!(
+                "the key name {:?} is already used by trusted_public_keys[{first}]",
+                keys[i].name()
+            );
+            return Err(invalid(
+                origin,
+                format!("trusted_public_keys[{i}]"),
+                problem,
+            ));
+        }
+        let Some(raw_releases) = self.releases else {
+            return Err(invalid(
+                origin,
+                "releases",
+                "is missing: list at least one release",
+            ));
+        };
+        if raw_releases.is_empty() {
+            let problem = "must list at least one release, found []";
+            return Err(invalid(origin, "releases", problem));
+        }
+        let mut releases = Vec::with_capacity(raw_releases.len());
+        for (i, Object(r)) in raw_releases.into_iter().enumerate() {
+            let missing = |field| invalid(origin, format!("releases[{i}].{field}"), "is missing");
+            releases.push(Release {
+                channel: r.channel.ok_or_else(|| missing("channel"))?,
+                project: r.project.ok_or_else(|| missing("project"))?,
+                jobset: r.jobset.ok_or_else(|| missing("jobset"))?,
+                job: r.job.unwrap_or_else(|| DEFAULT_JOB.to_string()),
+                keep: r.keep,
+                mirror: r.mirror.unwrap_or(false),
             });
         }
-    };
-    Checker { origin }.config(&root)
-}
-
-/// Validation of the parsed JSON, producing errors that name the file and the field.
-struct Checker<'a> {
-    origin: &'a str,
-}
-
-impl Checker<'_> {
-    fn err(&self, field: &str, problem: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            origin: self.origin.to_string(),
-            field: field.to_string(),
-            problem: problem.into(),
+        if let Some((i, first)) = duplicate(releases.iter().map(|r| r.channel.as_str())) {
+            let problem = format!(
+                "{:?} is already the channel of releases[{first}]; channel names must be unique",
+                releases[i].channel
+            );
+            return Err(invalid(origin, format!("releases[{i}].channel"), problem));
         }
-    }
-
-    fn config(&self, root: &Value) -> Result<Config, ConfigError> {
-        let Value::Object(top) = root else {
-            return Err(self.err(
-                "top level",
-                format!("must be a JSON object, found {}", describe(root)),
-            ));
-        };
-        self.known_fields("", top, TOP_FIELDS, "the top level")?;
-
-        let hydra = match self.opt_string(top, "", "hydra")? {
-            Some(url) => self.http_url("hydra", url)?,
-            None => DEFAULT_HYDRA.to_string(),
-        };
-        let cache = match self.opt_string(top, "", "cache")? {
-            Some(url) => self.http_url("cache", url)?,
-            None => DEFAULT_CACHE.to_string(),
-        };
-        let target_cache = self
-            .opt_string(top, "", "target_cache")?
-            .map(|s| self.one_word("target_cache", s))
-            .transpose()?;
-        let repo = self
-            .opt_string(top, "", "repo")?
-            .map(|s| self.one_word("repo", s))
-            .transpose()?;
-        let max_threads = self
-            .opt_int(top, "", "max_threads", MAX_THREADS as u64)?
-            .map_or(DEFAULT_MAX_THREADS, |n| n as usize);
-        let max_ipfs_threads = self
-            .opt_int(top, "", "max_ipfs_threads", MAX_THREADS as u64)?
-            .map(|n| n as usize);
-        let trusted_public_keys = self.public_keys(top)?;
-
-        let releases = match top.get("releases") {
-            None | Some(Value::Null) => {
-                return Err(self.err("releases", "is missing: list at least one release"))
-            }
-            Some(Value::Array(items)) if items.is_empty() => {
-                return Err(self.err("releases", "must list at least one release, found []"))
-            }
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                return Err(self.err(
-                    "releases",
-                    format!("must be an array of releases, found {}", describe(other)),
-                ))
-            }
-        };
-        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-        let mut out = Vec::with_capacity(releases.len());
-        for (i, item) in releases.iter().enumerate() {
-            let release = self.release(i, item)?;
-            if let Some(first) = seen.get(release.channel.as_str()) {
-                return Err(self.err(
-                    &format!("releases[{i}].channel"),
-                    format!(
-                        "{:?} is already the channel of releases[{first}]; channel names must be \
-                         unique",
-                        release.channel
-                    ),
-                ));
-            }
-            seen.insert(release.channel.clone(), i);
-            out.push(release);
-        }
-
         Ok(Config {
-            hydra,
-            cache,
-            target_cache,
-            repo,
-            max_threads,
-            max_ipfs_threads,
-            trusted_public_keys,
-            releases: out,
+            hydra: self.hydra.unwrap_or_else(|| DEFAULT_HYDRA.to_string()),
+            cache: self.cache.unwrap_or_else(|| DEFAULT_CACHE.to_string()),
+            target_cache: self.target_cache,
+            repo: self.repo,
+            max_threads: self.max_threads.unwrap_or(DEFAULT_MAX_THREADS),
+            max_ipfs_threads: self.max_ipfs_threads,
+            trusted_public_keys: keys,
+            releases,
         })
-    }
-
-    fn release(&self, i: usize, item: &Value) -> Result<Release, ConfigError> {
-        let prefix = format!("releases[{i}]");
-        let Value::Object(obj) = item else {
-            return Err(self.err(
-                &prefix,
-                format!("must be an object, found {}", describe(item)),
-            ));
-        };
-        self.known_fields(&prefix, obj, RELEASE_FIELDS, "a release")?;
-
-        let channel = self.req_string(obj, &prefix, "channel")?;
-        let channel_ok = check_file_name(channel).is_ok()
-            && !channel.starts_with('.')
-            && channel
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
-        if !channel_ok {
-            return Err(self.err(
-                &format!("{prefix}.channel"),
-                format!(
-                    "must be a plain file name of the characters A-Z a-z 0-9 . _ + - that does \
-                     not start with `.`, found {channel:?}"
-                ),
-            ));
-        }
-        let project = self.hydra_name(obj, &prefix, "project")?;
-        let jobset = self.hydra_name(obj, &prefix, "jobset")?;
-        let job = match self.opt_string(obj, &prefix, "job")? {
-            Some(_) => self.hydra_name(obj, &prefix, "job")?,
-            None => DEFAULT_JOB.to_string(),
-        };
-        let keep = self
-            .opt_int(obj, &prefix, "keep", u32::MAX as u64)?
-            .map(|n| n as u32);
-        let mirror = match obj.get("mirror") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(self.err(
-                    &format!("{prefix}.mirror"),
-                    format!("must be true or false, found {}", describe(other)),
-                ))
-            }
-        };
-        Ok(Release {
-            channel: channel.to_string(),
-            project,
-            jobset,
-            job,
-            keep,
-            mirror,
-        })
-    }
-
-    fn public_keys(&self, top: &Map<String, Value>) -> Result<Vec<PublicKey>, ConfigError> {
-        const FIELD: &str = "trusted_public_keys";
-        let items =
-            match top.get(FIELD) {
-                None | Some(Value::Null) => return Ok(Vec::new()),
-                Some(Value::Array(items)) if items.is_empty() => return Err(self.err(
-                    FIELD,
-                    "must list at least one key (`name:base64`); leave the field out to use the \
-                     default",
-                )),
-                Some(Value::Array(items)) => items,
-                Some(other) => {
-                    return Err(self.err(
-                        FIELD,
-                        format!(
-                            "must be an array of `name:base64` keys, found {}",
-                            describe(other)
-                        ),
-                    ))
-                }
-            };
-        let mut keys: Vec<PublicKey> = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let field = format!("{FIELD}[{i}]");
-            let Value::String(text) = item else {
-                return Err(self.err(
-                    &field,
-                    format!("must be a `name:base64` key, found {}", describe(item)),
-                ));
-            };
-            let key = PublicKey::parse(text).map_err(|e| self.err(&field, e.to_string()))?;
-            if let Some(j) = keys.iter().position(|k| k.name() == key.name()) {
-                return Err(self.err(
-                    &field,
-                    format!(
-                        "the key name {:?} is already used by {FIELD}[{j}]",
-                        key.name()
-                    ),
-                ));
-            }
-            keys.push(key);
-        }
-        Ok(keys)
-    }
-
-    /// Refuses fields not in `known`, suggesting the closest known name.
-    fn known_fields(
-        &self,
-        prefix: &str,
-        obj: &Map<String, Value>,
-        known: &[&str],
-        what: &str,
-    ) -> Result<(), ConfigError> {
-        for key in obj.keys() {
-            if known.contains(&key.as_str()) {
-                continue;
-            }
-            let hint = known
-                .iter()
-                .map(|k| (edit_distance(k, key), *k))
-                .filter(|(d, _)| *d <= 2)
-                .min()
-                .map(|(_, k)| format!("did you mean `{k}`? "))
-                .unwrap_or_default();
-            return Err(self.err(
-                &join(prefix, key),
-                format!(
-                    "unknown field; {hint}the fields of {what} are {}",
-                    known.join(", ")
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn opt_string<'v>(
-        &self,
-        obj: &'v Map<String, Value>,
-        prefix: &str,
-        key: &str,
-    ) -> Result<Option<&'v str>, ConfigError> {
-        match obj.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(self.err(
-                &join(prefix, key),
-                format!("must be a string, found {}", describe(other)),
-            )),
-        }
-    }
-
-    fn req_string<'v>(
-        &self,
-        obj: &'v Map<String, Value>,
-        prefix: &str,
-        key: &str,
-    ) -> Result<&'v str, ConfigError> {
-        self.opt_string(obj, prefix, key)?
-            .ok_or_else(|| self.err(&join(prefix, key), "is missing"))
-    }
-
-    fn hydra_name(
-        &self,
-        obj: &Map<String, Value>,
-        prefix: &str,
-        key: &str,
-    ) -> Result<String, ConfigError> {
-        let name = self.req_string(obj, prefix, key)?;
-        hydra::check_name(name).map_err(|reason| {
-            self.err(
-                &join(prefix, key),
-                format!("is not a usable Hydra {key} name ({reason}), found {name:?}"),
-            )
-        })?;
-        Ok(name.to_string())
-    }
-
-    /// An integer from 1 to `max`, if present.
-    fn opt_int(
-        &self,
-        obj: &Map<String, Value>,
-        prefix: &str,
-        key: &str,
-        max: u64,
-    ) -> Result<Option<u64>, ConfigError> {
-        let v = match obj.get(key) {
-            None | Some(Value::Null) => return Ok(None),
-            Some(v) => v,
-        };
-        match v.as_u64() {
-            Some(n) if (1..=max).contains(&n) => Ok(Some(n)),
-            _ => {
-                let range = if max >= u32::MAX as u64 {
-                    "an integer >= 1".to_string()
-                } else {
-                    format!("an integer from 1 to {max}")
-                };
-                Err(self.err(
-                    &join(prefix, key),
-                    format!("must be {range}, found {}", describe(v)),
-                ))
-            }
-        }
-    }
-
-    /// An http(s) URL with a host and no query or fragment, returned without trailing `/`.
-    fn http_url(&self, field: &str, text: &str) -> Result<String, ConfigError> {
-        let problem = match url::Url::parse(text) {
-            Err(e) => Some(format!("is not a URL ({e})")),
-            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                Some("must be an http:// or https:// URL".to_string())
-            }
-            Ok(u) if !matches!(u.host_str(), Some(h) if !h.is_empty()) => {
-                Some("has no host".to_string())
-            }
-            Ok(u) if u.query().is_some() || u.fragment().is_some() => {
-                Some("must not have a query (`?`) or fragment (`#`)".to_string())
-            }
-            Ok(_) if text.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-                Some("must not contain whitespace".to_string())
-            }
-            Ok(_) => None,
-        };
-        match problem {
-            Some(p) => Err(self.err(field, format!("{p}, found {text:?}"))),
-            None => Ok(text.trim_end_matches('/').to_string()),
-        }
-    }
-
-    /// A non-empty string without whitespace or control characters (it ends up in one-line
-    /// files and command lines).
-    fn one_word(&self, field: &str, text: &str) -> Result<String, ConfigError> {
-        if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(self.err(
-                field,
-                format!("must be a non-empty string without whitespace, found {text:?}"),
-            ));
-        }
-        Ok(text.to_string())
     }
 }
 
-/// `prefix.key`, or `key` at the top level.
-fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_string()
-    } else {
-        format!("{prefix}.{key}")
+/// The first name that an earlier one repeats: its index and the earlier one's.
+fn duplicate<'a>(names: impl Iterator<Item = &'a str>) -> Option<(usize, usize)> {
+    let mut seen = HashMap::new();
+    names
+        .enumerate()
+        .find_map(|(i, name)| seen.insert(name, i).map(|first| (i, first)))
+}
+
+// The fields' readers. Each reads the field's JSON value and checks it; `null` counts as absent.
+
+/// Reads a JSON value and checks it with `check`; `null` is `None`.
+fn leaf<'de, D, T>(
+    d: D,
+    check: impl FnOnce(&Value) -> Result<T, String>,
+) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        v => check(&v).map(Some).map_err(de::Error::custom),
     }
+}
+
+/// `must be {what}, found {value}`.
+fn must_be(what: &str, found: &Value) -> String {
+    format!("must be {what}, found {}", describe(found))
 }
 
 /// A JSON value as it appears in the file, shortened for messages.
@@ -547,19 +372,224 @@ fn describe(v: &Value) -> String {
     }
 }
 
-/// Levenshtein distance, for "did you mean" hints.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+fn string(v: &Value) -> Result<&str, String> {
+    v.as_str().ok_or_else(|| must_be("a string", v))
+}
+
+/// An integer from 1 to `max`.
+fn count(v: &Value, max: u64) -> Result<u64, String> {
+    match v.as_u64() {
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        _ if max >= u64::from(u32::MAX) => Err(must_be("an integer >= 1", v)),
+        _ => Err(must_be(&format!("an integer from 1 to {max}"), v)),
     }
-    prev[b.len()]
+}
+
+/// An http(s) URL with a host and no query or fragment, returned without trailing `/`.
+fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    leaf(d, |v| {
+        let text = string(v)?;
+        let problem = match url::Url::parse(text) {
+            Err(e) => format!("is not a URL ({e})"),
+            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                "must be an http:// or https:// URL".to_string()
+            }
+            Ok(u) if !matches!(u.host_str(), Some(h) if !h.is_empty()) => "has no host".to_string(),
+            Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+                "must not have a query (`?`) or fragment (`#`)".to_string()
+            }
+            Ok(_) if text.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                "must not contain whitespace".to_string()
+            }
+            Ok(_) => return Ok(text.trim_end_matches('/').to_string()),
+        };
+        Err(format!("{problem}, found {text:?}"))
+    })
+}
+
+/// A non-empty string without whitespace or control characters (it ends up in one-line files
+/// and command lines).
+fn word<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    leaf(d, |v| {
+        let text = string(v)?;
+        if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "must be a non-empty string without whitespace, found {text:?}"
+            ));
+        }
+        Ok(text.to_string())
+    })
+}
+
+fn threads<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    leaf(d, |v| count(v, MAX_THREADS as u64).map(|n| n as usize))
+}
+
+fn keep<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    leaf(d, |v| count(v, u32::MAX.into()).map(|n| n as u32))
+}
+
+fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    leaf(d, |v| {
+        v.as_bool().ok_or_else(|| must_be("true or false", v))
+    })
+}
+
+/// A channel name: a plain file name of `[A-Za-z0-9._+-]` that does not start with `.`.
+fn channel<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    leaf(d, |v| {
+        let name = string(v)?;
+        let plain = check_file_name(name).is_ok()
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
+        if !plain {
+            return Err(format!(
+                "must be a plain file name of the characters A-Z a-z 0-9 . _ + - that does not \
+                 start with `.`, found {name:?}"
+            ));
+        }
+        Ok(name.to_string())
+    })
+}
+
+/// A name that can stand in a Hydra URL path; `kind` (project, jobset, job) is for the message.
+fn hydra_name<'de, D: Deserializer<'de>>(d: D, kind: &str) -> Result<Option<String>, D::Error> {
+    leaf(d, |v| {
+        let name = string(v)?;
+        hydra::check_name(name).map_err(|reason| {
+            format!("is not a usable Hydra {kind} name ({reason}), found {name:?}")
+        })?;
+        Ok(name.to_string())
+    })
+}
+
+fn project<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    hydra_name(d, "project")
+}
+
+fn jobset<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    hydra_name(d, "jobset")
+}
+
+fn job<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    hydra_name(d, "job")
+}
+
+/// A trusted public key, `name:base64`.
+struct Key(PublicKey);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        let text = v
+            .as_str()
+            .ok_or_else(|| de::Error::custom(must_be("a `name:base64` key", &v)))?;
+        PublicKey::parse(text).map(Key).map_err(de::Error::custom)
+    }
+}
+
+/// A derived struct, read from a JSON object only: serde would also read it from an array of
+/// its fields in order, which the format does not allow.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ObjectVisitor(PhantomData)).map(Object)
+    }
+}
+
+struct ObjectVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(MapAccessDeserializer::new(map))
+    }
+}
+
+/// What is wrong, in this format's words. The field readers word their own problems; what serde
+/// finds itself, an unknown key or a value of the wrong JSON type where an object or array must
+/// be, is worded here from the value at the path of the failure.
+fn explain(root: &Value, e: serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path: Vec<&Segment> = e.path().iter().collect();
+    if let Some((Segment::Map { key }, parent)) = path.split_last() {
+        if let Some(Container::Object(_, fields)) = container(parent) {
+            if !fields.names.contains(&key.as_str()) {
+                return fields.unknown(key);
+            }
+        }
+    }
+    let found = path.iter().try_fold(root, |v, segment| match segment {
+        Segment::Map { key } => v.get(key),
+        Segment::Seq { index } => v.get(index),
+        _ => None,
+    });
+    match (container(&path), found) {
+        (Some(Container::Object(what, _)), Some(v)) if !v.is_object() => must_be(what, v),
+        (Some(Container::Array(what)), Some(v)) if !v.is_array() => must_be(what, v),
+        _ => e.into_inner().to_string(),
+    }
+}
+
+/// An object or array of the format.
+enum Container {
+    Object(&'static str, Fields),
+    Array(&'static str),
+}
+
+/// The object or array of the format at `path`, if it is one.
+fn container(path: &[&Segment]) -> Option<Container> {
+    use Segment::{Map, Seq};
+    Some(match path {
+        [] => Container::Object("a JSON object", TOP_FIELDS),
+        [Map { key }] if key == "releases" => Container::Array("an array of releases"),
+        [Map { key }] if key == "trusted_public_keys" => {
+            Container::Array("an array of `name:base64` keys")
+        }
+        [Map { key }, Seq { .. }] if key == "releases" => {
+            Container::Object("an object", RELEASE_FIELDS)
+        }
+        _ => return None,
+    })
+}
+
+/// The field names of an object, for the message on an unknown key.
+#[derive(Clone, Copy)]
+struct Fields {
+    /// What the object is, e.g. `a release`.
+    of: &'static str,
+    names: &'static [&'static str],
+}
+
+impl Fields {
+    fn unknown(self, key: &str) -> String {
+        let hint = self
+            .closest(key)
+            .map(|name| format!("did you mean `{name}`? "))
+            .unwrap_or_default();
+        format!(
+            "unknown field; {hint}the fields of {} are {}",
+            self.of,
+            self.names.join(", ")
+        )
+    }
+
+    /// The name closest to `key`, if `key` is likely a typo of it.
+    fn closest(self, key: &str) -> Option<&'static str> {
+        self.names
+            .iter()
+            .map(|name| (strsim::levenshtein(name, key), *name))
+            .filter(|(distance, _)| *distance <= 2)
+            .min()
+            .map(|(_, name)| name)
+    }
 }
 
 /// A JSON value read with duplicate object keys refused (serde_json keeps the last silently).
@@ -581,34 +611,26 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_bool<E>(self, v: bool) -> Result<StrictValue, E> {
-        Ok(StrictValue(Value::Bool(v)))
+        Ok(StrictValue(v.into()))
     }
 
     fn visit_i64<E>(self, v: i64) -> Result<StrictValue, E> {
-        Ok(StrictValue(Value::from(v)))
+        Ok(StrictValue(v.into()))
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<StrictValue, E> {
-        Ok(StrictValue(Value::from(v)))
+        Ok(StrictValue(v.into()))
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<StrictValue, E> {
-        Ok(StrictValue(Value::from(v)))
+        Ok(StrictValue(v.into()))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<StrictValue, E> {
-        Ok(StrictValue(Value::String(v.to_string())))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<StrictValue, E> {
-        Ok(StrictValue(Value::String(v)))
+        Ok(StrictValue(v.into()))
     }
 
     fn visit_unit<E>(self) -> Result<StrictValue, E> {
-        Ok(StrictValue(Value::Null))
-    }
-
-    fn visit_none<E>(self) -> Result<StrictValue, E> {
         Ok(StrictValue(Value::Null))
     }
 
@@ -624,7 +646,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
         let mut obj = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if obj.contains_key(&key) {
-                return Err(serde::de::Error::custom(format!(
+                return Err(de::Error::custom(format!(
                     "the key {key:?} appears twice in the same object"
                 )));
             }
@@ -970,6 +992,38 @@ mod tests {
     }
 
     #[test]
+    fn objects_are_not_read_from_arrays() {
+        assert_eq!(
+            err(r#"[null, null, null, null, null, null, null, [{"channel": "c"}]]"#),
+            "nixos_release.json: top level: must be a JSON object, found \
+             [null,null,null,null,null,null,null,[{\"channel\":\"c\"}]]"
+        );
+        assert_eq!(
+            err(r#"{"releases": [["nixos-24.11", "nixos", "release-24.11"]]}"#),
+            "nixos_release.json: releases[0]: must be an object, found \
+             [\"nixos-24.11\",\"nixos\",\"release-24.11\"]"
+        );
+    }
+
+    #[test]
+    fn every_listed_field_is_read() {
+        let nulls = |names: &[&str], skip: &[&str]| -> String {
+            let fields = names.iter().filter(|n| !skip.contains(n));
+            fields.map(|n| format!(r#", "{n}": null"#)).collect()
+        };
+        let release = format!(
+            "{{{OK_RELEASE}{}}}",
+            nulls(RELEASE_FIELDS.names, &["channel", "project", "jobset"])
+        );
+        let text = format!(
+            r#"{{"releases": [{release}]{}}}"#,
+            nulls(TOP_FIELDS.names, &["releases"])
+        );
+        let c = parse(ORIGIN, &text).unwrap();
+        assert_eq!(c.releases[0].job, DEFAULT_JOB);
+    }
+
+    #[test]
     fn bad_public_keys_say_why() {
         let e = err(&format!(
             r#"{{"trusted_public_keys": ["{CACHE_NIXOS_ORG_KEY}", "cache.nixos.org-1"], "releases": [{{{OK_RELEASE}}}]}}"#
@@ -1050,10 +1104,17 @@ mod tests {
     }
 
     #[test]
-    fn edit_distance_for_hints() {
-        assert_eq!(edit_distance("mirror", "mirorr"), 2);
-        assert_eq!(edit_distance("keep", "keep"), 0);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("max_threads", "max_thread"), 1);
+    fn hints_name_a_field_at_most_two_edits_away() {
+        assert_eq!(RELEASE_FIELDS.closest("mirorr"), Some("mirror"));
+        assert_eq!(RELEASE_FIELDS.closest("keep"), Some("keep"));
+        assert_eq!(RELEASE_FIELDS.closest("kep"), Some("keep"));
+        assert_eq!(RELEASE_FIELDS.closest("description"), None);
+        assert_eq!(TOP_FIELDS.closest("max_thread"), Some("max_threads"));
+        let abc = Fields {
+            of: "a test object",
+            names: &["abc"],
+        };
+        assert_eq!(abc.closest(""), None);
+        assert_eq!(abc.closest("a"), Some("abc"));
     }
 }
