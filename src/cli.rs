@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use nixipfs::commands::create_nixipfs::{CreateNixipfsOptions, SendMethod};
+use nixipfs::config;
 use nixipfs::fetch::FetchConfig;
 use nixipfs::ipfs::api_addr::ApiAddr;
 use nixipfs::ipfs::client::{parse_duration, Timeouts};
@@ -169,10 +170,10 @@ pub struct CreateChannelReleaseArgs {
     #[arg(long)]
     pub outdir: PathBuf,
     /// Hydra server.
-    #[arg(long, default_value = "https://hydra.nixos.org")]
+    #[arg(long, default_value = config::DEFAULT_HYDRA)]
     pub hydra: String,
     /// Binary cache the release's files are fetched from.
-    #[arg(long, default_value = "https://cache.nixos.org")]
+    #[arg(long, default_value = config::DEFAULT_CACHE)]
     pub cache: String,
     /// What the release's binary-cache-url says (default: --cache).
     #[arg(long, alias = "target_cache")]
@@ -195,7 +196,7 @@ pub struct UpdateBinaryCacheArgs {
     #[arg(long)]
     pub outdir: PathBuf,
     /// Upstream binary cache.
-    #[arg(long, default_value = "https://cache.nixos.org")]
+    #[arg(long, default_value = config::DEFAULT_CACHE)]
     pub cache: String,
     /// Write the narinfos and print URL,FileHash for each NAR to fetch, instead of downloading.
     #[arg(long, alias = "print_only")]

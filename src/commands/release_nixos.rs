@@ -191,7 +191,7 @@ async fn mirror_channel(
         outdir: &dir.join("releases"),
         hydra,
         upstream,
-        target_cache: opts.config.target_cache.as_deref(),
+        target_cache: Some(opts.config.binary_cache_url()),
         tmpdir: Some(&opts.tmpdir),
         local: Some(cache),
     })
