@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
+
+use rayon::prelude::*;
 
 use super::scan::{join_key, Entry, MirrorTree, SourceKind};
 use super::{io_error, PublishError, IPFS_HASH_FIELD};
@@ -114,6 +115,15 @@ impl Built {
     }
 }
 
+/// The root of `entry`, given the roots of the files and of the directories built so far.
+fn entry_root(entry: Entry, files: &[Added], dirs: &[Added]) -> Added {
+    match entry {
+        Entry::File(i) => files[i],
+        Entry::Dir(j) => dirs[j],
+        Entry::Fixed(added) => added,
+    }
+}
+
 /// Reads through to a progress phase.
 struct Counting<'a, R> {
     inner: R,
@@ -128,6 +138,20 @@ impl<R: Read> Read for Counting<'_, R> {
         self.phase.inc(n as u64);
         Ok(n)
     }
+}
+
+/// Whether the node behind `router` needs the blocks of the DAG under `cid`: it lacks that DAG,
+/// or every block is sent again (repair). False without a node.
+fn node_needs(router: &Router, opts: BuildOptions, cid: &Cid) -> bool {
+    router.node_method().is_some() && (opts.read_all || !router.node_has_dag(cid))
+}
+
+/// The failure of `router` if it failed (the cause of `error`), else `error`.
+fn first_cause(router: &Router, error: PublishError) -> PublishError {
+    router
+        .take_failure()
+        .map(PublishError::from)
+        .unwrap_or(error)
 }
 
 struct Plan {
@@ -146,36 +170,33 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn node_lacks(&self, cid: &Cid) -> bool {
-        self.router.node_method().is_some() && !self.router.node_has_dag(cid)
+    /// See [`node_needs`].
+    fn node_needs(&self, cid: &Cid) -> bool {
+        node_needs(self.router, self.opts, cid)
     }
 
-    fn nar_of(&self, i: usize) -> Option<(usize, Added)> {
+    /// The NAR whose CID source `i`'s published bytes hold, once that NAR is hashed.
+    fn dependency(&self, i: usize) -> Option<Dependency> {
         match self.tree.sources[i].kind {
-            SourceKind::Narinfo { nar } => self.results[nar].get().map(|r| (nar, r.0)),
+            SourceKind::Narinfo { nar } => self.results[nar].get().map(|r| Dependency {
+                key: self.tree.sources[nar].key.clone(),
+                cid: r.0.cid,
+            }),
             SourceKind::Plain => None,
         }
     }
 
     fn plan(&self, i: usize) -> Plan {
         let source = &self.tree.sources[i];
-        let entry = self.cache.file(&source.key, &source.stamp, self.opts.add);
-        let cached = entry
-            .filter(|e| match self.nar_of(i) {
-                Some((nar, added)) => {
-                    e.dep
-                        == Some(Dependency {
-                            key: self.tree.sources[nar].key.clone(),
-                            cid: added.cid,
-                        })
-                }
-                None => e.dep.is_none(),
-            })
+        let cached = self
+            .cache
+            .file(&source.key, &source.stamp, self.opts.add)
+            .filter(|e| e.dep == self.dependency(i))
             .map(|e| e.root);
         let read = match cached {
             None => true,
             Some(added) => {
-                self.opts.read_all || self.router.writes_car() || self.node_lacks(&added.cid)
+                self.opts.read_all || self.router.writes_car() || self.node_needs(&added.cid)
             }
         };
         Plan { cached, read }
@@ -186,21 +207,19 @@ impl Builder<'_> {
         // Blocks go to the node unless it holds the file's whole DAG already.
         let to_node = match plan.cached {
             None => true,
-            Some(c) => self.opts.read_all || self.node_lacks(&c.cid),
+            Some(c) => self.node_needs(&c.cid),
         };
         let by_add = to_node && self.router.node_method() == Some(NodeMethod::Add);
         let blocks_to_node = to_node && !by_add;
         let mut sink = |cid: &Cid, block: &[u8]| self.router.put(cid, block, blocks_to_node);
         let hasher = FileHasher::new(self.opts.add);
-        let hash_err = |source: ImportError| PublishError::Hash {
-            path: self.tree.sources[i].path.clone(),
-            source,
+        let hash_err = |error: ImportError| PublishError::Hash {
+            path: source.path.clone(),
+            source: error,
         };
-        let sink_err = |e: io::Error| PublishError::Hash {
-            path: self.tree.sources[i].path.clone(),
-            source: ImportError::Sink(e),
-        };
-        let (added, read) = match self.nar_of(i) {
+        let name;
+        let published;
+        let (file, read, add_source) = match self.dependency(i) {
             None => {
                 let file = fs::File::open(&source.path).map_err(io_error(&source.path))?;
                 let mut reader = Counting {
@@ -209,14 +228,9 @@ impl Builder<'_> {
                     count: 0,
                 };
                 let file = hasher.add(&mut reader, &mut sink).map_err(hash_err)?;
-                if by_add {
-                    self.router
-                        .add(AddSource::Path(&source.path), &file.cid, self.opts.add)
-                        .map_err(sink_err)?;
-                }
-                (Added::from(file), reader.count)
+                (file, reader.count, AddSource::Path(&source.path))
             }
-            Some((_, nar)) => {
+            Some(nar) => {
                 let text = fs::read(&source.path).map_err(io_error(&source.path))?;
                 self.phase.inc(text.len() as u64);
                 let text = String::from_utf8(text).map_err(|_| PublishError::Io {
@@ -227,26 +241,22 @@ impl Builder<'_> {
                     path: source.path.clone(),
                     source: e,
                 })?;
-                let published = info.with_extra_field(IPFS_HASH_FIELD, &nar.cid.to_string());
+                published = info.with_extra_field(IPFS_HASH_FIELD, &nar.cid.to_string());
                 let file = hasher
                     .add(published.as_bytes(), &mut sink)
                     .map_err(hash_err)?;
-                if by_add {
-                    let name = source.path.file_name().map(|n| n.to_string_lossy());
-                    self.router
-                        .add(
-                            AddSource::Bytes(
-                                name.as_deref().unwrap_or("narinfo"),
-                                published.as_bytes(),
-                            ),
-                            &file.cid,
-                            self.opts.add,
-                        )
-                        .map_err(sink_err)?;
-                }
-                (Added::from(file), text.len() as u64)
+                name = source.path.file_name().map(|n| n.to_string_lossy());
+                let name = name.as_deref().unwrap_or("narinfo");
+                let bytes = AddSource::Bytes(name, published.as_bytes());
+                (file, text.len() as u64, bytes)
             }
         };
+        if by_add {
+            self.router
+                .add(add_source, &file.cid, self.opts.add)
+                .map_err(|e| hash_err(ImportError::Sink(e)))?;
+        }
+        let added = Added::from(file);
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats.files_read += 1;
         stats.bytes_read += read;
@@ -276,16 +286,16 @@ impl Builder<'_> {
             stamp: source.stamp,
             options: self.opts.add,
             root: added,
-            dep: self.nar_of(i).map(|(nar, nar_added)| Dependency {
-                key: self.tree.sources[nar].key.clone(),
-                cid: nar_added.cid,
-            }),
+            dep: self.dependency(i),
         });
         let _ = self.results[i].set((added, entry));
         Ok(())
     }
 
-    fn wave(&self, items: &[usize]) -> Result<(), PublishError> {
+    /// Processes `items` on `pool`, each item a task of its own so that idle threads take
+    /// over the rest while one reads a large file. The first failure stops the others from
+    /// starting new items; a failure of the router is the one returned, being the cause.
+    fn wave(&self, pool: &rayon::ThreadPool, items: &[usize]) -> Result<(), PublishError> {
         let plans: Vec<Plan> = items.iter().map(|&i| self.plan(i)).collect();
         let total: u64 = items
             .iter()
@@ -294,46 +304,32 @@ impl Builder<'_> {
             .map(|(&i, _)| self.tree.sources[i].stamp.size)
             .sum();
         self.phase.inc_total(total);
-        let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
-        let failure: Mutex<Option<PublishError>> = Mutex::new(None);
-        let threads = self.opts.concurrency.clamp(1, 64).min(items.len().max(1));
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= items.len() || stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if let Err(e) = self.process(items[n], &plans[n]) {
-                        stop.store(true, Ordering::Relaxed);
-                        let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
-                        slot.get_or_insert(e);
-                        break;
-                    }
-                });
-            }
-        });
-        match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(self
-                .router
-                .take_failure()
-                .map(PublishError::from)
-                .unwrap_or(e)),
-            None => Ok(()),
-        }
+        pool.install(|| {
+            items
+                .par_iter()
+                .zip(&plans)
+                .with_max_len(1)
+                .try_for_each(|(&i, plan)| self.process(i, plan))
+        })
+        .map_err(|e| first_cause(self.router, e))
     }
 }
 
 /// Hashes every file of `tree` and builds its directories, giving every block to `router`
-/// (see the module documentation). Runs on the calling thread and `concurrency` others; call
-/// it from a blocking context.
+/// (see the module documentation). Files are hashed on a pool of `concurrency` threads (at
+/// most 64) while the calling thread waits: call it from a blocking context.
 pub fn build(
     tree: &MirrorTree,
     cache: &FileCache,
     router: &Router,
     opts: BuildOptions,
 ) -> Result<Built, PublishError> {
+    let threads = opts.concurrency.clamp(1, 64).min(tree.sources.len().max(1));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("nixipfs-hash-{i}"))
+        .build()
+        .map_err(PublishError::Threads)?;
     let builder = Builder {
         tree,
         cache,
@@ -348,8 +344,8 @@ pub fn build(
     };
     let (plain, narinfos): (Vec<usize>, Vec<usize>) =
         (0..tree.sources.len()).partition(|&i| tree.sources[i].kind == SourceKind::Plain);
-    builder.wave(&plain)?;
-    builder.wave(&narinfos)?;
+    builder.wave(&pool, &plain)?;
+    builder.wave(&pool, &narinfos)?;
     builder.phase.finish();
 
     let mut files = Vec::with_capacity(tree.sources.len());
@@ -375,11 +371,7 @@ pub fn build(
         };
         let mut b = DirectoryBuilder::new(opts.add.cid_version);
         for (name, entry) in &dir.entries {
-            let added = match *entry {
-                Entry::File(i) => files[i],
-                Entry::Dir(j) => dirs[j],
-                Entry::Fixed(added) => added,
-            };
+            let added = entry_root(*entry, &files, &dirs);
             b.add(name, added.cid, added.tsize).map_err(dir_err)?;
         }
         let mut blocks = Vec::new();
@@ -389,16 +381,11 @@ pub fn build(
                 Ok(())
             })
             .map_err(dir_err)?;
-        let to_node = !router.node_has_dag(&root.cid) || opts.read_all;
+        let to_node = node_needs(router, opts, &root.cid);
         for (cid, block) in &blocks {
-            if let Err(e) = router.put(cid, block, to_node) {
-                return Err(router.take_failure().map(PublishError::from).unwrap_or(
-                    PublishError::Directory {
-                        key: dir.key.clone(),
-                        source: DirectoryError::Sink(e),
-                    },
-                ));
-            }
+            router
+                .put(cid, block, to_node)
+                .map_err(|e| first_cause(router, dir_err(DirectoryError::Sink(e))))?;
         }
         dirs.push(root);
     }

@@ -118,6 +118,9 @@ pub enum PublishError {
         #[source]
         source: DirectoryError,
     },
+    /// The threads hashing files could not be started.
+    #[error("starting the threads that hash files: {0}")]
+    Threads(#[source] rayon::ThreadPoolBuildError),
     /// Delivering blocks failed.
     #[error(transparent)]
     Upload(#[from] UploadError),
