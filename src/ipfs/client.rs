@@ -347,7 +347,7 @@ pub fn format_duration(d: Duration) -> String {
 /// The CID under which a node's blockstore knows a block: the multihash, as a raw CIDv1.
 /// Blockstores are keyed by multihash, so the same block under a CIDv0 and a CIDv1 is one.
 pub fn block_key(cid: &Cid) -> Cid {
-    Cid::new_v1(RAW, cid.hash_code(), cid.digest()).unwrap_or(*cid)
+    Cid::new(1, RAW, cid.hash_code(), cid.digest()).unwrap_or(*cid)
 }
 
 impl IpfsClient {
@@ -1095,8 +1095,7 @@ impl DagImport {
     /// [`Timeouts::call`], or when the request failed.
     pub async fn send(&mut self, cid: &Cid, block: &[u8]) -> Result<(), IpfsError> {
         let mut section = Vec::with_capacity(block.len() + 48);
-        super::varint::encode((cid.encoded_len() + block.len()) as u64, &mut section);
-        cid.write_bytes(&mut section);
+        car::encode_section_prefix(cid, block.len(), &mut section);
         section.extend_from_slice(block);
         let section_len = section.len() as u64;
         let Some(tx) = &self.tx else {

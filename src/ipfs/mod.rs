@@ -2,7 +2,7 @@
 //! CAR files, and publishing the mirror to a node.
 //!
 //! Pure computation over readers and writers:
-//! - [`cid`]: CIDv0/CIDv1, text and binary forms, hashing blocks;
+//! - [`cid`]: CIDv0/CIDv1 on top of the `cid` and `multihash` crates, and hashing blocks;
 //! - [`dagpb`]: the dag-pb block encoding, byte for byte as go-merkledag writes it;
 //! - [`unixfs`]: UnixFS `Data`, and [`unixfs::FileHasher`], a streaming file importer
 //!   (256 KiB chunks, balanced layout, 174 links per node, raw or dag-pb leaves);
@@ -43,4 +43,3 @@ pub mod hamt;
 pub mod publish;
 pub mod unixfs;
 pub mod upload;
-mod varint;
