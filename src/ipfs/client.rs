@@ -30,13 +30,14 @@ use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::api_addr::ApiAddr;
 use super::car;
-use super::cid::{Cid, CidError, RAW};
+use super::cid::{Cid, DAG_PB, RAW};
 use super::unixfs::AddOptions;
 
 /// Deadlines of the calls (see the module documentation).
@@ -93,6 +94,8 @@ pub enum IpfsError {
         command: String,
         /// HTTP status.
         status: u16,
+        /// What the error means, where a caller acts on it.
+        kind: ApiErrorKind,
         /// The node's message.
         message: String,
     },
@@ -134,6 +137,33 @@ pub enum IpfsError {
     },
 }
 
+/// What an error answer of the node means, for the callers that act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApiErrorKind {
+    /// The path does not exist (`files/stat`, `files/rm`, `cat` of a missing path).
+    NotFound,
+    /// The CID is not pinned (`pin/ls`, `pin/rm`).
+    NotPinned,
+    /// Any other error.
+    Other,
+}
+
+impl ApiErrorKind {
+    /// The kind of the error the node described with `message`. kubo and js-ipfs both answer
+    /// these errors with HTTP 500 and say what they are in words only: this is the one place
+    /// where those words are read.
+    fn of(message: &str) -> ApiErrorKind {
+        if message.contains("not pinned") {
+            ApiErrorKind::NotPinned
+        } else if message.contains("not exist") {
+            ApiErrorKind::NotFound
+        } else {
+            ApiErrorKind::Other
+        }
+    }
+}
+
 /// The node's `version` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeVersion {
@@ -144,35 +174,44 @@ pub struct NodeVersion {
 }
 
 /// What `add` answered for one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct AddAnswer {
     /// The name sent.
+    #[serde(rename = "Name")]
     pub name: String,
     /// The root CID the node computed.
+    #[serde(rename = "Hash")]
     pub cid: Cid,
     /// The `Size` field (cumulative size of the DAG).
+    #[serde(rename = "Size", default, deserialize_with = "number")]
     pub size: u64,
 }
 
 /// What `files/stat` answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct FilesStat {
     /// CID of the entry.
+    #[serde(rename = "Hash")]
     pub cid: Cid,
     /// `file` or `directory`.
+    #[serde(rename = "Type")]
     pub kind: String,
     /// File size (0 for directories).
+    #[serde(rename = "Size", default, deserialize_with = "number")]
     pub size: u64,
     /// Cumulative size of the DAG as the node counts it.
+    #[serde(rename = "CumulativeSize", default, deserialize_with = "number")]
     pub cumulative_size: u64,
 }
 
 /// What `name/publish` answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Published {
     /// The IPNS name (a peer ID or key ID, in the node's text form).
+    #[serde(rename = "Name")]
     pub name: String,
     /// The path it now points at, e.g. `/ipfs/<CID>`.
+    #[serde(rename = "Value")]
     pub value: String,
 }
 
@@ -199,6 +238,9 @@ pub struct IpfsClient {
 struct Multipart {
     boundary: String,
 }
+
+/// A stream of body chunks.
+type ChunkStream = futures::stream::BoxStream<'static, Result<Bytes, io::Error>>;
 
 impl Multipart {
     fn new() -> Multipart {
@@ -229,43 +271,68 @@ impl Multipart {
     fn tail(&self) -> Bytes {
         Bytes::from(format!("\r\n--{}--\r\n", self.boundary))
     }
+
+    /// A body whose one part, named `filename`, holds `data`.
+    fn body(&self, filename: &str, data: &[u8]) -> Vec<u8> {
+        let mut body = self.head(filename).to_vec();
+        body.extend_from_slice(data);
+        body.extend_from_slice(&self.tail());
+        body
+    }
+
+    /// A body whose one part, named `filename`, is streamed from `data`.
+    fn stream(&self, filename: &str, data: ChunkStream) -> ChunkStream {
+        let head = futures::stream::once(futures::future::ready(Ok(self.head(filename))));
+        let tail = futures::stream::once(futures::future::ready(Ok(self.tail())));
+        head.chain(data).chain(tail).boxed()
+    }
 }
 
+/// The body of an error answer.
 #[derive(Deserialize)]
 struct ErrorAnswer {
     #[serde(rename = "Message")]
     message: String,
 }
 
-/// A number that kubo writes as a string and js-ipfs as a number.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Number {
-    Int(u64),
-    Text(String),
+/// A number that kubo writes as a string and js-ipfs as a number; 0 when it is null or not a
+/// number.
+fn number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Int(u64),
+        Text(String),
+    }
+    Ok(match Option::<Number>::deserialize(deserializer)? {
+        Some(Number::Int(n)) => n,
+        Some(Number::Text(text)) => text.parse().unwrap_or(0),
+        None => 0,
+    })
 }
 
-impl Number {
-    fn value(&self) -> Option<u64> {
-        match self {
-            Number::Int(n) => Some(*n),
-            Number::Text(s) => s.parse().ok(),
-        }
+fn bad_answer(command: &str, detail: impl Into<String>) -> IpfsError {
+    IpfsError::BadAnswer {
+        command: command.to_string(),
+        detail: detail.into(),
     }
 }
 
-fn parse_cid(command: &str, text: &str) -> Result<Cid, IpfsError> {
-    Cid::parse(text).map_err(|e: CidError| IpfsError::BadAnswer {
-        command: command.to_string(),
-        detail: format!("CID {text:?}: {e}"),
-    })
+/// Every JSON value of an answer, in order: one for most calls, one per line for the calls that
+/// stream (`add` with its progress lines, `refs/local`, `dag/import`).
+fn json_values<T: DeserializeOwned>(command: &str, body: &[u8]) -> Result<Vec<T>, IpfsError> {
+    serde_json::Deserializer::from_slice(body)
+        .into_iter::<T>()
+        .collect::<Result<Vec<T>, _>>()
+        .map_err(|e| bad_answer(command, format!("{e}: {}", snippet(body))))
 }
 
-fn parse_json<'a, T: Deserialize<'a>>(command: &str, body: &'a [u8]) -> Result<T, IpfsError> {
-    serde_json::from_slice(body).map_err(|e| IpfsError::BadAnswer {
-        command: command.to_string(),
-        detail: format!("{e}: {}", snippet(body)),
-    })
+/// The last JSON value of an answer (the result, after any progress lines).
+fn last_json_value<T: DeserializeOwned>(command: &str, body: &[u8]) -> Result<T, IpfsError> {
+    let value = json_values::<serde_json::Value>(command, body)?
+        .pop()
+        .ok_or_else(|| bad_answer(command, "an empty answer"))?;
+    T::deserialize(value).map_err(|e| bad_answer(command, format!("{e}: {}", snippet(body))))
 }
 
 fn snippet(body: &[u8]) -> String {
@@ -390,11 +457,7 @@ impl IpfsClient {
                 source,
             }
         } else if source.is_timeout() {
-            IpfsError::Timeout {
-                addr: self.addr.to_string(),
-                command: command.to_string(),
-                after: self.timeouts.call,
-            }
+            self.timeout_error(command, self.timeouts.call)
         } else {
             IpfsError::Http {
                 addr: self.addr.to_string(),
@@ -419,66 +482,45 @@ impl IpfsClient {
             .bytes()
             .await
             .map_err(|e| self.http_error(command, e))?;
-        if status == StatusCode::NOT_FOUND
-            && serde_json::from_slice::<ErrorAnswer>(&body)
-                .map(|e| e.message == "Not Found")
-                .unwrap_or(!body.starts_with(b"{"))
-        {
+        let message = serde_json::from_slice::<ErrorAnswer>(&body).map(|e| e.message);
+        // A command the node lacks: 404 with kubo's "Not Found" message, or a body that is
+        // not JSON at all (js-ipfs).
+        let unknown = match &message {
+            Ok(message) => message == "Not Found",
+            Err(_) => !body.starts_with(b"{"),
+        };
+        if status == StatusCode::NOT_FOUND && unknown {
             return Err(IpfsError::Unsupported {
                 addr: self.addr.to_string(),
                 command: command.to_string(),
             });
         }
-        if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorAnswer>(&body)
-                .map(|e| e.message)
-                .unwrap_or_else(|_| snippet(&body));
-            return Err(IpfsError::Api {
+        let failure = if status.is_success() {
+            stream_error(&body)
+        } else {
+            Some(message.unwrap_or_else(|_| snippet(&body)))
+        };
+        match failure {
+            Some(message) => Err(IpfsError::Api {
                 command: command.to_string(),
                 status: status.as_u16(),
+                kind: ApiErrorKind::of(&message),
                 message,
-            });
+            }),
+            None => Ok(body),
         }
-        if let Some(message) = stream_error(&body) {
-            return Err(IpfsError::Api {
-                command: command.to_string(),
-                status: status.as_u16(),
-                message,
-            });
-        }
-        Ok(body)
     }
 
-    /// One call: `query` parameters (`arg` may repeat), an optional multipart body, a deadline
-    /// for the whole exchange, also passed to the node when `node_timeout` is set.
-    async fn call(
-        &self,
-        command: &str,
-        query: &[(&str, String)],
-        body: Option<(String, reqwest::Body)>,
-        deadline: Duration,
-        node_timeout: bool,
-    ) -> Result<Bytes, IpfsError> {
-        let mut query: Vec<(&str, String)> = query.to_vec();
-        if node_timeout {
-            query.push(("timeout", duration_param(deadline)));
-        }
-        let mut request = self.http.post(self.addr.command_url(command)).query(&query);
-        if let Some((content_type, body)) = body {
-            request = request.header(CONTENT_TYPE, content_type).body(body);
-        }
-        // The node's own deadline goes first; ours is a little later, to get its message.
-        let ours = deadline + Duration::from_secs(5);
-        let exchange = async {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| self.http_error(command, e))?;
-            self.answer(command, response).await
-        };
-        match tokio::time::timeout(ours, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(self.timeout_error(command, deadline)),
+    /// A call of `command`, with the ordinary deadline ([`Timeouts::call`]) until told
+    /// otherwise.
+    fn call<'c>(&'c self, command: &'c str) -> Call<'c> {
+        Call {
+            client: self,
+            command,
+            query: Vec::new(),
+            body: None,
+            deadline: Some(self.timeouts.call),
+            node_timeout: false,
         }
     }
 
@@ -491,10 +533,7 @@ impl IpfsClient {
             #[serde(rename = "ipfs-core")]
             ipfs_core: Option<String>,
         }
-        let body = self
-            .call("version", &[], None, self.timeouts.call, false)
-            .await?;
-        let answer: Answer = parse_json("version", &body)?;
+        let answer: Answer = self.call("version").json().await?;
         Ok(NodeVersion {
             agent: if answer.ipfs_core.is_some() {
                 "js-ipfs".to_string()
@@ -512,15 +551,9 @@ impl IpfsClient {
             #[serde(rename = "ID")]
             id: String,
         }
-        let body = self
-            .call("id", &[], None, self.timeouts.call, false)
-            .await?;
-        let answer: Answer = parse_json("id", &body)?;
+        let answer: Answer = self.call("id").json().await?;
         if answer.id.is_empty() {
-            return Err(IpfsError::BadAnswer {
-                command: "id".to_string(),
-                detail: "empty ID".to_string(),
-            });
+            return Err(bad_answer("id", "empty ID"));
         }
         Ok(answer.id)
     }
@@ -528,47 +561,24 @@ impl IpfsClient {
     /// Whether the node has a command: a call without arguments fails with a usage error when
     /// it does and with 404 when it does not.
     pub async fn has_command(&self, command: &str) -> Result<bool, IpfsError> {
-        match self
-            .call(command, &[], None, self.timeouts.call, false)
-            .await
-        {
-            Ok(_) | Err(IpfsError::Api { .. }) => Ok(true),
+        match self.call(command).unit().await {
+            Ok(()) | Err(IpfsError::Api { .. }) => Ok(true),
             Err(IpfsError::Unsupported { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    fn add_query(options: AddOptions) -> Vec<(&'static str, String)> {
-        vec![
-            ("pin", "false".to_string()),
-            ("raw-leaves", options.raw_leaves.to_string()),
-            ("cid-version", options.cid_version.to_string()),
-            ("chunker", format!("size-{}", super::unixfs::CHUNK_SIZE)),
-            ("progress", "false".to_string()),
-        ]
-    }
-
-    fn parse_add(&self, body: &[u8]) -> Result<AddAnswer, IpfsError> {
-        #[derive(Deserialize)]
-        struct Answer {
-            #[serde(rename = "Name")]
-            name: String,
-            #[serde(rename = "Hash")]
-            hash: String,
-            #[serde(rename = "Size")]
-            size: Option<Number>,
-        }
+    /// An unpinned `add` call with `options`, its one file sent by `body`.
+    async fn add(&self, options: AddOptions, body: Call<'_>) -> Result<AddAnswer, IpfsError> {
         // The last JSON line names the root (progress lines come before it).
-        let line = body
-            .split(|&b| b == b'\n')
-            .rfind(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .unwrap_or_default();
-        let answer: Answer = parse_json("add", line)?;
-        Ok(AddAnswer {
-            name: answer.name,
-            cid: parse_cid("add", &answer.hash)?,
-            size: answer.size.and_then(|n| n.value()).unwrap_or(0),
-        })
+        body.arg("pin", false)
+            .arg("raw-leaves", options.raw_leaves)
+            .arg("cid-version", options.cid_version)
+            .arg("chunker", format!("size-{}", super::unixfs::CHUNK_SIZE))
+            .arg("progress", false)
+            .long()
+            .json()
+            .await
     }
 
     /// `add` of one file's bytes, unpinned, with `options`.
@@ -578,20 +588,7 @@ impl IpfsClient {
         data: Vec<u8>,
         options: AddOptions,
     ) -> Result<AddAnswer, IpfsError> {
-        let multipart = Multipart::new();
-        let mut body = multipart.head(name).to_vec();
-        body.extend_from_slice(&data);
-        body.extend_from_slice(&multipart.tail());
-        let answer = self
-            .call(
-                "add",
-                &Self::add_query(options),
-                Some((multipart.content_type(), body.into())),
-                self.timeouts.long,
-                false,
-            )
-            .await?;
-        self.parse_add(&answer)
+        self.add(options, self.call("add").file(name, &data)).await
     }
 
     /// `add` of a file read from disk as it is sent, unpinned, with `options`.
@@ -606,8 +603,7 @@ impl IpfsClient {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".to_string());
-        let multipart = Multipart::new();
-        let file_stream = futures::stream::unfold(file, |mut file| async move {
+        let chunks = futures::stream::unfold(file, |mut file| async move {
             use tokio::io::AsyncReadExt;
             let mut buf = vec![0u8; 256 * 1024];
             match file.read(&mut buf).await {
@@ -619,21 +615,8 @@ impl IpfsClient {
                 Err(e) => Some((Err(e), file)),
             }
         });
-        let stream = futures::stream::once(futures::future::ready(Ok(multipart.head(&name))))
-            .chain(file_stream)
-            .chain(futures::stream::once(futures::future::ready(Ok(
-                multipart.tail()
-            ))));
-        let answer = self
-            .call(
-                "add",
-                &Self::add_query(options),
-                Some((multipart.content_type(), reqwest::Body::wrap_stream(stream))),
-                self.timeouts.long,
-                false,
-            )
-            .await?;
-        self.parse_add(&answer)
+        let call = self.call("add").file_stream(&name, chunks.boxed());
+        self.add(options, call).await
     }
 
     /// `block/put` of one block, with the codec and CID version of `cid`; checks that the
@@ -642,105 +625,69 @@ impl IpfsClient {
         #[derive(Deserialize)]
         struct Answer {
             #[serde(rename = "Key")]
-            key: String,
+            key: Cid,
         }
         let codec = match cid.codec() {
             RAW => "raw",
-            super::cid::DAG_PB => "dag-pb",
+            DAG_PB => "dag-pb",
             other => {
-                return Err(IpfsError::BadAnswer {
-                    command: "block/put".to_string(),
-                    detail: format!("codec 0x{other:x} cannot be sent"),
-                })
+                return Err(bad_answer(
+                    "block/put",
+                    format!("codec 0x{other:x} cannot be sent"),
+                ))
             }
         };
-        let multipart = Multipart::new();
-        let mut body = multipart.head("block").to_vec();
-        body.extend_from_slice(&block);
-        body.extend_from_slice(&multipart.tail());
-        let query = [
-            ("cid-codec", codec.to_string()),
-            ("mhtype", "sha2-256".to_string()),
-            ("pin", "false".to_string()),
-        ];
-        let answer = self
-            .call(
-                "block/put",
-                &query,
-                Some((multipart.content_type(), body.into())),
-                self.timeouts.call,
-                false,
-            )
+        let answer: Answer = self
+            .call("block/put")
+            .arg("cid-codec", codec)
+            .arg("mhtype", "sha2-256")
+            .arg("pin", false)
+            .file("block", &block)
+            .json()
             .await?;
-        let answer: Answer = parse_json("block/put", &answer)?;
-        let stored = parse_cid("block/put", &answer.key)?;
-        if block_key(&stored) != block_key(cid) {
-            return Err(IpfsError::BadAnswer {
-                command: "block/put".to_string(),
-                detail: format!("the node stored the block as {stored}, expected {cid}"),
-            });
+        if block_key(&answer.key) != block_key(cid) {
+            return Err(bad_answer(
+                "block/put",
+                format!(
+                    "the node stored the block as {}, expected {cid}",
+                    answer.key
+                ),
+            ));
         }
         Ok(())
     }
 
     /// `files/cp FROM TO` (FROM is an MFS path or `/ipfs/<CID>`).
     pub async fn files_cp(&self, from: &str, to: &str, parents: bool) -> Result<(), IpfsError> {
-        let query = [
-            ("arg", from.to_string()),
-            ("arg", to.to_string()),
-            ("parents", parents.to_string()),
-        ];
-        self.call("files/cp", &query, None, self.timeouts.call, true)
+        self.call("files/cp")
+            .arg("arg", from)
+            .arg("arg", to)
+            .arg("parents", parents)
+            .node_timeout()
+            .unit()
             .await
-            .map(|_| ())
     }
 
     /// `files/stat PATH`; `Ok(None)` when the path does not exist.
     pub async fn files_stat(&self, path: &str) -> Result<Option<FilesStat>, IpfsError> {
-        #[derive(Deserialize)]
-        struct Answer {
-            #[serde(rename = "Hash")]
-            hash: String,
-            #[serde(rename = "Type")]
-            kind: String,
-            #[serde(rename = "Size")]
-            size: Option<Number>,
-            #[serde(rename = "CumulativeSize")]
-            cumulative_size: Option<Number>,
+        let call = self.call("files/stat").arg("arg", path).node_timeout();
+        match call.json().await {
+            Ok(stat) => Ok(Some(stat)),
+            Err(IpfsError::Api {
+                kind: ApiErrorKind::NotFound,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
         }
-        let body = match self
-            .call(
-                "files/stat",
-                &[("arg", path.to_string())],
-                None,
-                self.timeouts.call,
-                true,
-            )
-            .await
-        {
-            Ok(body) => body,
-            Err(IpfsError::Api { message, .. })
-                if message.contains("does not exist") || message.contains("not exist") =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
-        };
-        let answer: Answer = parse_json("files/stat", &body)?;
-        Ok(Some(FilesStat {
-            cid: parse_cid("files/stat", &answer.hash)?,
-            kind: answer.kind,
-            size: answer.size.and_then(|n| n.value()).unwrap_or(0),
-            cumulative_size: answer.cumulative_size.and_then(|n| n.value()).unwrap_or(0),
-        }))
     }
 
     /// `files/rm PATH` (recursively).
     pub async fn files_rm(&self, path: &str) -> Result<(), IpfsError> {
-        let query = [("arg", path.to_string()), ("recursive", "true".to_string())];
-        self.call("files/rm", &query, None, self.timeouts.call, false)
+        self.call("files/rm")
+            .arg("arg", path)
+            .arg("recursive", true)
+            .unit()
             .await
-            .map(|_| ())
     }
 
     /// `pin/add CID` (recursive). The node walks the whole DAG, so this is also the proof that
@@ -751,49 +698,41 @@ impl IpfsClient {
             #[serde(rename = "Pins")]
             pins: Option<Vec<String>>,
         }
-        let query = [
-            ("arg", format!("/ipfs/{cid}")),
-            ("recursive", "true".to_string()),
-            ("progress", "false".to_string()),
-        ];
-        let body = self
-            .call("pin/add", &query, None, self.timeouts.long, true)
+        let answer: Answer = self
+            .call("pin/add")
+            .arg("arg", format!("/ipfs/{cid}"))
+            .arg("recursive", true)
+            .arg("progress", false)
+            .long()
+            .node_timeout()
+            .json()
             .await?;
-        let line = body
-            .split(|&b| b == b'\n')
-            .rfind(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .unwrap_or_default();
-        let answer: Answer = parse_json("pin/add", line)?;
         let pins = answer.pins.unwrap_or_default();
         let pinned = pins
             .iter()
             .filter_map(|p| Cid::parse(p.trim_start_matches("/ipfs/")).ok())
             .any(|p| block_key(&p) == block_key(cid));
         if !pinned {
-            return Err(IpfsError::BadAnswer {
-                command: "pin/add".to_string(),
-                detail: format!("{cid} is not among the pins answered: {pins:?}"),
-            });
+            return Err(bad_answer(
+                "pin/add",
+                format!("{cid} is not among the pins answered: {pins:?}"),
+            ));
         }
         Ok(())
     }
 
     /// `pin/rm CID` (recursive).
     pub async fn pin_rm(&self, cid: &Cid) -> Result<(), IpfsError> {
-        let query = [
-            ("arg", format!("/ipfs/{cid}")),
-            ("recursive", "true".to_string()),
-        ];
-        self.call("pin/rm", &query, None, self.timeouts.call, false)
+        self.call("pin/rm")
+            .arg("arg", format!("/ipfs/{cid}"))
+            .arg("recursive", true)
+            .unit()
             .await
-            .map(|_| ())
     }
 
     /// `repo/gc`: removes every block that is neither pinned nor in MFS.
     pub async fn repo_gc(&self) -> Result<(), IpfsError> {
-        self.call("repo/gc", &[], None, self.timeouts.long, false)
-            .await
-            .map(|_| ())
+        self.call("repo/gc").long().unit().await
     }
 
     /// `pin/ls CID`: the pin type (`recursive`, `direct`, `indirect`) or `None`.
@@ -808,23 +747,20 @@ impl IpfsClient {
             #[serde(rename = "Keys")]
             keys: std::collections::HashMap<String, Pin>,
         }
-        let body = match self
-            .call(
-                "pin/ls",
-                &[("arg", cid.to_string())],
-                None,
-                self.timeouts.call,
-                true,
-            )
+        let answer: Answer = match self
+            .call("pin/ls")
+            .arg("arg", cid)
+            .node_timeout()
+            .json()
             .await
         {
-            Ok(body) => body,
-            Err(IpfsError::Api { message, .. }) if message.contains("not pinned") => {
-                return Ok(None)
-            }
+            Ok(answer) => answer,
+            Err(IpfsError::Api {
+                kind: ApiErrorKind::NotPinned,
+                ..
+            }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let answer: Answer = parse_json("pin/ls", &body)?;
         Ok(answer.keys.into_iter().find_map(|(key, pin)| {
             Cid::parse(&key)
                 .ok()
@@ -840,36 +776,21 @@ impl IpfsClient {
         lifetime: Duration,
         key: Option<&str>,
     ) -> Result<Published, IpfsError> {
-        #[derive(Deserialize)]
-        struct Answer {
-            #[serde(rename = "Name")]
-            name: String,
-            #[serde(rename = "Value")]
-            value: String,
-        }
-        let mut query = vec![
-            ("arg", format!("/ipfs/{cid}")),
-            ("lifetime", format_duration(lifetime)),
-            ("resolve", "false".to_string()),
-            ("allow-offline", "true".to_string()),
-        ];
+        let mut call = self
+            .call("name/publish")
+            .arg("arg", format!("/ipfs/{cid}"))
+            .arg("lifetime", format_duration(lifetime))
+            .arg("resolve", false)
+            .arg("allow-offline", true)
+            .long();
         if let Some(key) = key {
-            query.push(("key", key.to_string()));
+            call = call.arg("key", key);
         }
-        let body = self
-            .call("name/publish", &query, None, self.timeouts.long, false)
-            .await?;
-        let answer: Answer = parse_json("name/publish", &body)?;
-        if answer.name.is_empty() {
-            return Err(IpfsError::BadAnswer {
-                command: "name/publish".to_string(),
-                detail: "empty name".to_string(),
-            });
+        let published: Published = call.json().await?;
+        if published.name.is_empty() {
+            return Err(bad_answer("name/publish", "empty name"));
         }
-        Ok(Published {
-            name: answer.name,
-            value: answer.value,
-        })
+        Ok(published)
     }
 
     /// `name/resolve NAME`: the path an IPNS name points at.
@@ -879,14 +800,13 @@ impl IpfsClient {
             #[serde(rename = "Path")]
             path: String,
         }
-        let query = [
-            ("arg", format!("/ipns/{name}")),
-            ("recursive", "true".to_string()),
-        ];
-        let body = self
-            .call("name/resolve", &query, None, self.timeouts.call, true)
+        let answer: Answer = self
+            .call("name/resolve")
+            .arg("arg", format!("/ipns/{name}"))
+            .arg("recursive", true)
+            .node_timeout()
+            .json()
             .await?;
-        let answer: Answer = parse_json("name/resolve", &body)?;
         Ok(answer.path)
     }
 
@@ -899,68 +819,48 @@ impl IpfsClient {
             #[serde(rename = "Err")]
             err: Option<String>,
         }
-        let body = self
-            .call("refs/local", &[], None, self.timeouts.long, false)
-            .await?;
-        let mut keys = HashSet::new();
-        for line in body.split(|&b| b == b'\n') {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let line: Line = parse_json("refs/local", line)?;
+        let lines: Vec<Line> = self.call("refs/local").long().json_lines().await?;
+        let mut keys = HashSet::with_capacity(lines.len());
+        for line in lines {
             if let Some(err) = line.err.filter(|e| !e.is_empty()) {
                 return Err(IpfsError::Api {
                     command: "refs/local".to_string(),
                     status: 200,
+                    kind: ApiErrorKind::of(&err),
                     message: err,
                 });
             }
-            keys.insert(block_key(&parse_cid("refs/local", &line.reference)?));
+            let cid = Cid::parse(&line.reference)
+                .map_err(|e| bad_answer("refs/local", format!("CID {:?}: {e}", line.reference)))?;
+            keys.insert(block_key(&cid));
         }
         Ok(keys)
     }
 
     /// `cat PATH`: the bytes of a file (an `/ipfs/…` or MFS-independent path).
     pub async fn cat(&self, path: &str) -> Result<Vec<u8>, IpfsError> {
-        self.call(
-            "cat",
-            &[("arg", path.to_string())],
-            None,
-            self.timeouts.call,
-            true,
-        )
-        .await
-        .map(|b| b.to_vec())
+        let body = self.call("cat").arg("arg", path).node_timeout().bytes();
+        Ok(body.await?.to_vec())
     }
 
     /// `files/read PATH` of an MFS file.
     pub async fn files_read(&self, path: &str) -> Result<Vec<u8>, IpfsError> {
-        self.call(
-            "files/read",
-            &[("arg", path.to_string())],
-            None,
-            self.timeouts.call,
-            true,
-        )
-        .await
-        .map(|b| b.to_vec())
+        let body = self
+            .call("files/read")
+            .arg("arg", path)
+            .node_timeout()
+            .bytes();
+        Ok(body.await?.to_vec())
     }
 
     /// `dag/import` of a complete CAR held in memory (with `pin-roots`).
     pub async fn dag_import_bytes(&self, car: Vec<u8>, pin_roots: bool) -> Result<(), IpfsError> {
-        let multipart = Multipart::new();
-        let mut body = multipart.head("import.car").to_vec();
-        body.extend_from_slice(&car);
-        body.extend_from_slice(&multipart.tail());
-        self.call(
-            "dag/import",
-            &[("pin-roots", pin_roots.to_string())],
-            Some((multipart.content_type(), body.into())),
-            self.timeouts.long,
-            false,
-        )
-        .await
-        .map(|_| ())
+        self.call("dag/import")
+            .arg("pin-roots", pin_roots)
+            .file("import.car", &car)
+            .long()
+            .unit()
+            .await
     }
 
     /// Starts one streaming `dag/import` request whose CAR names `root` (imported with
@@ -968,39 +868,25 @@ impl IpfsClient {
     /// [`DagImport::send`] and the request ends with [`DagImport::finish`].
     pub fn start_dag_import(&self, root: &Cid) -> DagImport {
         let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(16);
-        let multipart = Multipart::new();
-        let head = {
-            let mut head = multipart.head("blocks.car").to_vec();
-            head.extend_from_slice(&car::encode_header(&[*root]));
-            Bytes::from(head)
-        };
-        let header_len = car::encode_header(&[*root]).len() as u64;
-        let tail = multipart.tail();
-        let content_type = multipart.content_type();
-        let body_stream =
-            futures::stream::once(futures::future::ready(Ok::<Bytes, io::Error>(head)))
-                .chain(futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|item| (item, rx))
-                }))
-                .chain(futures::stream::once(futures::future::ready(Ok(tail))));
-        let request = self
-            .http
-            .post(self.addr.command_url("dag/import"))
-            .query(&[
-                ("pin-roots", "false"),
-                ("stats", "true"),
-                ("silent", "false"),
-            ])
-            .header(CONTENT_TYPE, content_type)
-            .body(reqwest::Body::wrap_stream(body_stream));
+        let header = Bytes::from(car::encode_header(&[*root]));
+        let header_len = header.len() as u64;
+        let sections = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let car = futures::stream::once(futures::future::ready(Ok(header))).chain(sections);
         let client = self.clone();
         let task = tokio::spawn(async move {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| client.http_error("dag/import", e))?;
-            let body = client.answer("dag/import", response).await?;
-            parse_import_answer(&body)
+            // No deadline while the CAR is being produced: `finish` waits for the answer.
+            let answer: Vec<ImportLine> = client
+                .call("dag/import")
+                .arg("pin-roots", false)
+                .arg("stats", true)
+                .arg("silent", false)
+                .file_stream("blocks.car", car.boxed())
+                .no_deadline()
+                .json_lines()
+                .await?;
+            import_answer(answer)
         });
         DagImport {
             tx: Some(tx),
@@ -1015,30 +901,152 @@ impl IpfsClient {
     }
 }
 
-fn parse_import_answer(body: &[u8]) -> Result<ImportAnswer, IpfsError> {
-    let mut answer = ImportAnswer::default();
-    for line in body.split(|&b| b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+/// One call being put together (see [`IpfsClient::call`]), then made with one of its typed
+/// ends: [`Call::json`], [`Call::json_lines`], [`Call::bytes`] or [`Call::unit`].
+struct Call<'c> {
+    client: &'c IpfsClient,
+    command: &'c str,
+    query: Vec<(&'static str, String)>,
+    body: Option<(String, reqwest::Body)>,
+    deadline: Option<Duration>,
+    node_timeout: bool,
+}
+
+impl Call<'_> {
+    /// Adds a query parameter (only `arg` may be given twice).
+    fn arg(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.query.push((key, value.to_string()));
+        self
+    }
+
+    /// Allows [`Timeouts::long`] instead of [`Timeouts::call`].
+    fn long(mut self) -> Self {
+        self.deadline = Some(self.client.timeouts.long);
+        self
+    }
+
+    /// Sets no deadline on the call.
+    fn no_deadline(mut self) -> Self {
+        self.deadline = None;
+        self
+    }
+
+    /// Also passes the deadline to the node (`timeout=`), so that it gives up its own work.
+    fn node_timeout(mut self) -> Self {
+        self.node_timeout = true;
+        self
+    }
+
+    /// Sends `data` as the one file of a multipart body.
+    fn file(mut self, name: &str, data: &[u8]) -> Self {
+        let multipart = Multipart::new();
+        let body = multipart.body(name, data);
+        self.body = Some((multipart.content_type(), body.into()));
+        self
+    }
+
+    /// Streams `data` as the one file of a multipart body.
+    fn file_stream(mut self, name: &str, data: ChunkStream) -> Self {
+        let multipart = Multipart::new();
+        let body = reqwest::Body::wrap_stream(multipart.stream(name, data));
+        self.body = Some((multipart.content_type(), body));
+        self
+    }
+
+    /// Makes the call and returns the body of a successful answer.
+    async fn bytes(self) -> Result<Bytes, IpfsError> {
+        let Call {
+            client,
+            command,
+            mut query,
+            body,
+            deadline,
+            node_timeout,
+        } = self;
+        if let (true, Some(deadline)) = (node_timeout, deadline) {
+            query.push(("timeout", duration_param(deadline)));
         }
-        let value: serde_json::Value = parse_json("dag/import", line)?;
-        if let Some(count) = value
-            .get("Stats")
-            .and_then(|s| s.get("BlockCount"))
-            .and_then(|c| c.as_u64())
-        {
+        let mut request = client
+            .http
+            .post(client.addr.command_url(command))
+            .query(&query);
+        if let Some((content_type, body)) = body {
+            request = request.header(CONTENT_TYPE, content_type).body(body);
+        }
+        let exchange = async {
+            let response = request
+                .send()
+                .await
+                .map_err(|e| client.http_error(command, e))?;
+            client.answer(command, response).await
+        };
+        let Some(deadline) = deadline else {
+            return exchange.await;
+        };
+        // The node's own deadline goes first; ours is a little later, to get its message.
+        match tokio::time::timeout(deadline + Duration::from_secs(5), exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(client.timeout_error(command, deadline)),
+        }
+    }
+
+    /// Makes the call and checks that it succeeded.
+    async fn unit(self) -> Result<(), IpfsError> {
+        self.bytes().await.map(drop)
+    }
+
+    /// Makes the call and reads the answer as a `T` (the last JSON value, after any progress
+    /// lines).
+    async fn json<T: DeserializeOwned>(self) -> Result<T, IpfsError> {
+        let command = self.command.to_string();
+        last_json_value(&command, &self.bytes().await?)
+    }
+
+    /// Makes the call and reads the answer as a stream of `T`, one JSON value per line.
+    async fn json_lines<T: DeserializeOwned>(self) -> Result<Vec<T>, IpfsError> {
+        let command = self.command.to_string();
+        json_values(&command, &self.bytes().await?)
+    }
+}
+
+/// One line of the `dag/import` answer.
+#[derive(Deserialize)]
+struct ImportLine {
+    #[serde(rename = "Root")]
+    root: Option<ImportRoot>,
+    #[serde(rename = "Stats")]
+    stats: Option<ImportStats>,
+}
+
+#[derive(Deserialize)]
+struct ImportRoot {
+    #[serde(rename = "PinErrorMsg")]
+    pin_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ImportStats {
+    #[serde(rename = "BlockCount")]
+    block_count: Option<u64>,
+}
+
+/// The node's count of the blocks imported, or the error it reports for a root.
+fn import_answer(lines: Vec<ImportLine>) -> Result<ImportAnswer, IpfsError> {
+    let mut answer = ImportAnswer::default();
+    for line in lines {
+        if let Some(count) = line.stats.and_then(|s| s.block_count) {
             answer.node_block_count = Some(count);
         }
-        if let Some(message) = value
-            .get("Root")
-            .and_then(|r| r.get("PinErrorMsg"))
-            .and_then(|m| m.as_str())
+        if let Some(message) = line
+            .root
+            .and_then(|r| r.pin_error)
             .filter(|m| !m.is_empty())
         {
             return Err(IpfsError::Api {
                 command: "dag/import".to_string(),
                 status: 200,
-                message: message.to_string(),
+                kind: ApiErrorKind::of(&message),
+                message,
             });
         }
     }
@@ -1068,26 +1076,30 @@ impl DagImport {
         &self.answer
     }
 
-    async fn failure(&mut self) -> IpfsError {
+    /// Ends the body and waits up to `limit` for the node's answer.
+    async fn answer_within(&mut self, limit: Duration) -> Result<ImportAnswer, IpfsError> {
         self.tx = None;
-        let limit = self.client.timeouts.call;
-        match self.task.take() {
-            Some(task) => match tokio::time::timeout(limit, task).await {
-                Ok(Ok(Err(e))) => e,
-                Ok(Ok(Ok(_))) => IpfsError::BadAnswer {
-                    command: "dag/import".to_string(),
-                    detail: "the node answered before the CAR was complete".to_string(),
-                },
-                Ok(Err(join)) => IpfsError::BadAnswer {
-                    command: "dag/import".to_string(),
-                    detail: format!("the request task failed: {join}"),
-                },
-                Err(_) => self.client.timeout_error("dag/import", limit),
-            },
-            None => IpfsError::BadAnswer {
-                command: "dag/import".to_string(),
-                detail: "the request already failed".to_string(),
-            },
+        let Some(task) = self.task.take() else {
+            return Err(bad_answer("dag/import", "the request already failed"));
+        };
+        match tokio::time::timeout(limit, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(bad_answer(
+                "dag/import",
+                format!("the request task failed: {join}"),
+            )),
+            Err(_) => Err(self.client.timeout_error("dag/import", limit)),
+        }
+    }
+
+    /// Why the request stopped taking blocks.
+    async fn failure(&mut self) -> IpfsError {
+        match self.answer_within(self.client.timeouts.call).await {
+            Err(e) => e,
+            Ok(_) => bad_answer(
+                "dag/import",
+                "the node answered before the CAR was complete",
+            ),
         }
     }
 
@@ -1114,39 +1126,25 @@ impl DagImport {
                 if let Some(task) = self.task.take() {
                     task.abort();
                 }
-                Err(IpfsError::Timeout {
-                    addr: self.client.addr.to_string(),
-                    command: "dag/import (the node stopped reading the CAR)".to_string(),
-                    after: limit,
-                })
+                Err(self
+                    .client
+                    .timeout_error("dag/import (the node stopped reading the CAR)", limit))
             }
         }
     }
 
     /// Ends the CAR and waits (up to [`Timeouts::long`]) for the node's answer.
     pub async fn finish(mut self) -> Result<ImportAnswer, IpfsError> {
-        self.tx = None;
-        let limit = self.client.timeouts.long;
-        let Some(task) = self.task.take() else {
-            return Err(self.failure().await);
-        };
-        let result = match tokio::time::timeout(limit, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(IpfsError::BadAnswer {
-                command: "dag/import".to_string(),
-                detail: format!("the request task failed: {join}"),
-            }),
-            Err(_) => Err(self.client.timeout_error("dag/import", limit)),
-        }?;
+        let result = self.answer_within(self.client.timeouts.long).await?;
         if let Some(count) = result.node_block_count {
             if count != self.answer.blocks_sent {
-                return Err(IpfsError::BadAnswer {
-                    command: "dag/import".to_string(),
-                    detail: format!(
+                return Err(bad_answer(
+                    "dag/import",
+                    format!(
                         "the node counted {count} blocks, {} were sent",
                         self.answer.blocks_sent
                     ),
-                });
+                ));
             }
         }
         Ok(ImportAnswer {
@@ -1196,20 +1194,17 @@ mod tests {
 
     #[test]
     fn answers_of_both_nodes_parse() {
-        let client = IpfsClient::new(ApiAddr::default(), Timeouts::default()).unwrap();
+        let parse_add = |body: &[u8]| last_json_value::<AddAnswer>("add", body);
         // js-ipfs: Size as a number, CIDv1 in base58btc.
-        let js = client
-            .parse_add(br#"{"Name":"hello.txt","Hash":"zb2rhcc1wJn2GHDLT2YkmPq5b69cXc2xfRZZmyufbjFUfBkxr","Size":6}"#)
+        let js = parse_add(br#"{"Name":"hello.txt","Hash":"zb2rhcc1wJn2GHDLT2YkmPq5b69cXc2xfRZZmyufbjFUfBkxr","Size":6}"#)
             .unwrap();
-        // kubo: Size as a string, base32.
-        let kubo = client
-            .parse_add(b"{\"Name\":\"hello.txt\",\"Hash\":\"bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am\",\"Size\":\"6\"}\n")
+        // kubo: Size as a string, base32, after a progress line.
+        let kubo = parse_add(b"{\"Name\":\"\",\"Bytes\":6}\n{\"Name\":\"hello.txt\",\"Hash\":\"bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am\",\"Size\":\"6\"}\n")
             .unwrap();
         assert_eq!(js, kubo);
         assert_eq!(js.size, 6);
-        assert!(client
-            .parse_add(b"{\"Name\":\"x\",\"Hash\":\"nope\"}")
-            .is_err());
+        assert!(parse_add(b"{\"Name\":\"x\",\"Hash\":\"nope\"}").is_err());
+        assert!(parse_add(b"").is_err());
 
         assert_eq!(
             stream_error(
@@ -1219,16 +1214,28 @@ mod tests {
         );
         assert_eq!(stream_error(b"{\"Ref\":\"x\"}\n"), None);
 
-        let answer = parse_import_answer(
+        let parse_import = |body: &[u8]| import_answer(json_values("dag/import", body)?);
+        let answer = parse_import(
             b"{\"Root\":{\"Cid\":{\"/\":\"QmX\"},\"PinErrorMsg\":\"\"}}\n{\"Stats\":{\"BlockCount\":3,\"BlockBytesCount\":99}}\n",
         )
         .unwrap();
         assert_eq!(answer.node_block_count, Some(3));
-        assert!(parse_import_answer(
-            b"{\"Root\":{\"Cid\":{\"/\":\"QmX\"},\"PinErrorMsg\":\"no\"}}"
-        )
-        .is_err());
-        assert_eq!(parse_import_answer(b"").unwrap(), ImportAnswer::default());
+        assert!(
+            parse_import(b"{\"Root\":{\"Cid\":{\"/\":\"QmX\"},\"PinErrorMsg\":\"no\"}}").is_err()
+        );
+        assert_eq!(parse_import(b"").unwrap(), ImportAnswer::default());
+    }
+
+    #[test]
+    fn error_answers_are_classified_once() {
+        for (message, kind) in [
+            ("file does not exist", ApiErrorKind::NotFound),
+            ("/nixfs_1 does not exist", ApiErrorKind::NotFound),
+            ("path 'bafy…' is not pinned", ApiErrorKind::NotPinned),
+            ("argument \"key\" is required", ApiErrorKind::Other),
+        ] {
+            assert_eq!(ApiErrorKind::of(message), kind, "{message}");
+        }
     }
 
     #[test]
