@@ -20,7 +20,7 @@
 //! A record can be wrong (someone unpinned and garbage-collected, or a long import was
 //! collected before its pin). The recursive `pin/add` of the new root, which needs every
 //! block, catches that: publishing then asks `refs/local` and sends whatever is missing
-//! (see `crate::commands::create_nixipfs`).
+//! (see [`crate::ipfs::publish::pipeline`]).
 //!
 //! Blocks go to the node in few large requests: one `dag/import` per `segment_bytes` of CAR
 //! (the first block of each request names itself as the CAR's root; roots are not pinned on
@@ -113,6 +113,18 @@ pub struct SendStats {
     pub car_file_blocks: u64,
     /// Bytes of the CAR file.
     pub car_file_bytes: u64,
+}
+
+impl SendStats {
+    /// Adds what another pass sent to the node (the CAR file's counts are its own).
+    pub fn add(&mut self, more: &SendStats) {
+        self.blocks_sent += more.blocks_sent;
+        self.block_bytes_sent += more.block_bytes_sent;
+        self.import_requests += more.import_requests;
+        self.car_bytes_sent += more.car_bytes_sent;
+        self.add_calls += more.add_calls;
+        self.add_bytes += more.add_bytes;
+    }
 }
 
 /// Why blocks could not be delivered.

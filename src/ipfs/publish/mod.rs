@@ -45,6 +45,8 @@
 //!
 //! # Where each step is
 //!
+//! - [`pipeline`]: the publication from the node's first call to the files written at the
+//!   end ([`publish`]), the steps below included;
 //! - [`scan`]: the mirror on disk, links resolved, as a [`MirrorTree`] of sources and
 //!   directories;
 //! - [`dag`]: hashing the sources on a pool of threads and building the directories: the
@@ -62,11 +64,13 @@ use super::upload::UploadError;
 use crate::narinfo::NarInfoError;
 
 pub mod dag;
+pub mod pipeline;
 pub mod report;
 pub mod scan;
 pub mod verify;
 
 pub use dag::{build, release_cids, update_cache, BuildOptions, Built, HashStats};
+pub use pipeline::{publish, PublishOptions, SendMethod};
 pub use report::PublishReport;
 pub use scan::{Dir, Entry, MirrorTree, Release, ScanOptions, Source, SourceKind};
 pub use verify::{verification_sample, verify_on_node};

@@ -7,7 +7,7 @@ use super::dag::HashStats;
 use crate::ipfs::cid::Cid;
 use crate::ipfs::upload::SendStats;
 
-/// What a publication did (returned by `create-nixipfs`).
+/// What a publication did (returned by [`publish`](super::publish)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishReport {
     /// The root CID.
