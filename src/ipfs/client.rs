@@ -311,6 +311,16 @@ fn number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::E
     })
 }
 
+/// The node's error `message` for `command`, classified (see [`ApiErrorKind::of`]).
+fn api_error(command: &str, status: u16, message: String) -> IpfsError {
+    IpfsError::Api {
+        command: command.to_string(),
+        status,
+        kind: ApiErrorKind::of(&message),
+        message,
+    }
+}
+
 fn bad_answer(command: &str, detail: impl Into<String>) -> IpfsError {
     IpfsError::BadAnswer {
         command: command.to_string(),
@@ -501,12 +511,7 @@ impl IpfsClient {
             Some(message.unwrap_or_else(|_| snippet(&body)))
         };
         match failure {
-            Some(message) => Err(IpfsError::Api {
-                command: command.to_string(),
-                status: status.as_u16(),
-                kind: ApiErrorKind::of(&message),
-                message,
-            }),
+            Some(message) => Err(api_error(command, status.as_u16(), message)),
             None => Ok(body),
         }
     }
@@ -823,12 +828,7 @@ impl IpfsClient {
         let mut keys = HashSet::with_capacity(lines.len());
         for line in lines {
             if let Some(err) = line.err.filter(|e| !e.is_empty()) {
-                return Err(IpfsError::Api {
-                    command: "refs/local".to_string(),
-                    status: 200,
-                    kind: ApiErrorKind::of(&err),
-                    message: err,
-                });
+                return Err(api_error("refs/local", 200, err));
             }
             let cid = Cid::parse(&line.reference)
                 .map_err(|e| bad_answer("refs/local", format!("CID {:?}: {e}", line.reference)))?;
@@ -1042,12 +1042,7 @@ fn import_answer(lines: Vec<ImportLine>) -> Result<ImportAnswer, IpfsError> {
             .and_then(|r| r.pin_error)
             .filter(|m| !m.is_empty())
         {
-            return Err(IpfsError::Api {
-                command: "dag/import".to_string(),
-                status: 200,
-                kind: ApiErrorKind::of(&message),
-                message,
-            });
+            return Err(api_error("dag/import", 200, message));
         }
     }
     Ok(answer)

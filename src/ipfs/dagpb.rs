@@ -15,7 +15,7 @@
 
 use unsigned_varint::{decode, encode};
 
-use super::cid::{Cid, CidError};
+use super::cid::{Cid, CidError, DAG_PB};
 
 /// One link of a dag-pb node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,17 @@ pub struct PbNode {
     pub links: Vec<PbLink>,
     /// The data (a UnixFS `Data` message in UnixFS DAGs); `None` leaves the field out.
     pub data: Option<Vec<u8>>,
+}
+
+/// A node in block form: its bytes, its CID and the cumulative size of its DAG.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBlock {
+    /// CID of the block.
+    pub cid: Cid,
+    /// The dag-pb block.
+    pub block: Vec<u8>,
+    /// Cumulative size: the block plus the Tsize of every link.
+    pub tsize: u64,
 }
 
 /// Why a dag-pb block could not be decoded.
@@ -131,6 +142,14 @@ impl PbNode {
             put_bytes(1, data, &mut out);
         }
         out
+    }
+
+    /// The node encoded, with its sha2-256 CID of `cid_version` and its cumulative size.
+    pub fn to_block(&self, cid_version: u8) -> Result<NodeBlock, CidError> {
+        let block = self.encode();
+        let cid = Cid::sha2_256(cid_version, DAG_PB, &block)?;
+        let tsize = block.len() as u64 + self.links.iter().map(|l| l.tsize).sum::<u64>();
+        Ok(NodeBlock { cid, block, tsize })
     }
 
     /// Length of [`PbNode::encode`]'s output.
@@ -278,7 +297,7 @@ impl<'a> Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipfs::cid::{DAG_PB, RAW};
+    use crate::ipfs::cid::RAW;
 
     #[test]
     fn empty_directory_block() {

@@ -463,12 +463,11 @@ impl Tree {
                 .collect(),
             data: Some(data.encode()),
         };
-        let block = node.encode();
-        let cid = Cid::sha2_256(self.options.cid_version, DAG_PB, &block)?;
-        self.emit(&cid, &block, sink)?;
+        let node = node.to_block(self.options.cid_version)?;
+        self.emit(&node.cid, &node.block, sink)?;
         Ok(PendingLink {
-            cid,
-            tsize: block.len() as u64 + links.iter().map(|l| l.tsize).sum::<u64>(),
+            cid: node.cid,
+            tsize: node.tsize,
             file_size,
         })
     }

@@ -171,6 +171,14 @@ struct NodeState {
     phase: Phase,
 }
 
+impl NodeState {
+    /// Counts `len` bytes sent in the progress display.
+    fn progress(&self, len: u64) {
+        self.phase.inc_total(len);
+        self.phase.inc(len);
+    }
+}
+
 struct State {
     car: Option<CarOut>,
     node: Option<NodeState>,
@@ -266,17 +274,25 @@ impl Router {
     /// lacks it and it was not sent yet — to the node. With [`NodeMethod::Add`] blocks go to
     /// the node by `block/put`, so only directory blocks should be given `to_node` there.
     pub fn put(&self, cid: &Cid, block: &[u8], to_node: bool) -> io::Result<()> {
-        let mut guard = self.lock();
-        let state = &mut *guard;
+        self.with_state(|state| put_locked(state, cid, block, to_node))
+    }
+
+    /// Runs `work` on the state unless an earlier failure stopped the router; a failure of
+    /// `work` stops it. The caller gets the failure as an I/O error, as block sinks return
+    /// them; [`Router::take_failure`] gives it back typed.
+    fn with_state(
+        &self,
+        work: impl FnOnce(&mut State) -> Result<(), UploadError>,
+    ) -> io::Result<()> {
+        let mut state = self.lock();
         if let Some(failure) = &state.failure {
             return Err(io::Error::other(failure.to_string()));
         }
-        if let Err(e) = put_locked(state, cid, block, to_node) {
-            let message = e.to_string();
+        work(&mut state).map_err(|e| {
+            let error = io::Error::other(e.to_string());
             state.failure = Some(e);
-            return Err(io::Error::other(message));
-        }
-        Ok(())
+            error
+        })
     }
 
     /// `add`s one file to the node (the fallback method) and checks that the node's CID is
@@ -287,47 +303,36 @@ impl Router {
         expected: &Cid,
         options: AddOptions,
     ) -> io::Result<()> {
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        if let Some(failure) = &state.failure {
-            return Err(io::Error::other(failure.to_string()));
-        }
-        let Some(node) = state.node.as_mut() else {
-            return Ok(());
-        };
-        let client = node.target.client.clone();
-        let (what, result, len) = match source {
-            AddSource::Path(path) => (
-                path.display().to_string(),
-                node.target.runtime.block_on(client.add_file(path, options)),
-                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-            ),
-            AddSource::Bytes(name, bytes) => (
-                name.to_string(),
-                node.target
-                    .runtime
-                    .block_on(client.add_bytes(name, bytes.to_vec(), options)),
-                bytes.len() as u64,
-            ),
-        };
-        let outcome = match result {
-            Ok(answer) if answer.cid == *expected => {
-                state.stats.add_calls += 1;
-                state.stats.add_bytes += len;
-                node.phase.inc_total(len);
-                node.phase.inc(len);
+        self.with_state(|state| {
+            let Some(node) = state.node.as_mut() else {
                 return Ok(());
+            };
+            let client = node.target.client.clone();
+            let runtime = &node.target.runtime;
+            let (what, answer, len) = match source {
+                AddSource::Path(path) => (
+                    path.display().to_string(),
+                    runtime.block_on(client.add_file(path, options))?,
+                    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+                ),
+                AddSource::Bytes(name, bytes) => (
+                    name.to_string(),
+                    runtime.block_on(client.add_bytes(name, bytes.to_vec(), options))?,
+                    bytes.len() as u64,
+                ),
+            };
+            if answer.cid != *expected {
+                return Err(UploadError::CidMismatch {
+                    what,
+                    expected: expected.to_string(),
+                    got: answer.cid.to_string(),
+                });
             }
-            Ok(answer) => UploadError::CidMismatch {
-                what,
-                expected: expected.to_string(),
-                got: answer.cid.to_string(),
-            },
-            Err(e) => UploadError::Node(e),
-        };
-        let message = outcome.to_string();
-        state.failure = Some(outcome);
-        Err(io::Error::other(message))
+            state.stats.add_calls += 1;
+            state.stats.add_bytes += len;
+            node.progress(len);
+            Ok(())
+        })
     }
 
     /// Ends the last `dag/import` request, sets the CAR file's root to `root` and moves it
@@ -446,8 +451,7 @@ fn put_locked(
     }
     state.stats.blocks_sent += 1;
     state.stats.block_bytes_sent += len;
-    node.phase.inc_total(len);
-    node.phase.inc(len);
+    node.progress(len);
     Ok(())
 }
 
