@@ -19,26 +19,30 @@
 //!
 //! Multipart bodies are written here (one part, `name="file"`), which lets a body stream
 //! without a length.
+//!
+//! Every method goes through one typed call (the `call` submodule): the command, its arguments
+//! and its deadline, then the answer read as JSON, JSON lines, bytes or nothing. The streamed
+//! `dag/import` ([`DagImport`]) is in the `dag_import` submodule.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::io;
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use reqwest::header::CONTENT_TYPE;
-use reqwest::StatusCode;
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::api_addr::ApiAddr;
-use super::car;
 use super::cid::{Cid, DAG_PB, RAW};
 use super::unixfs::AddOptions;
+
+mod call;
+mod dag_import;
+
+pub use dag_import::DagImport;
+
+use call::{api_error, bad_answer, Call};
 
 /// Deadlines of the calls (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,67 +238,6 @@ pub struct IpfsClient {
     timeouts: Timeouts,
 }
 
-/// A multipart body's boundary and framing around one part named `file`.
-struct Multipart {
-    boundary: String,
-}
-
-/// A stream of body chunks.
-type ChunkStream = futures::stream::BoxStream<'static, Result<Bytes, io::Error>>;
-
-impl Multipart {
-    fn new() -> Multipart {
-        Multipart {
-            boundary: format!("nixipfs-{:032x}", rand::random::<u128>()),
-        }
-    }
-
-    fn content_type(&self) -> String {
-        format!("multipart/form-data; boundary={}", self.boundary)
-    }
-
-    fn head(&self, filename: &str) -> Bytes {
-        let filename: String = filename
-            .chars()
-            .map(|c| match c {
-                '"' | '\\' | '\r' | '\n' => '_',
-                c => c,
-            })
-            .collect();
-        Bytes::from(format!(
-            "--{}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
-             Content-Type: application/octet-stream\r\n\r\n",
-            self.boundary
-        ))
-    }
-
-    fn tail(&self) -> Bytes {
-        Bytes::from(format!("\r\n--{}--\r\n", self.boundary))
-    }
-
-    /// A body whose one part, named `filename`, holds `data`.
-    fn body(&self, filename: &str, data: &[u8]) -> Vec<u8> {
-        let mut body = self.head(filename).to_vec();
-        body.extend_from_slice(data);
-        body.extend_from_slice(&self.tail());
-        body
-    }
-
-    /// A body whose one part, named `filename`, is streamed from `data`.
-    fn stream(&self, filename: &str, data: ChunkStream) -> ChunkStream {
-        let head = futures::stream::once(futures::future::ready(Ok(self.head(filename))));
-        let tail = futures::stream::once(futures::future::ready(Ok(self.tail())));
-        head.chain(data).chain(tail).boxed()
-    }
-}
-
-/// The body of an error answer.
-#[derive(Deserialize)]
-struct ErrorAnswer {
-    #[serde(rename = "Message")]
-    message: String,
-}
-
 /// A number that kubo writes as a string and js-ipfs as a number; 0 when it is null or not a
 /// number.
 fn number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
@@ -308,58 +251,6 @@ fn number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::E
         Some(Number::Int(n)) => n,
         Some(Number::Text(text)) => text.parse().unwrap_or(0),
         None => 0,
-    })
-}
-
-/// The node's error `message` for `command`, classified (see [`ApiErrorKind::of`]).
-fn api_error(command: &str, status: u16, message: String) -> IpfsError {
-    IpfsError::Api {
-        command: command.to_string(),
-        status,
-        kind: ApiErrorKind::of(&message),
-        message,
-    }
-}
-
-fn bad_answer(command: &str, detail: impl Into<String>) -> IpfsError {
-    IpfsError::BadAnswer {
-        command: command.to_string(),
-        detail: detail.into(),
-    }
-}
-
-/// Every JSON value of an answer, in order: one for most calls, one per line for the calls that
-/// stream (`add` with its progress lines, `refs/local`, `dag/import`).
-fn json_values<T: DeserializeOwned>(command: &str, body: &[u8]) -> Result<Vec<T>, IpfsError> {
-    serde_json::Deserializer::from_slice(body)
-        .into_iter::<T>()
-        .collect::<Result<Vec<T>, _>>()
-        .map_err(|e| bad_answer(command, format!("{e}: {}", snippet(body))))
-}
-
-/// The last JSON value of an answer (the result, after any progress lines).
-fn last_json_value<T: DeserializeOwned>(command: &str, body: &[u8]) -> Result<T, IpfsError> {
-    let value = json_values::<serde_json::Value>(command, body)?
-        .pop()
-        .ok_or_else(|| bad_answer(command, "an empty answer"))?;
-    T::deserialize(value).map_err(|e| bad_answer(command, format!("{e}: {}", snippet(body))))
-}
-
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
-    text.trim().to_string()
-}
-
-/// The first `{"Message": …, "Type": "error"}` line of a streamed answer (kubo reports errors
-/// that happen after the headers were sent this way, and in a trailer).
-fn stream_error(body: &[u8]) -> Option<String> {
-    body.split(|&b| b == b'\n').find_map(|line| {
-        let value: serde_json::Value = serde_json::from_slice(line).ok()?;
-        if value.get("Type")?.as_str()? == "error" {
-            Some(value.get("Message")?.as_str()?.to_string())
-        } else {
-            None
-        }
     })
 }
 
@@ -457,76 +348,6 @@ impl IpfsClient {
     /// The deadlines in force.
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
-    }
-
-    fn http_error(&self, command: &str, source: reqwest::Error) -> IpfsError {
-        if source.is_connect() {
-            IpfsError::Unreachable {
-                addr: self.addr.to_string(),
-                command: command.to_string(),
-                source,
-            }
-        } else if source.is_timeout() {
-            self.timeout_error(command, self.timeouts.call)
-        } else {
-            IpfsError::Http {
-                addr: self.addr.to_string(),
-                command: command.to_string(),
-                source,
-            }
-        }
-    }
-
-    fn timeout_error(&self, command: &str, after: Duration) -> IpfsError {
-        IpfsError::Timeout {
-            addr: self.addr.to_string(),
-            command: command.to_string(),
-            after,
-        }
-    }
-
-    /// Turns a finished response into its body, or the node's error.
-    async fn answer(&self, command: &str, response: reqwest::Response) -> Result<Bytes, IpfsError> {
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.http_error(command, e))?;
-        let message = serde_json::from_slice::<ErrorAnswer>(&body).map(|e| e.message);
-        // A command the node lacks: 404 with kubo's "Not Found" message, or a body that is
-        // not JSON at all (js-ipfs).
-        let unknown = match &message {
-            Ok(message) => message == "Not Found",
-            Err(_) => !body.starts_with(b"{"),
-        };
-        if status == StatusCode::NOT_FOUND && unknown {
-            return Err(IpfsError::Unsupported {
-                addr: self.addr.to_string(),
-                command: command.to_string(),
-            });
-        }
-        let failure = if status.is_success() {
-            stream_error(&body)
-        } else {
-            Some(message.unwrap_or_else(|_| snippet(&body)))
-        };
-        match failure {
-            Some(message) => Err(api_error(command, status.as_u16(), message)),
-            None => Ok(body),
-        }
-    }
-
-    /// A call of `command`, with the ordinary deadline ([`Timeouts::call`]) until told
-    /// otherwise.
-    fn call<'c>(&'c self, command: &'c str) -> Call<'c> {
-        Call {
-            client: self,
-            command,
-            query: Vec::new(),
-            body: None,
-            deadline: Some(self.timeouts.call),
-            node_timeout: false,
-        }
     }
 
     /// `version`: also the check that the node is there.
@@ -862,299 +683,6 @@ impl IpfsClient {
             .unit()
             .await
     }
-
-    /// Starts one streaming `dag/import` request whose CAR names `root` (imported with
-    /// `pin-roots=false`: pinning is a separate step). Blocks are then added with
-    /// [`DagImport::send`] and the request ends with [`DagImport::finish`].
-    pub fn start_dag_import(&self, root: &Cid) -> DagImport {
-        let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(16);
-        let header = Bytes::from(car::encode_header(&[*root]));
-        let header_len = header.len() as u64;
-        let sections = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        let car = futures::stream::once(futures::future::ready(Ok(header))).chain(sections);
-        let client = self.clone();
-        let task = tokio::spawn(async move {
-            // No deadline while the CAR is being produced: `finish` waits for the answer.
-            let answer: Vec<ImportLine> = client
-                .call("dag/import")
-                .arg("pin-roots", false)
-                .arg("stats", true)
-                .arg("silent", false)
-                .file_stream("blocks.car", car.boxed())
-                .no_deadline()
-                .json_lines()
-                .await?;
-            import_answer(answer)
-        });
-        DagImport {
-            tx: Some(tx),
-            task: Some(task),
-            client: self.clone(),
-            answer: ImportAnswer {
-                node_block_count: None,
-                blocks_sent: 0,
-                car_bytes: header_len,
-            },
-        }
-    }
-}
-
-/// One call being put together (see [`IpfsClient::call`]), then made with one of its typed
-/// ends: [`Call::json`], [`Call::json_lines`], [`Call::bytes`] or [`Call::unit`].
-struct Call<'c> {
-    client: &'c IpfsClient,
-    command: &'c str,
-    query: Vec<(&'static str, String)>,
-    body: Option<(String, reqwest::Body)>,
-    deadline: Option<Duration>,
-    node_timeout: bool,
-}
-
-impl Call<'_> {
-    /// Adds a query parameter (only `arg` may be given twice).
-    fn arg(mut self, key: &'static str, value: impl ToString) -> Self {
-        self.query.push((key, value.to_string()));
-        self
-    }
-
-    /// Allows [`Timeouts::long`] instead of [`Timeouts::call`].
-    fn long(mut self) -> Self {
-        self.deadline = Some(self.client.timeouts.long);
-        self
-    }
-
-    /// Sets no deadline on the call.
-    fn no_deadline(mut self) -> Self {
-        self.deadline = None;
-        self
-    }
-
-    /// Also passes the deadline to the node (`timeout=`), so that it gives up its own work.
-    fn node_timeout(mut self) -> Self {
-        self.node_timeout = true;
-        self
-    }
-
-    /// Sends `data` as the one file of a multipart body.
-    fn file(mut self, name: &str, data: &[u8]) -> Self {
-        let multipart = Multipart::new();
-        let body = multipart.body(name, data);
-        self.body = Some((multipart.content_type(), body.into()));
-        self
-    }
-
-    /// Streams `data` as the one file of a multipart body.
-    fn file_stream(mut self, name: &str, data: ChunkStream) -> Self {
-        let multipart = Multipart::new();
-        let body = reqwest::Body::wrap_stream(multipart.stream(name, data));
-        self.body = Some((multipart.content_type(), body));
-        self
-    }
-
-    /// Makes the call and returns the body of a successful answer.
-    async fn bytes(self) -> Result<Bytes, IpfsError> {
-        let Call {
-            client,
-            command,
-            mut query,
-            body,
-            deadline,
-            node_timeout,
-        } = self;
-        if let (true, Some(deadline)) = (node_timeout, deadline) {
-            query.push(("timeout", duration_param(deadline)));
-        }
-        let mut request = client
-            .http
-            .post(client.addr.command_url(command))
-            .query(&query);
-        if let Some((content_type, body)) = body {
-            request = request.header(CONTENT_TYPE, content_type).body(body);
-        }
-        let exchange = async {
-            let response = request
-                .send()
-                .await
-                .map_err(|e| client.http_error(command, e))?;
-            client.answer(command, response).await
-        };
-        let Some(deadline) = deadline else {
-            return exchange.await;
-        };
-        // The node's own deadline goes first; ours is a little later, to get its message.
-        match tokio::time::timeout(deadline + Duration::from_secs(5), exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(client.timeout_error(command, deadline)),
-        }
-    }
-
-    /// Makes the call and checks that it succeeded.
-    async fn unit(self) -> Result<(), IpfsError> {
-        self.bytes().await.map(drop)
-    }
-
-    /// Makes the call and reads the answer as a `T` (the last JSON value, after any progress
-    /// lines).
-    async fn json<T: DeserializeOwned>(self) -> Result<T, IpfsError> {
-        let command = self.command.to_string();
-        last_json_value(&command, &self.bytes().await?)
-    }
-
-    /// Makes the call and reads the answer as a stream of `T`, one JSON value per line.
-    async fn json_lines<T: DeserializeOwned>(self) -> Result<Vec<T>, IpfsError> {
-        let command = self.command.to_string();
-        json_values(&command, &self.bytes().await?)
-    }
-}
-
-/// One line of the `dag/import` answer.
-#[derive(Deserialize)]
-struct ImportLine {
-    #[serde(rename = "Root")]
-    root: Option<ImportRoot>,
-    #[serde(rename = "Stats")]
-    stats: Option<ImportStats>,
-}
-
-#[derive(Deserialize)]
-struct ImportRoot {
-    #[serde(rename = "PinErrorMsg")]
-    pin_error: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ImportStats {
-    #[serde(rename = "BlockCount")]
-    block_count: Option<u64>,
-}
-
-/// The node's count of the blocks imported, or the error it reports for a root.
-fn import_answer(lines: Vec<ImportLine>) -> Result<ImportAnswer, IpfsError> {
-    let mut answer = ImportAnswer::default();
-    for line in lines {
-        if let Some(count) = line.stats.and_then(|s| s.block_count) {
-            answer.node_block_count = Some(count);
-        }
-        if let Some(message) = line
-            .root
-            .and_then(|r| r.pin_error)
-            .filter(|m| !m.is_empty())
-        {
-            return Err(api_error("dag/import", 200, message));
-        }
-    }
-    Ok(answer)
-}
-
-/// One `dag/import` request being streamed (see [`IpfsClient::start_dag_import`]).
-pub struct DagImport {
-    tx: Option<mpsc::Sender<Result<Bytes, io::Error>>>,
-    task: Option<JoinHandle<Result<ImportAnswer, IpfsError>>>,
-    client: IpfsClient,
-    answer: ImportAnswer,
-}
-
-impl fmt::Debug for DagImport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DagImport")
-            .field("blocks_sent", &self.answer.blocks_sent)
-            .field("car_bytes", &self.answer.car_bytes)
-            .finish()
-    }
-}
-
-impl DagImport {
-    /// Sections and bytes written so far.
-    pub fn progress(&self) -> &ImportAnswer {
-        &self.answer
-    }
-
-    /// Ends the body and waits up to `limit` for the node's answer.
-    async fn answer_within(&mut self, limit: Duration) -> Result<ImportAnswer, IpfsError> {
-        self.tx = None;
-        let Some(task) = self.task.take() else {
-            return Err(bad_answer("dag/import", "the request already failed"));
-        };
-        match tokio::time::timeout(limit, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(bad_answer(
-                "dag/import",
-                format!("the request task failed: {join}"),
-            )),
-            Err(_) => Err(self.client.timeout_error("dag/import", limit)),
-        }
-    }
-
-    /// Why the request stopped taking blocks.
-    async fn failure(&mut self) -> IpfsError {
-        match self.answer_within(self.client.timeouts.call).await {
-            Err(e) => e,
-            Ok(_) => bad_answer(
-                "dag/import",
-                "the node answered before the CAR was complete",
-            ),
-        }
-    }
-
-    /// Appends one block to the CAR being sent. Fails when the node has not read for
-    /// [`Timeouts::call`], or when the request failed.
-    pub async fn send(&mut self, cid: &Cid, block: &[u8]) -> Result<(), IpfsError> {
-        let mut section = Vec::with_capacity(block.len() + 48);
-        car::encode_section_prefix(cid, block.len(), &mut section);
-        section.extend_from_slice(block);
-        let section_len = section.len() as u64;
-        let Some(tx) = &self.tx else {
-            return Err(self.failure().await);
-        };
-        let limit = self.client.timeouts.call;
-        match tokio::time::timeout(limit, tx.send(Ok(Bytes::from(section)))).await {
-            Ok(Ok(())) => {
-                self.answer.blocks_sent += 1;
-                self.answer.car_bytes += section_len;
-                Ok(())
-            }
-            Ok(Err(_closed)) => Err(self.failure().await),
-            Err(_) => {
-                self.tx = None;
-                if let Some(task) = self.task.take() {
-                    task.abort();
-                }
-                Err(self
-                    .client
-                    .timeout_error("dag/import (the node stopped reading the CAR)", limit))
-            }
-        }
-    }
-
-    /// Ends the CAR and waits (up to [`Timeouts::long`]) for the node's answer.
-    pub async fn finish(mut self) -> Result<ImportAnswer, IpfsError> {
-        let result = self.answer_within(self.client.timeouts.long).await?;
-        if let Some(count) = result.node_block_count {
-            if count != self.answer.blocks_sent {
-                return Err(bad_answer(
-                    "dag/import",
-                    format!(
-                        "the node counted {count} blocks, {} were sent",
-                        self.answer.blocks_sent
-                    ),
-                ));
-            }
-        }
-        Ok(ImportAnswer {
-            node_block_count: result.node_block_count,
-            ..self.answer.clone()
-        })
-    }
-}
-
-impl Drop for DagImport {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1188,40 +716,6 @@ mod tests {
     }
 
     #[test]
-    fn answers_of_both_nodes_parse() {
-        let parse_add = |body: &[u8]| last_json_value::<AddAnswer>("add", body);
-        // js-ipfs: Size as a number, CIDv1 in base58btc.
-        let js = parse_add(br#"{"Name":"hello.txt","Hash":"zb2rhcc1wJn2GHDLT2YkmPq5b69cXc2xfRZZmyufbjFUfBkxr","Size":6}"#)
-            .unwrap();
-        // kubo: Size as a string, base32, after a progress line.
-        let kubo = parse_add(b"{\"Name\":\"\",\"Bytes\":6}\n{\"Name\":\"hello.txt\",\"Hash\":\"bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am\",\"Size\":\"6\"}\n")
-            .unwrap();
-        assert_eq!(js, kubo);
-        assert_eq!(js.size, 6);
-        assert!(parse_add(b"{\"Name\":\"x\",\"Hash\":\"nope\"}").is_err());
-        assert!(parse_add(b"").is_err());
-
-        assert_eq!(
-            stream_error(
-                b"{\"Ref\":\"x\"}\n{\"Message\":\"boom\",\"Code\":0,\"Type\":\"error\"}\n"
-            ),
-            Some("boom".to_string())
-        );
-        assert_eq!(stream_error(b"{\"Ref\":\"x\"}\n"), None);
-
-        let parse_import = |body: &[u8]| import_answer(json_values("dag/import", body)?);
-        let answer = parse_import(
-            b"{\"Root\":{\"Cid\":{\"/\":\"QmX\"},\"PinErrorMsg\":\"\"}}\n{\"Stats\":{\"BlockCount\":3,\"BlockBytesCount\":99}}\n",
-        )
-        .unwrap();
-        assert_eq!(answer.node_block_count, Some(3));
-        assert!(
-            parse_import(b"{\"Root\":{\"Cid\":{\"/\":\"QmX\"},\"PinErrorMsg\":\"no\"}}").is_err()
-        );
-        assert_eq!(parse_import(b"").unwrap(), ImportAnswer::default());
-    }
-
-    #[test]
     fn error_answers_are_classified_once() {
         for (message, kind) in [
             ("file does not exist", ApiErrorKind::NotFound),
@@ -1240,16 +734,5 @@ mod tests {
             Cid::parse("bafkreiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354").unwrap();
         assert_eq!(block_key(&v0), raw);
         assert_eq!(block_key(&v0.to_v1()), raw);
-    }
-
-    #[test]
-    fn multipart_framing() {
-        let m = Multipart::new();
-        let head = String::from_utf8(m.head("a\"b.car").to_vec()).unwrap();
-        assert!(head.starts_with(&format!("--{}\r\n", m.boundary)));
-        assert!(head.contains("filename=\"a_b.car\""));
-        assert!(head.contains("Content-Type: application/octet-stream\r\n\r\n"));
-        assert_eq!(m.tail(), Bytes::from(format!("\r\n--{}--\r\n", m.boundary)));
-        assert!(m.content_type().ends_with(&m.boundary));
     }
 }
