@@ -318,6 +318,11 @@ pub fn block_key(cid: &Cid) -> Cid {
     Cid::new(1, RAW, cid.hash_code(), cid.digest()).unwrap_or(*cid)
 }
 
+/// Whether `text` (a CID, or `/ipfs/` and a CID, as the node answers) names the block of `cid`.
+fn names_block(text: &str, cid: &Cid) -> bool {
+    Cid::parse(text.trim_start_matches("/ipfs/")).is_ok_and(|c| block_key(&c) == block_key(cid))
+}
+
 impl IpfsClient {
     /// A client of the node at `addr`. No connection is made yet.
     pub fn new(addr: ApiAddr, timeouts: Timeouts) -> Result<IpfsClient, IpfsError> {
@@ -534,10 +539,7 @@ impl IpfsClient {
             .json()
             .await?;
         let pins = answer.pins.unwrap_or_default();
-        let pinned = pins
-            .iter()
-            .filter_map(|p| Cid::parse(p.trim_start_matches("/ipfs/")).ok())
-            .any(|p| block_key(&p) == block_key(cid));
+        let pinned = pins.iter().any(|p| names_block(p, cid));
         if !pinned {
             return Err(bad_answer(
                 "pin/add",
@@ -587,12 +589,10 @@ impl IpfsClient {
             }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        Ok(answer.keys.into_iter().find_map(|(key, pin)| {
-            Cid::parse(&key)
-                .ok()
-                .filter(|k| block_key(k) == block_key(cid))
-                .map(|_| pin.kind)
-        }))
+        Ok(answer
+            .keys
+            .into_iter()
+            .find_map(|(key, pin)| names_block(&key, cid).then_some(pin.kind)))
     }
 
     /// `name/publish /ipfs/CID` with a record `lifetime`, under `key` (default: the node's own).

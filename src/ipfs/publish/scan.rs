@@ -125,9 +125,33 @@ pub(super) fn join_key(parent: &str, name: &str) -> String {
 }
 
 impl<'a> Scanner<'a> {
+    /// A scanner of the mirror whose real path is `mirror`, nothing seen yet.
+    fn new(mirror: PathBuf, opts: &'a ScanOptions<'a>) -> Scanner<'a> {
+        Scanner {
+            mirror,
+            opts,
+            sources: Vec::new(),
+            index: HashMap::new(),
+            dirs: Vec::new(),
+            releases: Vec::new(),
+            release_by_path: HashMap::new(),
+            real_dirs: HashMap::new(),
+            warnings: Vec::new(),
+            fixed: Vec::new(),
+        }
+    }
+
     fn warn(&mut self, message: String) {
         tracing::warn!("{message}");
         self.warnings.push(message);
+    }
+
+    /// Warns that `link` leads nowhere (it is left out).
+    fn warn_dangling(&mut self, link: &Path) {
+        self.warn(format!(
+            "{}: skipped: it is a link to nothing",
+            link.display()
+        ));
     }
 
     /// The entries of a directory, sorted by name, without hidden and non-UTF-8 names.
@@ -161,10 +185,7 @@ impl<'a> Scanner<'a> {
         let (real, meta) = match self.resolve(path) {
             Ok(found) => found,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.warn(format!(
-                    "{}: skipped: it is a link to nothing",
-                    path.display()
-                ));
+                self.warn_dangling(path);
                 return Ok(None);
             }
             Err(e) => return Err(io_error(path)(e)),
@@ -320,10 +341,7 @@ impl<'a> Scanner<'a> {
         let real = match fs::canonicalize(dir) {
             Ok(real) => real,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.warn(format!(
-                    "{}: skipped: it is a link to nothing",
-                    dir.display()
-                ));
+                self.warn_dangling(dir);
                 return Ok(None);
             }
             Err(e) => return Err(io_error(dir)(e)),
@@ -388,18 +406,7 @@ impl MirrorTree {
     /// Looks at the mirror in `mirror` (see the module documentation for what is taken).
     pub fn scan(mirror: &Path, opts: &ScanOptions<'_>) -> Result<MirrorTree, PublishError> {
         let real = fs::canonicalize(mirror).map_err(io_error(mirror))?;
-        let mut s = Scanner {
-            mirror: real.clone(),
-            opts,
-            sources: Vec::new(),
-            index: HashMap::new(),
-            dirs: Vec::new(),
-            releases: Vec::new(),
-            release_by_path: HashMap::new(),
-            real_dirs: HashMap::new(),
-            warnings: Vec::new(),
-            fixed: Vec::new(),
-        };
+        let mut s = Scanner::new(real.clone(), opts);
         let mut root = BTreeMap::new();
         let cache_dir = real.join("binary_cache");
         if cache_dir.is_dir() {
@@ -502,18 +509,7 @@ mod tests {
             cache: &cache,
             trust_release: &trust_none,
         };
-        let mut s = Scanner {
-            mirror: root.clone(),
-            opts: &opts,
-            sources: Vec::new(),
-            index: HashMap::new(),
-            dirs: Vec::new(),
-            releases: Vec::new(),
-            release_by_path: HashMap::new(),
-            real_dirs: HashMap::new(),
-            warnings: Vec::new(),
-            fixed: Vec::new(),
-        };
+        let mut s = Scanner::new(root.clone(), &opts);
         let mut names: Vec<&str> = links.iter().map(|(l, _)| *l).collect();
         names.extend(["real/sub/file", "alias/sub/file", "real/sub/nothing"]);
         for name in names {
