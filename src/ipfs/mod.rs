@@ -14,7 +14,8 @@
 //! - [`api_addr`]: the node's API address from the forms `--ipfsapi` accepts;
 //! - [`client`]: the node's RPC API, with a deadline on every call;
 //! - [`file_cache`]: `D/ipfs_hashes`, file CIDs across runs and what the node holds;
-//! - [`publish`]: what is published where, and the DAG of the mirror;
+//! - [`publish`]: what is published where, the DAG of the mirror, and the whole publication
+//!   ([`publish::publish`]: node, cache, blocks, pin, MFS, verification, IPNS, result files);
 //! - [`upload`]: delivering its blocks to a CAR file and to the node.
 //!
 //! A file and a directory holding it, written to a CAR (the CID is what
