@@ -15,9 +15,9 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 
 use crate::binary_cache::BINARY_CACHE_DIR;
 use crate::fetch::{verify_file, Expected};
@@ -175,41 +175,31 @@ fn check_cache(cache: &Path, quick: bool, report: &mut VerifyReport) -> Result<(
         }
     }
     report.nars = nars.len();
-    // Hash the NARs on every core.
-    let problems = Mutex::new(Vec::new());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((nar, expected, narinfo)) = nars.get(i) else {
-                    break;
-                };
-                let problem = match fs::symlink_metadata(nar) {
-                    Err(_) => Some(format!("{}: missing (named by {narinfo})", nar.display())),
-                    Ok(m) if !m.is_file() => Some(format!(
-                        "{}: not a regular file (named by {narinfo})",
-                        nar.display()
-                    )),
-                    Ok(_) => match verify_file(nar, *expected) {
-                        Ok(Ok(())) => None,
-                        Ok(Err(mismatch)) => {
-                            Some(format!("{}: {mismatch} (per {narinfo})", nar.display()))
-                        }
-                        Err(e) => Some(format!("{}: cannot read: {e}", nar.display())),
-                    },
-                };
-                if let Some(p) = problem {
-                    problems.lock().unwrap_or_else(|e| e.into_inner()).push(p);
-                }
-            });
-        }
-    });
-    let mut problems = problems.into_inner().unwrap_or_else(|e| e.into_inner());
+    // Hash the NARs on every core, each NAR a task of its own (their sizes differ widely).
+    let mut problems: Vec<String> = nars
+        .par_iter()
+        .with_max_len(1)
+        .filter_map(|(nar, expected, narinfo)| nar_problem(nar, *expected, narinfo))
+        .collect();
     problems.sort();
     report.problems.extend(problems);
     Ok(())
+}
+
+/// What is wrong with the NAR `nar` that `narinfo` describes as `expected`, if anything.
+fn nar_problem(nar: &Path, expected: Expected, narinfo: &str) -> Option<String> {
+    match fs::symlink_metadata(nar) {
+        Err(_) => Some(format!("{}: missing (named by {narinfo})", nar.display())),
+        Ok(m) if !m.is_file() => Some(format!(
+            "{}: not a regular file (named by {narinfo})",
+            nar.display()
+        )),
+        Ok(_) => match verify_file(nar, expected) {
+            Ok(Ok(())) => None,
+            Ok(Err(mismatch)) => Some(format!("{}: {mismatch} (per {narinfo})", nar.display())),
+            Err(e) => Some(format!("{}: cannot read: {e}", nar.display())),
+        },
+    }
 }
 
 fn check_release_files(release: &Path, report: &mut VerifyReport) {

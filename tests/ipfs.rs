@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use common::ipfs_node::{free_port, IpfsNode};
 use common::TestDir;
-use nixipfs::commands::create_nixipfs::{run, CreateNixipfsOptions, PublishReport, SendMethod};
 use nixipfs::ipfs::api_addr::ApiAddr;
 use nixipfs::ipfs::car::CarReader;
 use nixipfs::ipfs::cid::{Cid, DAG_PB};
 use nixipfs::ipfs::client::{IpfsClient, Timeouts};
 use nixipfs::ipfs::directory::DirectoryBuilder;
+use nixipfs::ipfs::publish::{publish, PublishOptions, PublishReport, SendMethod};
 use nixipfs::ipfs::unixfs::{AddOptions, FileHasher};
 
 const CHANNEL: &str = "nixos-24.05";
@@ -44,16 +44,30 @@ fn args(values: &[&str]) -> Vec<String> {
     values.iter().map(|s| s.to_string()).collect()
 }
 
-fn options(dir: &Path, api: Option<ApiAddr>, mfs_prefix: &str) -> CreateNixipfsOptions {
-    CreateNixipfsOptions {
+fn options(dir: &Path, api: Option<ApiAddr>, mfs_prefix: &str) -> PublishOptions {
+    PublishOptions {
         dir: dir.to_path_buf(),
         api,
         mfs_prefix: mfs_prefix.to_string(),
         timeouts: timeouts(),
         concurrency: 2,
-        print: false,
-        ..CreateNixipfsOptions::default()
+        ..PublishOptions::default()
     }
+}
+
+/// Publishes as `create-nixipfs` does, and checks its result lines against the report.
+async fn run(opts: &PublishOptions) -> anyhow::Result<PublishReport> {
+    let mut out = Vec::new();
+    let report = publish(opts, &mut out).await?;
+    let mut expected = format!("nixfs: /ipfs/{}\n", report.root);
+    if let Some(name) = &report.ipns_name {
+        expected.push_str(&format!("published: /ipns/{name}\n"));
+    }
+    if let Some(car) = &report.car_file {
+        expected.push_str(&format!("car: {}\n", car.display()));
+    }
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
+    Ok(report)
 }
 
 /// Bytes that differ from test to test (`tag`) and file to file, `len` long.
@@ -449,7 +463,7 @@ async fn create_nixipfs_publishes_the_mirror_and_reruns_send_only_new_blocks() {
     // First run, with the multiaddr form of the address, also writing a CAR file.
     let api = ApiAddr::parse(&args(&[&node.multiaddr()])).unwrap();
     let car_1 = out.join("first.car");
-    let first = run(&CreateNixipfsOptions {
+    let first = run(&PublishOptions {
         car: Some(car_1.clone()),
         ..options(dir.path(), Some(api.clone()), "/e2e-1/nixfs")
     })
@@ -498,7 +512,7 @@ async fn create_nixipfs_publishes_the_mirror_and_reruns_send_only_new_blocks() {
     let release_2_paths = vec![paths[1].clone(), paths[3].clone()];
     add_release(dir.path(), "e2e", RELEASE_2, &release_2_paths);
     let car_3 = out.join("third.car");
-    let third = run(&CreateNixipfsOptions {
+    let third = run(&PublishOptions {
         car: Some(car_3.clone()),
         ..options(dir.path(), Some(api), "/e2e-3/nixfs")
     })
@@ -529,7 +543,7 @@ async fn a_car_file_carries_the_whole_dag_to_a_fresh_node() {
     let out = TestDir::new("ipfs-car-out");
     let paths = make_mirror(dir.path(), "car");
     let car = out.join("mirror.car");
-    let report = run(&CreateNixipfsOptions {
+    let report = run(&PublishOptions {
         car: Some(car.clone()),
         ..options(dir.path(), None, "/car/nixfs")
     })
@@ -624,7 +638,7 @@ async fn an_unreachable_node_is_an_error_unless_a_car_is_written() {
     }
 
     let car = dir.join("offline.car");
-    let report = run(&CreateNixipfsOptions {
+    let report = run(&PublishOptions {
         car: Some(car.clone()),
         ..options(dir.path(), Some(api), "/u/nixfs")
     })
@@ -653,7 +667,7 @@ async fn cid_version_1_gives_cidv1_directories() {
     let paths = make_mirror(dir.path(), "v1");
     let api = ApiAddr::parse(&args(&["127.0.0.1", &node.port().to_string()])).unwrap();
     // Small dag/import requests: the blocks go in several CARs.
-    let report = run(&CreateNixipfsOptions {
+    let report = run(&PublishOptions {
         cid_version: 1,
         publish_ipns: false,
         segment_bytes: 200_000,
@@ -687,7 +701,7 @@ async fn without_dag_import_files_are_added_one_by_one() {
     let dir = TestDir::new("ipfs-add");
     let paths = make_mirror(dir.path(), "add");
     let api = ApiAddr::parse(&args(&[&format!("http://127.0.0.1:{}", node.port())])).unwrap();
-    let first = run(&CreateNixipfsOptions {
+    let first = run(&PublishOptions {
         method: SendMethod::Add,
         ..options(dir.path(), Some(api.clone()), "/add-1/nixfs")
     })
@@ -697,7 +711,7 @@ async fn without_dag_import_files_are_added_one_by_one() {
     assert!(first.sent.add_calls >= 10, "{first:?}");
     check_published(&client, dir.path(), &first, &paths).await;
 
-    let second = run(&CreateNixipfsOptions {
+    let second = run(&PublishOptions {
         method: SendMethod::Add,
         ..options(dir.path(), Some(api), "/add-2/nixfs")
     })
@@ -732,7 +746,7 @@ async fn blocks_lost_by_the_node_are_found_and_sent_again() {
         "the blocks are gone"
     );
 
-    let second = run(&CreateNixipfsOptions {
+    let second = run(&PublishOptions {
         timeouts: Timeouts {
             long: Duration::from_secs(4),
             ..timeouts()
@@ -820,7 +834,7 @@ async fn a_large_binary_cache_is_a_sharded_directory_the_node_resolves() {
         .collect();
     let out = TestDir::new("ipfs-hamt-car");
     let car = out.join("hamt.car");
-    let report = run(&CreateNixipfsOptions {
+    let report = run(&PublishOptions {
         car: Some(car.clone()),
         verify_files: 40,
         ..options(

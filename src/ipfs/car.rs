@@ -28,9 +28,10 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use super::cid::{Cid, CidError, DAG_PB};
+use unsigned_varint::{decode, encode};
+
+use super::cid::{Cid, CidError, DAG_PB, SHA2_256};
 use super::unixfs::BlockSink;
-use super::varint;
 
 /// Largest header the reader accepts.
 pub const MAX_HEADER_LEN: u64 = 1 << 20;
@@ -136,20 +137,24 @@ pub fn encode_header(roots: &[Cid]) -> Vec<u8> {
     header.extend_from_slice(b"version");
     cbor_head(0, 1, &mut header);
     let mut out = Vec::with_capacity(header.len() + 2);
-    varint::encode(header.len() as u64, &mut out);
+    out.extend_from_slice(encode::u64(header.len() as u64, &mut encode::u64_buffer()));
     out.extend_from_slice(&header);
     out
+}
+
+/// The framing of one section, `varint(len(cid) + len(block)) cid`, which the block follows;
+/// appended to `out`.
+pub fn encode_section_prefix(cid: &Cid, block_len: usize, out: &mut Vec<u8>) {
+    let len = (cid.encoded_len() + block_len) as u64;
+    out.extend_from_slice(encode::u64(len, &mut encode::u64_buffer()));
+    cid.write_bytes(out);
 }
 
 /// A root CID of `version` with a zero digest, to write a header before the real root is known
 /// (then [`CarWriter::replace_roots`]). It has the length of any sha2-256 dag-pb CID of that
 /// version.
 pub fn placeholder_root(version: u8) -> Result<Cid, CidError> {
-    match version {
-        0 => Ok(Cid::new_v0([0; 32])),
-        1 => Cid::new_v1(DAG_PB, super::cid::SHA2_256, &[0; 32]),
-        v => Err(CidError::UnsupportedVersion(u64::from(v))),
-    }
+    Cid::new(version, DAG_PB, SHA2_256, &[0; 32])
 }
 
 /// Writes a CARv1 to any [`Write`], one block at a time. Wrap files and sockets in a
@@ -180,8 +185,7 @@ impl<W: Write> CarWriter<W> {
     /// Appends one block. The CAR format allows repeats; `dag/import` stores a block once.
     pub fn write_block(&mut self, cid: &Cid, block: &[u8]) -> Result<(), CarError> {
         self.prefix.clear();
-        varint::encode((cid.encoded_len() + block.len()) as u64, &mut self.prefix);
-        cid.write_bytes(&mut self.prefix);
+        encode_section_prefix(cid, block.len(), &mut self.prefix);
         self.inner.write_all(&self.prefix)?;
         self.inner.write_all(block)?;
         self.bytes += (self.prefix.len() + block.len()) as u64;
@@ -243,15 +247,32 @@ pub struct CarReader<R: Read> {
     index: u64,
 }
 
+/// Reads the varint length in front of the header or a section; `None` at a clean end of the
+/// input (no byte at all).
 fn read_len<R: Read>(reader: &mut R, what: &'static str) -> Result<Option<u64>, CarError> {
-    match varint::read(reader, varint::MULTIFORMATS_MAX_LEN)? {
-        None => Ok(None),
-        Some(Ok(len)) => Ok(Some(len)),
-        Some(Err(error)) => Err(CarError::Varint {
-            what,
-            error: error.to_string(),
-        }),
+    let mut buf = encode::u64_buffer();
+    for i in 0..buf.len() {
+        match reader.read_exact(&mut buf[i..=i]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && i == 0 => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(CarError::Truncated(what))
+            }
+            Err(e) => return Err(CarError::Io(e)),
+        }
+        if decode::is_last(buf[i]) {
+            return decode::u64(&buf[..=i])
+                .map(|(len, _)| Some(len))
+                .map_err(|error| CarError::Varint {
+                    what,
+                    error: error.to_string(),
+                });
+        }
     }
+    Err(CarError::Varint {
+        what,
+        error: decode::Error::Overflow.to_string(),
+    })
 }
 
 fn read_exact<R: Read>(reader: &mut R, len: u64, what: &'static str) -> Result<Vec<u8>, CarError> {
@@ -530,6 +551,43 @@ mod tests {
             reader.next_block(),
             Err(CarError::Truncated("section"))
         ));
+    }
+
+    #[test]
+    fn length_prefixes() {
+        // A known length (300 = 0xac 0x02) and a clean end after the last section.
+        let root = placeholder_root(1).unwrap();
+        let block = vec![7u8; 300 - root.encoded_len()];
+        let mut car = CarWriter::new(Vec::new(), &[root]).unwrap();
+        car.write_block(&root, &block).unwrap();
+        let bytes = car.finish().unwrap();
+        let header_len = encode_header(&[root]).len();
+        assert_eq!(&bytes[header_len..header_len + 2], &[0xac, 0x02]);
+        let mut reader = CarReader::new(&bytes[..]).unwrap().without_verification();
+        assert_eq!(reader.next_block().unwrap().unwrap().1, block);
+        assert!(reader.next_block().unwrap().is_none());
+        // A length cut inside its varint, one not minimally encoded, one of 11 bytes.
+        let header = encode_header(&[root]);
+        for (tail, expected) in [
+            (&[0x80][..], "truncated"),
+            (&[0x80, 0x00][..], "not minimal"),
+            (&[0xff; 11][..], "too long"),
+        ] {
+            let mut bytes = header.clone();
+            bytes.extend_from_slice(tail);
+            let got = CarReader::new(&bytes[..]).unwrap().next_block();
+            let ok = match expected {
+                "truncated" => matches!(got, Err(CarError::Truncated("section"))),
+                _ => matches!(
+                    got,
+                    Err(CarError::Varint {
+                        what: "section",
+                        ..
+                    })
+                ),
+            };
+            assert!(ok, "{expected}: {got:?}");
+        }
     }
 
     #[test]

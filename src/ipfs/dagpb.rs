@@ -10,10 +10,12 @@
 //! are always written, in that order, even when the name is empty or the size is 0. Link order
 //! is the caller's: boxo sorts links stably by name before encoding (see
 //! [`crate::ipfs::unixfs`]). Decoding is strict, as the dag-pb spec asks: fields in this order,
-//! no unknown fields, no duplicates.
+//! no unknown fields, no duplicates; varints (read and written by the `unsigned-varint` crate)
+//! minimally encoded.
 
-use super::cid::{Cid, CidError};
-use super::varint::{self, VarintError};
+use unsigned_varint::{decode, encode};
+
+use super::cid::{Cid, CidError, DAG_PB};
 
 /// One link of a dag-pb node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,17 @@ pub struct PbNode {
     pub links: Vec<PbLink>,
     /// The data (a UnixFS `Data` message in UnixFS DAGs); `None` leaves the field out.
     pub data: Option<Vec<u8>>,
+}
+
+/// A node in block form: its bytes, its CID and the cumulative size of its DAG.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBlock {
+    /// CID of the block.
+    pub cid: Cid,
+    /// The dag-pb block.
+    pub block: Vec<u8>,
+    /// Cumulative size: the block plus the Tsize of every link.
+    pub tsize: u64,
 }
 
 /// Why a dag-pb block could not be decoded.
@@ -76,13 +89,23 @@ pub enum DagPbError {
     BadName(usize),
 }
 
+/// Appends the varint encoding of `value` to `out`.
+pub(crate) fn put_varint(value: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(encode::u64(value, &mut encode::u64_buffer()));
+}
+
+/// Number of bytes that [`put_varint`] writes for `value`.
+pub(crate) fn varint_len(value: u64) -> usize {
+    encode::u64(value, &mut encode::u64_buffer()).len()
+}
+
 fn put_tag(field: u64, wire_type: u64, out: &mut Vec<u8>) {
-    varint::encode(field << 3 | wire_type, out);
+    put_varint(field << 3 | wire_type, out);
 }
 
 fn put_bytes(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
     put_tag(field, 2, out);
-    varint::encode(bytes.len() as u64, out);
+    put_varint(bytes.len() as u64, out);
     out.extend_from_slice(bytes);
 }
 
@@ -90,13 +113,13 @@ impl PbLink {
     fn encoded_len(&self) -> usize {
         let hash = self.hash.encoded_len();
         let name = self.name.len();
-        1 + varint::encoded_len(hash as u64)
+        1 + varint_len(hash as u64)
             + hash
             + 1
-            + varint::encoded_len(name as u64)
+            + varint_len(name as u64)
             + name
             + 1
-            + varint::encoded_len(self.tsize)
+            + varint_len(self.tsize)
     }
 }
 
@@ -107,18 +130,26 @@ impl PbNode {
         let mut hash = Vec::with_capacity(64);
         for link in &self.links {
             put_tag(2, 2, &mut out);
-            varint::encode(link.encoded_len() as u64, &mut out);
+            put_varint(link.encoded_len() as u64, &mut out);
             hash.clear();
             link.hash.write_bytes(&mut hash);
             put_bytes(1, &hash, &mut out);
             put_bytes(2, link.name.as_bytes(), &mut out);
             put_tag(3, 0, &mut out);
-            varint::encode(link.tsize, &mut out);
+            put_varint(link.tsize, &mut out);
         }
         if let Some(data) = &self.data {
             put_bytes(1, data, &mut out);
         }
         out
+    }
+
+    /// The node encoded, with its sha2-256 CID of `cid_version` and its cumulative size.
+    pub fn to_block(&self, cid_version: u8) -> Result<NodeBlock, CidError> {
+        let block = self.encode();
+        let cid = Cid::sha2_256(cid_version, DAG_PB, &block)?;
+        let tsize = block.len() as u64 + self.links.iter().map(|l| l.tsize).sum::<u64>();
+        Ok(NodeBlock { cid, block, tsize })
     }
 
     /// Length of [`PbNode::encode`]'s output.
@@ -128,13 +159,13 @@ impl PbNode {
             .iter()
             .map(|l| {
                 let len = l.encoded_len();
-                1 + varint::encoded_len(len as u64) + len
+                1 + varint_len(len as u64) + len
             })
             .sum();
         let data = self
             .data
             .as_ref()
-            .map_or(0, |d| 1 + varint::encoded_len(d.len() as u64) + d.len());
+            .map_or(0, |d| 1 + varint_len(d.len() as u64) + d.len());
         links + data
     }
 
@@ -225,16 +256,14 @@ impl<'a> Fields<'a> {
     }
 
     fn varint(&mut self, what: &'static str) -> Result<u64, DagPbError> {
-        let (value, used) = varint::decode(self.input, varint::PROTOBUF_MAX_LEN, false).map_err(
-            |error| match error {
-                VarintError::Truncated => DagPbError::Truncated(what),
-                other => DagPbError::Varint {
-                    what,
-                    error: other.to_string(),
-                },
+        let (value, rest) = decode::u64(self.input).map_err(|error| match error {
+            decode::Error::Insufficient => DagPbError::Truncated(what),
+            other => DagPbError::Varint {
+                what,
+                error: other.to_string(),
             },
-        )?;
-        self.input = &self.input[used..];
+        })?;
+        self.input = rest;
         Ok(value)
     }
 
@@ -268,7 +297,7 @@ impl<'a> Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipfs::cid::{DAG_PB, RAW};
+    use crate::ipfs::cid::RAW;
 
     #[test]
     fn empty_directory_block() {
@@ -357,6 +386,18 @@ mod tests {
         assert!(matches!(
             PbNode::decode(&[0x12, 0x03, 0x0a, 0x01, 0x05]),
             Err(DagPbError::BadHash { index: 0, .. })
+        ));
+        // A field tag cut inside its varint, and one not minimally encoded.
+        assert!(matches!(
+            PbNode::decode(&[0x80]),
+            Err(DagPbError::Truncated("field tag"))
+        ));
+        assert!(matches!(
+            PbNode::decode(&[0x8a, 0x00, 0x00]),
+            Err(DagPbError::Varint {
+                what: "field tag",
+                ..
+            })
         ));
         // A fixed64 wire type.
         assert!(matches!(

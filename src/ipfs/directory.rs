@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use super::cid::{Cid, CidError, DAG_PB};
+use super::cid::{Cid, CidError};
 use super::dagpb::{PbLink, PbNode};
 use super::hamt::{self, HamtError};
 use super::unixfs::{Added, BlockSink, DataType, UnixfsData};
@@ -83,15 +83,7 @@ impl From<HamtError> for DirectoryError {
 }
 
 /// A directory node in block form.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirectoryBlock {
-    /// CID of the block.
-    pub cid: Cid,
-    /// The dag-pb block.
-    pub block: Vec<u8>,
-    /// Cumulative size: the block plus the Tsize of every entry.
-    pub tsize: u64,
-}
+pub use super::dagpb::NodeBlock as DirectoryBlock;
 
 /// Collects entries `(name, CID, Tsize)` and builds the directory DAG.
 #[derive(Debug, Clone)]
@@ -181,10 +173,7 @@ impl DirectoryBuilder {
                 .collect(),
             data: Some(UnixfsData::new(DataType::Directory).encode()),
         };
-        let block = node.encode();
-        let cid = Cid::sha2_256(self.cid_version, DAG_PB, &block)?;
-        let tsize = block.len() as u64 + self.entries.values().map(|e| e.tsize).sum::<u64>();
-        Ok(DirectoryBlock { cid, block, tsize })
+        Ok(node.to_block(self.cid_version)?)
     }
 
     /// Builds the directory, basic or sharded as the policy says, gives its blocks to `sink`

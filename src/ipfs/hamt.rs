@@ -9,7 +9,6 @@
 //! `Bytes`). For a set of entries built by insertions only, this shape is unique, so the
 //! recursive construction here gives kubo's CIDs.
 
-use super::cid::{Cid, DAG_PB};
 use super::dagpb::{PbLink, PbNode};
 use super::unixfs::{Added, BlockSink, DataType, UnixfsData};
 
@@ -106,11 +105,13 @@ pub(crate) fn build_shard<S: BlockSink + ?Sized>(
         links,
         data: Some(data.encode()),
     };
-    let block = node.encode();
-    let cid = Cid::sha2_256(cid_version, DAG_PB, &block).map_err(HamtError::Cid)?;
-    sink.put_block(&cid, &block).map_err(HamtError::Io)?;
-    let tsize = block.len() as u64 + node.links.iter().map(|l| l.tsize).sum::<u64>();
-    Ok(Added { cid, tsize })
+    let node = node.to_block(cid_version).map_err(HamtError::Cid)?;
+    sink.put_block(&node.cid, &node.block)
+        .map_err(HamtError::Io)?;
+    Ok(Added {
+        cid: node.cid,
+        tsize: node.tsize,
+    })
 }
 
 /// murmur3 x64 128 with seed 0, first half (`h1`): what Go's `murmur3.Sum64` and the

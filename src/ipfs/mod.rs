@@ -2,7 +2,7 @@
 //! CAR files, and publishing the mirror to a node.
 //!
 //! Pure computation over readers and writers:
-//! - [`cid`]: CIDv0/CIDv1, text and binary forms, hashing blocks;
+//! - [`cid`]: CIDv0/CIDv1 on top of the `cid` and `multihash` crates, and hashing blocks;
 //! - [`dagpb`]: the dag-pb block encoding, byte for byte as go-merkledag writes it;
 //! - [`unixfs`]: UnixFS `Data`, and [`unixfs::FileHasher`], a streaming file importer
 //!   (256 KiB chunks, balanced layout, 174 links per node, raw or dag-pb leaves);
@@ -14,7 +14,8 @@
 //! - [`api_addr`]: the node's API address from the forms `--ipfsapi` accepts;
 //! - [`client`]: the node's RPC API, with a deadline on every call;
 //! - [`file_cache`]: `D/ipfs_hashes`, file CIDs across runs and what the node holds;
-//! - [`publish`]: what is published where, and the DAG of the mirror;
+//! - [`publish`]: what is published where, the DAG of the mirror, and the whole publication
+//!   ([`publish::publish`]: node, cache, blocks, pin, MFS, verification, IPNS, result files);
 //! - [`upload`]: delivering its blocks to a CAR file and to the node.
 //!
 //! A file and a directory holding it, written to a CAR (the CID is what
@@ -43,4 +44,3 @@ pub mod hamt;
 pub mod publish;
 pub mod unixfs;
 pub mod upload;
-mod varint;

@@ -28,8 +28,7 @@
 use std::io::{self, Read};
 
 use super::cid::{Cid, CidError, DAG_PB, RAW};
-use super::dagpb::{DagPbError, Fields, PbLink, PbNode, Value};
-use super::varint;
+use super::dagpb::{put_varint, varint_len, DagPbError, Fields, PbLink, PbNode, Value};
 
 /// Chunk size of kubo's default chunker (`size-262144`).
 pub const CHUNK_SIZE: usize = 262_144;
@@ -139,27 +138,27 @@ impl UnixfsData {
             16 + self.data.as_ref().map_or(0, Vec::len) + 6 * self.blocksizes.len(),
         );
         out.push(0x08);
-        varint::encode(self.data_type.code(), &mut out);
+        put_varint(self.data_type.code(), &mut out);
         if let Some(data) = &self.data {
             out.push(0x12);
-            varint::encode(data.len() as u64, &mut out);
+            put_varint(data.len() as u64, &mut out);
             out.extend_from_slice(data);
         }
         if let Some(filesize) = self.filesize {
             out.push(0x18);
-            varint::encode(filesize, &mut out);
+            put_varint(filesize, &mut out);
         }
         for &size in &self.blocksizes {
             out.push(0x20);
-            varint::encode(size, &mut out);
+            put_varint(size, &mut out);
         }
         if let Some(hash_type) = self.hash_type {
             out.push(0x28);
-            varint::encode(hash_type, &mut out);
+            put_varint(hash_type, &mut out);
         }
         if let Some(fanout) = self.fanout {
             out.push(0x30);
-            varint::encode(fanout, &mut out);
+            put_varint(fanout, &mut out);
         }
         out
     }
@@ -180,10 +179,10 @@ impl UnixfsData {
                 (4, Value::Varint(v)) => message.blocksizes.push(v),
                 (4, Value::Bytes(mut packed)) => {
                     while !packed.is_empty() {
-                        let (v, used) = varint::decode(packed, varint::PROTOBUF_MAX_LEN, false)
+                        let (v, rest) = unsigned_varint::decode::u64(packed)
                             .map_err(|_| DagPbError::Truncated("packed blocksizes"))?;
                         message.blocksizes.push(v);
-                        packed = &packed[used..];
+                        packed = rest;
                     }
                 }
                 (5, Value::Varint(v)) => message.hash_type = Some(v),
@@ -397,22 +396,22 @@ impl Tree {
             // PBNode { Data: UnixFS { Type: File, Data: chunk (if any), filesize } }, written
             // without an intermediate copy of the chunk.
             let len = data.len() as u64;
-            let mut inner = 2 + 1 + varint::encoded_len(len);
+            let mut inner = 2 + 1 + varint_len(len);
             if !data.is_empty() {
-                inner += 1 + varint::encoded_len(len) + data.len();
+                inner += 1 + varint_len(len) + data.len();
             }
             buf.clear();
             buf.reserve(inner + 12);
             buf.push(0x0a);
-            varint::encode(inner as u64, buf);
+            put_varint(inner as u64, buf);
             buf.extend_from_slice(&[0x08, 0x02]);
             if !data.is_empty() {
                 buf.push(0x12);
-                varint::encode(len, buf);
+                put_varint(len, buf);
                 buf.extend_from_slice(data);
             }
             buf.push(0x18);
-            varint::encode(len, buf);
+            put_varint(len, buf);
             let cid = Cid::sha2_256(self.options.cid_version, DAG_PB, buf)?;
             self.emit(&cid, buf, sink)?;
             (cid, buf.len())
@@ -464,12 +463,11 @@ impl Tree {
                 .collect(),
             data: Some(data.encode()),
         };
-        let block = node.encode();
-        let cid = Cid::sha2_256(self.options.cid_version, DAG_PB, &block)?;
-        self.emit(&cid, &block, sink)?;
+        let node = node.to_block(self.options.cid_version)?;
+        self.emit(&node.cid, &node.block, sink)?;
         Ok(PendingLink {
-            cid,
-            tsize: block.len() as u64 + links.iter().map(|l| l.tsize).sum::<u64>(),
+            cid: node.cid,
+            tsize: node.tsize,
             file_size,
         })
     }

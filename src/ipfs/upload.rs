@@ -20,7 +20,7 @@
 //! A record can be wrong (someone unpinned and garbage-collected, or a long import was
 //! collected before its pin). The recursive `pin/add` of the new root, which needs every
 //! block, catches that: publishing then asks `refs/local` and sends whatever is missing
-//! (see `crate::commands::create_nixipfs`).
+//! (see [`crate::ipfs::publish::pipeline`]).
 //!
 //! Blocks go to the node in few large requests: one `dag/import` per `segment_bytes` of CAR
 //! (the first block of each request names itself as the CAR's root; roots are not pinned on
@@ -115,6 +115,18 @@ pub struct SendStats {
     pub car_file_bytes: u64,
 }
 
+impl SendStats {
+    /// Adds what another pass sent to the node (the CAR file's counts are its own).
+    pub fn add(&mut self, more: &SendStats) {
+        self.blocks_sent += more.blocks_sent;
+        self.block_bytes_sent += more.block_bytes_sent;
+        self.import_requests += more.import_requests;
+        self.car_bytes_sent += more.car_bytes_sent;
+        self.add_calls += more.add_calls;
+        self.add_bytes += more.add_bytes;
+    }
+}
+
 /// Why blocks could not be delivered.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -157,6 +169,14 @@ struct NodeState {
     current: Option<DagImport>,
     sent: HashSet<Cid>,
     phase: Phase,
+}
+
+impl NodeState {
+    /// Counts `len` bytes sent in the progress display.
+    fn progress(&self, len: u64) {
+        self.phase.inc_total(len);
+        self.phase.inc(len);
+    }
 }
 
 struct State {
@@ -254,17 +274,25 @@ impl Router {
     /// lacks it and it was not sent yet — to the node. With [`NodeMethod::Add`] blocks go to
     /// the node by `block/put`, so only directory blocks should be given `to_node` there.
     pub fn put(&self, cid: &Cid, block: &[u8], to_node: bool) -> io::Result<()> {
-        let mut guard = self.lock();
-        let state = &mut *guard;
+        self.with_state(|state| put_locked(state, cid, block, to_node))
+    }
+
+    /// Runs `work` on the state unless an earlier failure stopped the router; a failure of
+    /// `work` stops it. The caller gets the failure as an I/O error, as block sinks return
+    /// them; [`Router::take_failure`] gives it back typed.
+    fn with_state(
+        &self,
+        work: impl FnOnce(&mut State) -> Result<(), UploadError>,
+    ) -> io::Result<()> {
+        let mut state = self.lock();
         if let Some(failure) = &state.failure {
             return Err(io::Error::other(failure.to_string()));
         }
-        if let Err(e) = put_locked(state, cid, block, to_node) {
-            let message = e.to_string();
+        work(&mut state).map_err(|e| {
+            let error = io::Error::other(e.to_string());
             state.failure = Some(e);
-            return Err(io::Error::other(message));
-        }
-        Ok(())
+            error
+        })
     }
 
     /// `add`s one file to the node (the fallback method) and checks that the node's CID is
@@ -275,47 +303,36 @@ impl Router {
         expected: &Cid,
         options: AddOptions,
     ) -> io::Result<()> {
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        if let Some(failure) = &state.failure {
-            return Err(io::Error::other(failure.to_string()));
-        }
-        let Some(node) = state.node.as_mut() else {
-            return Ok(());
-        };
-        let client = node.target.client.clone();
-        let (what, result, len) = match source {
-            AddSource::Path(path) => (
-                path.display().to_string(),
-                node.target.runtime.block_on(client.add_file(path, options)),
-                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-            ),
-            AddSource::Bytes(name, bytes) => (
-                name.to_string(),
-                node.target
-                    .runtime
-                    .block_on(client.add_bytes(name, bytes.to_vec(), options)),
-                bytes.len() as u64,
-            ),
-        };
-        let outcome = match result {
-            Ok(answer) if answer.cid == *expected => {
-                state.stats.add_calls += 1;
-                state.stats.add_bytes += len;
-                node.phase.inc_total(len);
-                node.phase.inc(len);
+        self.with_state(|state| {
+            let Some(node) = state.node.as_mut() else {
                 return Ok(());
+            };
+            let client = node.target.client.clone();
+            let runtime = &node.target.runtime;
+            let (what, answer, len) = match source {
+                AddSource::Path(path) => (
+                    path.display().to_string(),
+                    runtime.block_on(client.add_file(path, options))?,
+                    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+                ),
+                AddSource::Bytes(name, bytes) => (
+                    name.to_string(),
+                    runtime.block_on(client.add_bytes(name, bytes.to_vec(), options))?,
+                    bytes.len() as u64,
+                ),
+            };
+            if answer.cid != *expected {
+                return Err(UploadError::CidMismatch {
+                    what,
+                    expected: expected.to_string(),
+                    got: answer.cid.to_string(),
+                });
             }
-            Ok(answer) => UploadError::CidMismatch {
-                what,
-                expected: expected.to_string(),
-                got: answer.cid.to_string(),
-            },
-            Err(e) => UploadError::Node(e),
-        };
-        let message = outcome.to_string();
-        state.failure = Some(outcome);
-        Err(io::Error::other(message))
+            state.stats.add_calls += 1;
+            state.stats.add_bytes += len;
+            node.progress(len);
+            Ok(())
+        })
     }
 
     /// Ends the last `dag/import` request, sets the CAR file's root to `root` and moves it
@@ -434,8 +451,7 @@ fn put_locked(
     }
     state.stats.blocks_sent += 1;
     state.stats.block_bytes_sent += len;
-    node.phase.inc_total(len);
-    node.phase.inc(len);
+    node.progress(len);
     Ok(())
 }
 

@@ -1,0 +1,354 @@
+//! One call to the node: the request put together ([`Call`]), the answer checked for the
+//! node's errors (an error status, or an error line in a streamed answer), and read as the
+//! caller asks: JSON, JSON lines, bytes or nothing. Bodies are multipart with one part.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::{duration_param, ApiErrorKind, IpfsClient, IpfsError};
+
+/// A multipart body's boundary and framing around one part named `file`.
+struct Multipart {
+    boundary: String,
+}
+
+/// A stream of body chunks.
+pub(super) type ChunkStream = futures::stream::BoxStream<'static, Result<Bytes, io::Error>>;
+
+impl Multipart {
+    fn new() -> Multipart {
+        Multipart {
+            boundary: format!("nixipfs-{:032x}", rand::random::<u128>()),
+        }
+    }
+
+    fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+
+    fn head(&self, filename: &str) -> Bytes {
+        let filename: String = filename
+            .chars()
+            .map(|c| match c {
+                '"' | '\\' | '\r' | '\n' => '_',
+                c => c,
+            })
+            .collect();
+        Bytes::from(format!(
+            "--{}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n",
+            self.boundary
+        ))
+    }
+
+    fn tail(&self) -> Bytes {
+        Bytes::from(format!("\r\n--{}--\r\n", self.boundary))
+    }
+
+    /// A body whose one part, named `filename`, holds `data`.
+    fn body(&self, filename: &str, data: &[u8]) -> Vec<u8> {
+        let mut body = self.head(filename).to_vec();
+        body.extend_from_slice(data);
+        body.extend_from_slice(&self.tail());
+        body
+    }
+
+    /// A body whose one part, named `filename`, is streamed from `data`.
+    fn stream(&self, filename: &str, data: ChunkStream) -> ChunkStream {
+        let head = futures::stream::once(futures::future::ready(Ok(self.head(filename))));
+        let tail = futures::stream::once(futures::future::ready(Ok(self.tail())));
+        head.chain(data).chain(tail).boxed()
+    }
+}
+
+/// The body of an error answer.
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    #[serde(rename = "Message")]
+    message: String,
+}
+
+/// The node's error `message` for `command`, classified (see [`ApiErrorKind::of`]).
+pub(super) fn api_error(command: &str, status: u16, message: String) -> IpfsError {
+    IpfsError::Api {
+        command: command.to_string(),
+        status,
+        kind: ApiErrorKind::of(&message),
+        message,
+    }
+}
+
+pub(super) fn bad_answer(command: &str, detail: impl Into<String>) -> IpfsError {
+    IpfsError::BadAnswer {
+        command: command.to_string(),
+        detail: detail.into(),
+    }
+}
+
+/// Every JSON value of an answer, in order: one for most calls, one per line for the calls that
+/// stream (`add` with its progress lines, `refs/local`, `dag/import`).
+pub(super) fn json_values<T: DeserializeOwned>(
+    command: &str,
+    body: &[u8],
+) -> Result<Vec<T>, IpfsError> {
+    serde_json::Deserializer::from_slice(body)
+        .into_iter::<T>()
+        .collect::<Result<Vec<T>, _>>()
+        .map_err(|e| bad_answer(command, format!("{e}: {}", snippet(body))))
+}
+
+/// The last JSON value of an answer (the result, after any progress lines).
+pub(super) fn last_json_value<T: DeserializeOwned>(
+    command: &str,
+    body: &[u8],
+) -> Result<T, IpfsError> {
+    let value = json_values::<serde_json::Value>(command, body)?
+        .pop()
+        .ok_or_else(|| bad_answer(command, "an empty answer"))?;
+    T::deserialize(value).map_err(|e| bad_answer(command, format!("{e}: {}", snippet(body))))
+}
+
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+    text.trim().to_string()
+}
+
+/// The first `{"Message": …, "Type": "error"}` line of a streamed answer (kubo reports errors
+/// that happen after the headers were sent this way, and in a trailer).
+fn stream_error(body: &[u8]) -> Option<String> {
+    body.split(|&b| b == b'\n').find_map(|line| {
+        let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+        if value.get("Type")?.as_str()? == "error" {
+            Some(value.get("Message")?.as_str()?.to_string())
+        } else {
+            None
+        }
+    })
+}
+
+impl IpfsClient {
+    fn http_error(&self, command: &str, source: reqwest::Error) -> IpfsError {
+        if source.is_connect() {
+            IpfsError::Unreachable {
+                addr: self.addr.to_string(),
+                command: command.to_string(),
+                source,
+            }
+        } else if source.is_timeout() {
+            self.timeout_error(command, self.timeouts.call)
+        } else {
+            IpfsError::Http {
+                addr: self.addr.to_string(),
+                command: command.to_string(),
+                source,
+            }
+        }
+    }
+
+    pub(super) fn timeout_error(&self, command: &str, after: Duration) -> IpfsError {
+        IpfsError::Timeout {
+            addr: self.addr.to_string(),
+            command: command.to_string(),
+            after,
+        }
+    }
+
+    /// Turns a finished response into its body, or the node's error.
+    async fn answer(&self, command: &str, response: reqwest::Response) -> Result<Bytes, IpfsError> {
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.http_error(command, e))?;
+        let message = serde_json::from_slice::<ErrorAnswer>(&body).map(|e| e.message);
+        // A command the node lacks: 404 with kubo's "Not Found" message, or a body that is
+        // not JSON at all (js-ipfs).
+        let unknown = match &message {
+            Ok(message) => message == "Not Found",
+            Err(_) => !body.starts_with(b"{"),
+        };
+        if status == StatusCode::NOT_FOUND && unknown {
+            return Err(IpfsError::Unsupported {
+                addr: self.addr.to_string(),
+                command: command.to_string(),
+            });
+        }
+        let failure = if status.is_success() {
+            stream_error(&body)
+        } else {
+            Some(message.unwrap_or_else(|_| snippet(&body)))
+        };
+        match failure {
+            Some(message) => Err(api_error(command, status.as_u16(), message)),
+            None => Ok(body),
+        }
+    }
+
+    /// A call of `command`, with the ordinary deadline ([`Timeouts::call`]) until told
+    /// otherwise.
+    pub(super) fn call<'c>(&'c self, command: &'c str) -> Call<'c> {
+        Call {
+            client: self,
+            command,
+            query: Vec::new(),
+            body: None,
+            deadline: Some(self.timeouts.call),
+            node_timeout: false,
+        }
+    }
+}
+
+/// One call being put together (see [`IpfsClient::call`]), then made with one of its typed
+/// ends: [`Call::json`], [`Call::json_lines`], [`Call::bytes`] or [`Call::unit`].
+pub(super) struct Call<'c> {
+    client: &'c IpfsClient,
+    command: &'c str,
+    query: Vec<(&'static str, String)>,
+    body: Option<(String, reqwest::Body)>,
+    deadline: Option<Duration>,
+    node_timeout: bool,
+}
+
+impl Call<'_> {
+    /// Adds a query parameter (only `arg` may be given twice).
+    pub(super) fn arg(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.query.push((key, value.to_string()));
+        self
+    }
+
+    /// Allows [`Timeouts::long`] instead of [`Timeouts::call`].
+    pub(super) fn long(mut self) -> Self {
+        self.deadline = Some(self.client.timeouts.long);
+        self
+    }
+
+    /// Sets no deadline on the call.
+    pub(super) fn no_deadline(mut self) -> Self {
+        self.deadline = None;
+        self
+    }
+
+    /// Also passes the deadline to the node (`timeout=`), so that it gives up its own work.
+    pub(super) fn node_timeout(mut self) -> Self {
+        self.node_timeout = true;
+        self
+    }
+
+    /// Sends `data` as the one file of a multipart body.
+    pub(super) fn file(mut self, name: &str, data: &[u8]) -> Self {
+        let multipart = Multipart::new();
+        let body = multipart.body(name, data);
+        self.body = Some((multipart.content_type(), body.into()));
+        self
+    }
+
+    /// Streams `data` as the one file of a multipart body.
+    pub(super) fn file_stream(mut self, name: &str, data: ChunkStream) -> Self {
+        let multipart = Multipart::new();
+        let body = reqwest::Body::wrap_stream(multipart.stream(name, data));
+        self.body = Some((multipart.content_type(), body));
+        self
+    }
+
+    /// Makes the call and returns the body of a successful answer.
+    pub(super) async fn bytes(self) -> Result<Bytes, IpfsError> {
+        let Call {
+            client,
+            command,
+            mut query,
+            body,
+            deadline,
+            node_timeout,
+        } = self;
+        if let (true, Some(deadline)) = (node_timeout, deadline) {
+            query.push(("timeout", duration_param(deadline)));
+        }
+        let mut request = client
+            .http
+            .post(client.addr.command_url(command))
+            .query(&query);
+        if let Some((content_type, body)) = body {
+            request = request.header(CONTENT_TYPE, content_type).body(body);
+        }
+        let exchange = async {
+            let response = request
+                .send()
+                .await
+                .map_err(|e| client.http_error(command, e))?;
+            client.answer(command, response).await
+        };
+        let Some(deadline) = deadline else {
+            return exchange.await;
+        };
+        // The node's own deadline goes first; ours is a little later, to get its message.
+        match tokio::time::timeout(deadline + Duration::from_secs(5), exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(client.timeout_error(command, deadline)),
+        }
+    }
+
+    /// Makes the call and checks that it succeeded.
+    pub(super) async fn unit(self) -> Result<(), IpfsError> {
+        self.bytes().await.map(drop)
+    }
+
+    /// Makes the call and reads the answer as a `T` (the last JSON value, after any progress
+    /// lines).
+    pub(super) async fn json<T: DeserializeOwned>(self) -> Result<T, IpfsError> {
+        let command = self.command.to_string();
+        last_json_value(&command, &self.bytes().await?)
+    }
+
+    /// Makes the call and reads the answer as a stream of `T`, one JSON value per line.
+    pub(super) async fn json_lines<T: DeserializeOwned>(self) -> Result<Vec<T>, IpfsError> {
+        let command = self.command.to_string();
+        json_values(&command, &self.bytes().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipfs::client::AddAnswer;
+
+    #[test]
+    fn answers_of_both_nodes_parse() {
+        let parse_add = |body: &[u8]| last_json_value::<AddAnswer>("add", body);
+        // js-ipfs: Size as a number, CIDv1 in base58btc.
+        let js = parse_add(br#"{"Name":"hello.txt","Hash":"zb2rhcc1wJn2GHDLT2YkmPq5b69cXc2xfRZZmyufbjFUfBkxr","Size":6}"#)
+            .unwrap();
+        // kubo: Size as a string, base32, after a progress line.
+        let kubo = parse_add(b"{\"Name\":\"\",\"Bytes\":6}\n{\"Name\":\"hello.txt\",\"Hash\":\"bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am\",\"Size\":\"6\"}\n")
+            .unwrap();
+        assert_eq!(js, kubo);
+        assert_eq!(js.size, 6);
+        assert!(parse_add(b"{\"Name\":\"x\",\"Hash\":\"nope\"}").is_err());
+        assert!(parse_add(b"").is_err());
+
+        assert_eq!(
+            stream_error(
+                b"{\"Ref\":\"x\"}\n{\"Message\":\"boom\",\"Code\":0,\"Type\":\"error\"}\n"
+            ),
+            Some("boom".to_string())
+        );
+        assert_eq!(stream_error(b"{\"Ref\":\"x\"}\n"), None);
+    }
+
+    #[test]
+    fn multipart_framing() {
+        let m = Multipart::new();
+        let head = String::from_utf8(m.head("a\"b.car").to_vec()).unwrap();
+        assert!(head.starts_with(&format!("--{}\r\n", m.boundary)));
+        assert!(head.contains("filename=\"a_b.car\""));
+        assert!(head.contains("Content-Type: application/octet-stream\r\n\r\n"));
+        assert_eq!(m.tail(), Bytes::from(format!("\r\n--{}--\r\n", m.boundary)));
+        assert!(m.content_type().ends_with(&m.boundary));
+    }
+}
