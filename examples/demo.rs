@@ -98,12 +98,13 @@ fn main() -> ExitCode {
         fetch: FetchConfig::default(),
         trusted_keys: Vec::new(),
         check_sigs: true,
+        ipfs: None,
     };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let mut stdout = std::io::stdout();
     let result = runtime.block_on(release_nixos::run(&opts, &mut stdout));
     match result {
-        Ok((report, _lock)) if report.is_success() => {
+        Ok(report) if report.is_success() => {
             println!("\nThe mirror is in {}:", dir.display());
             for entry in walkdir::WalkDir::new(&dir).sort_by_file_name().min_depth(1) {
                 let Ok(entry) = entry else { continue };
@@ -123,7 +124,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok((report, _lock)) => {
+        Ok(report) => {
             for c in &report.channels {
                 if let Some(e) = &c.error {
                     eprintln!("error: {}: {e}", c.channel);

@@ -8,11 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use nixipfs::commands::create_nixipfs::{CreateNixipfsOptions, SendMethod};
 use nixipfs::config;
 use nixipfs::fetch::FetchConfig;
 use nixipfs::ipfs::api_addr::ApiAddr;
 use nixipfs::ipfs::client::{parse_duration, Timeouts};
+use nixipfs::ipfs::publish::{PublishOptions, SendMethod};
 use nixipfs::signature::PublicKey;
 
 /// Mirror NixOS channel releases and their binary cache closure from Hydra to disk and IPFS.
@@ -319,7 +319,7 @@ impl IpfsArgs {
         dir: PathBuf,
         node: bool,
         default_concurrency: usize,
-    ) -> Result<CreateNixipfsOptions> {
+    ) -> Result<PublishOptions> {
         let api = if node {
             Some(ApiAddr::parse(&self.ipfsapi).with_context(|| {
                 format!(
@@ -334,8 +334,8 @@ impl IpfsArgs {
             Duration::try_from_secs_f64(v)
                 .with_context(|| format!("--{name} {v} is not a valid number of seconds"))
         };
-        let defaults = CreateNixipfsOptions::default();
-        Ok(CreateNixipfsOptions {
+        let defaults = PublishOptions::default();
+        Ok(PublishOptions {
             dir,
             api,
             car: self.car.clone(),

@@ -19,7 +19,6 @@ use nixipfs::commands::{
 
 /// Requests in flight when neither the command line nor the config says.
 const DEFAULT_CONCURRENCY: usize = 32;
-use nixipfs::fsutil::DirLock;
 use nixipfs::progress;
 
 fn main() -> ExitCode {
@@ -140,12 +139,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CreateNixipfs(a) => {
-            let opts = a.ipfs.to_options(a.dir.clone(), !a.no_node, 4)?;
-            if !a.dir.is_dir() {
-                anyhow::bail!("the mirror directory {} does not exist", a.dir.display());
-            }
-            let _lock = DirLock::acquire(&a.dir, a.wait_lock)?;
-            let report = runtime()?.block_on(create_nixipfs::run(&opts))?;
+            let opts = create_nixipfs::CreateNixipfsOptions {
+                publish: a.ipfs.to_options(a.dir.clone(), !a.no_node, 4)?,
+                wait_lock: a.wait_lock,
+            };
+            let mut stdout = std::io::stdout();
+            let report = runtime()?.block_on(create_nixipfs::run(&opts, &mut stdout))?;
+            stdout.flush().context("cannot write to standard output")?;
             tracing::info!("create-nixipfs: {}", report.summary());
             Ok(ExitCode::SUCCESS)
         }
@@ -176,12 +176,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
     let config = nixipfs::config::load(&a.config)?;
-    let publish = !a.no_ipfs && !a.print_only;
-    let ipfs_opts = if publish {
-        Some(
-            a.ipfs
-                .to_options(a.dir.clone(), true, config.max_ipfs_threads.unwrap_or(4))?,
-        )
+    let ipfs = if !a.no_ipfs && !a.print_only {
+        let threads = config.max_ipfs_threads.unwrap_or(4);
+        Some(a.ipfs.to_options(a.dir.clone(), true, threads)?)
     } else {
         None
     };
@@ -195,24 +192,12 @@ fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
         force: a.force,
         trusted_keys: a.sigs.keys()?,
         check_sigs: !a.sigs.no_check_sigs,
+        ipfs,
         config,
     };
     let mut stdout = std::io::stdout();
-    let rt = runtime()?;
-    let (report, _lock) = rt.block_on(release_nixos::run(&opts, &mut stdout))?;
+    let report = runtime()?.block_on(release_nixos::run(&opts, &mut stdout))?;
     stdout.flush().context("cannot write to standard output")?;
-    // IPFS is the last step, under the same lock: a failure here leaves the mirror on disk
-    // complete and valid.
-    let mut ipfs_error = None;
-    if let Some(ipfs_opts) = ipfs_opts {
-        match rt.block_on(create_nixipfs::run(&ipfs_opts)) {
-            Ok(r) => tracing::info!("create-nixipfs: {}", r.summary()),
-            Err(e) => {
-                tracing::error!("publishing to IPFS failed: {e:#}");
-                ipfs_error = Some(format!("IPFS: {e:#}"));
-            }
-        }
-    }
     for c in &report.channels {
         if let (None, Some(r)) = (&c.error, &c.release) {
             tracing::info!(
@@ -232,7 +217,10 @@ fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
             progress::human_bytes(gc.bytes)
         );
     }
-    if report.is_success() && ipfs_error.is_none() {
+    if let Some(published) = &report.ipfs {
+        tracing::info!("create-nixipfs: {}", published.summary());
+    }
+    if report.is_success() {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("error: release-nixos finished with failures:");
@@ -241,7 +229,7 @@ fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
             eprintln!("  {}: {e}", c.channel);
         }
     }
-    for e in report.errors.iter().chain(&ipfs_error) {
+    for e in &report.errors {
         eprintln!("  {e}");
     }
     Ok(ExitCode::FAILURE)

@@ -2,15 +2,34 @@
 //!
 //! The publication itself, from the node's first call to the `ipfs_hash`, `ipfs_root` and
 //! `ipfs_hashes` files written at the end, is [`crate::ipfs::publish::publish`]; this command
-//! gives it its options and standard output, where the result lines go (`nixfs: /ipfs/<CID>`,
-//! `published: /ipns/<NAME>` and, with a CAR file, `car: <FILE>`). This command takes no
-//! lock: the caller holds the mirror's lock.
+//! takes the mirror's lock and gives it its options and output, where the result lines go
+//! (`nixfs: /ipfs/<CID>`, `published: /ipns/<NAME>` and, with a CAR file, `car: <FILE>`).
 
-use anyhow::Result;
+use std::io::Write;
 
-pub use crate::ipfs::publish::{PublishOptions as CreateNixipfsOptions, PublishReport, SendMethod};
+use anyhow::{bail, Result};
 
-/// Publishes the mirror; the result lines go to standard output.
-pub async fn run(opts: &CreateNixipfsOptions) -> Result<PublishReport> {
-    crate::ipfs::publish::publish(opts, &mut std::io::stdout()).await
+use crate::fsutil::DirLock;
+use crate::ipfs::publish::{self, PublishOptions, PublishReport};
+
+/// Options of `create-nixipfs`.
+#[derive(Clone, Debug)]
+pub struct CreateNixipfsOptions {
+    /// What to publish, and where to.
+    pub publish: PublishOptions,
+    /// Wait for the mirror's lock instead of failing when another run holds it.
+    pub wait_lock: bool,
+}
+
+/// Publishes the mirror under its lock; the result lines go to `out`.
+pub async fn run(
+    opts: &CreateNixipfsOptions,
+    out: &mut (dyn Write + Send),
+) -> Result<PublishReport> {
+    let dir = &opts.publish.dir;
+    if !dir.is_dir() {
+        bail!("the mirror directory {} does not exist", dir.display());
+    }
+    let _lock = DirLock::acquire(dir, opts.wait_lock)?;
+    publish::publish(&opts.publish, out).await
 }

@@ -1,10 +1,12 @@
 //! `release-nixos`: the cron pipeline. For every release of the config: create the channel
-//! release, mirror its closure into the global cache, and move the channel link once both are
-//! complete and verified; then optionally collect garbage and publish to IPFS.
+//! release ([`crate::release::create`]), mirror its closure into the global cache
+//! ([`crate::mirror`]), and move the channel link once both are complete and verified; then
+//! optionally collect garbage ([`crate::gc`]) and publish to IPFS ([`crate::ipfs::publish`]).
 //!
 //! The whole run holds the mirror's lock (`DIR/.lock`). One failing channel does not stop the
 //! others; the report lists every failure. `lastsync` files are written only after a run in which
-//! every channel succeeded.
+//! every channel succeeded. IPFS is the last step: a failure there leaves the mirror on disk
+//! complete and valid, and is reported as a failure of the run.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use crate::fetch::{FetchConfig, Fetcher};
 use crate::fsutil::{self, DirLock};
 use crate::gc::{self, GcReport};
 use crate::hydra::HydraClient;
+use crate::ipfs::publish::{self, PublishOptions, PublishReport};
 use crate::mirror::{self, MirrorJob, MirrorReport};
 use crate::release::{self, create::NewRelease};
 use crate::signature::PublicKey;
@@ -46,6 +49,8 @@ pub struct ReleaseNixosOptions {
     pub trusted_keys: Vec<PublicKey>,
     /// Whether narinfo signatures are checked.
     pub check_sigs: bool,
+    /// Publish the mirror to IPFS at the end (never with `print_only`).
+    pub ipfs: Option<PublishOptions>,
 }
 
 /// What happened to one channel.
@@ -72,7 +77,9 @@ pub struct ReleaseReport {
     pub releases_deleted: Vec<PathBuf>,
     /// The cache collection of `--gc`.
     pub gc: Option<GcReport>,
-    /// A failure outside any one channel (GC).
+    /// The IPFS publication, when it was asked for and succeeded.
+    pub ipfs: Option<PublishReport>,
+    /// A failure outside any one channel (GC, IPFS).
     pub errors: Vec<String>,
 }
 
@@ -83,14 +90,14 @@ impl ReleaseReport {
     }
 }
 
-/// Runs the pipeline; `--print-only` lines go to `out`. The lock is held until the returned
-/// guard is dropped, so a caller can publish to IPFS under the same lock.
+/// Runs the pipeline under the mirror's lock; `--print-only` lines, and the result lines of the
+/// IPFS publication, go to `out`.
 pub async fn run(
     opts: &ReleaseNixosOptions,
     out: &mut (dyn std::io::Write + Send),
-) -> Result<(ReleaseReport, DirLock)> {
+) -> Result<ReleaseReport> {
     let dir = fsutil::absolute(&opts.dir)?;
-    let lock = DirLock::acquire(&dir, opts.wait_lock)?;
+    let _lock = DirLock::acquire(&dir, opts.wait_lock)?;
     let releases_dir = dir.join("releases");
     let channels_dir = dir.join("channels");
     for d in [&releases_dir, &channels_dir] {
@@ -116,7 +123,7 @@ pub async fn run(
     }
     let mut report = ReleaseReport::default();
     // A NAR shared by two channels is listed once.
-    let mut out = UniqueLines::new(out);
+    let mut listed = UniqueLines::new(out);
     for rel in &opts.config.releases {
         let mut outcome = ChannelOutcome {
             channel: rel.channel.clone(),
@@ -133,7 +140,7 @@ pub async fn run(
             &upstream,
             &hydra,
             &mut outcome,
-            &mut out,
+            &mut listed,
         )
         .await
         {
@@ -142,7 +149,7 @@ pub async fn run(
         }
         report.channels.push(outcome);
     }
-    out.finish().context("cannot write to standard output")?;
+    listed.finish().context("cannot write to standard output")?;
 
     if opts.gc && !opts.print_only {
         match collect(opts, &dir, &cache) {
@@ -167,7 +174,17 @@ pub async fn run(
             fsutil::write_lastsync(d)?;
         }
     }
-    Ok((report, lock))
+
+    if let Some(ipfs) = opts.ipfs.as_ref().filter(|_| !opts.print_only) {
+        match publish::publish(ipfs, out).await {
+            Ok(published) => report.ipfs = Some(published),
+            Err(e) => {
+                tracing::error!("publishing to IPFS failed: {e:#}");
+                report.errors.push(format!("IPFS: {e:#}"));
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// Creates the channel's latest release, mirrors its closure and, once both are complete,

@@ -421,7 +421,6 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
         .save(&cache_path)
         .with_context(|| format!("writing {}", cache_path.display()))?;
 
-    tracing::info!("{}", report.summary());
     write_result(&report, out).context("cannot write the result of the publication")?;
     Ok(report)
 }
