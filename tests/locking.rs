@@ -1,5 +1,5 @@
-//! The mirror lock: a garbage collection or a second update while an update runs on the same
-//! mirror exits at once with a clear message, and `--wait-lock` waits instead.
+//! The mirror lock: a garbage collection, an IPFS publication or a second update while an update
+//! runs on the same mirror exits at once with a clear message, and `--wait-lock` waits instead.
 
 mod common;
 
@@ -10,7 +10,7 @@ use common::process::nixipfs_command;
 use common::{nix_cache, output_text, run_nixipfs, Compression, Fault, TestDir, TestServer};
 
 #[test]
-fn gc_and_second_update_are_excluded_while_an_update_runs() {
+fn gc_publication_and_second_update_are_excluded_while_an_update_runs() {
     let cache = nix_cache(Compression::Xz);
     let dir = TestDir::new("lock");
     let release = dir.join("release");
@@ -78,6 +78,24 @@ fn gc_and_second_update_are_excluded_while_an_update_runs() {
         "{}",
         output_text(&gc)
     );
+
+    // Publishing would read a mirror half written: refused before anything is written.
+    let car = dir.join("mirror.car");
+    let publish = run_nixipfs([
+        "create-nixipfs",
+        "--dir",
+        out.to_str().unwrap(),
+        "--no-node",
+        "--car",
+        car.to_str().unwrap(),
+    ]);
+    assert!(!publish.status.success());
+    assert!(
+        output_text(&publish).contains("holds the lock"),
+        "{}",
+        output_text(&publish)
+    );
+    assert!(!car.exists(), "create-nixipfs wrote {}", car.display());
 
     // With --wait-lock the second update waits for the first and then finds nothing to do.
     let started = Instant::now();
