@@ -66,9 +66,9 @@ pub fn verify_mirror(dir: &Path, quick: bool) -> Result<VerifyReport> {
     check_cache(&dir.join(BINARY_CACHE_DIR), quick, &mut report)?;
     let releases_dir = dir.join("releases");
     let mut releases = Vec::new();
-    for channel in sorted_entries(&releases_dir)? {
+    for channel in fsutil::read_dir_sorted(&releases_dir)? {
         if channel.is_dir() {
-            for release in sorted_entries(&channel)? {
+            for release in fsutil::read_dir_sorted(&channel)? {
                 if release.is_dir() {
                     releases.push(release);
                 }
@@ -81,7 +81,7 @@ pub fn verify_mirror(dir: &Path, quick: bool) -> Result<VerifyReport> {
             check_release_files(release, &mut report);
         }
     }
-    for link in sorted_entries(&dir.join("channels"))? {
+    for link in fsutil::read_dir_sorted(&dir.join("channels"))? {
         let Ok(target) = fs::read_link(&link) else {
             continue;
         };
@@ -100,23 +100,6 @@ pub fn verify_mirror(dir: &Path, quick: bool) -> Result<VerifyReport> {
     Ok(report)
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    match fs::read_dir(dir) {
-        Ok(entries) => {
-            for e in entries {
-                out.push(
-                    e.with_context(|| format!("cannot list {}", dir.display()))?
-                        .path(),
-                );
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
-    }
-    out.sort();
-    Ok(out)
-}
 
 fn check_temp_files(dir: &Path, report: &mut VerifyReport) -> Result<()> {
     for entry in walkdir::WalkDir::new(dir).min_depth(1) {
@@ -135,7 +118,7 @@ fn check_temp_files(dir: &Path, report: &mut VerifyReport) -> Result<()> {
 fn check_cache(cache: &Path, quick: bool, report: &mut VerifyReport) -> Result<()> {
     let mut nars: Vec<(PathBuf, Expected, String)> = Vec::new();
     let mut seen_nars = BTreeSet::new();
-    for path in sorted_entries(cache)? {
+    for path in fsutil::read_dir_sorted(cache)? {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
@@ -211,7 +194,7 @@ fn check_release_files(release: &Path, report: &mut VerifyReport) {
             ));
         }
     }
-    let Ok(entries) = sorted_entries(release) else {
+    let Ok(entries) = fsutil::read_dir_sorted(release) else {
         return;
     };
     for sha_file in entries {
