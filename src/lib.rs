@@ -1,16 +1,24 @@
 //! nixipfs mirrors NixOS channel releases from a Hydra CI server and the runtime closure of each
 //! release from a Nix binary cache onto local disk, and publishes the mirror to IPFS.
 //!
-//! The library is layered from the bottom up:
-//! - encodings and hashes: [`nixbase32`], [`hash`], [`store_path`], [`signature`], and the
-//!   [`text`] helpers their error messages share;
-//! - pure store formats: [`narinfo`], [`nar`], [`compression`];
-//! - I/O building blocks: [`fsutil`], [`fetch`], [`progress`];
-//! - remote services: [`hydra`] (the CI server's JSON API) and [`ipfs`] (local CIDs, CARs and the node);
-//! - mirroring logic: [`closure`], [`binary_cache`], and the release configuration in [`config`];
-//! - one module per subcommand under [`commands`].
+//! The library is layered from the bottom up (ARCHITECTURE.md draws it); a module uses only the
+//! layers below its own:
+//! - encodings, hashes and pure formats, no I/O: [`nixbase32`], [`hash`], [`store_path`],
+//!   [`signature`], [`narinfo`], [`nar`], [`compression`], and the [`text`] helpers their error
+//!   messages share; kubo's DAG layout in [`ipfs`] (`cid`, `dagpb`, `unixfs`, `directory`,
+//!   `hamt`, `car`);
+//! - I/O building blocks: [`fsutil`] (atomic writes, safe joins, the mirror lock), [`fetch`]
+//!   (HTTP with retries and verified downloads), [`progress`];
+//! - remote services and inputs: [`hydra`] (the CI server's JSON API and client), the IPFS
+//!   node's client in [`ipfs`], and the release configuration in [`config`];
+//! - storage: [`binary_cache`] (the local cache, a release's view of it, the upstream narinfo
+//!   client) and [`store_file`] (one file out of a store path);
+//! - pipelines: [`mirror`] (a closure into the cache), [`release`] (release directories and
+//!   channel links, made from Hydra builds), [`gc`], [`verify`], and `ipfs::publish`;
+//! - one module per subcommand under [`commands`], each orchestrating the pipelines: options in,
+//!   report out.
 //!
-//! Nothing below [`commands`] knows about the command line.
+//! Nothing below [`commands`] knows about the command line, and no command uses another.
 
 pub mod binary_cache;
 pub mod commands;

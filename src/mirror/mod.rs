@@ -4,10 +4,10 @@
 //! The steps run at once, as one pipeline, and each has its module:
 //! 1. [`walk`]: the closure walk reads local narinfos and fetches the others, checking their
 //!    signatures in batches, and streams each narinfo as soon as it is taken;
-//! 2. [`nars`]: each narinfo's NAR is found in place, downloaded and verified, or hashed on
+//! 2. `nars`: each narinfo's NAR is found in place, downloaded and verified, or hashed on
 //!    disk against a narinfo fetched now (a NAR download starts as soon as its narinfo
 //!    arrives);
-//! 3. [`batch`]: narinfos are stored in batches after their NARs are made durable, and each
+//! 3. `batch`: narinfos are stored in batches after their NARs are made durable, and each
 //!    store path is linked into the release's view right after its narinfo is stored;
 //! 4. at the end, the view drops what is no longer in the closure and the release gets its
 //!    `missing-store-paths`.
