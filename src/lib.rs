@@ -14,7 +14,8 @@
 //! - storage: [`binary_cache`] (the local cache, a release's view of it, the upstream narinfo
 //!   client) and [`store_file`] (one file out of a store path);
 //! - pipelines: [`mirror`] (a closure into the cache), [`release`] (release directories and
-//!   channel links, made from Hydra builds), [`gc`], [`verify`], and `ipfs::publish`;
+//!   channel links, made from Hydra builds), [`gc`], [`verify`], and `ipfs::publish`; what a
+//!   mirror holds, read back: [`status`], shown by the [`front_page`];
 //! - one module per subcommand under [`commands`], each orchestrating the pipelines: options in,
 //!   report out.
 //!
@@ -25,6 +26,7 @@ pub mod commands;
 pub mod compression;
 pub mod config;
 pub mod fetch;
+pub mod front_page;
 pub mod fsutil;
 pub mod gc;
 pub mod hash;
@@ -37,6 +39,7 @@ pub mod nixbase32;
 pub mod progress;
 pub mod release;
 pub mod signature;
+pub mod status;
 pub mod store_file;
 pub mod store_path;
 pub mod text;

@@ -100,7 +100,6 @@ pub fn verify_mirror(dir: &Path, quick: bool) -> Result<VerifyReport> {
     Ok(report)
 }
 
-
 fn check_temp_files(dir: &Path, report: &mut VerifyReport) -> Result<()> {
     for entry in walkdir::WalkDir::new(dir).min_depth(1) {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;

@@ -5,5 +5,6 @@ pub mod create_channel_release;
 pub mod create_nixipfs;
 pub mod garbage_collect;
 pub mod release_nixos;
+pub mod status;
 pub mod update_binary_cache;
 pub mod verify;
