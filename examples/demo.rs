@@ -79,6 +79,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_target(false)
         .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match nixipfs::config::load(&config_file) {
         Ok(c) => c,
