@@ -8,7 +8,7 @@
 //!   messages share; kubo's DAG layout in [`ipfs`] (`cid`, `dagpb`, `unixfs`, `directory`,
 //!   `hamt`, `car`);
 //! - I/O building blocks: [`fsutil`] (atomic writes, safe joins, the mirror lock), [`fetch`]
-//!   (HTTP with retries and verified downloads), [`progress`];
+//!   (HTTP with retries and verified downloads), [`progress`], [`metrics`] (Prometheus text);
 //! - remote services and inputs: [`hydra`] (the CI server's JSON API and client), the IPFS
 //!   node's client in [`ipfs`], and the release configuration in [`config`];
 //! - storage: [`binary_cache`] (the local cache, a release's view of it, the upstream narinfo
@@ -32,6 +32,7 @@ pub mod gc;
 pub mod hash;
 pub mod hydra;
 pub mod ipfs;
+pub mod metrics;
 pub mod mirror;
 pub mod nar;
 pub mod narinfo;
