@@ -226,6 +226,7 @@ async fn mirror_channel(
             roots,
             release: Some(&release.dir),
             print_only: opts.print_only,
+            check_nar_hash: true,
         },
         out,
     )

@@ -254,6 +254,7 @@ async fn fetch_product(
             crate::fetch::Expected {
                 size: product.filesize,
                 sha256: Some(sha256),
+                nar: None,
             },
         )
         .is_ok_and(|r| r.is_ok());
