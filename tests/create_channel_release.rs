@@ -586,3 +586,38 @@ fn narinfos_not_signed_by_a_trusted_key_are_refused() {
         "a NAR was downloaded for an untrusted narinfo"
     );
 }
+
+#[test]
+fn a_product_named_like_a_release_file_is_refused() {
+    for (i, name) in [
+        "git-revision",
+        "store-paths",
+        "build-info.json",
+        "nixexprs.tar.xz",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = release_data();
+        let mut hydra = FakeHydra::standard(data);
+        hydra.build_mut(NIXOS_TESTED[0] + 2).products[0].path =
+            format!("{}/iso/{name}", data.paths.iso1);
+        let s = Setup::new(&format!("ccr-reserved-{i}"), hydra);
+        let out = s.run_nixos(&[]);
+        assert!(
+            !out.status.success(),
+            "{name} accepted\n{}",
+            output_text(&out)
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{name:?}")) && err.contains("refusing it"),
+            "{name}: {err}"
+        );
+        let dir = s.release_dir(NIXOS_CHANNEL, NIXOS_TESTED[0]);
+        assert!(!dir.join("git-revision").exists(), "{name}");
+        if name != "nixexprs.tar.xz" {
+            assert!(!dir.join(name).exists(), "{name} was written");
+        }
+    }
+}

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{
     check_channel_name, write_build_info, write_store_paths, BuildInfo, ChannelRelease, BUILD_INFO,
-    COMPLETION_MARKER,
+    COMPLETION_MARKER, RESERVED_NAMES,
 };
 use crate::binary_cache::{LocalCache, Upstream};
 use crate::fsutil;
@@ -163,8 +163,9 @@ pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<Ch
         local: new.local,
     };
     let tmpdir = new.tmpdir.unwrap_or(&dir);
+    let mut taken = Vec::new();
     for spec in products_for(new.channel) {
-        fetch_product(&access, new.hydra, eval_id, &spec, &dir, tmpdir).await?;
+        fetch_product(&access, new.hydra, eval_id, &spec, &dir, tmpdir, &mut taken).await?;
     }
 
     let info = build_info(new, build, eval_id, &nixname, git_revision.clone());
@@ -203,6 +204,21 @@ fn build_info(
     }
 }
 
+/// Why a build product may not be stored as `name` in a release that already holds the
+/// products `taken`, if it may not.
+fn name_conflict(name: &str, taken: &[String]) -> Option<String> {
+    let sha_of = name.strip_suffix(".sha256");
+    if RESERVED_NAMES.contains(&name) {
+        Some("is a file of the release itself".into())
+    } else if let Some(of) = sha_of {
+        Some(format!("would be taken for the checksum of {of:?}"))
+    } else if taken.iter().any(|t| t == name) {
+        Some("another product of the release has".into())
+    } else {
+        None
+    }
+}
+
 async fn fetch_product(
     access: &CacheAccess<'_>,
     hydra: &HydraClient,
@@ -210,6 +226,7 @@ async fn fetch_product(
     spec: &ProductSpec,
     dir: &Path,
     tmpdir: &Path,
+    taken: &mut Vec<String>,
 ) -> Result<()> {
     let Some(build) = hydra.eval_job(eval_id, &spec.job).await? else {
         if spec.required {
@@ -242,6 +259,15 @@ async fn fetch_product(
         Some(n) => n.to_string(),
         None => product.file_name()?.to_string(),
     };
+    if let Some(why) = name_conflict(&file_name, taken) {
+        bail!(
+            "Hydra build {} ({}) has a product named {file_name:?}, which {why}; refusing it \
+             (nothing of the release is overwritten)",
+            build.id,
+            spec.job
+        );
+    }
+    taken.push(file_name.clone());
     let (store_path, inner) = product.store_path_and_inner()?;
     let sha256 = product.sha256()?;
     let dest = dir.join(&file_name);
@@ -287,4 +313,30 @@ async fn fetch_product(
         crate::progress::human_bytes(size)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_conflict;
+
+    #[test]
+    fn products_may_not_take_the_names_of_release_files() {
+        let taken = vec!["nixexprs.tar.xz".to_string()];
+        for name in [
+            "git-revision",
+            "store-paths",
+            "store-paths.xz",
+            "build-info.json",
+            "src-url",
+            "binary-cache-url",
+            "nixexprs.tar.xz",
+            "nixexprs.tar.xz.sha256",
+            "x.iso.sha256",
+        ] {
+            assert!(name_conflict(name, &taken).is_some(), "{name}");
+        }
+        for name in ["nixos-minimal-24.11-x86_64-linux.iso", "git-revision.iso"] {
+            assert_eq!(name_conflict(name, &taken), None, "{name}");
+        }
+    }
 }
