@@ -211,6 +211,7 @@ async fn mirror_channel(
         target_cache: Some(opts.config.binary_cache_url()),
         tmpdir: Some(&opts.tmpdir),
         local: Some(cache),
+        lock: None,
     })
     .await?;
     outcome.release = Some(release.dir.clone());

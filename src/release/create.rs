@@ -43,6 +43,11 @@ pub struct NewRelease<'a> {
     pub tmpdir: Option<&'a Path>,
     /// A local binary cache whose narinfos and NARs are used when present.
     pub local: Option<&'a LocalCache>,
+    /// The directory whose lock ([`fsutil::DirLock`]) to take just before the first write, and
+    /// to hold until the release is made; `None` when the caller holds the mirror's lock
+    /// already. Taken that late, a release refused before anything is written leaves nothing,
+    /// not even a lock file.
+    pub lock: Option<&'a Path>,
 }
 
 /// A file of the release that comes from a Hydra job's build product.
@@ -121,6 +126,7 @@ pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<Ch
     let outdir = fsutil::absolute(new.outdir)?;
     let dir = outdir.join(new.channel).join(&nixname);
 
+    let mut lock = None;
     if dir.join(COMPLETION_MARKER).is_file() {
         let info = match BuildInfo::read(&dir) {
             Ok(info) => info,
@@ -128,6 +134,7 @@ pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<Ch
             // it records is known from the build and the release's own git-revision.
             Err(e) if !dir.join(BUILD_INFO).exists() => {
                 tracing::info!("{e:#}; writing it from Hydra build {}", build.id);
+                take_lock(new, &mut lock)?;
                 let marker = dir.join(COMPLETION_MARKER);
                 let git_revision = std::fs::read_to_string(&marker)
                     .with_context(|| format!("cannot read {}", marker.display()))?
@@ -146,6 +153,7 @@ pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<Ch
             created: false,
         });
     }
+    take_lock(new, &mut lock)?;
     fsutil::create_dir_all_within(&outdir, &dir)?;
     fsutil::remove_stale_temp_files(&dir)?;
     tracing::info!(
@@ -181,6 +189,14 @@ pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<Ch
         info,
         created: true,
     })
+}
+
+/// Takes the lock `new.lock` names, unless it is held (in `lock`) already.
+fn take_lock(new: &NewRelease<'_>, lock: &mut Option<fsutil::DirLock>) -> Result<()> {
+    if let (Some(dir), None) = (new.lock, lock.as_ref()) {
+        *lock = Some(fsutil::DirLock::acquire(dir, false)?);
+    }
+    Ok(())
 }
 
 /// What a release of `build` records about it.
