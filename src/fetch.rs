@@ -717,9 +717,24 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// A short excerpt of an error body, e.g. Hydra's `{"error": "..."}` message.
-async fn body_detail(resp: reqwest::Response) -> Option<String> {
-    let bytes = resp.bytes().await.ok()?;
+/// The most of an error body read for its message: a server cannot make an error cost more.
+const ERROR_BODY_MAX: usize = 64 * 1024;
+
+/// A short excerpt of an error body, e.g. Hydra's `{"error": "..."}` message. At most
+/// [`ERROR_BODY_MAX`] bytes of the body are read.
+async fn body_detail(mut resp: reqwest::Response) -> Option<String> {
+    let mut bytes = BytesMut::new();
+    while bytes.len() < ERROR_BODY_MAX {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = ERROR_BODY_MAX - bytes.len();
+                bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => break,
+            Err(_) if bytes.is_empty() => return None,
+            Err(_) => break,
+        }
+    }
     let head = &bytes[..bytes.len().min(4096)];
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(head) {
         if let Some(msg) = v.get("error").and_then(|m| m.as_str()) {

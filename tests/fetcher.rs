@@ -247,3 +247,26 @@ fn nar_files_are_checked_down_to_the_nar_inside() {
         }
     }
 }
+
+#[test]
+fn an_endless_error_body_is_read_only_in_part() {
+    let rt = runtime();
+    let srv = TestServer::builder()
+        .route("/denied", common::Response::new(403))
+        .fault_always("/denied", Fault::HugeBody { declared: 1 << 40 })
+        .start();
+    let got = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            fetcher().get_bytes(&srv.url_for("/denied"), None, 1024),
+        )
+        .await
+    });
+    let err = got
+        .expect("the error body was read to its end")
+        .expect_err("a 403 is an error");
+    assert!(
+        matches!(err, FetchError::Status { status: 403, .. }),
+        "{err:?}"
+    );
+}

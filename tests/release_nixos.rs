@@ -1293,6 +1293,8 @@ fn an_ipfs_failure_leaves_the_mirror_complete_and_fails_the_run() {
     let report = nixipfs::verify::verify_mirror(&m.d(), false).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
     assert!(!m.d().join("ipfs_root").exists());
+    // The run failed, so it is not a sync.
+    assert_no_lastsync(&m.d());
 }
 
 #[test]

@@ -16,7 +16,9 @@ use super::{
     COMPLETION_MARKER, RESERVED_NAMES,
 };
 use crate::binary_cache::{LocalCache, Upstream};
+use crate::fetch::{verify_file, Expected};
 use crate::fsutil;
+use crate::hash::Sha256Hash;
 use crate::hydra::{Build, HydraClient};
 use crate::store_file::{self, CacheAccess, StoreFile};
 
@@ -180,7 +182,13 @@ pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<Ch
     let target = new.target_cache.unwrap_or(new.upstream.url());
     fsutil::atomic_write(&dir.join("src-url"), new.hydra.eval_url(eval_id).as_bytes())?;
     fsutil::atomic_write(&dir.join("binary-cache-url"), target.as_bytes())?;
-    write_store_paths(&dir, &store_paths)?;
+    {
+        // `store-paths.xz` is compressed with xz -9: off the async threads.
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || write_store_paths(&dir, &store_paths))
+            .await
+            .context("writing store-paths failed")??;
+    }
     write_build_info(&dir, &info)?;
     // Last: the marker that everything above is in place.
     fsutil::atomic_write(&dir.join(COMPLETION_MARKER), git_revision.as_bytes())?;
@@ -197,6 +205,20 @@ fn take_lock(new: &NewRelease<'_>, lock: &mut Option<fsutil::DirLock>) -> Result
         *lock = Some(fsutil::DirLock::acquire(dir, false)?);
     }
     Ok(())
+}
+
+/// Whether the file at `path` has `size` bytes (if given) and sha256 `sha256`. Hashing a whole
+/// image takes a while, so it runs off the async threads.
+async fn file_matches(path: &Path, size: Option<u64>, sha256: Sha256Hash) -> bool {
+    let path = path.to_path_buf();
+    let expected = Expected {
+        size,
+        sha256: Some(sha256),
+        nar: None,
+    };
+    tokio::task::spawn_blocking(move || verify_file(&path, expected))
+        .await
+        .is_ok_and(|checked| checked.is_ok_and(|matched| matched.is_ok()))
 }
 
 /// What a release of `build` records about it.
@@ -291,15 +313,7 @@ async fn fetch_product(
     let sha_line = format!("{}  {file_name}\n", sha256.to_hex());
     let already = dest.is_file()
         && std::fs::read_to_string(&sha_file).is_ok_and(|s| s == sha_line)
-        && crate::fetch::verify_file(
-            &dest,
-            crate::fetch::Expected {
-                size: product.filesize,
-                sha256: Some(sha256),
-                nar: None,
-            },
-        )
-        .is_ok_and(|r| r.is_ok());
+        && file_matches(&dest, product.filesize, sha256).await;
     if already {
         tracing::info!("{file_name} is in place already");
         return Ok(());
