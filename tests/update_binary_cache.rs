@@ -1629,7 +1629,7 @@ fn a_panicking_task_fails_the_path_it_was_for() {
     let cache = nix_cache(Compression::Xz);
     let hello = cache.path_named("nixipfs-test-hello").to_string();
     let srv = serve(cache);
-    for site in ["narinfo-fetch", "walk"] {
+    for site in ["narinfo-fetch", "walk", "nar-download"] {
         let m = Mirror::new("ubc-panic");
         m.write_store_paths(&cache.store_paths_text());
         let hook = format!("{site}:{}", store_path_hash(&hello));

@@ -115,6 +115,20 @@ impl MirrorReport {
     }
 }
 
+/// In debug builds, panics at `site` for `path` when `NIXIPFS_TEST_PANIC` says
+/// `SITE:HASHPART`: how the tests make a task of the mirror fail. Release builds have no such
+/// hook.
+pub(crate) fn failpoint(site: &str, path: &StorePath) {
+    #[cfg(debug_assertions)]
+    if std::env::var("NIXIPFS_TEST_PANIC")
+        .is_ok_and(|v| v == format!("{site}:{}", path.hash_part()))
+    {
+        panic!("NIXIPFS_TEST_PANIC: {site} of {path}");
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (site, path);
+}
+
 /// Mirrors the closure of `job.roots` into `job.cache` and links the release; `--print-only`
 /// lines go to `out`. An error is returned only when the run cannot go on (the cache cannot be
 /// written, `out` is gone); a path that fails is counted in the report and the rest go on.

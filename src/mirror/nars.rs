@@ -237,10 +237,12 @@ impl<'a> Nars<'a> {
         let url = self.upstream.nar_url(&narinfo);
         let fetcher = self.upstream.fetcher().clone();
         let phase = self.bytes_phase.clone();
+        let store_path = narinfo.store_path.clone();
         self.waiting.insert(nar.clone(), vec![(narinfo, origin)]);
         let file_of_task = nar.clone();
         let handle = self.tasks.spawn(async move {
             let _permit = permit;
+            super::failpoint("nar-download", &store_path);
             // A large NAR is fsynced on its own: that costs little next to its size and
             // overlaps the other downloads, where leaving it to the batch's syncfs would make
             // the run wait for it at the end.

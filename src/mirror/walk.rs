@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::failpoint;
 use crate::binary_cache::{LocalCache, Upstream, UpstreamNarInfoError};
 use crate::narinfo::NarInfo;
 use crate::store_path::StorePath;
@@ -109,20 +110,6 @@ impl Source {
 /// Narinfos checked together: up to this many, or fewer when the walk would otherwise wait for
 /// them.
 const SIGNATURE_BATCH: usize = 64;
-
-/// In debug builds, panics at `site` for `path` when `NIXIPFS_TEST_PANIC` says
-/// `SITE:HASHPART`: how the tests make a task of the walk fail. Release builds have no such
-/// hook.
-fn failpoint(site: &str, path: &StorePath) {
-    #[cfg(debug_assertions)]
-    if std::env::var("NIXIPFS_TEST_PANIC")
-        .is_ok_and(|v| v == format!("{site}:{}", path.hash_part()))
-    {
-        panic!("NIXIPFS_TEST_PANIC: {site} of {path}");
-    }
-    #[cfg(not(debug_assertions))]
-    let _ = (site, path);
-}
 
 /// Walks the closure of `roots`, sending every result to `events`. Returns when every path of
 /// the closure has been reported (or the receiver was dropped).
