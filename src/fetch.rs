@@ -7,21 +7,28 @@
 //! branch on it. Downloads stream into a temp file in the destination directory while hashing,
 //! are checked against the expected size and sha256, and only then renamed into place; a mismatch
 //! deletes the temp file and counts as a failed attempt.
+//!
+//! A NAR file can also be checked all the way down ([`Expected::nar`]): while it streams to disk
+//! it is decompressed and the NAR inside is hashed, so that a file whose `FileHash` was rewritten
+//! together with its bytes is still caught by the signed `NarHash` and `NarSize`. A file that
+//! passed that check carries a marker ([`mark_nar_checked`], [`nar_checked`]) so that it need not
+//! be decompressed again on every run.
 
-use std::io::Write;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
 use reqwest::StatusCode;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use crate::compression::{Compression, Decompressor};
 use crate::fsutil;
-use crate::hash::Sha256Hash;
+use crate::hash::{Sha256Hash, Sha256Hasher};
 
 /// Settings for a [`Fetcher`].
 #[derive(Clone, Debug)]
@@ -67,6 +74,19 @@ pub struct Expected {
     pub size: Option<u64>,
     /// sha256 of the bytes.
     pub sha256: Option<Sha256Hash>,
+    /// The NAR the file holds, checked by decompressing it as it streams.
+    pub nar: Option<ExpectedNar>,
+}
+
+/// The NAR inside a NAR file, as its narinfo's signed fields give it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectedNar {
+    /// How the file is compressed.
+    pub compression: Compression,
+    /// `NarHash`: the sha256 of the decompressed NAR.
+    pub hash: Sha256Hash,
+    /// `NarSize`: the size of the decompressed NAR.
+    pub size: u64,
 }
 
 impl Expected {
@@ -381,27 +401,34 @@ impl Fetcher {
                 Err(e) => return Err(transient(&e)),
             }
         }
-        let got = Downloaded {
-            size: body.len() as u64,
-            sha256: crate::hash::sha256(&body),
-        };
-        expected.check(got).map_err(AttemptError::Mismatch)?;
         let dest_owned = dest.to_path_buf();
-        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut tmp = fsutil::temp_file_in(&dir)?;
-            tmp.write_all(&body)?;
-            fsutil::persist(tmp, &dest_owned, fsync)
-        })
-        .await;
+        let body = body.freeze();
+        let written =
+            tokio::task::spawn_blocking(move || -> io::Result<Result<Downloaded, String>> {
+                let mut tap = Tap::new(&body[..]);
+                let nar = read_through(&mut tap, expected.nar)?;
+                let (sha256, size) = tap.hasher.finish();
+                let got = Downloaded { size, sha256 };
+                if let Err(mismatch) = expected.check(got).and(nar) {
+                    return Ok(Err(mismatch));
+                }
+                let mut tmp = fsutil::temp_file_in(&dir)?;
+                tmp.write_all(&body)?;
+                mark_nar_checked(tmp.as_file(), &expected);
+                fsutil::persist(tmp, &dest_owned, fsync)?;
+                Ok(Ok(got))
+            })
+            .await;
         match written {
-            Ok(Ok(())) => Ok(got),
+            Ok(Ok(Ok(got))) => Ok(got),
+            Ok(Ok(Err(mismatch))) => Err(AttemptError::Mismatch(mismatch)),
             Ok(Err(source)) => Err(AttemptError::Fatal(FetchError::Io {
                 path: dest.to_path_buf(),
                 source,
             })),
             Err(join) => Err(AttemptError::Fatal(FetchError::Io {
                 path: dest.to_path_buf(),
-                source: std::io::Error::other(format!("writer task failed: {join}")),
+                source: io::Error::other(format!("writer task failed: {join}")),
             })),
         }
     }
@@ -566,7 +593,8 @@ enum WriterOutcome {
     Discarded,
 }
 
-/// The blocking half of a download: writes and hashes the chunks into a temp file next to `dest`,
+/// The blocking half of a download: writes and hashes the chunks into a temp file next to `dest`
+/// (decompressing them on the way and hashing the NAR inside when `expected.nar` asks for it),
 /// and renames it into place only when the body ended normally and matches `expected`.
 fn write_verified(
     mut rx: mpsc::Receiver<WriterMsg>,
@@ -580,38 +608,78 @@ fn write_verified(
         source,
     };
     let mut tmp = fsutil::temp_file_in(dir).map_err(io_err)?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    let mut complete = false;
-    {
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, tmp.as_file_mut());
-        while let Some(msg) = rx.blocking_recv() {
-            match msg {
-                WriterMsg::Chunk(chunk, _held) => {
-                    hasher.update(&chunk);
-                    size += chunk.len() as u64;
-                    out.write_all(&chunk).map_err(io_err)?;
-                }
-                WriterMsg::End => {
-                    complete = true;
-                    break;
-                }
+    let (nar, got, complete) = {
+        let incoming = Incoming {
+            rx: &mut rx,
+            out: io::BufWriter::with_capacity(64 * 1024, tmp.as_file_mut()),
+            chunk: Bytes::new(),
+            ended: false,
+        };
+        let mut tap = Tap::new(incoming);
+        let nar = read_through(&mut tap, expected.nar);
+        let Tap {
+            inner: mut incoming,
+            hasher,
+            failed,
+        } = tap;
+        if let Some(e) = failed {
+            if e.kind() == io::ErrorKind::UnexpectedEof && !incoming.ended {
+                return Ok(WriterOutcome::Discarded);
             }
+            return Err(io_err(e));
         }
-        out.flush().map_err(io_err)?;
-    }
+        let nar = nar.map_err(io_err)?;
+        incoming.out.flush().map_err(io_err)?;
+        let (sha256, size) = hasher.finish();
+        (nar, Downloaded { size, sha256 }, incoming.ended)
+    };
     if !complete {
         return Ok(WriterOutcome::Discarded);
     }
-    let got = Downloaded {
-        size,
-        sha256: Sha256Hash(hasher.finalize().into()),
-    };
-    if let Err(mismatch) = expected.check(got) {
+    if let Err(mismatch) = expected.check(got).and(nar) {
         return Ok(WriterOutcome::Mismatch(mismatch));
     }
+    mark_nar_checked(tmp.as_file(), &expected);
     fsutil::persist(tmp, dest, fsync).map_err(io_err)?;
     Ok(WriterOutcome::Stored(got))
+}
+
+/// The body of a download as a reader, on the writer's thread: each chunk is written to `out`
+/// as it is taken. The end of the body reads as the end of the file; a channel closed before
+/// it (the download was abandoned) as [`io::ErrorKind::UnexpectedEof`].
+struct Incoming<'a, W: Write> {
+    rx: &'a mut mpsc::Receiver<WriterMsg>,
+    out: W,
+    chunk: Bytes,
+    ended: bool,
+}
+
+impl<W: Write> Read for Incoming<'_, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if !self.chunk.is_empty() {
+                let n = self.chunk.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.chunk.split_to(n));
+                return Ok(n);
+            }
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(WriterMsg::Chunk(chunk, _held)) => {
+                    self.out.write_all(&chunk)?;
+                    self.chunk = chunk;
+                }
+                Some(WriterMsg::End) => self.ended = true,
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the download was interrupted",
+                    ))
+                }
+            }
+        }
+    }
 }
 
 fn transient(e: &reqwest::Error) -> AttemptError {
@@ -649,9 +717,24 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-/// A short excerpt of an error body, e.g. Hydra's `{"error": "..."}` message.
-async fn body_detail(resp: reqwest::Response) -> Option<String> {
-    let bytes = resp.bytes().await.ok()?;
+/// The most of an error body read for its message: a server cannot make an error cost more.
+const ERROR_BODY_MAX: usize = 64 * 1024;
+
+/// A short excerpt of an error body, e.g. Hydra's `{"error": "..."}` message. At most
+/// [`ERROR_BODY_MAX`] bytes of the body are read.
+async fn body_detail(mut resp: reqwest::Response) -> Option<String> {
+    let mut bytes = BytesMut::new();
+    while bytes.len() < ERROR_BODY_MAX {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = ERROR_BODY_MAX - bytes.len();
+                bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) => break,
+            Err(_) if bytes.is_empty() => return None,
+            Err(_) => break,
+        }
+    }
     let head = &bytes[..bytes.len().min(4096)];
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(head) {
         if let Some(msg) = v.get("error").and_then(|m| m.as_str()) {
@@ -670,14 +753,185 @@ fn colon(detail: &Option<String>) -> String {
         .map_or_else(String::new, |d| format!(": {d}"))
 }
 
-/// Checks a file on disk against `expected` by reading it through (blocking).
-pub fn verify_file(path: &Path, expected: Expected) -> std::io::Result<Result<(), String>> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let size = std::io::copy(&mut file, &mut hasher)?;
-    let got = Downloaded {
-        size,
-        sha256: Sha256Hash(hasher.finalize().into()),
+/// Checks a file on disk against `expected` by reading it through (blocking), the NAR inside
+/// included when `expected.nar` asks for it.
+pub fn verify_file(path: &Path, expected: Expected) -> io::Result<Result<(), String>> {
+    verify_reader(std::fs::File::open(path)?, expected)
+}
+
+/// Checks the bytes of `reader` against `expected` (blocking).
+fn verify_reader(reader: impl Read, expected: Expected) -> io::Result<Result<(), String>> {
+    let mut tap = Tap::new(reader);
+    let nar = read_through(&mut tap, expected.nar);
+    if let Some(e) = tap.failed.take() {
+        return Err(e);
+    }
+    let nar = nar?;
+    let (sha256, size) = tap.hasher.finish();
+    Ok(expected.check(Downloaded { size, sha256 }).and(nar))
+}
+
+/// The bytes of a file as they are read, hashed and counted, with the first error of the reader
+/// beneath kept aside: a decoder's complaint about the bytes is then told apart from a failure
+/// to read them.
+struct Tap<R> {
+    inner: R,
+    hasher: Sha256Hasher,
+    failed: Option<io::Error>,
+}
+
+impl<R: Read> Tap<R> {
+    fn new(inner: R) -> Tap<R> {
+        Tap {
+            inner,
+            hasher: Sha256Hasher::new(),
+            failed: None,
+        }
+    }
+}
+
+impl<R: Read> Read for Tap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                let message = e.to_string();
+                self.failed.get_or_insert(e);
+                Err(io::Error::other(message))
+            }
+        }
+    }
+}
+
+/// Reads `tap` to its end. With `nar`, the bytes are decompressed on the way and the NAR inside
+/// is checked against it: `Ok(Err(..))` says how it differs. An error reading `tap` is left in
+/// `tap.failed` for the caller (the result is then meaningless).
+fn read_through<R: Read>(
+    tap: &mut Tap<R>,
+    nar: Option<ExpectedNar>,
+) -> io::Result<Result<(), String>> {
+    let mut src = io::BufReader::with_capacity(64 * 1024, tap);
+    let Some(nar) = nar else {
+        io::copy(&mut src, &mut io::sink())?;
+        return Ok(Ok(()));
     };
-    Ok(expected.check(got))
+    let mut hasher = Sha256Hasher::new();
+    let decoded = {
+        let mut decoder = Decompressor::new(nar.compression, &mut src)?;
+        // One byte more than NarSize is enough to know the NAR is too long.
+        copy_into_hasher(
+            &mut (&mut decoder).take(nar.size.saturating_add(1)),
+            &mut hasher,
+        )
+    };
+    // Whatever the decoder left unread is still part of the file.
+    let drained = io::copy(&mut src, &mut io::sink());
+    if let Err(e) = decoded {
+        drained?;
+        return Ok(Err(format!(
+            "the file does not decompress as {}: {e}",
+            nar.compression
+        )));
+    }
+    drained?;
+    let (hash, size) = hasher.finish();
+    if size != nar.size {
+        return Ok(Err(if size > nar.size {
+            format!(
+                "the NAR inside is longer than the narinfo's NarSize {}",
+                nar.size
+            )
+        } else {
+            format!(
+                "the NAR inside is {size} bytes, the narinfo's NarSize says {}",
+                nar.size
+            )
+        }));
+    }
+    if hash != nar.hash {
+        return Ok(Err(format!(
+            "the NAR inside has NarHash {hash}, the narinfo says {}",
+            nar.hash
+        )));
+    }
+    Ok(Ok(()))
+}
+
+fn copy_into_hasher(src: &mut impl Read, hasher: &mut Sha256Hasher) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match src.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The extended attribute that marks a NAR file as checked down to its NAR.
+const CHECKED_XATTR: &str = "user.nixipfs.checked";
+
+/// The marker's value for a file checked against `expected`: every field it was checked
+/// against, so that a narinfo that says anything else does not take the file on trust.
+fn checked_marker(expected: &Expected) -> Option<String> {
+    let nar = expected.nar?;
+    Some(format!(
+        "nixipfs-checked-1 {} {} {} {} {}",
+        expected.sha256?, expected.size?, nar.compression, nar.hash, nar.size
+    ))
+}
+
+/// Marks `file` (a NAR file that just passed a check against `expected`, NAR included) as
+/// checked. The marker is an extended attribute of the file: it lives in the file's inode, so
+/// it reaches the final name together with the file's bytes (it is set on the temp file before
+/// the rename), follows every hard link, and goes away when the file is replaced. A file system
+/// without user extended attributes gets no marker, said once: its NARs are then checked again
+/// on every run.
+pub fn mark_nar_checked(file: &std::fs::File, expected: &Expected) {
+    let Some(value) = checked_marker(expected) else {
+        return;
+    };
+    if let Err(e) = rustix::fs::fsetxattr(
+        file,
+        CHECKED_XATTR,
+        value.as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    ) {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "cannot mark checked NAR files (extended attribute {CHECKED_XATTR}: {e}); \
+                 NARs already in the cache are decompressed and checked again on every run"
+            );
+        }
+    }
+}
+
+/// Whether the file at `path` carries the marker of a full check against `expected`
+/// ([`mark_nar_checked`]).
+pub fn nar_checked(path: &Path, expected: &Expected) -> bool {
+    let Some(want) = checked_marker(expected) else {
+        return false;
+    };
+    let mut buf = [0u8; 512];
+    match rustix::fs::getxattr(path, CHECKED_XATTR, &mut buf[..]) {
+        Ok(n) => buf[..n] == *want.as_bytes(),
+        Err(_) => false,
+    }
+}
+
+/// Checks the file at `path` against `expected` and, when it passes with its NAR, marks it
+/// as checked (blocking).
+pub fn verify_and_mark(path: &Path, expected: Expected) -> io::Result<Result<(), String>> {
+    let file = std::fs::File::open(path)?;
+    let result = verify_reader(&file, expected)?;
+    if result.is_ok() && expected.nar.is_some() {
+        mark_nar_checked(&file, &expected);
+    }
+    Ok(result)
 }

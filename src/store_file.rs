@@ -100,6 +100,7 @@ pub async fn fetch_store_file(
                     Expected {
                         size: info.file_size,
                         sha256: info.file_hash,
+                        nar: None,
                     },
                 )
                 .await?;

@@ -2,7 +2,9 @@
 //! assert after every interrupted run.
 //!
 //! 1. Every narinfo in `binary_cache/` parses, names a safe URL, and its NAR is there with the
-//!    narinfo's `FileSize` and `FileHash` (the hash check can be skipped with `quick`).
+//!    narinfo's `FileSize` and `FileHash` ([`NarCheck`] says how far NARs are checked: by size
+//!    only, by `FileHash`, or decompressed down to the signed `NarHash` and `NarSize`); with
+//!    trusted keys, every narinfo carries a valid signature by one of them.
 //! 2. Every channel link points at a release that has `git-revision`.
 //! 3. A complete release has every file its `git-revision` promises (`src-url`,
 //!    `binary-cache-url`, `store-paths`, `store-paths.xz`, `nixexprs.tar.xz`, `build-info.json`),
@@ -20,11 +22,34 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 
 use crate::binary_cache::BINARY_CACHE_DIR;
-use crate::fetch::{verify_file, Expected};
+use crate::compression::Compression;
+use crate::fetch::{verify_file, Expected, ExpectedNar};
 use crate::fsutil;
 use crate::hash::Sha256Hash;
-use crate::narinfo::NarInfo;
+use crate::narinfo::{NarInfo, SignatureCheck};
+use crate::signature::PublicKey;
 use crate::store_path::StorePath;
+
+/// How far the NARs of the cache are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NarCheck {
+    /// By size only (`FileSize`).
+    Size,
+    /// By size and sha256 of the file (`FileSize`, `FileHash`).
+    FileHash,
+    /// Also decompressed, down to the NAR inside (`NarHash`, `NarSize`): the only check that
+    /// a narinfo's signature vouches for.
+    Full,
+}
+
+/// What [`verify_mirror_with`] checks beyond the structure of the mirror.
+#[derive(Clone, Debug)]
+pub struct VerifyChecks {
+    /// How far NARs are checked.
+    pub nars: NarCheck,
+    /// Keys every narinfo must carry a valid signature by; empty: signatures are not checked.
+    pub trusted_keys: Vec<PublicKey>,
+}
 
 /// Files a release with `git-revision` must have.
 pub const RELEASE_FILES: &[&str] = &[
@@ -58,12 +83,26 @@ impl VerifyReport {
     }
 }
 
-/// Checks the mirror at `dir`. With `quick`, NARs are checked by size only.
+/// Checks the mirror at `dir`. With `quick`, NARs are checked by size only, otherwise by
+/// `FileHash`; signatures are not checked.
 pub fn verify_mirror(dir: &Path, quick: bool) -> Result<VerifyReport> {
+    let checks = VerifyChecks {
+        nars: if quick {
+            NarCheck::Size
+        } else {
+            NarCheck::FileHash
+        },
+        trusted_keys: Vec::new(),
+    };
+    verify_mirror_with(dir, &checks)
+}
+
+/// Checks the mirror at `dir` as `checks` says.
+pub fn verify_mirror_with(dir: &Path, checks: &VerifyChecks) -> Result<VerifyReport> {
     let dir = fsutil::absolute(dir)?;
     let mut report = VerifyReport::default();
     check_temp_files(&dir, &mut report)?;
-    check_cache(&dir.join(BINARY_CACHE_DIR), quick, &mut report)?;
+    check_cache(&dir.join(BINARY_CACHE_DIR), checks, &mut report)?;
     let releases_dir = dir.join("releases");
     let mut releases = Vec::new();
     for channel in fsutil::read_dir_sorted(&releases_dir)? {
@@ -114,8 +153,9 @@ fn check_temp_files(dir: &Path, report: &mut VerifyReport) -> Result<()> {
 }
 
 /// Checks every narinfo and its NAR.
-fn check_cache(cache: &Path, quick: bool, report: &mut VerifyReport) -> Result<()> {
+fn check_cache(cache: &Path, checks: &VerifyChecks, report: &mut VerifyReport) -> Result<()> {
     let mut nars: Vec<(PathBuf, Expected, String)> = Vec::new();
+    let mut signed: Vec<(NarInfo, PathBuf)> = Vec::new();
     let mut seen_nars = BTreeSet::new();
     for path in fsutil::read_dir_sorted(cache)? {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -147,15 +187,37 @@ fn check_cache(cache: &Path, quick: bool, report: &mut VerifyReport) -> Result<(
             Err(e) => report.problems.push(format!("{}: {e}", path.display())),
             Ok(nar) => {
                 if seen_nars.insert(nar.clone()) {
+                    let full = match checks.nars {
+                        NarCheck::Full => match Compression::from_narinfo(&info.compression) {
+                            Ok(compression) => Some(ExpectedNar {
+                                compression,
+                                hash: info.nar_hash,
+                                size: info.nar_size,
+                            }),
+                            Err(e) => {
+                                report.problems.push(format!("{}: {e}", path.display()));
+                                None
+                            }
+                        },
+                        _ => None,
+                    };
                     let expected = Expected {
                         size: info.file_size,
-                        sha256: if quick { None } else { info.file_hash },
+                        sha256: match checks.nars {
+                            NarCheck::Size => None,
+                            _ => info.file_hash,
+                        },
+                        nar: full,
                     };
                     nars.push((nar, expected, path.display().to_string()));
                 }
             }
         }
+        if !checks.trusted_keys.is_empty() {
+            signed.push((info, path));
+        }
     }
+    check_signatures(&signed, &checks.trusted_keys, report);
     report.nars = nars.len();
     // Hash the NARs on every core, each NAR a task of its own (their sizes differ widely).
     let mut problems: Vec<String> = nars
@@ -166,6 +228,29 @@ fn check_cache(cache: &Path, quick: bool, report: &mut VerifyReport) -> Result<(
     problems.sort();
     report.problems.extend(problems);
     Ok(())
+}
+
+/// Reports every narinfo of `signed` without a valid signature by one of `keys`.
+fn check_signatures(signed: &[(NarInfo, PathBuf)], keys: &[PublicKey], report: &mut VerifyReport) {
+    let infos: Vec<&NarInfo> = signed.iter().map(|(info, _)| info).collect();
+    let checks = NarInfo::verify_signatures_batch(&infos, keys);
+    for ((_, file), check) in signed.iter().zip(checks) {
+        match check {
+            SignatureCheck::Valid { .. } => {}
+            SignatureCheck::Invalid { key_name } => report.problems.push(format!(
+                "{}: its signature by {key_name} does not verify (the signed fields were changed)",
+                file.display()
+            )),
+            SignatureCheck::NoTrustedSignature => {
+                let names: Vec<&str> = keys.iter().map(|k| k.name()).collect();
+                report.problems.push(format!(
+                    "{}: not signed by a trusted key ({})",
+                    file.display(),
+                    names.join(", ")
+                ))
+            }
+        }
+    }
 }
 
 /// What is wrong with the NAR `nar` that `narinfo` describes as `expected`, if anything.
@@ -217,6 +302,7 @@ fn check_release_files(release: &Path, report: &mut VerifyReport) {
             Expected {
                 size: None,
                 sha256: Some(hash),
+                nar: None,
             },
         ) {
             Ok(Ok(())) => {}

@@ -51,8 +51,18 @@ impl Setup {
     /// `create-channel-release` of `channel` from `project:jobset:job`, with the servers, the
     /// release cache's key and quick retries; `extra` is appended.
     fn run(&self, channel: &str, pjj: (&str, &str, &str), extra: &[&str]) -> Output {
+        self.run_into(&self.outdir(), channel, pjj, extra)
+    }
+
+    /// Like [`Setup::run`], with the release written under `outdir`.
+    fn run_into(
+        &self,
+        outdir: &Path,
+        channel: &str,
+        pjj: (&str, &str, &str),
+        extra: &[&str],
+    ) -> Output {
         let (project, jobset, job) = pjj;
-        let outdir = self.outdir();
         let tmpdir = self.tmpdir();
         let mut args: Vec<String> = [
             "create-channel-release",
@@ -409,6 +419,8 @@ fn hostile_product_paths_are_refused_with_nothing_kept() {
         let kept: Vec<String> = files_under(s.dir.path())
             .into_iter()
             .filter(|f| !f.ends_with("nixexprs.tar.xz") && !f.ends_with("nixexprs.tar.xz.sha256"))
+            // The lock the run held while it wrote.
+            .filter(|f| f != "out/.lock")
             .collect();
         assert_eq!(kept, Vec::<String>::new(), "{inner:?}: files were written");
         assert_no_temp_files(s.dir.path());
@@ -585,4 +597,78 @@ fn narinfos_not_signed_by_a_trusted_key_are_refused() {
             .all(|r| !r.path.starts_with("/nar/")),
         "a NAR was downloaded for an untrusted narinfo"
     );
+}
+
+#[test]
+fn the_lock_of_what_it_writes_into_is_held_while_it_writes() {
+    let s = Setup::standard("ccr-lock");
+    let mirror = s.dir.join("mirror");
+    fs::create_dir_all(mirror.join("binary_cache")).unwrap();
+    let standalone = s.outdir();
+    let pjj = (NIXOS_PROJECT, NIXOS_JOBSET, NIXOS_JOB);
+    // A release written into a mirror's `releases` is guarded by the mirror's lock, one in a
+    // standalone directory by that directory's own.
+    for (outdir, locked) in [
+        (mirror.join("releases"), mirror.clone()),
+        (standalone.clone(), standalone.clone()),
+    ] {
+        let held = nixipfs::fsutil::DirLock::acquire(&locked, false).unwrap();
+        let out = s.run_into(&outdir, NIXOS_CHANNEL, pjj, &[]);
+        assert!(!out.status.success(), "{}", output_text(&out));
+        let text = output_text(&out);
+        assert!(
+            text.contains("holds the lock"),
+            "{}: {text}",
+            outdir.display()
+        );
+        assert!(
+            text.contains(&held.path().display().to_string()),
+            "{}: {text}",
+            outdir.display()
+        );
+        assert!(!outdir.join(NIXOS_CHANNEL).exists(), "{}", outdir.display());
+        drop(held);
+        let out = s.run_into(&outdir, NIXOS_CHANNEL, pjj, &[]);
+        assert!(out.status.success(), "{}", output_text(&out));
+    }
+    assert!(
+        !s.dir.join(".lock").exists(),
+        "no lock file outside the output"
+    );
+    assert!(!mirror.join("releases/.lock").exists());
+}
+
+#[test]
+fn a_product_named_like_a_release_file_is_refused() {
+    for (i, name) in [
+        "git-revision",
+        "store-paths",
+        "build-info.json",
+        "nixexprs.tar.xz",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = release_data();
+        let mut hydra = FakeHydra::standard(data);
+        hydra.build_mut(NIXOS_TESTED[0] + 2).products[0].path =
+            format!("{}/iso/{name}", data.paths.iso1);
+        let s = Setup::new(&format!("ccr-reserved-{i}"), hydra);
+        let out = s.run_nixos(&[]);
+        assert!(
+            !out.status.success(),
+            "{name} accepted\n{}",
+            output_text(&out)
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{name:?}")) && err.contains("refusing it"),
+            "{name}: {err}"
+        );
+        let dir = s.release_dir(NIXOS_CHANNEL, NIXOS_TESTED[0]);
+        assert!(!dir.join("git-revision").exists(), "{name}");
+        if name != "nixexprs.tar.xz" {
+            assert!(!dir.join(name).exists(), "{name} was written");
+        }
+    }
 }

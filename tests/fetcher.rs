@@ -68,6 +68,7 @@ fn expected(data: &[u8]) -> Expected {
     Expected {
         size: Some(data.len() as u64),
         sha256: Some(sha256(data)),
+        nar: None,
     }
 }
 
@@ -113,6 +114,7 @@ fn a_file_that_never_verifies_is_an_error_and_leaves_nothing() {
                 Expected {
                     size: Some(len as u64),
                     sha256: Some(sha256(b"something else")),
+                    nar: None,
                 },
             ),
             (
@@ -120,6 +122,7 @@ fn a_file_that_never_verifies_is_an_error_and_leaves_nothing() {
                 Expected {
                     size: Some(len as u64 - 1),
                     sha256: None,
+                    nar: None,
                 },
             ),
         ] {
@@ -166,4 +169,104 @@ fn a_file_already_at_the_destination_is_replaced_only_when_verified() {
         assert_eq!(fs::read(&dest).unwrap(), data, "{len} bytes");
         assert_no_temp_files(Path::new(&out));
     }
+}
+
+/// `data` compressed with `c`.
+fn packed(c: nixipfs::compression::Compression, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = nixipfs::compression::compressor(c, Vec::new(), None).unwrap();
+    w.write_all(data).unwrap();
+    w.finish().unwrap()
+}
+
+#[test]
+fn nar_files_are_checked_down_to_the_nar_inside() {
+    use nixipfs::compression::Compression;
+    use nixipfs::fetch::{nar_checked, ExpectedNar};
+    let rt = runtime();
+    for c in Compression::ALL {
+        for len in sizes() {
+            let nar = body(len);
+            let other: Vec<u8> = body(len).into_iter().rev().collect();
+            let file = packed(c, &nar);
+            let other_file = packed(c, &other);
+            let expect = |served: &[u8]| Expected {
+                size: Some(served.len() as u64),
+                sha256: Some(sha256(served)),
+                nar: Some(ExpectedNar {
+                    compression: c,
+                    hash: sha256(&nar),
+                    size: nar.len() as u64,
+                }),
+            };
+            let label = format!("{c}, {len} bytes");
+
+            // The right file, through a flipped byte and a cut body.
+            let dir = TestDir::new("fetcher-nar");
+            let srv = serve(&dir, &file, vec![Fault::FlipByte, Fault::TruncatedBody]);
+            let out = dir.path().join("out");
+            fs::create_dir_all(&out).unwrap();
+            let dest = out.join("f.bin");
+            rt.block_on(fetcher().download(&srv.url_for("/f.bin"), &dest, expect(&file)))
+                .unwrap_or_else(|e| panic!("{label}: {e}"));
+            assert_eq!(fs::read(&dest).unwrap(), file, "{label}");
+            assert!(nar_checked(&dest, &expect(&file)), "{label}: marked");
+            assert!(!nar_checked(&dest, &expect(&other_file)), "{label}");
+            assert_no_temp_files(&out);
+
+            // Another valid file, matching the FileHash and FileSize it is served with, and
+            // bytes that do not decompress at all.
+            let garbage = body(len + 3);
+            for (what, served) in [("another NAR", &other_file), ("garbage", &garbage)] {
+                if c == Compression::None && what == "garbage" {
+                    continue;
+                }
+                let label = format!("{label}, {what}");
+                let dir = TestDir::new("fetcher-nar");
+                let srv = serve(&dir, served, vec![]);
+                let out = dir.path().join("out");
+                fs::create_dir_all(&out).unwrap();
+                let dest = out.join("f.bin");
+                let err = rt
+                    .block_on(fetcher().download(&srv.url_for("/f.bin"), &dest, expect(served)))
+                    .expect_err(&label);
+                assert!(
+                    matches!(err, FetchError::Verification { .. }),
+                    "{label}: {err:?}"
+                );
+                let text = err.to_string();
+                let why = if what == "garbage" {
+                    "does not decompress"
+                } else {
+                    "the NAR inside"
+                };
+                assert!(text.contains(why), "{label}: {text}");
+                assert!(!dest.exists(), "{label}");
+                assert_no_temp_files(&out);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_endless_error_body_is_read_only_in_part() {
+    let rt = runtime();
+    let srv = TestServer::builder()
+        .route("/denied", common::Response::new(403))
+        .fault_always("/denied", Fault::HugeBody { declared: 1 << 40 })
+        .start();
+    let got = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            fetcher().get_bytes(&srv.url_for("/denied"), None, 1024),
+        )
+        .await
+    });
+    let err = got
+        .expect("the error body was read to its end")
+        .expect_err("a 403 is an error");
+    assert!(
+        matches!(err, FetchError::Status { status: 403, .. }),
+        "{err:?}"
+    );
 }

@@ -809,6 +809,26 @@ fn a_nar_failing_beyond_the_retries_holds_the_channel_back_until_a_rerun() {
 }
 
 #[test]
+fn a_panicking_task_holds_the_channel_back_and_names_the_path() {
+    let m = Mirror::standard("rn-panic");
+    m.run_ok(&[]);
+    m.point(NIXOS_TESTED[1]);
+    let pkg2 = m.data.paths.pkg2.clone();
+    for site in ["narinfo-fetch", "walk"] {
+        let hook = format!("{site}:{}", hash_part(&pkg2));
+        let mut cmd = common::process::nixipfs_command(m.args(&["--no-ipfs"]));
+        cmd.env("NIXIPFS_TEST_PANIC", &hook);
+        let out = common::process::run_command(&mut cmd, common::process::DEFAULT_TIMEOUT);
+        assert_failed_with(&out, &[NIXOS_CHANNEL, "incomplete", &format!("{pkg2}: ")]);
+        assert_eq!(
+            m.channel(NIXOS_CHANNEL),
+            Some(m.channel_target(NIXOS_CHANNEL, NIXOS_TESTED[0])),
+            "{site}: the channel moved"
+        );
+    }
+}
+
+#[test]
 fn transient_narinfo_and_hydra_errors_beyond_the_retries_fail_their_channels_only() {
     let m = Mirror::standard("rn-transient");
     let narinfo = m.data.narinfo_url_path(&m.data.paths.pkg1);
@@ -1273,6 +1293,8 @@ fn an_ipfs_failure_leaves_the_mirror_complete_and_fails_the_run() {
     let report = nixipfs::verify::verify_mirror(&m.d(), false).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
     assert!(!m.d().join("ipfs_root").exists());
+    // The run failed, so it is not a sync.
+    assert_no_lastsync(&m.d());
 }
 
 #[test]

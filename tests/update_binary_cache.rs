@@ -63,6 +63,11 @@ impl Mirror {
     /// Runs `update-binary-cache` for the release against `cache_url`, with fast retries, and
     /// `extra` arguments.
     fn run(&self, cache_url: &str, extra: &[&str]) -> Output {
+        self.run_with_env(cache_url, extra, &[])
+    }
+
+    /// Like [`Mirror::run`], with `env` added to the environment.
+    fn run_with_env(&self, cache_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
         let release = self.release();
         let outdir = self.outdir();
         let mut args: Vec<&str> = vec![
@@ -86,7 +91,9 @@ impl Mirror {
             }
         }
         args.extend_from_slice(extra);
-        run_nixipfs(args)
+        let mut cmd = common::process::nixipfs_command(args);
+        cmd.envs(env.iter().copied());
+        common::process::run_command(&mut cmd, common::process::DEFAULT_TIMEOUT)
     }
 
     /// Runs with the cache's own key trusted.
@@ -626,15 +633,22 @@ fn a_narinfo_without_a_valid_signature_is_refused_alone() {
         .collect();
     assert_mirrored(cache, &m, &rest);
 
-    // Without signature checks the same narinfos are taken as they are.
+    // Without signature checks the same narinfos are taken as they are, but a NarHash that is
+    // not that of the NAR is still caught when the NAR is checked.
     let m = Mirror::new("ubc-no-check-sigs");
     m.write_store_paths(&cache.store_paths_text());
     let out = m.run(
         &srv.url(),
         &["--trusted-public-key", &other_key(), "--no-check-sigs"],
     );
-    assert_ok(&out);
-    assert!(stderr(&out).contains("--no-check-sigs"), "{}", stderr(&out));
+    assert_failed(&out);
+    let err = stderr(&out);
+    assert!(err.contains("--no-check-sigs"), "{err}");
+    assert!(
+        err.contains(&format!("{hello}: ")) && err.contains("the NAR inside has NarHash"),
+        "{err}"
+    );
+    assert!(!m.cache_dir().join(narinfo_name(&hello)).exists());
     assert!(
         fs::read_to_string(m.cache_dir().join(narinfo_name(&data)))
             .unwrap()
@@ -1385,4 +1399,255 @@ fn relative_paths_are_taken_from_the_working_directory() {
         unexpected_requests(&srv, cache, &cache.closure),
         Vec::<String>::new()
     );
+}
+
+/// The narinfo of `path` with `FileHash` and `FileSize` taken from the narinfo of `other`: its
+/// signature (which covers neither) still verifies.
+fn narinfo_naming_the_file_of(cache: &NixCache, path: &str, other: &str) -> String {
+    let mut text = fs::read_to_string(cache.narinfo_file(path)).unwrap();
+    for field in ["FileHash", "FileSize"] {
+        let old = cache.narinfo_field(path, field).unwrap();
+        let new = cache.narinfo_field(other, field).unwrap();
+        text = text.replace(&format!("{field}: {old}\n"), &format!("{field}: {new}\n"));
+    }
+    text
+}
+
+/// An upstream whose narinfo of `hello` names, and whose NAR URL of `hello` serves, the NAR
+/// file of `lib`: a valid, well-compressed file that matches the narinfo's `FileHash` and
+/// `FileSize`, under a valid signature.
+fn serve_swapped_nar(cache: &NixCache) -> TestServer {
+    let hello = cache.path_named("nixipfs-test-hello");
+    let lib = cache.path_named("nixipfs-test-lib");
+    TestServer::builder()
+        .static_dir(&cache.dir)
+        .route(
+            &cache.narinfo_url_path(hello),
+            narinfo_response(narinfo_naming_the_file_of(cache, hello, lib)),
+        )
+        .route(
+            &cache.nar_url_path(hello),
+            Response::ok(fs::read(cache.dir.join(nar_url(cache, lib))).unwrap()),
+        )
+        .start()
+}
+
+#[test]
+fn a_nar_swapped_with_its_file_hash_is_caught_by_the_nar_hash() {
+    for compression in Compression::ALL {
+        let cache = nix_cache(compression);
+        let hello = cache.path_named("nixipfs-test-hello").to_string();
+        let srv = serve_swapped_nar(cache);
+        let m = Mirror::new("ubc-swapped-nar");
+        m.write_store_paths(&cache.store_paths_text());
+        let out = m.run_trusting(cache, &srv.url(), &[]);
+        assert_failed(&out);
+        let err = stderr(&out);
+        let url = srv.url_for(&cache.nar_url_path(&hello));
+        for needle in [hello.as_str(), url.as_str(), "the NAR inside"] {
+            assert!(
+                err.contains(needle),
+                "{compression:?}: the error names {needle}:\n{err}"
+            );
+        }
+        assert!(
+            !m.cache_dir().join(nar_url(cache, &hello)).exists(),
+            "{compression:?}: the swapped NAR is not kept"
+        );
+        assert!(!m.cache_dir().join(narinfo_name(&hello)).exists());
+        assert!(!m
+            .release()
+            .join("binary_cache")
+            .join(narinfo_name(&hello))
+            .exists());
+        let rest: Vec<String> = cache
+            .closure
+            .iter()
+            .filter(|p| **p != hello)
+            .cloned()
+            .collect();
+        assert_mirrored(cache, &m, &rest);
+    }
+}
+
+#[test]
+fn without_nar_hash_checks_the_library_takes_what_file_hash_allows() {
+    use nixipfs::binary_cache::{LocalCache, Upstream};
+    use nixipfs::fetch::{FetchConfig, Fetcher};
+    use nixipfs::mirror::{mirror_closure, MirrorJob};
+    use nixipfs::signature::PublicKey;
+    use nixipfs::store_path::StorePath;
+
+    let cache = nix_cache(Compression::Xz);
+    let hello = cache.path_named("nixipfs-test-hello").to_string();
+    let srv = serve_swapped_nar(cache);
+    let m = Mirror::new("ubc-swapped-nar-unchecked");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let run = |check_nar_hash: bool| {
+        let local = LocalCache::create(&m.cache_dir()).unwrap();
+        let fetcher = Fetcher::new(FetchConfig {
+            backoff_base: Duration::from_millis(10),
+            ..FetchConfig::default()
+        })
+        .unwrap();
+        let key = PublicKey::parse(&cache.public_key).unwrap();
+        let upstream = Upstream::new(fetcher, &srv.url(), vec![key]);
+        let job = MirrorJob {
+            cache: &local,
+            upstream: &upstream,
+            roots: vec![StorePath::from_absolute_path(&hello).unwrap()],
+            release: None,
+            print_only: false,
+            check_nar_hash,
+        };
+        rt.block_on(mirror_closure(&job, &mut std::io::sink()))
+            .unwrap()
+    };
+    let report = run(true);
+    assert!(!report.is_complete(), "{report:?}");
+    assert!(!m.cache_dir().join(narinfo_name(&hello)).exists());
+    // With the check off the file's hash is all there is, and it matches.
+    let report = run(false);
+    assert!(report.is_complete(), "{report:?}");
+    assert!(m.cache_dir().join(narinfo_name(&hello)).exists());
+}
+
+#[test]
+fn a_nar_here_is_trusted_only_when_marked_as_checked() {
+    let cache = nix_cache(Compression::Zstd);
+    let hello = cache.path_named("nixipfs-test-hello").to_string();
+    let lib = cache.path_named("nixipfs-test-lib").to_string();
+    let srv = serve(cache);
+    let m = Mirror::new("ubc-checked-marker");
+    m.write_store_paths(&cache.store_paths_text());
+    assert_ok(&m.run_trusting(cache, &srv.url(), &[]));
+    // On disk, hello's NAR file becomes lib's and its narinfo names that file's hash and size
+    // (fields no signature covers): only a check down to the NAR tells them apart.
+    let nar_file = m.cache_dir().join(nar_url(cache, &hello));
+    fs::remove_file(&nar_file).unwrap();
+    fs::copy(cache.dir.join(nar_url(cache, &lib)), &nar_file).unwrap();
+    fs::write(
+        m.cache_dir().join(narinfo_name(&hello)),
+        narinfo_naming_the_file_of(cache, &hello, &lib),
+    )
+    .unwrap();
+    let out = m.run_trusting(cache, &srv.url(), &[]);
+    assert_failed(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&hello) && err.contains("the NAR inside"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_narinfo_tampered_on_disk_is_fetched_again() {
+    let cache = nix_cache(Compression::Xz);
+    let hello = cache.path_named("nixipfs-test-hello").to_string();
+    let lib = cache.path_named("nixipfs-test-lib").to_string();
+    let srv = serve(cache);
+    let m = Mirror::new("ubc-tampered-narinfo");
+    m.write_store_paths(&cache.store_paths_text());
+    assert_ok(&m.run_trusting(cache, &srv.url(), &[]));
+    let stored = m.cache_dir().join(narinfo_name(&hello));
+    let lib_hash = cache.narinfo_field(&lib, "NarHash").unwrap();
+    fs::write(
+        &stored,
+        edited_narinfo(cache, &hello, "NarHash", &format!("NarHash: {lib_hash}")),
+    )
+    .unwrap();
+
+    // verify with the key sees it.
+    let checks = nixipfs::verify::VerifyChecks {
+        nars: nixipfs::verify::NarCheck::Full,
+        trusted_keys: vec![nixipfs::signature::PublicKey::parse(&cache.public_key).unwrap()],
+    };
+    let report = nixipfs::verify::verify_mirror_with(&m.outdir(), &checks).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains(&narinfo_name(&hello)) && p.contains("does not verify")),
+        "{:?}",
+        report.problems
+    );
+
+    // The next run refuses it, fetches it again and replaces it.
+    srv.clear_requests();
+    let out = m.run_trusting(cache, &srv.url(), &[]);
+    assert_ok(&out);
+    assert_eq!(
+        srv.count(&cache.narinfo_url_path(&hello)),
+        1,
+        "{}",
+        srv.log_summary()
+    );
+    assert!(fs::read(&stored).unwrap() == fs::read(cache.narinfo_file(&hello)).unwrap());
+    assert_mirrored(cache, &m, &cache.closure);
+    let report = nixipfs::verify::verify_mirror_with(&m.outdir(), &checks).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+#[test]
+fn verify_full_catches_a_nar_swapped_with_its_file_hash() {
+    let cache = nix_cache(Compression::Bzip2);
+    let hello = cache.path_named("nixipfs-test-hello").to_string();
+    let lib = cache.path_named("nixipfs-test-lib").to_string();
+    let srv = serve(cache);
+    let m = Mirror::new("ubc-verify-full");
+    m.write_store_paths(&cache.store_paths_text());
+    assert_ok(&m.run_trusting(cache, &srv.url(), &[]));
+    let nar_file = m.cache_dir().join(nar_url(cache, &hello));
+    fs::remove_file(&nar_file).unwrap();
+    fs::copy(cache.dir.join(nar_url(cache, &lib)), &nar_file).unwrap();
+    fs::write(
+        m.cache_dir().join(narinfo_name(&hello)),
+        narinfo_naming_the_file_of(cache, &hello, &lib),
+    )
+    .unwrap();
+    let verify = |nars| {
+        let checks = nixipfs::verify::VerifyChecks {
+            nars,
+            trusted_keys: vec![nixipfs::signature::PublicKey::parse(&cache.public_key).unwrap()],
+        };
+        nixipfs::verify::verify_mirror_with(&m.outdir(), &checks).unwrap()
+    };
+    assert!(verify(nixipfs::verify::NarCheck::FileHash).is_ok());
+    let report = verify(nixipfs::verify::NarCheck::Full);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains(&nar_url(cache, &hello))),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[test]
+fn a_panicking_task_fails_the_path_it_was_for() {
+    let cache = nix_cache(Compression::Xz);
+    let hello = cache.path_named("nixipfs-test-hello").to_string();
+    let srv = serve(cache);
+    for site in ["narinfo-fetch", "walk", "nar-download"] {
+        let m = Mirror::new("ubc-panic");
+        m.write_store_paths(&cache.store_paths_text());
+        let hook = format!("{site}:{}", store_path_hash(&hello));
+        let out = m.run_with_env(
+            &srv.url(),
+            &["--trusted-public-key", &cache.public_key],
+            &[("NIXIPFS_TEST_PANIC", &hook)],
+        );
+        assert_failed(&out);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{hello}: ")),
+            "{site}: the error names {hello}:\n{err}"
+        );
+        assert!(!m
+            .release()
+            .join("binary_cache")
+            .join(narinfo_name(&hello))
+            .exists());
+    }
 }

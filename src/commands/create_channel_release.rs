@@ -1,12 +1,20 @@
 //! `create-channel-release`: turn the latest finished build of a Hydra job into a channel release
 //! directory `OUTDIR/CHANNEL/NIXNAME/` (the work is [`crate::release::create`]).
+//!
+//! It writes under a lock, like every command that writes a mirror, taken just before the first
+//! write (so that a release refused earlier leaves nothing behind): the mirror's (`DIR/.lock`)
+//! when `OUTDIR` is the `releases` directory of a mirror `DIR` (one with `.lock`,
+//! `binary_cache/` or `channels/`), so that a `release-nixos` or `garbage-collect` on that mirror
+//! cannot delete a release or a temporary file it is still writing; otherwise `OUTDIR/.lock`, so
+//! that no lock file is ever written outside the output.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
 use crate::binary_cache::{self, Upstream};
 use crate::fetch::{FetchConfig, Fetcher};
+use crate::fsutil;
 use crate::hydra::HydraClient;
 use crate::release::create::{self, NewRelease};
 use crate::release::ChannelRelease;
@@ -44,6 +52,7 @@ pub struct CreateChannelReleaseOptions {
 
 /// Runs `create-channel-release`.
 pub async fn run(opts: &CreateChannelReleaseOptions) -> Result<ChannelRelease> {
+    let outdir = fsutil::absolute(&opts.outdir)?;
     let keys = binary_cache::trusted_keys_for(&opts.cache_url, &opts.trusted_keys, opts.check_sigs);
     let fetcher = Fetcher::new(opts.fetch.clone())?;
     let hydra = HydraClient::new(fetcher.clone(), &opts.hydra_url);
@@ -59,6 +68,41 @@ pub async fn run(opts: &CreateChannelReleaseOptions) -> Result<ChannelRelease> {
         target_cache: opts.target_cache.as_deref(),
         tmpdir: opts.tmpdir.as_deref(),
         local: None,
+        lock: Some(lock_dir(&outdir)),
     })
     .await
+}
+
+/// The directory whose lock guards a release written under `outdir` (see the module
+/// documentation).
+pub fn lock_dir(outdir: &Path) -> &Path {
+    if outdir.file_name().is_some_and(|n| n == "releases") {
+        if let Some(mirror) = outdir.parent() {
+            if mirror.join(".lock").is_file()
+                || mirror.join(crate::binary_cache::BINARY_CACHE_DIR).is_dir()
+                || mirror.join("channels").is_dir()
+            {
+                return mirror;
+            }
+        }
+    }
+    outdir
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_dir;
+
+    #[test]
+    fn the_lock_of_a_mirror_release_is_the_mirrors() {
+        let dir = tempfile::tempdir().unwrap();
+        let releases = dir.path().join("releases");
+        std::fs::create_dir_all(&releases).unwrap();
+        // A directory named `releases` that is not in a mirror is locked on its own.
+        assert_eq!(lock_dir(&releases), releases);
+        std::fs::create_dir_all(dir.path().join("binary_cache")).unwrap();
+        assert_eq!(lock_dir(&releases), dir.path());
+        let standalone = dir.path().join("out");
+        assert_eq!(lock_dir(&standalone), standalone);
+    }
 }

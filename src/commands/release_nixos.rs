@@ -152,7 +152,18 @@ pub async fn run(
     listed.finish().context("cannot write to standard output")?;
 
     if opts.gc && !opts.print_only {
-        match collect(opts, &dir, &cache) {
+        let keep: Vec<(String, Option<u32>)> = opts
+            .config
+            .releases
+            .iter()
+            .map(|r| (r.channel.clone(), r.keep))
+            .collect();
+        let (gc_dir, gc_cache) = (dir.clone(), cache.clone());
+        let collected = tokio::task::spawn_blocking(move || collect(&keep, &gc_dir, &gc_cache))
+            .await
+            .context("the garbage collector failed")
+            .and_then(|r| r);
+        match collected {
             Ok((deleted, gc)) => {
                 report.releases_deleted = deleted;
                 report.gc = Some(gc);
@@ -164,6 +175,17 @@ pub async fn run(
         }
     }
 
+    if let Some(ipfs) = opts.ipfs.as_ref().filter(|_| !opts.print_only) {
+        match publish::publish(ipfs, out).await {
+            Ok(published) => report.ipfs = Some(published),
+            Err(e) => {
+                tracing::error!("publishing to IPFS failed: {e:#}");
+                report.errors.push(format!("IPFS: {e:#}"));
+            }
+        }
+    }
+
+    // Last: only a run in which every step, IPFS included, succeeded counts as a sync.
     if report.is_success() && !opts.print_only {
         for d in [
             &dir,
@@ -172,16 +194,6 @@ pub async fn run(
             &releases_dir,
         ] {
             fsutil::write_lastsync(d)?;
-        }
-    }
-
-    if let Some(ipfs) = opts.ipfs.as_ref().filter(|_| !opts.print_only) {
-        match publish::publish(ipfs, out).await {
-            Ok(published) => report.ipfs = Some(published),
-            Err(e) => {
-                tracing::error!("publishing to IPFS failed: {e:#}");
-                report.errors.push(format!("IPFS: {e:#}"));
-            }
         }
     }
     Ok(report)
@@ -211,6 +223,7 @@ async fn mirror_channel(
         target_cache: Some(opts.config.binary_cache_url()),
         tmpdir: Some(&opts.tmpdir),
         local: Some(cache),
+        lock: None,
     })
     .await?;
     outcome.release = Some(release.dir.clone());
@@ -226,6 +239,7 @@ async fn mirror_channel(
             roots,
             release: Some(&release.dir),
             print_only: opts.print_only,
+            check_nar_hash: true,
         },
         out,
     )
@@ -300,17 +314,14 @@ impl std::io::Write for UniqueLines<'_> {
 
 /// `--gc`: per channel keep the newest `keep` complete releases and the one the channel points
 /// at; delete the rest; then collect the global cache against what remains.
+/// `keep` gives each channel's number of releases to keep. Blocking.
 fn collect(
-    opts: &ReleaseNixosOptions,
+    keep: &[(String, Option<u32>)],
     dir: &Path,
     cache: &LocalCache,
 ) -> Result<(Vec<PathBuf>, GcReport)> {
     let pruned = gc::prune_releases(dir, |channel| {
-        opts.config
-            .releases
-            .iter()
-            .find(|r| r.channel == channel)
-            .map(|r| r.keep)
+        keep.iter().find(|(c, _)| c == channel).map(|(_, k)| *k)
     })?;
     let report = if pruned.remaining.is_empty() {
         tracing::warn!("no release with a binary cache remains; the cache is not collected");

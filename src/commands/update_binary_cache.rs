@@ -51,6 +51,7 @@ pub async fn run(
             roots,
             release: Some(&opts.release),
             print_only: opts.print_only,
+            check_nar_hash: true,
         },
         out,
     )

@@ -21,6 +21,7 @@ mod batch;
 mod nars;
 pub mod walk;
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -51,6 +52,9 @@ pub struct MirrorJob<'a> {
     /// List the NARs to fetch (as `URL,FILEHASH` lines) instead of downloading them; the
     /// narinfos are stored for another host to fill in, and no view is linked.
     pub print_only: bool,
+    /// Decompress every NAR and check it against its narinfo's signed `NarHash` and `NarSize`,
+    /// besides `FileHash` and `FileSize` (which no signature covers). Off, one warning says so.
+    pub check_nar_hash: bool,
 }
 
 /// What a mirroring run did.
@@ -111,6 +115,20 @@ impl MirrorReport {
     }
 }
 
+/// In debug builds, panics at `site` for `path` when `NIXIPFS_TEST_PANIC` says
+/// `SITE:HASHPART`: how the tests make a task of the mirror fail. Release builds have no such
+/// hook.
+pub(crate) fn failpoint(site: &str, path: &StorePath) {
+    #[cfg(debug_assertions)]
+    if std::env::var("NIXIPFS_TEST_PANIC")
+        .is_ok_and(|v| v == format!("{site}:{}", path.hash_part()))
+    {
+        panic!("NIXIPFS_TEST_PANIC: {site} of {path}");
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (site, path);
+}
+
 /// Mirrors the closure of `job.roots` into `job.cache` and links the release; `--print-only`
 /// lines go to `out`. An error is returned only when the run cannot go on (the cache cannot be
 /// written, `out` is gone); a path that fails is counted in the report and the rest go on.
@@ -127,12 +145,24 @@ pub async fn mirror_closure(
         local: Some(cache.clone()),
     });
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    if !job.check_nar_hash && !job.print_only {
+        tracing::warn!(
+            "NAR hashes are not checked (--no-check-nar-hash): NAR files are checked against \
+             their narinfos' FileHash and FileSize only, which no signature covers"
+        );
+    }
     let walker = tokio::spawn(walk::walk(source, job.roots.clone(), tx));
 
     let narinfo_phase = Phase::new("narinfos", Unit::Items, job.roots.len() as u64);
     let bytes_phase = Phase::new("NAR bytes", Unit::Bytes, 0);
     let mut report = MirrorReport::default();
-    let mut nars = Nars::new(cache, job.upstream, job.print_only, bytes_phase.clone());
+    let mut nars = Nars::new(
+        cache,
+        job.upstream,
+        job.print_only,
+        job.check_nar_hash,
+        bytes_phase.clone(),
+    );
     let view = match job.release {
         Some(release) if !job.print_only => Some(ReleaseView::open(release, cache)?),
         _ => None,
@@ -140,12 +170,20 @@ pub async fn mirror_closure(
     let fsync = job.upstream.fetcher().config().fsync;
     let mut batch = NarInfoBatch::new(cache.clone(), view, fsync);
     let mut walk_done = false;
+    // Every path the walk was to report (the roots and every reference of a found narinfo),
+    // and those it did: should the walk fail, the difference is what it left unvisited.
+    let mut announced: HashSet<StorePath> = job.roots.iter().cloned().collect();
+    let mut reported: HashSet<StorePath> = HashSet::new();
 
     while !walk_done || !nars.is_idle() {
         tokio::select! {
             ev = rx.recv(), if !walk_done => {
                 let Some(ev) = ev else { walk_done = true; continue };
                 narinfo_phase.inc(1);
+                reported.insert(match &ev {
+                    Event::Missing(p) | Event::Failed { path: p, .. } => p.clone(),
+                    Event::Found(found) => found.narinfo.store_path.clone(),
+                });
                 match ev {
                     Event::Missing(p) => {
                         tracing::warn!("{p}: the upstream cache has no narinfo for it (404); it is listed in missing-store-paths");
@@ -154,6 +192,7 @@ pub async fn mirror_closure(
                     Event::Failed { path, error } => report.fail(format!("{path}: {error}")),
                     Event::Found(found) => {
                         let Found { narinfo, origin } = *found;
+                        announced.extend(narinfo.references.iter().cloned());
                         narinfo_phase.inc_total(narinfo.references.len() as u64);
                         report.paths += 1;
                         match origin {
@@ -171,7 +210,6 @@ pub async fn mirror_closure(
             }
             done = nars.next_done(), if !nars.is_idle() => {
                 let Some(done) = done else { continue };
-                let done = done?;
                 match done.result {
                     Ok(size) => {
                         match size {
@@ -181,13 +219,16 @@ pub async fn mirror_closure(
                             }
                             None => report.nars_present += 1,
                         }
-                        for info in done.infos {
-                            batch.push(info).await?;
+                        for (info, origin) in done.infos {
+                            match origin {
+                                Origin::Remote => batch.push(info).await?,
+                                Origin::Local => batch.push_stored(info).await?,
+                            }
                         }
                     }
                     Err(e) => {
                         tracing::error!("{e}");
-                        for info in &done.infos {
+                        for (info, _) in &done.infos {
                             report.failures.push(format!("{}: NAR {}: {e}", info.store_path, info.url));
                         }
                     }
@@ -195,7 +236,16 @@ pub async fn mirror_closure(
             }
         }
     }
-    let _ = walker.await;
+    if let Err(e) = walker.await {
+        let mut unvisited: Vec<&StorePath> = announced.difference(&reported).collect();
+        unvisited.sort();
+        for path in unvisited {
+            report.fail(format!(
+                "{path}: not mirrored: the closure walk failed before it got there ({e})"
+            ));
+        }
+        report.fail(format!("the closure walk failed: {e}"));
+    }
     let view = batch.finish().await?;
     narinfo_phase.finish();
     bytes_phase.finish();

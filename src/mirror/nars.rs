@@ -7,6 +7,12 @@
 //! on disk (a narinfo fetched now for a NAR already here), or downloaded. Downloads and checks
 //! run as tasks, at most twice the fetcher's concurrency at once; each finished one hands back
 //! the narinfos that were waiting for its file.
+//!
+//! With NAR hashes checked (the default), every download is decompressed as it streams and the
+//! NAR inside checked against the narinfo's signed `NarHash` and `NarSize`, besides the file's
+//! `FileHash` and `FileSize`, which no signature covers. A NAR already here is taken on trust
+//! only when it carries the marker of such a check against the same fields
+//! ([`fetch::nar_checked`]); otherwise it is checked again, and marked when it passes.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -21,7 +27,8 @@ use tokio::task::JoinSet;
 use super::walk::Origin;
 use super::MirrorReport;
 use crate::binary_cache::{LocalCache, Upstream};
-use crate::fetch::{self, Expected};
+use crate::compression::Compression;
+use crate::fetch::{self, Expected, ExpectedNar};
 use crate::fsutil;
 use crate::hash::Sha256Hash;
 use crate::narinfo::NarInfo;
@@ -41,8 +48,8 @@ pub(super) enum Admitted {
 
 /// A finished download or check, with the narinfos that were waiting for its file.
 pub(super) struct NarDone {
-    /// The narinfos naming the file.
-    pub infos: Vec<NarInfo>,
+    /// The narinfos naming the file, with where each came from.
+    pub infos: Vec<(NarInfo, Origin)>,
     /// The bytes downloaded (`None`: the file was there and matched), or what went wrong.
     pub result: Result<Option<u64>, String>,
 }
@@ -52,12 +59,15 @@ pub(super) struct Nars<'a> {
     cache: &'a LocalCache,
     upstream: &'a Upstream,
     print_only: bool,
-    /// NAR path -> the fetched narinfos waiting for it (stored once it is verified).
-    waiting: HashMap<PathBuf, Vec<NarInfo>>,
+    check_nar_hash: bool,
+    /// NAR path -> the narinfos waiting for it (stored, if fetched, once it is verified).
+    waiting: HashMap<PathBuf, Vec<(NarInfo, Origin)>>,
     /// NAR path -> the FileHash and FileSize the first narinfo of this run gave it. Another
     /// narinfo naming the same file must agree, or it would be stored unverified.
     claims: HashMap<PathBuf, (Option<Sha256Hash>, Option<u64>)>,
     tasks: JoinSet<(PathBuf, Result<Option<u64>, String>)>,
+    /// Task -> the NAR path it works on, to name the file of a task that panicked.
+    task_files: HashMap<tokio::task::Id, PathBuf>,
     slots: Arc<Semaphore>,
     dirs_made: HashSet<PathBuf>,
     bytes_phase: Phase,
@@ -68,6 +78,7 @@ impl<'a> Nars<'a> {
         cache: &'a LocalCache,
         upstream: &'a Upstream,
         print_only: bool,
+        check_nar_hash: bool,
         bytes_phase: Phase,
     ) -> Nars<'a> {
         let slots = upstream.fetcher().config().concurrency.max(1) * 2;
@@ -75,9 +86,11 @@ impl<'a> Nars<'a> {
             cache,
             upstream,
             print_only,
+            check_nar_hash,
             waiting: HashMap::new(),
             claims: HashMap::new(),
             tasks: JoinSet::new(),
+            task_files: HashMap::new(),
             slots: Arc::new(Semaphore::new(slots)),
             dirs_made: HashSet::new(),
             bytes_phase,
@@ -135,6 +148,29 @@ impl<'a> Nars<'a> {
                 self.claims.insert(nar.clone(), claim);
             }
         }
+        let nar_check = if self.check_nar_hash {
+            match Compression::from_narinfo(&narinfo.compression) {
+                Ok(compression) => Some(ExpectedNar {
+                    compression,
+                    hash: narinfo.nar_hash,
+                    size: narinfo.nar_size,
+                }),
+                Err(e) => {
+                    return Ok(Admitted::Refused(format!(
+                        "{}: {}: its NAR cannot be checked: {e}",
+                        narinfo.store_path,
+                        self.upstream.narinfo_url(&narinfo.store_path)
+                    )))
+                }
+            }
+        } else {
+            None
+        };
+        let expected = Expected {
+            size: narinfo.file_size,
+            sha256: narinfo.file_hash,
+            nar: nar_check,
+        };
         let present = self.cache.nar_present(&nar, &narinfo);
         if self.print_only {
             if present {
@@ -151,31 +187,33 @@ impl<'a> Nars<'a> {
                 Origin::Local => Admitted::Pending,
             });
         }
-        if present && origin == Origin::Local {
+        if present
+            && origin == Origin::Local
+            && (expected.nar.is_none() || fetch::nar_checked(&nar, &expected))
+        {
             // Stored together, each verified against the other when written.
             report.nars_present += 1;
             return Ok(Admitted::Stored(narinfo));
         }
         if let Some(list) = self.waiting.get_mut(&nar) {
             // Another narinfo's download or check of the same file is under way.
-            list.push(narinfo);
+            list.push((narinfo, origin));
             return Ok(Admitted::Pending);
         }
-        let expected = Expected {
-            size: narinfo.file_size,
-            sha256: narinfo.file_hash,
-        };
         let permit = self.slots.clone().acquire_owned().await?;
         if present {
-            // A narinfo fetched now for a NAR that is already here: the file is hashed
-            // against it before the narinfo is stored.
+            // A narinfo fetched now for a NAR that is already here, or a NAR here that no
+            // marker says was checked down to its NAR: the file is checked against the
+            // narinfo before the narinfo is stored or linked.
             let url = self.upstream.nar_url(&narinfo);
-            self.waiting.insert(nar.clone(), vec![narinfo]);
-            self.tasks.spawn(async move {
+            self.waiting.insert(nar.clone(), vec![(narinfo, origin)]);
+            let file_of_task = nar.clone();
+            let handle = self.tasks.spawn(async move {
                 let _permit = permit;
                 let file = nar.clone();
                 let checked =
-                    tokio::task::spawn_blocking(move || fetch::verify_file(&file, expected)).await;
+                    tokio::task::spawn_blocking(move || fetch::verify_and_mark(&file, expected))
+                        .await;
                 let result = match checked {
                     Ok(Ok(Ok(()))) => Ok(None),
                     Ok(Ok(Err(mismatch))) => Err(format!(
@@ -187,6 +225,7 @@ impl<'a> Nars<'a> {
                 };
                 (nar, result)
             });
+            self.task_files.insert(handle.id(), file_of_task);
             return Ok(Admitted::Pending);
         }
         if let Some(dir) = nar.parent() {
@@ -198,9 +237,12 @@ impl<'a> Nars<'a> {
         let url = self.upstream.nar_url(&narinfo);
         let fetcher = self.upstream.fetcher().clone();
         let phase = self.bytes_phase.clone();
-        self.waiting.insert(nar.clone(), vec![narinfo]);
-        self.tasks.spawn(async move {
+        let store_path = narinfo.store_path.clone();
+        self.waiting.insert(nar.clone(), vec![(narinfo, origin)]);
+        let file_of_task = nar.clone();
+        let handle = self.tasks.spawn(async move {
             let _permit = permit;
+            super::failpoint("nar-download", &store_path);
             // A large NAR is fsynced on its own: that costs little next to its size and
             // overlaps the other downloads, where leaving it to the batch's syncfs would make
             // the run wait for it at the end.
@@ -218,20 +260,29 @@ impl<'a> Nars<'a> {
             };
             (nar, result)
         });
+        self.task_files.insert(handle.id(), file_of_task);
         Ok(Admitted::Pending)
     }
 
-    /// The next finished download or check; `None` when none is under way.
-    pub(super) async fn next_done(&mut self) -> Option<Result<NarDone>> {
-        let joined = self.tasks.join_next().await?;
-        Some(
-            joined
-                .context("a download task failed")
-                .map(|(nar, result)| NarDone {
-                    infos: self.waiting.remove(&nar).unwrap_or_default(),
-                    result,
-                }),
-        )
+    /// The next finished download or check; `None` when none is under way. A task that
+    /// panicked counts as a failed one, for the narinfos waiting for its file.
+    pub(super) async fn next_done(&mut self) -> Option<NarDone> {
+        let joined = self.tasks.join_next_with_id().await?;
+        let (nar, result) = match joined {
+            Ok((id, done)) => {
+                self.task_files.remove(&id);
+                done
+            }
+            Err(e) => {
+                let nar = self.task_files.remove(&e.id()).unwrap_or_default();
+                let message = format!("the download or check of {} failed: {e}", nar.display());
+                (nar, Err(message))
+            }
+        };
+        Some(NarDone {
+            infos: self.waiting.remove(&nar).unwrap_or_default(),
+            result,
+        })
     }
 }
 

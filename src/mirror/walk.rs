@@ -8,12 +8,13 @@
 //! start while the walk goes on. A path whose narinfo the cache does not have (404) is reported as
 //! [`Event::Missing`]; any other failure as [`Event::Failed`]; neither stops the rest of the walk.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::failpoint;
 use crate::binary_cache::{LocalCache, Upstream, UpstreamNarInfoError};
 use crate::narinfo::NarInfo;
 use crate::store_path::StorePath;
@@ -77,6 +78,7 @@ impl Source {
     /// Fetches the upstream narinfo of `path`; its signatures are checked by the caller, in
     /// batches.
     async fn fetch_remote(&self, path: &StorePath) -> Result<NarInfo, Event> {
+        failpoint("narinfo-fetch", path);
         match self.upstream.fetch_narinfo_unchecked(path).await {
             Ok(info) => Ok(info),
             Err(UpstreamNarInfoError::NotFound) => Err(Event::Missing(path.clone())),
@@ -87,33 +89,41 @@ impl Source {
         }
     }
 
-    /// The event of each of a batch of fetched narinfos, once their signatures are checked.
-    fn check(&self, infos: Vec<NarInfo>) -> impl Iterator<Item = Event> {
+    /// Each of a batch of narinfos, once their signatures are checked: found, or refused with
+    /// the reason.
+    fn check(
+        &self,
+        infos: Vec<(NarInfo, Origin)>,
+    ) -> impl Iterator<Item = Result<Found, (StorePath, Origin, String)>> {
+        let (infos, origins): (Vec<NarInfo>, Vec<Origin>) = infos.into_iter().unzip();
         self.upstream
             .check_signatures(infos)
             .into_iter()
-            .map(|checked| match checked {
-                Ok(narinfo) => Event::Found(Box::new(Found {
-                    narinfo,
-                    origin: Origin::Remote,
-                })),
-                Err((path, error)) => Event::Failed { path, error },
+            .zip(origins)
+            .map(|(checked, origin)| match checked {
+                Ok(narinfo) => Ok(Found { narinfo, origin }),
+                Err((path, error)) => Err((path, origin, error)),
             })
     }
 }
 
-/// Fetched narinfos checked together: up to this many, or fewer when the walk would otherwise
-/// wait for them.
+/// Narinfos checked together: up to this many, or fewer when the walk would otherwise wait for
+/// them.
 const SIGNATURE_BATCH: usize = 64;
 
 /// Walks the closure of `roots`, sending every result to `events`. Returns when every path of
 /// the closure has been reported (or the receiver was dropped).
+///
+/// With trusted keys, a narinfo of the local cache is checked like a fetched one: one without
+/// a valid signature by a trusted key is fetched again (and, once its NAR is checked against
+/// it, replaces the local one); it is never passed on as it is.
 pub async fn walk(
     source: Arc<Source>,
     roots: Vec<StorePath>,
     events: mpsc::Sender<Event>,
 ) -> WalkStats {
     let max_in_flight = source.upstream.fetcher().config().concurrency.max(1) * 2;
+    let check_sigs = !source.upstream.trusted_keys().is_empty();
     let mut stats = WalkStats::default();
     let mut seen: HashSet<StorePath> = HashSet::new();
     let mut queue: VecDeque<StorePath> = VecDeque::new();
@@ -123,14 +133,21 @@ pub async fn walk(
         }
     }
     let mut in_flight: JoinSet<Result<NarInfo, Event>> = JoinSet::new();
-    // Fetched narinfos whose signatures are still to be checked; their references are only
-    // followed once they are.
-    let mut unchecked: Vec<NarInfo> = Vec::new();
+    // The path each fetch task is for, to name it should the task panic.
+    let mut task_paths: HashMap<tokio::task::Id, StorePath> = HashMap::new();
+    // Narinfos whose signatures are still to be checked; their references are only followed
+    // once they are.
+    let mut unchecked: Vec<(NarInfo, Origin)> = Vec::new();
     loop {
-        // Start work until the queue is empty or enough requests are in flight.
-        while in_flight.len() < max_in_flight {
+        // Start work until the queue is empty, enough requests are in flight or a batch of
+        // signatures is waiting.
+        while in_flight.len() < max_in_flight && unchecked.len() < SIGNATURE_BATCH {
             let Some(path) = queue.pop_front() else { break };
             if let Some(info) = source.local.as_ref().and_then(|l| l.read_narinfo(&path)) {
+                if check_sigs {
+                    unchecked.push((info, Origin::Local));
+                    continue;
+                }
                 stats.local += 1;
                 let event = Event::Found(Box::new(Found {
                     narinfo: info,
@@ -142,46 +159,81 @@ pub async fn walk(
                 continue;
             }
             let src = source.clone();
-            in_flight.spawn(async move { src.fetch_remote(&path).await });
+            let fetched = path.clone();
+            let task = in_flight.spawn(async move { src.fetch_remote(&fetched).await });
+            task_paths.insert(task.id(), path);
         }
         // Check a full batch, or what there is when the fetches run short of work.
         if unchecked.len() >= SIGNATURE_BATCH
             || (!unchecked.is_empty() && queue.is_empty() && in_flight.len() <= max_in_flight / 2)
         {
-            for event in source.check(std::mem::take(&mut unchecked)) {
-                if let Event::Found(_) = &event {
-                    stats.remote += 1;
-                }
+            for checked in source.check(std::mem::take(&mut unchecked)) {
+                let event = match checked {
+                    Ok(found) => {
+                        match found.origin {
+                            Origin::Local => stats.local += 1,
+                            Origin::Remote => stats.remote += 1,
+                        }
+                        Event::Found(Box::new(found))
+                    }
+                    Err((path, Origin::Local, error)) => {
+                        let file = source
+                            .local
+                            .as_ref()
+                            .map(|l| l.narinfo_path(&path).display().to_string())
+                            .unwrap_or_default();
+                        tracing::warn!(
+                            "{file}: the narinfo stored for {path} is refused ({error}); \
+                             fetching it again"
+                        );
+                        let src = source.clone();
+                        let fetched = path.clone();
+                        let task = in_flight.spawn(async move { src.fetch_remote(&fetched).await });
+                        task_paths.insert(task.id(), path);
+                        continue;
+                    }
+                    Err((path, Origin::Remote, error)) => Event::Failed { path, error },
+                };
                 if !handle(event, &mut seen, &mut queue, &mut stats, &events).await {
                     return stats;
                 }
             }
             continue;
         }
-        let Some(joined) = in_flight.join_next().await else {
-            if queue.is_empty() {
+        let Some(joined) = in_flight.join_next_with_id().await else {
+            if queue.is_empty() && unchecked.is_empty() {
                 return stats;
             }
             continue;
         };
         let event = match joined {
-            Ok(Ok(info)) if !source.upstream.trusted_keys().is_empty() => {
-                unchecked.push(info);
-                continue;
+            Ok((id, result)) => {
+                task_paths.remove(&id);
+                match result {
+                    Ok(info) if check_sigs => {
+                        unchecked.push((info, Origin::Remote));
+                        continue;
+                    }
+                    Ok(info) => {
+                        stats.remote += 1;
+                        Event::Found(Box::new(Found {
+                            narinfo: info,
+                            origin: Origin::Remote,
+                        }))
+                    }
+                    Err(event) => event,
+                }
             }
-            Ok(Ok(info)) => {
-                stats.remote += 1;
-                Event::Found(Box::new(Found {
-                    narinfo: info,
-                    origin: Origin::Remote,
-                }))
-            }
-            Ok(Err(ev)) => ev,
-            Err(e) => {
-                // A panicking task is a bug; keep the walk going and report it.
-                tracing::error!("a narinfo fetch task failed: {e}");
-                continue;
-            }
+            Err(e) => match task_paths.remove(&e.id()) {
+                Some(path) => Event::Failed {
+                    path,
+                    error: format!("the task fetching its narinfo failed: {e}"),
+                },
+                None => {
+                    tracing::error!("a narinfo fetch task failed: {e}");
+                    continue;
+                }
+            },
         };
         if !handle(event, &mut seen, &mut queue, &mut stats, &events).await {
             return stats;
@@ -200,6 +252,7 @@ async fn handle(
 ) -> bool {
     match &event {
         Event::Found(found) => {
+            failpoint("walk", &found.narinfo.store_path);
             for r in &found.narinfo.references {
                 if !seen.contains(r) {
                     seen.insert(r.clone());

@@ -13,10 +13,12 @@ use anyhow::{bail, Context, Result};
 
 use super::{
     check_channel_name, write_build_info, write_store_paths, BuildInfo, ChannelRelease, BUILD_INFO,
-    COMPLETION_MARKER,
+    COMPLETION_MARKER, RESERVED_NAMES,
 };
 use crate::binary_cache::{LocalCache, Upstream};
+use crate::fetch::{verify_file, Expected};
 use crate::fsutil;
+use crate::hash::Sha256Hash;
 use crate::hydra::{Build, HydraClient};
 use crate::store_file::{self, CacheAccess, StoreFile};
 
@@ -43,6 +45,11 @@ pub struct NewRelease<'a> {
     pub tmpdir: Option<&'a Path>,
     /// A local binary cache whose narinfos and NARs are used when present.
     pub local: Option<&'a LocalCache>,
+    /// The directory whose lock ([`fsutil::DirLock`]) to take just before the first write, and
+    /// to hold until the release is made; `None` when the caller holds the mirror's lock
+    /// already. Taken that late, a release refused before anything is written leaves nothing,
+    /// not even a lock file.
+    pub lock: Option<&'a Path>,
 }
 
 /// A file of the release that comes from a Hydra job's build product.
@@ -121,6 +128,7 @@ pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<Ch
     let outdir = fsutil::absolute(new.outdir)?;
     let dir = outdir.join(new.channel).join(&nixname);
 
+    let mut lock = None;
     if dir.join(COMPLETION_MARKER).is_file() {
         let info = match BuildInfo::read(&dir) {
             Ok(info) => info,
@@ -128,6 +136,7 @@ pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<Ch
             // it records is known from the build and the release's own git-revision.
             Err(e) if !dir.join(BUILD_INFO).exists() => {
                 tracing::info!("{e:#}; writing it from Hydra build {}", build.id);
+                take_lock(new, &mut lock)?;
                 let marker = dir.join(COMPLETION_MARKER);
                 let git_revision = std::fs::read_to_string(&marker)
                     .with_context(|| format!("cannot read {}", marker.display()))?
@@ -146,6 +155,7 @@ pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<Ch
             created: false,
         });
     }
+    take_lock(new, &mut lock)?;
     fsutil::create_dir_all_within(&outdir, &dir)?;
     fsutil::remove_stale_temp_files(&dir)?;
     tracing::info!(
@@ -163,15 +173,22 @@ pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<Ch
         local: new.local,
     };
     let tmpdir = new.tmpdir.unwrap_or(&dir);
+    let mut taken = Vec::new();
     for spec in products_for(new.channel) {
-        fetch_product(&access, new.hydra, eval_id, &spec, &dir, tmpdir).await?;
+        fetch_product(&access, new.hydra, eval_id, &spec, &dir, tmpdir, &mut taken).await?;
     }
 
     let info = build_info(new, build, eval_id, &nixname, git_revision.clone());
     let target = new.target_cache.unwrap_or(new.upstream.url());
     fsutil::atomic_write(&dir.join("src-url"), new.hydra.eval_url(eval_id).as_bytes())?;
     fsutil::atomic_write(&dir.join("binary-cache-url"), target.as_bytes())?;
-    write_store_paths(&dir, &store_paths)?;
+    {
+        // `store-paths.xz` is compressed with xz -9: off the async threads.
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || write_store_paths(&dir, &store_paths))
+            .await
+            .context("writing store-paths failed")??;
+    }
     write_build_info(&dir, &info)?;
     // Last: the marker that everything above is in place.
     fsutil::atomic_write(&dir.join(COMPLETION_MARKER), git_revision.as_bytes())?;
@@ -180,6 +197,28 @@ pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<Ch
         info,
         created: true,
     })
+}
+
+/// Takes the lock `new.lock` names, unless it is held (in `lock`) already.
+fn take_lock(new: &NewRelease<'_>, lock: &mut Option<fsutil::DirLock>) -> Result<()> {
+    if let (Some(dir), None) = (new.lock, lock.as_ref()) {
+        *lock = Some(fsutil::DirLock::acquire(dir, false)?);
+    }
+    Ok(())
+}
+
+/// Whether the file at `path` has `size` bytes (if given) and sha256 `sha256`. Hashing a whole
+/// image takes a while, so it runs off the async threads.
+async fn file_matches(path: &Path, size: Option<u64>, sha256: Sha256Hash) -> bool {
+    let path = path.to_path_buf();
+    let expected = Expected {
+        size,
+        sha256: Some(sha256),
+        nar: None,
+    };
+    tokio::task::spawn_blocking(move || verify_file(&path, expected))
+        .await
+        .is_ok_and(|checked| checked.is_ok_and(|matched| matched.is_ok()))
 }
 
 /// What a release of `build` records about it.
@@ -203,6 +242,21 @@ fn build_info(
     }
 }
 
+/// Why a build product may not be stored as `name` in a release that already holds the
+/// products `taken`, if it may not.
+fn name_conflict(name: &str, taken: &[String]) -> Option<String> {
+    let sha_of = name.strip_suffix(".sha256");
+    if RESERVED_NAMES.contains(&name) {
+        Some("is a file of the release itself".into())
+    } else if let Some(of) = sha_of {
+        Some(format!("would be taken for the checksum of {of:?}"))
+    } else if taken.iter().any(|t| t == name) {
+        Some("another product of the release has".into())
+    } else {
+        None
+    }
+}
+
 async fn fetch_product(
     access: &CacheAccess<'_>,
     hydra: &HydraClient,
@@ -210,6 +264,7 @@ async fn fetch_product(
     spec: &ProductSpec,
     dir: &Path,
     tmpdir: &Path,
+    taken: &mut Vec<String>,
 ) -> Result<()> {
     let Some(build) = hydra.eval_job(eval_id, &spec.job).await? else {
         if spec.required {
@@ -242,6 +297,15 @@ async fn fetch_product(
         Some(n) => n.to_string(),
         None => product.file_name()?.to_string(),
     };
+    if let Some(why) = name_conflict(&file_name, taken) {
+        bail!(
+            "Hydra build {} ({}) has a product named {file_name:?}, which {why}; refusing it \
+             (nothing of the release is overwritten)",
+            build.id,
+            spec.job
+        );
+    }
+    taken.push(file_name.clone());
     let (store_path, inner) = product.store_path_and_inner()?;
     let sha256 = product.sha256()?;
     let dest = dir.join(&file_name);
@@ -249,14 +313,7 @@ async fn fetch_product(
     let sha_line = format!("{}  {file_name}\n", sha256.to_hex());
     let already = dest.is_file()
         && std::fs::read_to_string(&sha_file).is_ok_and(|s| s == sha_line)
-        && crate::fetch::verify_file(
-            &dest,
-            crate::fetch::Expected {
-                size: product.filesize,
-                sha256: Some(sha256),
-            },
-        )
-        .is_ok_and(|r| r.is_ok());
+        && file_matches(&dest, product.filesize, sha256).await;
     if already {
         tracing::info!("{file_name} is in place already");
         return Ok(());
@@ -286,4 +343,30 @@ async fn fetch_product(
         crate::progress::human_bytes(size)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_conflict;
+
+    #[test]
+    fn products_may_not_take_the_names_of_release_files() {
+        let taken = vec!["nixexprs.tar.xz".to_string()];
+        for name in [
+            "git-revision",
+            "store-paths",
+            "store-paths.xz",
+            "build-info.json",
+            "src-url",
+            "binary-cache-url",
+            "nixexprs.tar.xz",
+            "nixexprs.tar.xz.sha256",
+            "x.iso.sha256",
+        ] {
+            assert!(name_conflict(name, &taken).is_some(), "{name}");
+        }
+        for name in ["nixos-minimal-24.11-x86_64-linux.iso", "git-revision.iso"] {
+            assert_eq!(name_conflict(name, &taken), None, "{name}");
+        }
+    }
 }

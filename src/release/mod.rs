@@ -22,6 +22,22 @@ pub const COMPLETION_MARKER: &str = "git-revision";
 /// What a release records about the Hydra build it came from.
 pub const BUILD_INFO: &str = "build-info.json";
 
+/// The names of the files and directories a release holds besides its build products: a
+/// product by one of these names would overwrite them (an early `git-revision` would mark a
+/// half-made release complete), so none is taken.
+pub const RESERVED_NAMES: &[&str] = &[
+    COMPLETION_MARKER,
+    BUILD_INFO,
+    "src-url",
+    "binary-cache-url",
+    "store-paths",
+    "store-paths.xz",
+    "missing-store-paths",
+    "binary_cache",
+    "nix-cache-info",
+    "lastsync",
+];
+
 /// What the release records about its origin, in `build-info.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BuildInfo {
