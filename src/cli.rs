@@ -302,6 +302,14 @@ pub struct IpfsArgs {
     /// Files to check on the node with files/stat after publishing.
     #[arg(long, alias = "verify_files", default_value_t = 16, value_name = "N")]
     pub verify_files: usize,
+    /// Roots published from this mirror that stay pinned and in MFS, the new one included;
+    /// older ones are unpinned and their MFS copies removed after a successful publication.
+    #[arg(long = "ipfs-keep", alias = "ipfs_keep", default_value_t = 3, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ipfs_keep: u32,
+    /// Ask the node to collect garbage (repo/gc) after letting go of old roots.
+    #[arg(long = "ipfs-gc", alias = "ipfs_gc")]
+    pub ipfs_gc: bool,
 }
 
 /// `--send-method`.
@@ -356,6 +364,8 @@ impl IpfsArgs {
                 SendMethodArg::Add => SendMethod::Add,
             },
             verify_files: self.verify_files,
+            keep: self.ipfs_keep as usize,
+            gc: self.ipfs_gc,
             ..defaults
         })
     }
@@ -393,4 +403,15 @@ pub struct ReleaseNixosArgs {
     pub fetch: FetchArgs,
     #[command(flatten)]
     pub sigs: SigArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // Flattened argument groups share one namespace of argument names.
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }
