@@ -12,6 +12,7 @@ use nixipfs::config;
 use nixipfs::fetch::FetchConfig;
 use nixipfs::ipfs::api_addr::ApiAddr;
 use nixipfs::ipfs::client::{parse_duration, Timeouts};
+use nixipfs::ipfs::profile::Profile;
 use nixipfs::ipfs::publish::{PublishOptions, SendMethod};
 use nixipfs::signature::PublicKey;
 
@@ -61,6 +62,43 @@ pub enum Command {
     /// Check a mirror: every narinfo has its verified NAR, every channel's release is complete
     /// with its whole closure, no temporary file is left.
     Verify(VerifyArgs),
+    /// Print the CID of each file or directory as `ipfs add -r --only-hash` computes it with an
+    /// import profile (hidden entries left out, links kept as UnixFS symlinks); no node needed.
+    Cid(CidArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CidArgs {
+    /// The import profile [default: the one create-nixipfs publishes with, legacy-raw-v0].
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<ProfileArg>,
+    /// Files, directories or symbolic links.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// An import profile (IPIP-499 names, and the layout nixipfs has always published).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ProfileArg {
+    /// CIDv1, raw leaves, 1 MiB chunks, 1024 links, HAMT past 256 KiB of block bytes.
+    #[value(name = "unixfs-v1-2025")]
+    UnixfsV1_2025,
+    /// kubo's default add: CIDv0, dag-pb leaves, 256 KiB chunks, 174 links.
+    #[value(name = "unixfs-v0-2015")]
+    UnixfsV0_2015,
+    /// CIDv0 directories over raw leaves, 256 KiB chunks, 174 links (the original scripts').
+    #[value(name = "legacy-raw-v0")]
+    LegacyRawV0,
+}
+
+impl ProfileArg {
+    pub fn profile(self) -> Profile {
+        match self {
+            ProfileArg::UnixfsV1_2025 => Profile::UnixfsV1_2025,
+            ProfileArg::UnixfsV0_2015 => Profile::UnixfsV0_2015,
+            ProfileArg::LegacyRawV0 => Profile::LegacyRawV0,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +340,14 @@ pub struct IpfsArgs {
     /// Files to check on the node with files/stat after publishing.
     #[arg(long, alias = "verify_files", default_value_t = 16, value_name = "N")]
     pub verify_files: usize,
+    /// Roots published from this mirror that stay pinned and in MFS, the new one included;
+    /// older ones are unpinned and their MFS copies removed after a successful publication.
+    #[arg(long = "ipfs-keep", alias = "ipfs_keep", default_value_t = 3, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ipfs_keep: u32,
+    /// Ask the node to collect garbage (repo/gc) after letting go of old roots.
+    #[arg(long = "ipfs-gc", alias = "ipfs_gc")]
+    pub ipfs_gc: bool,
 }
 
 /// `--send-method`.
@@ -356,6 +402,8 @@ impl IpfsArgs {
                 SendMethodArg::Add => SendMethod::Add,
             },
             verify_files: self.verify_files,
+            keep: self.ipfs_keep as usize,
+            gc: self.ipfs_gc,
             ..defaults
         })
     }
@@ -393,4 +441,15 @@ pub struct ReleaseNixosArgs {
     pub fetch: FetchArgs,
     #[command(flatten)]
     pub sigs: SigArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // Flattened argument groups share one namespace of argument names.
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

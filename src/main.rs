@@ -13,12 +13,13 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 use nixipfs::commands::{
-    create_channel_release, create_nixipfs, garbage_collect, release_nixos, update_binary_cache,
-    verify,
+    cid, create_channel_release, create_nixipfs, garbage_collect, release_nixos,
+    update_binary_cache, verify,
 };
 
 /// Requests in flight when neither the command line nor the config says.
 const DEFAULT_CONCURRENCY: usize = 32;
+use nixipfs::ipfs::profile::Profile;
 use nixipfs::progress;
 
 fn main() -> ExitCode {
@@ -150,6 +151,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ReleaseNixos(a) => release_nixos_cmd(a),
+        Command::Cid(a) => {
+            let opts = cid::CidOptions {
+                paths: a.paths,
+                profile: a.profile.map_or(Profile::DEFAULT, |p| p.profile()),
+            };
+            let mut stdout = std::io::stdout().lock();
+            let report = cid::run(&opts, &mut stdout)?;
+            Ok(if report.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Verify(a) => {
             let opts = verify::VerifyOptions {
                 dir: a.dir,

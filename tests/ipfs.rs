@@ -877,3 +877,189 @@ async fn a_large_binary_cache_is_a_sharded_directory_the_node_resolves() {
         );
     }
 }
+
+/// Whether the node lists the block of `cid` among its blocks.
+async fn node_has_block(client: &IpfsClient, cid: &Cid) -> bool {
+    client
+        .refs_local()
+        .await
+        .unwrap()
+        .contains(&nixipfs::ipfs::client::block_key(cid))
+}
+
+async fn pin_of(client: &IpfsClient, cid: &Cid) -> Option<String> {
+    client.pin_ls(cid).await.unwrap()
+}
+
+/// Waits for the next second: each publication's MFS directory is named by its time.
+async fn next_second() {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_roots_leave_the_node_and_the_newest_stay() {
+    let own = IpfsNode::start();
+    let client = client(&own);
+    let dir = TestDir::new("ipfs-keep");
+    let out = TestDir::new("ipfs-keep-car");
+    let paths = make_mirror(dir.path(), "keep");
+    let api = ApiAddr::parse(&args(&[&own.url()])).unwrap();
+    let keep_opts = || options(dir.path(), Some(api.clone()), "/keep/nixfs");
+
+    // Someone else's pin and MFS entry on the same node.
+    let foreign = client
+        .add_bytes("foreign", content("keep", "foreign", 1000), AddOptions::V1)
+        .await
+        .unwrap()
+        .cid;
+    client.pin_add(&foreign).await.unwrap();
+    client
+        .files_cp(&format!("/ipfs/{foreign}"), "/foreign", true)
+        .await
+        .unwrap();
+
+    // 1: a store path that the next publications no longer have (a garbage-collected one).
+    let first = run(&keep_opts()).await.unwrap();
+    let (gone_narinfo, gone_nar) = &paths[2];
+    let gone_block = local_cid(
+        &fs::read(dir.join(format!("binary_cache/nar/{gone_nar}"))).unwrap(),
+        AddOptions::V0_RAW_LEAVES,
+    );
+    assert!(node_has_block(&client, &gone_block).await);
+    fs::remove_file(dir.join(format!("binary_cache/nar/{gone_nar}"))).unwrap();
+    fs::remove_file(dir.join(format!("binary_cache/{gone_narinfo}"))).unwrap();
+
+    // 2: the root was pinned by someone else (a CAR of the mirror imported with its root
+    // pinned) before this mirror published it: that pin is not this mirror's to remove.
+    let car = out.join("second.car");
+    let second_car = run(&PublishOptions {
+        car: Some(car.clone()),
+        ..options(dir.path(), None, "/keep/nixfs")
+    })
+    .await
+    .unwrap();
+    client
+        .dag_import_bytes(fs::read(&car).unwrap(), true)
+        .await
+        .unwrap();
+    next_second().await;
+    let second = run(&keep_opts()).await.unwrap();
+    assert_eq!(second.root, second_car.root);
+    assert!(second.already_pinned);
+
+    // 3 and 4, each with a new store path; the fourth lets go of the first.
+    let mut reports = vec![first, second];
+    for n in [10, 11] {
+        add_store_path(dir.path(), "keep", n, 2000 + n);
+        next_second().await;
+        reports.push(run(&keep_opts()).await.unwrap());
+    }
+    let fourth = &reports[3];
+    assert_eq!(fourth.unpinned, vec![reports[0].root], "{fourth:?}");
+    assert_eq!(
+        fourth.mfs_removed,
+        vec![reports[0].mfs_path.clone().unwrap()]
+    );
+    assert!(!fourth.collected);
+    assert_eq!(pin_of(&client, &reports[0].root).await, None);
+    // Unpinned, not collected: the block is still there.
+    assert!(node_has_block(&client, &gone_block).await);
+
+    // 5, with garbage collection: lets go of the second (its MFS copy only).
+    add_store_path(dir.path(), "keep", 12, 2012);
+    next_second().await;
+    let fifth = run(&PublishOptions {
+        gc: true,
+        ..keep_opts()
+    })
+    .await
+    .unwrap();
+    assert!(fifth.unpinned.is_empty(), "{fifth:?}");
+    assert_eq!(
+        fifth.mfs_removed,
+        vec![reports[1].mfs_path.clone().unwrap()]
+    );
+    assert!(fifth.collected);
+    reports.push(fifth);
+
+    let roots: HashSet<Cid> = reports.iter().map(|r| r.root).collect();
+    assert_eq!(roots.len(), 5, "every publication had a new root");
+    for (i, report) in reports.iter().enumerate() {
+        let mfs = report.mfs_path.as_deref().unwrap();
+        let stat = client.files_stat(mfs).await.unwrap();
+        let pin = pin_of(&client, &report.root).await;
+        if i < 2 {
+            assert_eq!(stat, None, "publication {}: {mfs} is still there", i + 1);
+        } else {
+            assert_eq!(stat.unwrap().cid, report.root, "publication {}", i + 1);
+        }
+        let expected_pin = (i != 0).then(|| "recursive".to_string());
+        assert_eq!(pin, expected_pin, "publication {}", i + 1);
+    }
+    // The block only the first root had is gone; someone else's pin and MFS entry stay.
+    assert!(!node_has_block(&client, &gone_block).await);
+    assert_eq!(
+        pin_of(&client, &foreign).await.as_deref(),
+        Some("recursive")
+    );
+    assert_eq!(stat_cid(&client, "/foreign").await, foreign);
+    assert!(node_has_block(&client, &foreign).await);
+    let log = fs::read_to_string(dir.join("ipfs_roots")).unwrap();
+    assert_eq!(log.lines().count(), 1 + 3, "{log}");
+    for report in &reports[2..] {
+        assert!(log.contains(&report.root.to_string()), "{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_root_is_let_go_before_its_successor_is_published() {
+    let node = IpfsNode::shared();
+    let client = client(node);
+    let dir = TestDir::new("ipfs-successor");
+    make_mirror(dir.path(), "successor");
+    let api = ApiAddr::parse(&args(&[&node.url()])).unwrap();
+    let keep_one = PublishOptions {
+        keep: 1,
+        ..options(dir.path(), Some(api), "/successor/nixfs")
+    };
+    let first = run(&keep_one).await.unwrap();
+
+    // The second publication pins and copies its root, then fails (IPNS, under a key the node
+    // does not have): the first root stays.
+    add_store_path(dir.path(), "successor", 10, 3000);
+    next_second().await;
+    let err = run(&PublishOptions {
+        ipns_key: Some("no-such-key".to_string()),
+        ..keep_one.clone()
+    })
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("IPNS"), "{err:#}");
+    let first_mfs = first.mfs_path.as_deref().unwrap();
+    assert_eq!(stat_cid(&client, first_mfs).await, first.root);
+    assert_eq!(
+        pin_of(&client, &first.root).await.as_deref(),
+        Some("recursive")
+    );
+    let log = fs::read_to_string(dir.join("ipfs_roots")).unwrap();
+    assert!(log.lines().last().unwrap().contains(" pending "), "{log}");
+
+    // The next successful one lets go of both the first and the failed one.
+    add_store_path(dir.path(), "successor", 11, 3001);
+    next_second().await;
+    let third = run(&keep_one).await.unwrap();
+    assert_eq!(third.unpinned.len(), 2, "{third:?}");
+    assert!(third.unpinned.contains(&first.root));
+    assert_eq!(pin_of(&client, &first.root).await, None);
+    assert!(client.files_stat(first_mfs).await.unwrap().is_none());
+    assert_eq!(
+        stat_cid(&client, third.mfs_path.as_deref().unwrap()).await,
+        third.root
+    );
+    assert_eq!(
+        pin_of(&client, &third.root).await.as_deref(),
+        Some("recursive")
+    );
+    let log = fs::read_to_string(dir.join("ipfs_roots")).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+}

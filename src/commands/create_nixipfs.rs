@@ -1,9 +1,10 @@
 //! `create-nixipfs`: publish the mirror in `--dir` to an IPFS node, or write it as a CAR file.
 //!
 //! The publication itself, from the node's first call to the `ipfs_hash`, `ipfs_root` and
-//! `ipfs_hashes` files written at the end, is [`crate::ipfs::publish::publish`]; this command
-//! takes the mirror's lock and gives it its options and output, where the result lines go
-//! (`nixfs: /ipfs/<CID>`, `published: /ipns/<NAME>` and, with a CAR file, `car: <FILE>`).
+//! `ipfs_hashes` files written at the end and the older roots let go of (`ipfs_roots`), is
+//! [`crate::ipfs::publish::publish`]; this command takes the mirror's lock and gives it its
+//! options and output, where the result lines go (`nixfs: /ipfs/<CID>`,
+//! `published: /ipns/<NAME>` and, with a CAR file, `car: <FILE>`).
 
 use std::io::Write;
 

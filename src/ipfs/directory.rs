@@ -37,6 +37,12 @@ pub enum Sharding {
     /// [`HAMT_SHARDING_SIZE`].
     #[default]
     Kubo,
+    /// When [`DirectoryBuilder::estimated_size`] (the link bytes) is strictly greater than
+    /// [`HAMT_SHARDING_SIZE`] (IPIP-499's `unixfs-v0-2015`, kubo 0.40).
+    LinkBytesAbove,
+    /// When the single-node form's serialized dag-pb block is strictly greater than
+    /// [`HAMT_SHARDING_SIZE`] bytes (IPIP-499's `unixfs-v1-2025`).
+    BlockBytesAbove,
     /// Never: always one node, however large.
     Never,
     /// Always, even for small directories (js-ipfs does so from 1000 entries on).
@@ -54,7 +60,7 @@ pub enum DirectoryError {
     #[error("duplicate directory entry name {0:?}")]
     DuplicateName(String),
     /// [`DirectoryBuilder::build_basic`] on a directory that kubo would shard.
-    #[error("directory of {entries} entries has an estimated size of {estimated} bytes, at or above {HAMT_SHARDING_SIZE}: kubo would shard it")]
+    #[error("directory of {entries} entries has an estimated size of {estimated} bytes, past the threshold of {HAMT_SHARDING_SIZE}: it would be sharded")]
     WouldShard {
         /// Number of entries.
         entries: usize,
@@ -148,6 +154,14 @@ impl DirectoryBuilder {
     pub fn is_sharded(&self) -> bool {
         match self.sharding {
             Sharding::Kubo => self.estimated_size >= HAMT_SHARDING_SIZE,
+            Sharding::LinkBytesAbove => self.estimated_size > HAMT_SHARDING_SIZE,
+            Sharding::BlockBytesAbove => {
+                // The block holds the link bytes and at most 24 more bytes per link (field
+                // tags, lengths, Tsize) and 4 of Data: measure it only when that can matter.
+                self.estimated_size > HAMT_SHARDING_SIZE
+                    || (self.estimated_size + 24 * self.entries.len() + 4 > HAMT_SHARDING_SIZE
+                        && self.basic_node().encoded_len() > HAMT_SHARDING_SIZE)
+            }
             Sharding::Never => false,
             Sharding::Always => true,
         }
@@ -161,7 +175,12 @@ impl DirectoryBuilder {
                 estimated: self.estimated_size,
             });
         }
-        let node = PbNode {
+        Ok(self.basic_node().to_block(self.cid_version)?)
+    }
+
+    /// The single-node form: a link per entry in name order, `Data { Type: Directory }`.
+    fn basic_node(&self) -> PbNode {
+        PbNode {
             links: self
                 .entries
                 .iter()
@@ -172,8 +191,7 @@ impl DirectoryBuilder {
                 })
                 .collect(),
             data: Some(UnixfsData::new(DataType::Directory).encode()),
-        };
-        Ok(node.to_block(self.cid_version)?)
+        }
     }
 
     /// Builds the directory, basic or sharded as the policy says, gives its blocks to `sink`
@@ -491,5 +509,36 @@ mod tests {
         let never = dir.clone().with_sharding(Sharding::Never);
         assert!(!never.is_sharded());
         assert!(never.build_basic().is_ok());
+        // Strictly greater: exactly 256 KiB of link bytes stays one node.
+        let above = dir.clone().with_sharding(Sharding::LinkBytesAbove);
+        assert!(!above.is_sharded());
+        let mut one_more = above.clone();
+        one_more.add("x", target.cid, target.tsize).unwrap();
+        assert!(one_more.is_sharded());
+    }
+
+    #[test]
+    fn block_bytes_threshold() {
+        // Each link of a 100-byte name over a CIDv1 with a Tsize of 1: 3 bytes of framing,
+        // (1 + 1 + 36) of Hash, (1 + 1 + 100) of Name, (1 + 1) of Tsize = 145 bytes; the node
+        // adds 4 bytes of Data.
+        let target = file(b"x", AddOptions::V1);
+        assert_eq!(target.tsize, 1);
+        let mut dir = DirectoryBuilder::new(1).with_sharding(Sharding::BlockBytesAbove);
+        let fits = (HAMT_SHARDING_SIZE - 4) / 145;
+        for i in 0..fits {
+            dir.add(&format!("{i:0100}"), target.cid, target.tsize)
+                .unwrap();
+        }
+        let block = dir.build_basic().unwrap().block;
+        assert_eq!(block.len(), 4 + 145 * fits);
+        assert!(block.len() <= HAMT_SHARDING_SIZE && !dir.is_sharded());
+        // Link bytes alone (136 each) stay far below the threshold, the block does not.
+        dir.add(&format!("{fits:0100}"), target.cid, target.tsize)
+            .unwrap();
+        assert!(dir.estimated_size() < HAMT_SHARDING_SIZE);
+        assert!(dir.is_sharded());
+        let padded = dir.clone().with_sharding(Sharding::LinkBytesAbove);
+        assert!(!padded.is_sharded());
     }
 }

@@ -114,7 +114,7 @@ pub struct FileCache {
     on_node: HashSet<Cid>,
 }
 
-fn escape(key: &str) -> String {
+pub(crate) fn escape(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for c in key.chars() {
         if c == '%' || c.is_whitespace() || c.is_control() {
@@ -132,7 +132,7 @@ fn escape(key: &str) -> String {
     out
 }
 
-fn unescape(text: &str) -> Option<String> {
+pub(crate) fn unescape(text: &str) -> Option<String> {
     if text == "%00" {
         return Some(String::new());
     }

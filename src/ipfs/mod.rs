@@ -8,7 +8,11 @@
 //!   (256 KiB chunks, balanced layout, 174 links per node, raw or dag-pb leaves);
 //! - [`directory`]: directory nodes with kubo's link order and cumulative sizes, and kubo's
 //!   rule for when a directory becomes HAMT-sharded; [`hamt`] builds sharded directories;
+//! - [`profile`]: the named import profiles (`unixfs-v1-2025`, `unixfs-v0-2015`,
+//!   `legacy-raw-v0`) and their [`profile::Layout`] of the parameters above;
 //! - [`car`]: CARv1 writer and reader.
+//!
+//! Local paths: [`add_path`], what `ipfs add -r --only-hash` gives for a file or directory.
 //!
 //! Publishing:
 //! - [`api_addr`]: the node's API address from the forms `--ipfsapi` accepts;
@@ -33,6 +37,7 @@
 //! assert_eq!(root.cid.to_string(), "QmU5PLEGqjetW4RAmXgHpEFL7nVCL3vFnEyrCKUfRk4MSq");
 //! ```
 
+pub mod add_path;
 pub mod api_addr;
 pub mod car;
 pub mod cid;
@@ -41,6 +46,7 @@ pub mod dagpb;
 pub mod directory;
 pub mod file_cache;
 pub mod hamt;
+pub mod profile;
 pub mod publish;
 pub mod unixfs;
 pub mod upload;

@@ -300,19 +300,32 @@ struct PendingLink {
 
 /// Builds the UnixFS DAG of a file as kubo's `ipfs add` does, streaming.
 ///
-/// Memory use is one chunk plus the pending link lists (at most [`MAX_LINKS`] per tree level).
+/// Memory use is one chunk plus the pending link lists (at most [`MAX_LINKS`], or the links
+/// per node given, per tree level).
 #[derive(Debug, Clone)]
 pub struct FileHasher {
     options: AddOptions,
     chunk_size: usize,
+    max_links: usize,
 }
 
 impl FileHasher {
-    /// A hasher with kubo's chunk size.
+    /// A hasher with kubo's chunk size and links per node.
     pub fn new(options: AddOptions) -> Self {
         FileHasher {
             options,
             chunk_size: CHUNK_SIZE,
+            max_links: MAX_LINKS,
+        }
+    }
+
+    /// A hasher with chunks of `chunk_size` bytes and at most `max_links` links per node
+    /// (each at least 1 and 2).
+    pub fn with_layout(options: AddOptions, chunk_size: usize, max_links: usize) -> Self {
+        FileHasher {
+            options,
+            chunk_size: chunk_size.max(1),
+            max_links: max_links.max(2),
         }
     }
 
@@ -334,6 +347,7 @@ impl FileHasher {
         }
         let mut state = Tree {
             options: self.options,
+            max_links: self.max_links,
             levels: Vec::new(),
             blocks: 0,
             file_size: 0,
@@ -366,6 +380,7 @@ impl FileHasher {
 /// links to nodes of depth `i`.
 struct Tree {
     options: AddOptions,
+    max_links: usize,
     levels: Vec<Vec<PendingLink>>,
     blocks: u64,
     file_size: u64,
@@ -431,10 +446,11 @@ impl Tree {
         sink: &mut S,
     ) -> Result<(), ImportError> {
         if self.levels.len() <= level {
-            self.levels.push(Vec::with_capacity(MAX_LINKS));
+            self.levels.push(Vec::with_capacity(self.max_links));
         }
-        if self.levels[level].len() == MAX_LINKS {
-            let full = std::mem::replace(&mut self.levels[level], Vec::with_capacity(MAX_LINKS));
+        if self.levels[level].len() == self.max_links {
+            let full =
+                std::mem::replace(&mut self.levels[level], Vec::with_capacity(self.max_links));
             let parent = self.node(&full, sink)?;
             self.push(level + 1, parent, sink)?;
         }
@@ -497,6 +513,18 @@ impl Tree {
             level += 1;
         }
     }
+}
+
+/// The block of a UnixFS symlink to `target`, as `ipfs add -r` stores a link it does not
+/// follow: a dag-pb node without links holding `Data { Type: Symlink, Data: target }`.
+pub fn symlink_block(target: &[u8], cid_version: u8) -> Result<super::dagpb::NodeBlock, CidError> {
+    let mut data = UnixfsData::new(DataType::Symlink);
+    data.data = Some(target.to_vec());
+    PbNode {
+        links: Vec::new(),
+        data: Some(data.encode()),
+    }
+    .to_block(cid_version)
 }
 
 /// Fills `buf` as far as the input allows, like Go's `io.ReadFull`; returns the bytes read.
@@ -739,10 +767,7 @@ mod tests {
         let hasher = |n: usize| {
             let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
             let mut blocks = HashMap::new();
-            let hasher = FileHasher {
-                options: AddOptions::V1,
-                chunk_size: 1,
-            };
+            let hasher = FileHasher::with_layout(AddOptions::V1, 1, MAX_LINKS);
             let file = hasher
                 .add(&data[..], &mut |cid: &Cid, block: &[u8]| {
                     blocks.insert(*cid, block.to_vec());
@@ -782,6 +807,37 @@ mod tests {
         .add(&b""[..], &mut |_: &Cid, _: &[u8]| Ok(()))
         .unwrap_err();
         assert!(matches!(err, ImportError::Options(_)), "{err}");
+    }
+
+    #[test]
+    fn symlink_blocks() {
+        let link = symlink_block(b"../target", 0).unwrap();
+        // PBNode { Data: { Type: Symlink, Data: "../target" } }: no links, no filesize.
+        assert_eq!(link.block, b"\x0a\x0d\x08\x04\x12\x09../target".to_vec());
+        assert_eq!(link.tsize, link.block.len() as u64);
+        assert_eq!(link.cid.version(), 0);
+        let v1 = symlink_block(b"../target", 1).unwrap();
+        assert_eq!(v1.block, link.block);
+        assert_eq!((v1.cid.version(), v1.cid.codec()), (1, DAG_PB));
+    }
+
+    #[test]
+    fn layouts_with_more_links_per_node() {
+        let hasher = |n: usize, links: usize| {
+            let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let mut blocks = HashMap::new();
+            let file = FileHasher::with_layout(AddOptions::V1, 1, links)
+                .add(&data[..], &mut |cid: &Cid, block: &[u8]| {
+                    blocks.insert(*cid, block.to_vec());
+                    Ok(())
+                })
+                .unwrap();
+            shape(&file.cid, &blocks)
+        };
+        assert_eq!(hasher(1024, 1024), vec![1024]);
+        assert_eq!(hasher(1025, 1024), vec![2, 1]);
+        assert_eq!(hasher(175, 1024), vec![175]);
+        assert_eq!(hasher(175, MAX_LINKS), vec![2, 1]);
     }
 
     #[test]

@@ -23,10 +23,10 @@
 //! channels/CHANNEL/            the release that D/channels/CHANNEL points at: the same
 //!                              directory (same CID) as releases/CHANNEL/NIXNAME/
 //! ```
-//! Not published: the `lastsync` stamps, `ipfs_hash`, `ipfs_hashes`, `ipfs_root`, hidden,
-//! lock and temporary files (names starting with `.`), releases still being written (no
-//! `git-revision`), narinfos whose NAR is missing or that do not parse (both warned about), and
-//! links that lead nowhere (warned about).
+//! Not published: the `lastsync` stamps, `ipfs_hash`, `ipfs_hashes`, `ipfs_root`,
+//! `ipfs_roots`, hidden, lock and temporary files (names starting with `.`), releases still
+//! being written (no `git-revision`), narinfos whose NAR is missing or that do not parse (both
+//! warned about), and links that lead nowhere (warned about).
 //!
 //! # How the DAG is built
 //!
@@ -52,6 +52,8 @@
 //! - [`dag`]: hashing the sources on a pool of threads and building the directories: the
 //!   [`Built`] DAG, and what the cache keeps of it;
 //! - [`verify`]: the sample of published paths checked on the node, and the check;
+//! - [`lifecycle`]: the roots published from the mirror (`D/ipfs_roots`), and letting go of
+//!   the old ones once a newer root serves;
 //! - [`report`]: what a publication did, and its one-line summary.
 
 use std::io;
@@ -64,6 +66,7 @@ use super::upload::UploadError;
 use crate::narinfo::NarInfoError;
 
 pub mod dag;
+pub mod lifecycle;
 pub mod pipeline;
 pub mod report;
 pub mod scan;

@@ -8,14 +8,18 @@
 //! 3. Scan the mirror and build its DAG ([`super::scan`], [`super::dag`]), streaming the
 //!    blocks the node lacks to `dag/import` (or `add`/`block/put` without it) and every block
 //!    to the CAR file.
-//! 4. Pin the root unless `pin/ls` shows it pinned already (`pin/add`, which also proves that
-//!    the node holds every block; if it fails, ask `refs/local` and send what is missing,
-//!    then pin again), copy it into MFS as `<prefix>_<unixtime>`, check with `files/stat` that
+//! 4. Record the root in `D/ipfs_roots` as pending ([`super::lifecycle`]), then pin it unless
+//!    `pin/ls` shows it pinned already (`pin/add`, which also proves that the node holds every
+//!    block; if it fails, ask `refs/local` and send what is missing, then pin again), copy it
+//!    into MFS as `<prefix>_<unixtime>`, check with `files/stat` that
 //!    the root and a sample of paths have the CIDs computed here ([`super::verify`]), and
 //!    publish it to IPNS.
 //! 5. Write each release's `ipfs_hash`, `D/ipfs_root` and `D/ipfs_hashes` (atomically, and
 //!    only these files: a failure leaves the mirror as it was, apart from the cache of file
 //!    CIDs, which stays valid).
+//! 6. Mark the root published in `D/ipfs_roots` and only then let go of the older roots
+//!    beyond the newest [`PublishOptions::keep`] (their MFS copies and this mirror's pins),
+//!    and ask the node for `repo/gc` when [`PublishOptions::gc`] is set.
 //!
 //! The result lines `nixfs: /ipfs/<CID>`, `published: /ipns/<NAME>` and, with a CAR file,
 //! `car: <FILE>` go to the writer given. No lock is taken: the caller holds the mirror's lock.
@@ -27,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
+use super::lifecycle::{RootLog, RootRecord, RootState, ROOTS_FILE};
 use super::{
     build, release_cids, update_cache, verification_sample, verify_on_node, BuildOptions, Built,
     MirrorTree, PublishError, PublishReport, ScanOptions, IPFS_HASH_FILE, IPFS_ROOT_FILE,
@@ -80,6 +85,11 @@ pub struct PublishOptions {
     /// Files to check on the node with `files/stat` after publishing (directories down to
     /// the releases are always checked).
     pub verify_files: usize,
+    /// Published roots of this mirror that stay pinned and in MFS, the newest included (at
+    /// least 1); older ones are let go after a successful publication.
+    pub keep: usize,
+    /// Ask the node to collect garbage (`repo/gc`) after letting go of old roots.
+    pub gc: bool,
 }
 
 impl Default for PublishOptions {
@@ -98,6 +108,8 @@ impl Default for PublishOptions {
             segment_bytes: 1 << 30,
             method: SendMethod::Auto,
             verify_files: 16,
+            keep: 3,
+            gc: false,
         }
     }
 }
@@ -116,6 +128,9 @@ impl PublishOptions {
                 "the MFS prefix {:?} must be an absolute MFS path without a trailing /",
                 self.mfs_prefix
             );
+        }
+        if self.keep == 0 {
+            bail!("--ipfs-keep must be at least 1: the root just published stays");
         }
         if self.api.is_none() && self.car.is_none() {
             bail!("nothing to do: neither an IPFS API address nor a CAR file (--car) was given");
@@ -338,6 +353,10 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
     let add = opts.add_options();
     let cache_path = dir.join(CACHE_FILE);
     let cache = load_cache(&cache_path)?;
+    let mut roots = match &node {
+        Some(_) => Some(RootLog::load(&dir.join(ROOTS_FILE))?),
+        None => None,
+    };
 
     let mut target = None;
     let mut known_before = HashSet::new();
@@ -387,10 +406,25 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
         already_pinned: false,
         verified_paths: 0,
         warnings: tree.warnings.clone(),
+        unpinned: Vec::new(),
+        mfs_removed: Vec::new(),
+        collected: false,
     };
 
-    if let Some(node) = &node {
-        let outcome = finish_on_node(opts, node, &dir, add, &tree, &built, &mut report).await;
+    let mut begun = None;
+    if let (Some(node), Some(roots)) = (&node, roots.as_mut()) {
+        let outcome = finish_on_node(
+            opts,
+            node,
+            &dir,
+            add,
+            &tree,
+            &built,
+            roots,
+            &mut begun,
+            &mut report,
+        )
+        .await;
         let known_now = match outcome {
             Err(e) => {
                 if let Err(save) = cache.save(&cache_path) {
@@ -421,6 +455,17 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
         .save(&cache_path)
         .with_context(|| format!("writing {}", cache_path.display()))?;
 
+    if let (Some(node), Some(roots), Some(index)) = (&node, roots.as_mut(), begun) {
+        roots.mark_published(index)?;
+        let pruned = roots
+            .prune(&node.client, &node.peer, opts.keep, opts.gc)
+            .await?;
+        report.unpinned = pruned.unpinned;
+        report.mfs_removed = pruned.mfs_removed;
+        report.collected = pruned.collected;
+        report.warnings.extend(pruned.warnings);
+    }
+
     write_result(&report, out).context("cannot write the result of the publication")?;
     Ok(report)
 }
@@ -438,8 +483,9 @@ fn write_result(report: &PublishReport, out: &mut (dyn Write + Send)) -> std::io
     out.flush()
 }
 
-/// Pin (with repair), MFS copy, verification and IPNS. After a repair, returns every CID of
-/// the DAG that was checked.
+/// Record in `roots` (its index in `begun`), pin (with repair), MFS copy, verification and
+/// IPNS. After a repair, returns every CID of the DAG that was checked.
+#[allow(clippy::too_many_arguments)]
 async fn finish_on_node(
     opts: &PublishOptions,
     node: &Node,
@@ -447,6 +493,8 @@ async fn finish_on_node(
     add: AddOptions,
     tree: &MirrorTree,
     built: &Built,
+    roots: &mut RootLog,
+    begun: &mut Option<usize>,
     report: &mut PublishReport,
 ) -> Result<Option<HashSet<Cid>>> {
     let root = built.root.cid;
@@ -457,6 +505,17 @@ async fn finish_on_node(
         node.client.pin_ls(&root).await.ok().flatten().as_deref(),
         Some("recursive")
     );
+    // Recorded before the pin, so that a run that stops after pinning leaves a record.
+    let time = unix_time();
+    let mfs_path = format!("{}_{time}", opts.mfs_prefix);
+    *begun = Some(roots.begin(RootRecord {
+        root,
+        node: node.peer.clone(),
+        time,
+        state: RootState::Pending,
+        pinned_here: !report.already_pinned || roots.owns_pin(&node.peer, &root),
+        mfs_path: mfs_path.clone(),
+    })?);
     if report.already_pinned {
         tracing::info!("{root} is already pinned");
     } else if let Err(e) = node.client.pin_add(&root).await {
@@ -500,7 +559,6 @@ async fn finish_on_node(
             .with_context(|| format!("pinning {root} after sending the missing blocks"))?;
     }
 
-    let mfs_path = format!("{}_{}", opts.mfs_prefix, unix_time());
     copy_to_mfs(&node.client, &root, &mfs_path).await?;
     report.mfs_path = Some(mfs_path.clone());
 
@@ -545,6 +603,13 @@ mod tests {
                     ..base.clone()
                 },
                 "nothing to do",
+            ),
+            (
+                PublishOptions {
+                    keep: 0,
+                    ..base.clone()
+                },
+                "--ipfs-keep",
             ),
             (
                 PublishOptions {

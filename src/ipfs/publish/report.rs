@@ -34,8 +34,14 @@ pub struct PublishReport {
     pub already_pinned: bool,
     /// Paths whose CIDs were checked on the node.
     pub verified_paths: usize,
-    /// What was left out and why.
+    /// What was left out and why, and old roots that could not be let go.
     pub warnings: Vec<String>,
+    /// Older roots of this mirror unpinned after this publication.
+    pub unpinned: Vec<Cid>,
+    /// Their MFS copies removed.
+    pub mfs_removed: Vec<String>,
+    /// Whether the node collected garbage (`repo/gc`) afterwards.
+    pub collected: bool,
 }
 
 impl PublishReport {
@@ -59,6 +65,16 @@ impl PublishReport {
             ));
             if self.already_pinned {
                 line.push_str("; the root was already pinned");
+            }
+            if !self.unpinned.is_empty() || !self.mfs_removed.is_empty() {
+                line.push_str(&format!(
+                    "; let go of {} old roots and {} MFS copies",
+                    self.unpinned.len(),
+                    self.mfs_removed.len()
+                ));
+            }
+            if self.collected {
+                line.push_str("; the node collected garbage");
             }
             if s.add_calls > 0 {
                 line.push_str(&format!(
