@@ -211,8 +211,6 @@ fn hex_digit(input: &[u8], position: usize) -> Result<u8, HashError> {
     }
 }
 
-/// `s` cut to at most 80 characters, for error messages.
-
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> Sha256Hash {
     Sha256Hash(Sha256::digest(bytes).into())

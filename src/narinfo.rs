@@ -689,8 +689,6 @@ fn is_field_name_char(c: char) -> bool {
     c.is_ascii_graphic() && c != ':'
 }
 
-/// `s` cut to at most 100 characters, for error messages.
-
 #[cfg(test)]
 mod tests {
     use super::*;
