@@ -99,6 +99,7 @@ fn main() -> ExitCode {
         fetch: FetchConfig::default(),
         trusted_keys: Vec::new(),
         check_sigs: true,
+        check_nar_hash: true,
         ipfs: None,
     };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");

@@ -62,9 +62,32 @@ pub enum Command {
     /// Check a mirror: every narinfo has its verified NAR, every channel's release is complete
     /// with its whole closure, no temporary file is left.
     Verify(VerifyArgs),
+    /// Show what a mirror holds: per channel its release, age, closure and IPFS CID; the last
+    /// sync; the disk it takes.
+    Status(StatusArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to standard output.
+    Man,
     /// Print the CID of each file or directory as `ipfs add -r --only-hash` computes it with an
     /// import profile (hidden entries left out, links kept as UnixFS symlinks); no node needed.
     Cid(CidArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The mirror directory.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Print JSON (the fields are listed in the README; new ones may be added, none removed).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -107,8 +130,19 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub dir: PathBuf,
     /// Check NARs by size only, without hashing them.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "full")]
     pub quick: bool,
+    /// Also decompress every NAR and check it against its narinfo's signed NarHash and NarSize.
+    #[arg(long)]
+    pub full: bool,
+    /// Every narinfo must carry a valid signature by one of these keys, as NAME:BASE64
+    /// (repeatable).
+    #[arg(
+        long = "trusted-public-key",
+        alias = "trusted_public_key",
+        value_name = "KEY"
+    )]
+    pub trusted_public_keys: Vec<String>,
 }
 
 /// HTTP settings shared by the commands that download.
@@ -177,17 +211,28 @@ pub struct SigArgs {
 
 impl SigArgs {
     pub fn keys(&self) -> Result<Vec<PublicKey>> {
-        self.trusted_public_keys
-            .iter()
-            .map(|k| {
-                PublicKey::parse(k).with_context(|| {
-                    format!(
-                        "--trusted-public-key {k:?} is not NAME:BASE64 of a 32-byte ed25519 key"
-                    )
-                })
-            })
-            .collect()
+        parse_keys(&self.trusted_public_keys)
     }
+}
+
+/// The keys of `--trusted-public-key` options.
+pub fn parse_keys(keys: &[String]) -> Result<Vec<PublicKey>> {
+    keys.iter()
+        .map(|k| {
+            PublicKey::parse(k).with_context(|| {
+                format!("--trusted-public-key {k:?} is not NAME:BASE64 of a 32-byte ed25519 key")
+            })
+        })
+        .collect()
+}
+
+/// Turning the NAR check off.
+#[derive(Debug, Args, Clone)]
+pub struct NarCheckArgs {
+    /// Do not decompress NARs to check them against their narinfo's signed NarHash and
+    /// NarSize; only FileHash and FileSize, which no signature covers, are then checked.
+    #[arg(long, alias = "no_check_nar_hash")]
+    pub no_check_nar_hash: bool,
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +291,8 @@ pub struct UpdateBinaryCacheArgs {
     pub fetch: FetchArgs,
     #[command(flatten)]
     pub sigs: SigArgs,
+    #[command(flatten)]
+    pub nar_check: NarCheckArgs,
 }
 
 #[derive(Debug, Args)]
@@ -441,6 +488,8 @@ pub struct ReleaseNixosArgs {
     pub fetch: FetchArgs,
     #[command(flatten)]
     pub sigs: SigArgs,
+    #[command(flatten)]
+    pub nar_check: NarCheckArgs,
 }
 
 #[cfg(test)]

@@ -1,12 +1,15 @@
 //! The mirror's front page, `DIR/index.html`: a static page (no script) that shows a visitor
 //! the channels, the release each points at and when it was built, its size, links to its files,
 //! and how to use the mirror from Nix. Links are relative, so the page works under whatever
-//! address the mirror is served from.
+//! address the mirror is served from; dates are absolute, so the page stays true between runs.
 
 use std::fmt::Write as _;
 
 use crate::progress::human_bytes;
-use crate::status::{human_age, MirrorStatus};
+use crate::status::MirrorStatus;
+
+/// The page's name in the mirror directory.
+pub const FILE: &str = "index.html";
 
 /// What the page says beyond the mirror's state.
 #[derive(Clone, Debug, Default)]
@@ -69,16 +72,12 @@ pub fn render(status: &MirrorStatus, opts: &PageOptions) -> String {
                 }
                 None => h.push_str("<td class=\"incomplete\">none</td>"),
             }
-            match (c.built_at, c.age_seconds) {
-                (Some(t), Some(age)) => {
+            match c.built_at {
+                Some(t) => {
                     let when = iso8601(u64::try_from(t).unwrap_or(0));
-                    let _ = write!(
-                        h,
-                        "<td><time datetime=\"{when}\">{when}</time> ({} ago)</td>",
-                        human_age(age)
-                    );
+                    let _ = write!(h, "<td><time datetime=\"{when}\">{when}</time></td>");
                 }
-                _ => h.push_str("<td></td>"),
+                None => h.push_str("<td></td>"),
             }
             let _ = write!(
                 h,

@@ -13,13 +13,14 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 use nixipfs::commands::{
-    cid, create_channel_release, create_nixipfs, garbage_collect, release_nixos,
+    cid, create_channel_release, create_nixipfs, garbage_collect, release_nixos, status,
     update_binary_cache, verify,
 };
+use nixipfs::ipfs::profile::Profile;
+use nixipfs::verify::NarCheck;
 
 /// Requests in flight when neither the command line nor the config says.
 const DEFAULT_CONCURRENCY: usize = 32;
-use nixipfs::ipfs::profile::Profile;
 use nixipfs::progress;
 
 fn main() -> ExitCode {
@@ -87,6 +88,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print_only: a.print_only,
                 trusted_keys: a.sigs.keys()?,
                 check_sigs: !a.sigs.no_check_sigs,
+                check_nar_hash: !a.nar_check.no_check_nar_hash,
                 wait_lock: a.wait_lock,
             };
             let mut stdout = std::io::stdout();
@@ -151,6 +153,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ReleaseNixos(a) => release_nixos_cmd(a),
+        Command::Status(a) => {
+            let opts = status::StatusOptions {
+                dir: a.dir,
+                json: a.json,
+            };
+            let mut stdout = std::io::stdout().lock();
+            status::run(&opts, &mut stdout)?;
+            stdout.flush().context("cannot write to standard output")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions(a) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut stdout = std::io::stdout().lock();
+            clap_complete::generate(a.shell, &mut command, "nixipfs", &mut stdout);
+            stdout.flush().context("cannot write to standard output")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            let mut stdout = std::io::stdout().lock();
+            clap_mangen::Man::new(command)
+                .render(&mut stdout)
+                .context("cannot write to standard output")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cid(a) => {
             let opts = cid::CidOptions {
                 paths: a.paths,
@@ -167,7 +194,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(a) => {
             let opts = verify::VerifyOptions {
                 dir: a.dir,
-                quick: a.quick,
+                nars: match (a.quick, a.full) {
+                    (true, _) => NarCheck::Size,
+                    (false, true) => NarCheck::Full,
+                    (false, false) => NarCheck::FileHash,
+                },
+                trusted_keys: cli::parse_keys(&a.trusted_public_keys)?,
             };
             let mut stdout = std::io::stdout().lock();
             let report = verify::run(&opts, &mut stdout)?;
@@ -206,6 +238,7 @@ fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
         force: a.force,
         trusted_keys: a.sigs.keys()?,
         check_sigs: !a.sigs.no_check_sigs,
+        check_nar_hash: !a.nar_check.no_check_nar_hash,
         ipfs,
         config,
     };

@@ -4,9 +4,10 @@
 //! optionally collect garbage ([`crate::gc`]) and publish to IPFS ([`crate::ipfs::publish`]).
 //!
 //! The whole run holds the mirror's lock (`DIR/.lock`). One failing channel does not stop the
-//! others; the report lists every failure. `lastsync` files are written only after a run in which
-//! every channel succeeded. IPFS is the last step: a failure there leaves the mirror on disk
-//! complete and valid, and is reported as a failure of the run.
+//! others; the report lists every failure. IPFS is the last step: a failure there leaves the
+//! mirror on disk complete and valid, and is reported as a failure of the run. `lastsync` files
+//! are written only after a run in which every step succeeded; then `index.html`, the mirror's
+//! front page ([`crate::front_page`]), shows the mirror as the run leaves it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use anyhow::{Context, Result};
 use crate::binary_cache::{self, LocalCache, Upstream, BINARY_CACHE_DIR};
 use crate::config::{Config, Release as ReleaseConfig};
 use crate::fetch::{FetchConfig, Fetcher};
+use crate::front_page;
 use crate::fsutil::{self, DirLock};
 use crate::gc::{self, GcReport};
 use crate::hydra::HydraClient;
@@ -23,6 +25,7 @@ use crate::ipfs::publish::{self, PublishOptions, PublishReport};
 use crate::mirror::{self, MirrorJob, MirrorReport};
 use crate::release::{self, create::NewRelease};
 use crate::signature::PublicKey;
+use crate::status;
 
 /// Options of `release-nixos`.
 #[derive(Clone, Debug)]
@@ -49,6 +52,9 @@ pub struct ReleaseNixosOptions {
     pub trusted_keys: Vec<PublicKey>,
     /// Whether narinfo signatures are checked.
     pub check_sigs: bool,
+    /// Whether each NAR is decompressed and checked against its narinfo's signed `NarHash`
+    /// and `NarSize` (else only `FileHash` and `FileSize`, which no signature covers).
+    pub check_nar_hash: bool,
     /// Publish the mirror to IPFS at the end (never with `print_only`).
     pub ipfs: Option<PublishOptions>,
 }
@@ -196,7 +202,27 @@ pub async fn run(
             fsutil::write_lastsync(d)?;
         }
     }
+
+    // The front page shows the mirror as this run leaves it.
+    if !opts.print_only {
+        let keys = upstream
+            .trusted_keys()
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        if let Err(e) = write_front_page(&dir, keys) {
+            tracing::error!("{e:#}");
+            report.errors.push(format!("{e:#}"));
+        }
+    }
     Ok(report)
+}
+
+/// Writes `DIR/index.html` from the mirror's state ([`crate::front_page`]).
+fn write_front_page(dir: &Path, trusted_keys: Vec<String>) -> Result<()> {
+    let status = status::read(dir).context("cannot read the mirror for its front page")?;
+    let page = front_page::render(&status, &front_page::PageOptions { trusted_keys });
+    fsutil::write_if_changed(&dir.join(front_page::FILE), page.as_bytes())
 }
 
 /// Creates the channel's latest release, mirrors its closure and, once both are complete,
@@ -239,7 +265,7 @@ async fn mirror_channel(
             roots,
             release: Some(&release.dir),
             print_only: opts.print_only,
-            check_nar_hash: true,
+            check_nar_hash: opts.check_nar_hash,
         },
         out,
     )

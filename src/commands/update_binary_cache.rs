@@ -30,6 +30,9 @@ pub struct UpdateBinaryCacheOptions {
     pub trusted_keys: Vec<PublicKey>,
     /// Whether signatures are checked at all.
     pub check_sigs: bool,
+    /// Whether each NAR is decompressed and checked against its narinfo's signed `NarHash`
+    /// and `NarSize` (else only `FileHash` and `FileSize`, which no signature covers).
+    pub check_nar_hash: bool,
     /// Wait for the mirror's lock instead of failing when another run holds it.
     pub wait_lock: bool,
 }
@@ -51,7 +54,7 @@ pub async fn run(
             roots,
             release: Some(&opts.release),
             print_only: opts.print_only,
-            check_nar_hash: true,
+            check_nar_hash: opts.check_nar_hash,
         },
         out,
     )

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use crate::signature::PublicKey;
 use crate::verify::{verify_mirror_with, NarCheck, VerifyChecks, VerifyReport};
 
 /// Options of `verify`.
@@ -12,25 +13,23 @@ use crate::verify::{verify_mirror_with, NarCheck, VerifyChecks, VerifyReport};
 pub struct VerifyOptions {
     /// The mirror directory.
     pub dir: PathBuf,
-    /// Check NARs by size only, without hashing them.
-    pub quick: bool,
+    /// How far each NAR is checked.
+    pub nars: NarCheck,
+    /// Keys every narinfo must carry a valid signature by (empty: signatures not checked).
+    pub trusted_keys: Vec<PublicKey>,
 }
 
 /// Runs the checks; each problem is printed to `out`, one per line.
 pub fn run(opts: &VerifyOptions, out: &mut dyn Write) -> Result<VerifyReport> {
     let checks = VerifyChecks {
-        nars: if opts.quick {
-            NarCheck::Size
-        } else {
-            NarCheck::FileHash
-        },
-        trusted_keys: Vec::new(),
+        nars: opts.nars,
+        trusted_keys: opts.trusted_keys.clone(),
     };
     run_checks(&opts.dir, &checks, out)
 }
 
 /// Runs `checks` on the mirror at `dir`; each problem is printed to `out`, one per line.
-pub fn run_checks(dir: &Path, checks: &VerifyChecks, out: &mut dyn Write) -> Result<VerifyReport> {
+fn run_checks(dir: &Path, checks: &VerifyChecks, out: &mut dyn Write) -> Result<VerifyReport> {
     let report = verify_mirror_with(dir, checks)?;
     for p in &report.problems {
         writeln!(out, "{p}")?;
