@@ -1118,3 +1118,48 @@ async fn each_profile_publishes_its_layout_and_switching_hashes_again_once() {
         assert!(release_cids.insert(report.releases[0].1), "{profile}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_nixipfs_flags_choose_the_profile_and_the_roots_that_stay() {
+    let own = IpfsNode::start();
+    let client = client(&own);
+    let dir = TestDir::new("ipfs-cli");
+    make_mirror(dir.path(), "cli");
+    let publish = || {
+        let out = common::run_nixipfs([
+            "create-nixipfs",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--ipfsapi",
+            &own.url(),
+            "--no-ipns",
+            "--cid-profile",
+            "unixfs-v1-2025",
+            "--ipfs-keep",
+            "1",
+            "--ipfs-gc",
+        ]);
+        common::assert_success(&out);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let root = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("nixfs: /ipfs/"))
+            .unwrap_or_else(|| panic!("no root in {stdout:?}"));
+        Cid::parse(root).unwrap()
+    };
+    let first = publish();
+    add_store_path(dir.path(), "cli", 10, 1234);
+    next_second().await;
+    let second = publish();
+    assert_ne!(first, second);
+    assert_eq!((first.version(), second.version()), (1, 1));
+    assert_eq!(pin_of(&client, &first).await, None);
+    assert_eq!(pin_of(&client, &second).await.as_deref(), Some("recursive"));
+    let log = fs::read_to_string(dir.join("ipfs_roots")).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    let cache = fs::read_to_string(dir.join("ipfs_hashes")).unwrap();
+    assert!(
+        cache.contains("\nlayout v1-raw-1048576-1024-block\n"),
+        "{cache}"
+    );
+}
