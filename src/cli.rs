@@ -336,9 +336,12 @@ pub struct IpfsArgs {
     /// alone when no node is reachable.
     #[arg(long, value_name = "FILE")]
     pub car: Option<PathBuf>,
-    /// CID version of directory and file nodes (leaves are raw either way).
-    #[arg(long, alias = "cid_version", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
-    pub cid_version: u8,
+    /// The import profile [default: the config's cid_profile, else legacy-raw-v0].
+    #[arg(long, alias = "cid_profile", value_name = "PROFILE")]
+    pub cid_profile: Option<ProfileArg>,
+    /// CID version of directory and file nodes instead of the profile's.
+    #[arg(long, alias = "cid_version", value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub cid_version: Option<u8>,
     /// Do not publish the root to IPNS.
     #[arg(long, alias = "no_ipns")]
     pub no_ipns: bool,
@@ -406,12 +409,14 @@ pub enum SendMethodArg {
 }
 
 impl IpfsArgs {
-    /// The publishing options for mirror `dir`; `node` false writes only the CAR.
+    /// The publishing options for mirror `dir`; `node` false writes only the CAR;
+    /// `default_profile` applies without `--cid-profile`.
     pub fn to_options(
         &self,
         dir: PathBuf,
         node: bool,
         default_concurrency: usize,
+        default_profile: Profile,
     ) -> Result<PublishOptions> {
         let api = if node {
             Some(ApiAddr::parse(&self.ipfsapi).with_context(|| {
@@ -432,6 +437,7 @@ impl IpfsArgs {
             dir,
             api,
             car: self.car.clone(),
+            profile: self.cid_profile.map_or(default_profile, |p| p.profile()),
             cid_version: self.cid_version,
             publish_ipns: !self.no_ipns,
             ipns_lifetime: parse_duration(&self.ipns_lifetime)

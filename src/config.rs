@@ -1,7 +1,8 @@
 //! The release configuration, `nixos_release.json`: which channels to release from which Hydra
 //! jobs, where the binary cache is, and how much to keep.
 //!
-//! The format is the one of the 2017 release scripts, accepted as is, with one new optional field:
+//! The format is the one of the 2017 release scripts, accepted as is, with two new optional
+//! fields:
 //!
 //! ```json
 //! {
@@ -11,6 +12,7 @@
 //!     "repo": "https://github.com/NixOS/nixpkgs.git",
 //!     "max_threads": 7,
 //!     "max_ipfs_threads": 4,
+//!     "cid_profile": "legacy-raw-v0",
 //!     "trusted_public_keys": ["cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="],
 //!     "releases": [
 //!         {"channel": "nixos-24.11", "project": "nixos", "jobset": "release-24.11",
@@ -27,6 +29,7 @@
 //! | `repo` | optional nixpkgs git URL, used by source tarball mirroring |
 //! | `max_threads` | concurrent downloads, 1 to [`MAX_THREADS`]; default [`DEFAULT_MAX_THREADS`] |
 //! | `max_ipfs_threads` | optional, concurrent IPFS requests, 1 to [`MAX_THREADS`] |
+//! | `cid_profile` | **new**, optional: the import profile the mirror is published with (`unixfs-v1-2025`, `unixfs-v0-2015`, `legacy-raw-v0`); `--cid-profile` overrides it |
 //! | `trusted_public_keys` | **new**, optional: `name:base64` Ed25519 keys, at least one, that narinfos must be signed by; absent means "not configured" (the caller picks its default) |
 //! | `releases` | at least one release |
 //! | `releases[].channel` | channel name, a plain file name of `[A-Za-z0-9._+-]`, not starting with `.`; unique |
@@ -62,6 +65,7 @@ use thiserror::Error;
 
 use crate::fsutil::check_file_name;
 use crate::hydra;
+use crate::ipfs::profile::Profile;
 use crate::signature::PublicKey;
 
 /// The Hydra used when the config names none.
@@ -99,6 +103,8 @@ pub struct Config {
     pub max_ipfs_threads: Option<usize>,
     /// Keys that narinfos must be signed by; empty when the config does not set them.
     pub trusted_public_keys: Vec<PublicKey>,
+    /// The import profile to publish with, if set.
+    pub cid_profile: Option<Profile>,
     /// The releases, at least one, with distinct channel names, in the config's order.
     pub releases: Vec<Release>,
 }
@@ -224,6 +230,8 @@ struct RawConfig {
     max_threads: Option<usize>,
     #[serde(deserialize_with = "threads")]
     max_ipfs_threads: Option<usize>,
+    #[serde(deserialize_with = "profile")]
+    cid_profile: Option<Profile>,
     trusted_public_keys: Option<Vec<Key>>,
     releases: Option<Vec<Object<RawRelease>>>,
 }
@@ -257,6 +265,7 @@ const TOP_FIELDS: Fields = Fields {
         "repo",
         "max_threads",
         "max_ipfs_threads",
+        "cid_profile",
         "trusted_public_keys",
         "releases",
     ],
@@ -328,6 +337,7 @@ impl RawConfig {
             repo: self.repo,
             max_threads: self.max_threads.unwrap_or(DEFAULT_MAX_THREADS),
             max_ipfs_threads: self.max_ipfs_threads,
+            cid_profile: self.cid_profile,
             trusted_public_keys: keys,
             releases,
         })
@@ -423,6 +433,12 @@ fn word<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
 
 fn threads<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
     leaf(d, |v| count(v, MAX_THREADS as u64).map(|n| n as usize))
+}
+
+fn profile<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Profile>, D::Error> {
+    leaf(d, |v| {
+        string(v)?.parse::<Profile>().map_err(|e| e.to_string())
+    })
 }
 
 fn keep<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
@@ -805,12 +821,14 @@ mod tests {
         assert_eq!(c.releases[0].job, DEFAULT_JOB);
         assert_eq!(c.releases[0].keep, None);
         assert!(!c.releases[0].mirror);
+        assert_eq!(c.cid_profile, None);
 
         let c = parse(
             ORIGIN,
             r#"{"hydra": "http://127.0.0.1:3000/", "cache": "https://mirror.example/nix/",
                 "target_cache": null, "repo": "git@github.com:NixOS/nixpkgs.git",
                 "max_ipfs_threads": 3, "trusted_public_keys": null,
+                "cid_profile": "unixfs-v1-2025",
                 "releases": [{"channel": "c+1_x", "project": "p", "jobset": "j",
                               "job": null, "keep": 4294967295, "mirror": true}]}"#,
         )
@@ -820,6 +838,7 @@ mod tests {
         assert_eq!(c.target_cache, None);
         assert_eq!(c.repo.as_deref(), Some("git@github.com:NixOS/nixpkgs.git"));
         assert_eq!(c.max_ipfs_threads, Some(3));
+        assert_eq!(c.cid_profile, Some(Profile::UnixfsV1_2025));
         assert_eq!(c.releases[0].job, "tested");
         assert_eq!(c.releases[0].keep, Some(u32::MAX));
         assert!(c.releases[0].mirror);
@@ -890,7 +909,7 @@ mod tests {
                 r#"{"max_thread": 3, "releases": []}"#.into(),
                 "max_thread: unknown field; did you mean `max_threads`? the fields of the top level \
                  are hydra, cache, target_cache, repo, max_threads, max_ipfs_threads, \
-                 trusted_public_keys, releases",
+                 cid_profile, trusted_public_keys, releases",
             ),
             (
                 with_release(r#""project": "nixos", "jobset": "trunk""#),
@@ -930,6 +949,11 @@ mod tests {
             (
                 format!(r#"{{"max_threads": 5000, "releases": [{{{r}}}]}}"#),
                 "max_threads: must be an integer from 1 to 1024, found 5000",
+            ),
+            (
+                format!(r#"{{"cid_profile": "unixfs-v2", "releases": [{{{r}}}]}}"#),
+                "cid_profile: unknown profile \"unixfs-v2\" (expected unixfs-v1-2025, \
+                 unixfs-v0-2015 or legacy-raw-v0)",
             ),
             (
                 format!(r#"{{"max_ipfs_threads": "4", "releases": [{{{r}}}]}}"#),

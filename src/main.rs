@@ -143,7 +143,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::CreateNixipfs(a) => {
             let opts = create_nixipfs::CreateNixipfsOptions {
-                publish: a.ipfs.to_options(a.dir.clone(), !a.no_node, 4)?,
+                publish: a
+                    .ipfs
+                    .to_options(a.dir.clone(), !a.no_node, 4, Profile::DEFAULT)?,
                 wait_lock: a.wait_lock,
             };
             let mut stdout = std::io::stdout();
@@ -224,7 +226,8 @@ fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
     let config = nixipfs::config::load(&a.config)?;
     let ipfs = if !a.no_ipfs && !a.print_only {
         let threads = config.max_ipfs_threads.unwrap_or(4);
-        Some(a.ipfs.to_options(a.dir.clone(), true, threads)?)
+        let profile = config.cid_profile.unwrap_or(Profile::DEFAULT);
+        Some(a.ipfs.to_options(a.dir.clone(), true, threads, profile)?)
     } else {
         None
     };

@@ -21,6 +21,7 @@ use nixipfs::ipfs::car::CarReader;
 use nixipfs::ipfs::cid::{Cid, DAG_PB};
 use nixipfs::ipfs::client::{IpfsClient, Timeouts};
 use nixipfs::ipfs::directory::DirectoryBuilder;
+use nixipfs::ipfs::profile::Profile;
 use nixipfs::ipfs::publish::{publish, PublishOptions, PublishReport, SendMethod};
 use nixipfs::ipfs::unixfs::{AddOptions, FileHasher};
 
@@ -668,7 +669,7 @@ async fn cid_version_1_gives_cidv1_directories() {
     let api = ApiAddr::parse(&args(&["127.0.0.1", &node.port().to_string()])).unwrap();
     // Small dag/import requests: the blocks go in several CARs.
     let report = run(&PublishOptions {
-        cid_version: 1,
+        cid_version: Some(1),
         publish_ipns: false,
         segment_bytes: 200_000,
         ..options(dir.path(), Some(api), "/v1/nixfs")
@@ -1062,4 +1063,103 @@ async fn no_root_is_let_go_before_its_successor_is_published() {
     );
     let log = fs::read_to_string(dir.join("ipfs_roots")).unwrap();
     assert_eq!(log.lines().count(), 2, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_profile_publishes_its_layout_and_switching_hashes_again_once() {
+    let node = IpfsNode::shared();
+    let client = client(node);
+    let dir = TestDir::new("ipfs-profiles");
+    make_mirror(dir.path(), "profiles");
+    // A NAR of several 1 MiB chunks.
+    let (_, nar) = add_store_path(dir.path(), "profiles", 5, 2_600_000);
+    let nar_bytes = fs::read(dir.join(format!("binary_cache/nar/{nar}"))).unwrap();
+    let api = ApiAddr::parse(&args(&[&node.url()])).unwrap();
+    let mut release_cids = HashSet::new();
+    for (profile, add, chunk, version) in [
+        (Profile::UnixfsV1_2025, AddOptions::V1, 1 << 20, 1),
+        (Profile::UnixfsV0_2015, AddOptions::KUBO_DEFAULT, 262_144, 0),
+        (Profile::LegacyRawV0, AddOptions::V0_RAW_LEAVES, 262_144, 0),
+    ] {
+        let opts = |prefix: &str| PublishOptions {
+            profile,
+            publish_ipns: false,
+            ..options(dir.path(), Some(api.clone()), prefix)
+        };
+        let report = run(&opts(&format!("/profiles-{profile}/nixfs")))
+            .await
+            .unwrap();
+        assert_eq!(report.root.version(), version, "{profile}");
+        // Switching profiles hashes every file again.
+        assert_eq!(report.hashing.files_read, report.hashing.files, "{profile}");
+        let mfs = report.mfs_path.as_deref().unwrap();
+        // The node's own add with the profile's parameters gives the NAR's CID.
+        let added = client
+            .add_bytes_chunked("nar", nar_bytes.clone(), add, chunk)
+            .await
+            .unwrap();
+        assert_eq!(
+            stat_cid(&client, &format!("{mfs}/binary_cache/nar/{nar}")).await,
+            added.cid,
+            "{profile}"
+        );
+        let cache = fs::read_to_string(dir.join("ipfs_hashes")).unwrap();
+        assert!(
+            cache.contains(&format!("\nlayout {}\n", profile.layout().descriptor())),
+            "{profile}"
+        );
+        // Once.
+        let again = run(&opts(&format!("/profiles-{profile}-again/nixfs")))
+            .await
+            .unwrap();
+        assert_eq!(again.root, report.root, "{profile}");
+        assert_eq!(again.hashing.files_read, 0, "{profile}");
+        // Never a release of an earlier profile, taken by its ipfs_hash.
+        assert!(release_cids.insert(report.releases[0].1), "{profile}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_nixipfs_flags_choose_the_profile_and_the_roots_that_stay() {
+    let own = IpfsNode::start();
+    let client = client(&own);
+    let dir = TestDir::new("ipfs-cli");
+    make_mirror(dir.path(), "cli");
+    let publish = || {
+        let out = common::run_nixipfs([
+            "create-nixipfs",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--ipfsapi",
+            &own.url(),
+            "--no-ipns",
+            "--cid-profile",
+            "unixfs-v1-2025",
+            "--ipfs-keep",
+            "1",
+            "--ipfs-gc",
+        ]);
+        common::assert_success(&out);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let root = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("nixfs: /ipfs/"))
+            .unwrap_or_else(|| panic!("no root in {stdout:?}"));
+        Cid::parse(root).unwrap()
+    };
+    let first = publish();
+    add_store_path(dir.path(), "cli", 10, 1234);
+    next_second().await;
+    let second = publish();
+    assert_ne!(first, second);
+    assert_eq!((first.version(), second.version()), (1, 1));
+    assert_eq!(pin_of(&client, &first).await, None);
+    assert_eq!(pin_of(&client, &second).await.as_deref(), Some("recursive"));
+    let log = fs::read_to_string(dir.join("ipfs_roots")).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    let cache = fs::read_to_string(dir.join("ipfs_hashes")).unwrap();
+    assert!(
+        cache.contains("\nlayout v1-raw-1048576-1024-block\n"),
+        "{cache}"
+    );
 }

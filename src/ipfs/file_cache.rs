@@ -8,6 +8,11 @@
 //! again. Directory entries remember the CID and cumulative size of published directories
 //! (what a release's `ipfs_hash` file alone cannot tell).
 //!
+//! The whole cache is for one import layout ([`crate::ipfs::profile::Layout::descriptor`]): a
+//! cache made with another layout is not used but replaced, so that switching profiles hashes
+//! every file again once and never mixes CIDs of two layouts. A cache without a `layout` line
+//! was made before profiles existed, with the layout of `legacy-raw-v0` (at CID version 0 or 1).
+//!
 //! "On the node" marks are kept for one node (by peer ID): a CID is marked once a root whose
 //! DAG contains it has been imported and pinned there, so its whole DAG is on that node. A
 //! run against another node starts with no marks.
@@ -16,6 +21,7 @@
 //! for `%`, whitespace and control characters):
 //! ```text
 //! nixipfs-ipfs-hashes 1
+//! layout v0-raw-262144-174-kubo
 //! node 12D3KooW…
 //! f SIZE MTIME_SEC MTIME_NSEC INODE CID_VERSION RAW_LEAVES CID TSIZE ON_NODE DEP_CID DEP_KEY KEY
 //! d CID TSIZE ON_NODE KEY
@@ -36,6 +42,9 @@ use super::unixfs::{AddOptions, Added};
 pub const CACHE_FILE: &str = "ipfs_hashes";
 
 const HEADER: &str = "nixipfs-ipfs-hashes 1";
+
+/// The layouts of caches without a `layout` line: `legacy-raw-v0` at CID version 0 or 1.
+const LEGACY_LAYOUTS: [&str; 2] = ["v0-raw-262144-174-kubo", "v1-raw-262144-174-kubo"];
 
 /// What identifies one version of a file on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,6 +121,7 @@ pub struct FileCache {
     dirs: HashMap<String, Added>,
     node: Option<String>,
     on_node: HashSet<Cid>,
+    layout: Option<String>,
 }
 
 pub(crate) fn escape(key: &str) -> String {
@@ -166,18 +176,31 @@ impl FileCache {
         FileCache::default()
     }
 
-    /// Reads `path`. A missing file gives an empty cache; a file in another format or with a
-    /// damaged line gives an empty cache and [`LoadOutcome::Ignored`]. Only a read error
-    /// fails.
-    pub fn load(path: &Path) -> io::Result<(FileCache, LoadOutcome)> {
+    /// An empty cache for the import layout `layout` (a descriptor).
+    pub fn for_layout(layout: &str) -> FileCache {
+        FileCache {
+            layout: Some(layout.to_string()),
+            ..FileCache::default()
+        }
+    }
+
+    /// Reads `path` for the import layout `layout` (a descriptor). A missing file gives an
+    /// empty cache; a file in another format, with a damaged line or made with another layout
+    /// gives an empty cache and [`LoadOutcome::Ignored`]. Only a read error fails.
+    pub fn load(path: &Path, layout: &str) -> io::Result<(FileCache, LoadOutcome)> {
         let text = match fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok((FileCache::new(), LoadOutcome::Missing))
+                return Ok((FileCache::for_layout(layout), LoadOutcome::Missing))
             }
             Err(e) => return Err(e),
         };
-        let ignored = |reason: String| Ok((FileCache::new(), LoadOutcome::Ignored { reason }));
+        let ignored = |reason: String| {
+            Ok((
+                FileCache::for_layout(layout),
+                LoadOutcome::Ignored { reason },
+            ))
+        };
         let Ok(text) = String::from_utf8(text) else {
             return ignored("not UTF-8 text".to_string());
         };
@@ -201,6 +224,17 @@ impl FileCache {
                 return ignored(format!("line {} is damaged: {line:?}", n + 2));
             }
         }
+        let made_with = match cache.layout.as_deref() {
+            Some(made_with) => made_with == layout,
+            None => LEGACY_LAYOUTS.contains(&layout),
+        };
+        if !made_with {
+            return ignored(format!(
+                "made with the import layout {}, not {layout}",
+                cache.layout.as_deref().unwrap_or("of legacy-raw-v0")
+            ));
+        }
+        cache.layout = Some(layout.to_string());
         let outcome = LoadOutcome::Loaded {
             files: cache.files.len(),
             dirs: cache.dirs.len(),
@@ -212,6 +246,7 @@ impl FileCache {
         let fields: Vec<&str> = line.split(' ').collect();
         match fields.as_slice() {
             ["node", id] if !id.is_empty() => self.node = Some(id.to_string()),
+            ["layout", layout] if !layout.is_empty() => self.layout = Some(layout.to_string()),
             ["f", size, msec, mnsec, inode, version, raw, cid, tsize, on, dep_cid, dep_key, key] => {
                 let cid = Cid::parse(cid).ok()?;
                 let cid_version: u8 = version.parse().ok()?;
@@ -270,6 +305,9 @@ impl FileCache {
         let mut out = String::new();
         out.push_str(HEADER);
         out.push('\n');
+        if let Some(layout) = &self.layout {
+            out.push_str(&format!("layout {layout}\n"));
+        }
         if let Some(node) = &self.node {
             out.push_str(&format!("node {node}\n"));
         }
@@ -379,7 +417,7 @@ mod tests {
     }
 
     fn sample() -> FileCache {
-        let mut cache = FileCache::new();
+        let mut cache = FileCache::for_layout(LEGACY_LAYOUTS[0]);
         let stamp = FileStamp {
             size: 6,
             mtime_sec: 1_700_000_000,
@@ -429,14 +467,16 @@ mod tests {
         cache.save(&path).unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert!(
-            text.starts_with("nixipfs-ipfs-hashes 1\nnode 12D3KooWtest\n"),
+            text.starts_with(
+                "nixipfs-ipfs-hashes 1\nlayout v0-raw-262144-174-kubo\nnode 12D3KooWtest\n"
+            ),
             "{text}"
         );
         assert!(
             text.contains(" binary_cache/nar/a%20b%25.nar.xz\n"),
             "{text}"
         );
-        let (loaded, outcome) = FileCache::load(&path).unwrap();
+        let (loaded, outcome) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
         assert_eq!(outcome, LoadOutcome::Loaded { files: 2, dirs: 2 });
         assert_eq!(loaded, cache);
         assert_eq!(loaded.dir(""), cache.dir(""));
@@ -500,13 +540,16 @@ mod tests {
     fn other_formats_are_ignored_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CACHE_FILE);
-        assert_eq!(FileCache::load(&path).unwrap().1, LoadOutcome::Missing);
+        assert_eq!(
+            FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap().1,
+            LoadOutcome::Missing
+        );
         fs::write(
             &path,
             "x.nar.xz:QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN\nnixos.iso:QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn",
         )
         .unwrap();
-        let (cache, outcome) = FileCache::load(&path).unwrap();
+        let (cache, outcome) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
         assert!(
             matches!(outcome, LoadOutcome::Ignored { ref reason } if reason.contains("NAME:CID"))
         );
@@ -514,14 +557,55 @@ mod tests {
         let mut text = sample().to_text();
         text.push_str("f 1 2 3\n");
         fs::write(&path, text).unwrap();
-        let (cache, outcome) = FileCache::load(&path).unwrap();
+        let (cache, outcome) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
         assert!(matches!(outcome, LoadOutcome::Ignored { ref reason } if reason.contains("line")));
-        assert_eq!(cache, FileCache::new());
+        assert_eq!(cache, FileCache::for_layout(LEGACY_LAYOUTS[0]));
         fs::write(&path, b"\xff\xfe").unwrap();
         assert!(matches!(
-            FileCache::load(&path).unwrap().1,
+            FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap().1,
             LoadOutcome::Ignored { .. }
         ));
+    }
+
+    #[test]
+    fn a_cache_of_another_layout_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CACHE_FILE);
+        let mut cache = sample();
+        cache.layout = Some("v1-raw-1048576-1024-block".to_string());
+        cache.save(&path).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("\nlayout v1-raw-1048576-1024-block\n"),
+            "{text}"
+        );
+        let (loaded, outcome) = FileCache::load(&path, "v1-raw-1048576-1024-block").unwrap();
+        assert_eq!(outcome, LoadOutcome::Loaded { files: 2, dirs: 2 });
+        assert_eq!(loaded, cache);
+        let (other, outcome) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
+        assert!(
+            matches!(outcome, LoadOutcome::Ignored { ref reason } if reason.contains("layout")),
+            "{outcome:?}"
+        );
+        assert_eq!(other, FileCache::for_layout(LEGACY_LAYOUTS[0]));
+        assert!(other
+            .to_text()
+            .contains("\nlayout v0-raw-262144-174-kubo\n"));
+        // Without a layout line: the legacy layouts only.
+        cache.layout = None;
+        cache.save(&path).unwrap();
+        for (layout, used) in [
+            (LEGACY_LAYOUTS[0], true),
+            (LEGACY_LAYOUTS[1], true),
+            ("v0-pb-262144-174-links", false),
+        ] {
+            let (_, outcome) = FileCache::load(&path, layout).unwrap();
+            assert_eq!(
+                matches!(outcome, LoadOutcome::Loaded { .. }),
+                used,
+                "{layout}"
+            );
+        }
     }
 
     #[test]

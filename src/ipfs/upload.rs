@@ -37,7 +37,7 @@ use tempfile::NamedTempFile;
 use super::car::{self, CarError, CarWriter};
 use super::cid::Cid;
 use super::client::{block_key, DagImport, IpfsClient, IpfsError};
-use super::unixfs::AddOptions;
+use super::profile::Layout;
 use crate::progress::{Phase, Unit};
 
 /// What is known about the blocks a node holds (see the module documentation).
@@ -295,14 +295,12 @@ impl Router {
         })
     }
 
-    /// `add`s one file to the node (the fallback method) and checks that the node's CID is
-    /// `expected`.
-    pub fn add(
-        &self,
-        source: AddSource<'_>,
-        expected: &Cid,
-        options: AddOptions,
-    ) -> io::Result<()> {
+    /// `add`s one file to the node (the fallback method) with the layout's CID version,
+    /// leaves and chunks, and checks that the node's CID is `expected` (`add` cannot be told
+    /// the links per node: a file of more chunks than the node's default links per node gets
+    /// another CID where the layout's differ, which is this error).
+    pub fn add(&self, source: AddSource<'_>, expected: &Cid, layout: &Layout) -> io::Result<()> {
+        let (options, chunk) = (layout.add, layout.chunk_size);
         self.with_state(|state| {
             let Some(node) = state.node.as_mut() else {
                 return Ok(());
@@ -312,12 +310,17 @@ impl Router {
             let (what, answer, len) = match source {
                 AddSource::Path(path) => (
                     path.display().to_string(),
-                    runtime.block_on(client.add_file(path, options))?,
+                    runtime.block_on(client.add_file_chunked(path, options, chunk))?,
                     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
                 ),
                 AddSource::Bytes(name, bytes) => (
                     name.to_string(),
-                    runtime.block_on(client.add_bytes(name, bytes.to_vec(), options))?,
+                    runtime.block_on(client.add_bytes_chunked(
+                        name,
+                        bytes.to_vec(),
+                        options,
+                        chunk,
+                    ))?,
                     bytes.len() as u64,
                 ),
             };

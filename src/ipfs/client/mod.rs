@@ -399,31 +399,56 @@ impl IpfsClient {
         }
     }
 
-    /// An unpinned `add` call with `options`, its one file sent by `body`.
-    async fn add(&self, options: AddOptions, body: Call<'_>) -> Result<AddAnswer, IpfsError> {
+    /// An unpinned `add` call with `options` and chunks of `chunk` bytes, its one file sent by
+    /// `body`.
+    async fn add(
+        &self,
+        options: AddOptions,
+        chunk: usize,
+        body: Call<'_>,
+    ) -> Result<AddAnswer, IpfsError> {
         // The last JSON line names the root (progress lines come before it).
         body.arg("pin", false)
             .arg("raw-leaves", options.raw_leaves)
             .arg("cid-version", options.cid_version)
-            .arg("chunker", format!("size-{}", super::unixfs::CHUNK_SIZE))
+            .arg("chunker", format!("size-{chunk}"))
             .arg("progress", false)
             .long()
             .json()
             .await
     }
 
-    /// `add` of one file's bytes, unpinned, with `options`.
+    /// `add` of one file's bytes, unpinned, with `options` (256 KiB chunks).
     pub async fn add_bytes(
         &self,
         name: &str,
         data: Vec<u8>,
         options: AddOptions,
     ) -> Result<AddAnswer, IpfsError> {
-        self.add(options, self.call("add").file(name, &data)).await
+        self.add_bytes_chunked(name, data, options, super::unixfs::CHUNK_SIZE)
+            .await
     }
 
-    /// `add` of a file read from disk as it is sent, unpinned, with `options`.
-    pub async fn add_file(&self, path: &Path, options: AddOptions) -> Result<AddAnswer, IpfsError> {
+    /// `add` of one file's bytes, unpinned, with `options` and chunks of `chunk` bytes.
+    pub async fn add_bytes_chunked(
+        &self,
+        name: &str,
+        data: Vec<u8>,
+        options: AddOptions,
+        chunk: usize,
+    ) -> Result<AddAnswer, IpfsError> {
+        self.add(options, chunk, self.call("add").file(name, &data))
+            .await
+    }
+
+    /// `add` of a file read from disk as it is sent, unpinned, with `options` and chunks of
+    /// `chunk` bytes.
+    pub async fn add_file_chunked(
+        &self,
+        path: &Path,
+        options: AddOptions,
+        chunk: usize,
+    ) -> Result<AddAnswer, IpfsError> {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|source| IpfsError::Read {
@@ -447,7 +472,7 @@ impl IpfsClient {
             }
         });
         let call = self.call("add").file_stream(&name, chunks.boxed());
-        self.add(options, call).await
+        self.add(options, chunk, call).await
     }
 
     /// `block/put` of one block, with the codec and CID version of `cid`; checks that the

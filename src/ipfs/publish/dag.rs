@@ -14,9 +14,10 @@ use rayon::prelude::*;
 use super::scan::{join_key, Entry, MirrorTree, SourceKind};
 use super::{io_error, PublishError, IPFS_HASH_FIELD};
 use crate::ipfs::cid::Cid;
-use crate::ipfs::directory::{DirectoryBuilder, DirectoryError};
+use crate::ipfs::directory::DirectoryError;
 use crate::ipfs::file_cache::{Dependency, FileCache, FileEntry};
-use crate::ipfs::unixfs::{AddOptions, Added, FileHasher, ImportError};
+use crate::ipfs::profile::Layout;
+use crate::ipfs::unixfs::{Added, ImportError};
 use crate::ipfs::upload::{AddSource, NodeMethod, Router};
 use crate::narinfo::NarInfo;
 use crate::progress::{Phase, Unit};
@@ -24,8 +25,8 @@ use crate::progress::{Phase, Unit};
 /// How [`build`] works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuildOptions {
-    /// The add options.
-    pub add: AddOptions,
+    /// The import parameters.
+    pub layout: Layout,
     /// Threads hashing files.
     pub concurrency: usize,
     /// Read every file, even those whose cached DAG the node holds (to repair a node).
@@ -190,7 +191,7 @@ impl Builder<'_> {
         let source = &self.tree.sources[i];
         let cached = self
             .cache
-            .file(&source.key, &source.stamp, self.opts.add)
+            .file(&source.key, &source.stamp, self.opts.layout.add)
             .filter(|e| e.dep == self.dependency(i))
             .map(|e| e.root);
         let read = match cached {
@@ -212,7 +213,7 @@ impl Builder<'_> {
         let by_add = to_node && self.router.node_method() == Some(NodeMethod::Add);
         let blocks_to_node = to_node && !by_add;
         let mut sink = |cid: &Cid, block: &[u8]| self.router.put(cid, block, blocks_to_node);
-        let hasher = FileHasher::new(self.opts.add);
+        let hasher = self.opts.layout.file_hasher();
         let hash_err = |error: ImportError| PublishError::Hash {
             path: source.path.clone(),
             source: error,
@@ -253,7 +254,7 @@ impl Builder<'_> {
         };
         if by_add {
             self.router
-                .add(add_source, &file.cid, self.opts.add)
+                .add(add_source, &file.cid, &self.opts.layout)
                 .map_err(|e| hash_err(ImportError::Sink(e)))?;
         }
         let added = Added::from(file);
@@ -284,7 +285,7 @@ impl Builder<'_> {
         };
         let entry = fresh.then(|| FileEntry {
             stamp: source.stamp,
-            options: self.opts.add,
+            options: self.opts.layout.add,
             root: added,
             dep: self.dependency(i),
         });
@@ -369,7 +370,7 @@ pub fn build(
             key: dir.key.clone(),
             source,
         };
-        let mut b = DirectoryBuilder::new(opts.add.cid_version);
+        let mut b = opts.layout.directory();
         for (name, entry) in &dir.entries {
             let added = entry_root(*entry, &files, &dirs);
             b.add(name, added.cid, added.tsize).map_err(dir_err)?;
@@ -440,8 +441,10 @@ mod tests {
     use super::*;
     use crate::ipfs::car::CarReader;
     use crate::ipfs::dagpb::PbNode;
+    use crate::ipfs::profile::Profile;
     use crate::ipfs::publish::fixtures::{build_to_car, small_mirror, trust_none};
     use crate::ipfs::publish::ScanOptions;
+    use crate::ipfs::unixfs::{AddOptions, FileHasher};
 
     #[test]
     fn built_dag_matches_the_files_and_the_car_holds_it_all() {
@@ -513,12 +516,12 @@ mod tests {
         let router = Router::new(None, 0, None).unwrap();
         let cache = FileCache::new();
         let opts = ScanOptions {
-            add: AddOptions::V0_RAW_LEAVES,
+            layout: Profile::LegacyRawV0.layout(),
             cache: &cache,
             trust_release: &trust_none,
         };
         let build_opts = BuildOptions {
-            add: AddOptions::V0_RAW_LEAVES,
+            layout: Profile::LegacyRawV0.layout(),
             concurrency: 2,
             read_all: false,
         };
@@ -528,7 +531,8 @@ mod tests {
         update_cache(&mut cache, &tree, &first);
         let path = out.path().join("ipfs_hashes");
         cache.save(&path).unwrap();
-        let (cache, _) = FileCache::load(&path).unwrap();
+        let legacy = Profile::LegacyRawV0.layout().descriptor();
+        let (cache, _) = FileCache::load(&path, &legacy).unwrap();
 
         let opts = ScanOptions {
             cache: &cache,

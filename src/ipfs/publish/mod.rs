@@ -32,10 +32,12 @@
 //!
 //! Every file is a source, keyed by its real path relative to the mirror (links resolved),
 //! so the NAR a release's view links to and the NAR of the global cache are one source,
-//! hashed once. Files are hashed with [`FileHasher`](crate::ipfs::unixfs::FileHasher) (256 KiB chunks, balanced layout, raw
-//! leaves, dag-pb nodes of the chosen CID version) on several threads; narinfos after the
-//! NARs, since their published bytes hold their NAR's CID. Directories are then built bottom
-//! up with kubo's link order, sizes and HAMT sharding ([`DirectoryBuilder`](crate::ipfs::directory::DirectoryBuilder)). A file whose
+//! hashed once. Files are hashed with [`FileHasher`](crate::ipfs::unixfs::FileHasher) with the
+//! chunks, leaves, links per node and CID version of the import profile
+//! ([`crate::ipfs::profile`]) on several threads; narinfos after the NARs, since their
+//! published bytes hold their NAR's CID. Directories are then built bottom up with kubo's link
+//! order, sizes and the profile's HAMT sharding rule
+//! ([`DirectoryBuilder`](crate::ipfs::directory::DirectoryBuilder)). A file whose
 //! [`FileCache`](crate::ipfs::file_cache::FileCache) entry still matches is not read, unless its blocks are needed (for a CAR
 //! file, or because the node lacks them). Every block goes to a [`Router`](crate::ipfs::upload::Router), which writes it
 //! to the CAR file and sends it to the node as needed.
@@ -163,7 +165,6 @@ pub(crate) mod fixtures {
     use super::{build, BuildOptions, Built, MirrorTree, ScanOptions};
     use crate::ipfs::cid::Cid;
     use crate::ipfs::file_cache::FileCache;
-    use crate::ipfs::unixfs::AddOptions;
     use crate::ipfs::upload::{Router, SendStats};
 
     /// A small mirror: a global cache with two NARs and narinfos, a release linking one of
@@ -245,7 +246,7 @@ pub(crate) mod fixtures {
         car: &Path,
     ) -> (MirrorTree, Built, SendStats) {
         let opts = ScanOptions {
-            add: AddOptions::V0_RAW_LEAVES,
+            layout: crate::ipfs::profile::Profile::LegacyRawV0.layout(),
             cache,
             trust_release: &trust_none,
         };
@@ -256,7 +257,7 @@ pub(crate) mod fixtures {
             cache,
             &router,
             BuildOptions {
-                add: AddOptions::V0_RAW_LEAVES,
+                layout: crate::ipfs::profile::Profile::LegacyRawV0.layout(),
                 concurrency: 3,
                 read_all: false,
             },

@@ -40,7 +40,7 @@ use crate::ipfs::api_addr::ApiAddr;
 use crate::ipfs::cid::Cid;
 use crate::ipfs::client::{IpfsClient, IpfsError, Timeouts};
 use crate::ipfs::file_cache::{FileCache, LoadOutcome, CACHE_FILE};
-use crate::ipfs::unixfs::AddOptions;
+use crate::ipfs::profile::{Layout, Profile};
 use crate::ipfs::upload::{NodeKnowledge, NodeMethod, NodeTarget, Router, SendStats};
 
 /// How blocks are sent to the node.
@@ -64,8 +64,10 @@ pub struct PublishOptions {
     pub api: Option<ApiAddr>,
     /// Write the whole DAG to this CAR file.
     pub car: Option<PathBuf>,
-    /// CID version of dag-pb nodes, 0 or 1. Leaves are raw either way.
-    pub cid_version: u8,
+    /// The import profile: chunks, leaves, links, CID version and HAMT rule.
+    pub profile: Profile,
+    /// CID version of dag-pb nodes instead of the profile's, 0 or 1 (`--cid-version`).
+    pub cid_version: Option<u8>,
     /// Publish the root to IPNS.
     pub publish_ipns: bool,
     /// Lifetime of the IPNS record (2h by default).
@@ -98,7 +100,8 @@ impl Default for PublishOptions {
             dir: PathBuf::from("."),
             api: Some(ApiAddr::default()),
             car: None,
-            cid_version: 0,
+            profile: Profile::DEFAULT,
+            cid_version: None,
             publish_ipns: true,
             ipns_lifetime: Duration::from_secs(2 * 3600),
             ipns_key: None,
@@ -117,8 +120,8 @@ impl Default for PublishOptions {
 impl PublishOptions {
     /// Checks the options without touching the node or the mirror's files.
     fn check(&self) -> Result<()> {
-        if self.cid_version > 1 {
-            bail!("--cid-version must be 0 or 1, not {}", self.cid_version);
+        if let Some(version @ 2..) = self.cid_version {
+            bail!("--cid-version must be 0 or 1, not {version}");
         }
         if !self.mfs_prefix.starts_with('/')
             || self.mfs_prefix.ends_with('/')
@@ -141,11 +144,12 @@ impl PublishOptions {
         Ok(())
     }
 
-    /// The add options: raw leaves, dag-pb nodes of [`PublishOptions::cid_version`].
-    fn add_options(&self) -> AddOptions {
-        AddOptions {
-            cid_version: self.cid_version,
-            raw_leaves: true,
+    /// The profile's parameters, with [`PublishOptions::cid_version`] when given.
+    pub fn layout(&self) -> Layout {
+        let layout = self.profile.layout();
+        match self.cid_version {
+            Some(version) => layout.with_cid_version(version),
+            None => layout,
         }
     }
 }
@@ -183,7 +187,7 @@ struct Pass {
 async fn pass(
     dir: PathBuf,
     cache: FileCache,
-    add: AddOptions,
+    layout: Layout,
     car: Option<PathBuf>,
     node: Option<NodeTarget>,
     concurrency: usize,
@@ -199,18 +203,18 @@ async fn pass(
         let tree = MirrorTree::scan(
             &dir,
             &ScanOptions {
-                add,
+                layout,
                 cache: &cache,
                 trust_release: &trust,
             },
         )?;
-        let router = Router::new(car.as_deref(), add.cid_version, node)?;
+        let router = Router::new(car.as_deref(), layout.add.cid_version, node)?;
         let built = build(
             &tree,
             &cache,
             &router,
             BuildOptions {
-                add,
+                layout,
                 concurrency,
                 read_all,
             },
@@ -286,10 +290,11 @@ async fn connect(opts: &PublishOptions) -> Result<Option<Node>> {
     }))
 }
 
-/// Reads the cache of file CIDs; one that cannot be used is replaced at the end.
-fn load_cache(path: &Path) -> Result<FileCache> {
-    let (cache, outcome) =
-        FileCache::load(path).with_context(|| format!("reading {}", path.display()))?;
+/// Reads the cache of file CIDs made with `layout`; one that cannot be used (made with another
+/// layout, or damaged) is replaced at the end.
+fn load_cache(path: &Path, layout: &Layout) -> Result<FileCache> {
+    let (cache, outcome) = FileCache::load(path, &layout.descriptor())
+        .with_context(|| format!("reading {}", path.display()))?;
     match &outcome {
         LoadOutcome::Ignored { reason } => tracing::warn!(
             "{}: not used ({reason}); every file is hashed again",
@@ -350,9 +355,9 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
     opts.check()?;
     let node = connect(opts).await?;
     let dir = crate::fsutil::absolute(&opts.dir)?;
-    let add = opts.add_options();
+    let layout = opts.layout();
     let cache_path = dir.join(CACHE_FILE);
-    let cache = load_cache(&cache_path)?;
+    let cache = load_cache(&cache_path, &layout)?;
     let mut roots = match &node {
         Some(_) => Some(RootLog::load(&dir.join(ROOTS_FILE))?),
         None => None,
@@ -378,7 +383,7 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
     } = pass(
         dir.clone(),
         cache,
-        add,
+        layout,
         car.clone(),
         target,
         opts.concurrency,
@@ -417,7 +422,7 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
             opts,
             node,
             &dir,
-            add,
+            layout,
             &tree,
             &built,
             roots,
@@ -490,7 +495,7 @@ async fn finish_on_node(
     opts: &PublishOptions,
     node: &Node,
     dir: &Path,
-    add: AddOptions,
+    layout: Layout,
     tree: &MirrorTree,
     built: &Built,
     roots: &mut RootLog,
@@ -536,7 +541,7 @@ async fn finish_on_node(
         let repair = pass(
             dir.to_path_buf(),
             FileCache::new(),
-            add,
+            layout,
             None,
             Some(node.target(knowledge, opts)),
             opts.concurrency,
@@ -592,7 +597,7 @@ mod tests {
         let cases = [
             (
                 PublishOptions {
-                    cid_version: 2,
+                    cid_version: Some(2),
                     ..base.clone()
                 },
                 "--cid-version",

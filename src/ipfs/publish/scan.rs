@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use super::{io_error, PublishError, IPFS_HASH_FILE};
 use crate::ipfs::cid::Cid;
 use crate::ipfs::file_cache::{FileCache, FileStamp};
-use crate::ipfs::unixfs::{AddOptions, Added};
+use crate::ipfs::profile::Layout;
+use crate::ipfs::unixfs::Added;
 use crate::narinfo::NarInfo;
 
 /// What a directory entry is.
@@ -93,8 +94,8 @@ pub struct MirrorTree {
 
 /// What [`MirrorTree::scan`] needs to know.
 pub struct ScanOptions<'a> {
-    /// The add options (a cache entry for other options is not used).
-    pub add: AddOptions,
+    /// The import parameters (a cache entry for other options is not used).
+    pub layout: Layout,
     /// The cache of earlier runs.
     pub cache: &'a FileCache,
     /// Whether a release's `ipfs_hash` CID may be used without looking at its files: true
@@ -269,7 +270,7 @@ impl<'a> Scanner<'a> {
         let cached = self
             .opts
             .cache
-            .file(key, stamp, self.opts.add)
+            .file(key, stamp, self.opts.layout.add)
             .and_then(|e| e.dep.clone());
         let nar_path = match cached {
             Some(dep) if Path::new(&dep.key).is_absolute() => PathBuf::from(dep.key),
@@ -396,7 +397,7 @@ impl<'a> Scanner<'a> {
         let cid = Cid::parse(text.trim()).ok()?;
         let known = self.opts.cache.dir(key)?;
         (known.cid == cid
-            && cid.version() == self.opts.add.cid_version
+            && cid.version() == self.opts.layout.add.cid_version
             && (self.opts.trust_release)(&cid))
         .then_some(known)
     }
@@ -505,7 +506,7 @@ mod tests {
         }
         let cache = FileCache::new();
         let opts = ScanOptions {
-            add: AddOptions::V0_RAW_LEAVES,
+            layout: crate::ipfs::profile::Profile::LegacyRawV0.layout(),
             cache: &cache,
             trust_release: &trust_none,
         };
@@ -533,7 +534,7 @@ mod tests {
         small_mirror(dir.path());
         let cache = FileCache::new();
         let opts = ScanOptions {
-            add: AddOptions::V0_RAW_LEAVES,
+            layout: crate::ipfs::profile::Profile::LegacyRawV0.layout(),
             cache: &cache,
             trust_release: &trust_none,
         };
