@@ -29,6 +29,10 @@ pub struct Cli {
     /// How to show progress: auto (bars on a terminal, plain lines otherwise), bars, plain, none.
     #[arg(long, global = true, default_value = "auto", value_name = "MODE")]
     pub progress: ProgressArg,
+    /// After the run, write its numbers to FILE (Prometheus text format, for node_exporter's
+    /// textfile collector), replacing it atomically; written for a failed run too.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -72,6 +76,24 @@ pub enum Command {
     /// Print the CID of each file or directory as `ipfs add -r --only-hash` computes it with an
     /// import profile (hidden entries left out, links kept as UnixFS symlinks); no node needed.
     Cid(CidArgs),
+}
+
+impl Command {
+    /// The subcommand's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::CreateChannelRelease(_) => "create-channel-release",
+            Command::UpdateBinaryCache(_) => "update-binary-cache",
+            Command::GarbageCollect(_) => "garbage-collect",
+            Command::CreateNixipfs(_) => "create-nixipfs",
+            Command::ReleaseNixos(_) => "release-nixos",
+            Command::Verify(_) => "verify",
+            Command::Status(_) => "status",
+            Command::Completions(_) => "completions",
+            Command::Man => "man",
+            Command::Cid(_) => "cid",
+        }
+    }
 }
 
 #[derive(Debug, Args)]

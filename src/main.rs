@@ -6,7 +6,9 @@
 mod cli;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -17,6 +19,8 @@ use nixipfs::commands::{
     update_binary_cache, verify,
 };
 use nixipfs::ipfs::profile::Profile;
+use nixipfs::metrics::Metrics;
+use nixipfs::mirror::MirrorReport;
 use nixipfs::verify::NarCheck;
 
 /// Requests in flight when neither the command line nor the config says.
@@ -26,7 +30,11 @@ use nixipfs::progress;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    match run(cli) {
+    let metrics_file = cli.metrics_file.clone();
+    let command = cli.command.name();
+    let started = Instant::now();
+    let mut metrics = Metrics::new();
+    let code = match run(cli, &mut metrics) {
         Ok(code) => code,
         Err(err) => {
             if is_broken_pipe(&err) {
@@ -35,6 +43,76 @@ fn main() -> ExitCode {
             progress::suspend(|| eprintln!("error: {err:#}"));
             ExitCode::FAILURE
         }
+    };
+    let Some(file) = metrics_file else {
+        return code;
+    };
+    let labels = [("command", command)];
+    metrics.gauge(
+        "nixipfs_run_success",
+        "1 if the last run of the command succeeded, else 0.",
+        &labels,
+        if code == ExitCode::SUCCESS { 1.0 } else { 0.0 },
+    );
+    metrics.gauge(
+        "nixipfs_run_duration_seconds",
+        "Wall time of the last run of the command.",
+        &labels,
+        started.elapsed().as_secs_f64(),
+    );
+    metrics.gauge(
+        "nixipfs_run_end_timestamp_seconds",
+        "When the last run of the command ended (unix seconds).",
+        &labels,
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
+    match metrics.write(&file) {
+        Ok(()) => code,
+        Err(e) => {
+            eprintln!("error: cannot write the metrics file: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Adds the numbers of a mirroring run to `metrics`.
+fn mirror_metrics(metrics: &mut Metrics, labels: &[(&str, &str)], r: &MirrorReport) {
+    let gauges: [(&str, &str, f64); 6] = [
+        (
+            "nixipfs_closure_paths",
+            "Store paths in the closure mirrored by the last run.",
+            r.paths as f64,
+        ),
+        (
+            "nixipfs_narinfos_fetched",
+            "Narinfos fetched from upstream by the last run.",
+            r.narinfos_fetched as f64,
+        ),
+        (
+            "nixipfs_nars_fetched",
+            "NAR files downloaded and verified by the last run.",
+            r.nars_fetched as f64,
+        ),
+        (
+            "nixipfs_bytes_fetched",
+            "Bytes of NAR files downloaded by the last run.",
+            r.bytes as f64,
+        ),
+        (
+            "nixipfs_paths_missing_upstream",
+            "Store paths of the closure that upstream does not have.",
+            r.missing.len() as f64,
+        ),
+        (
+            "nixipfs_failures",
+            "Failures of the last run (paths, files, channels).",
+            r.failures.len() as f64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        metrics.gauge(name, help, labels, value);
     }
 }
 
@@ -51,7 +129,10 @@ fn init_logging(cli: &Cli) {
         .with_env_filter(filter)
         .with_writer(progress::LogWriter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty()),
+        )
         .without_time()
         .init();
     progress::init(match cli.progress {
@@ -77,7 +158,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
     match cli.command {
         Command::UpdateBinaryCache(a) => {
             let opts = update_binary_cache::UpdateBinaryCacheOptions {
@@ -95,6 +176,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let report = runtime()?.block_on(update_binary_cache::run(&opts, &mut stdout))?;
             stdout.flush().context("cannot write to standard output")?;
             tracing::info!("update-binary-cache: {}", report.summary());
+            mirror_metrics(metrics, &[("command", "update-binary-cache")], &report);
             if report.is_complete() {
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -117,7 +199,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 wait_lock: a.wait_lock,
             };
             let mut stdout = std::io::stdout().lock();
-            garbage_collect::run(&opts, &mut stdout)?;
+            let report = garbage_collect::run(&opts, &mut stdout)?;
+            let labels = [("command", "garbage-collect")];
+            metrics.gauge(
+                "nixipfs_gc_narinfos_deleted",
+                "Narinfos deleted by the last collection.",
+                &labels,
+                report.narinfos as f64,
+            );
+            metrics.gauge(
+                "nixipfs_gc_nars_deleted",
+                "NAR files deleted by the last collection.",
+                &labels,
+                report.nars as f64,
+            );
+            metrics.gauge(
+                "nixipfs_gc_bytes_freed",
+                "Bytes freed by the last collection.",
+                &labels,
+                report.bytes as f64,
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::CreateChannelRelease(a) => {
@@ -154,7 +255,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tracing::info!("create-nixipfs: {}", report.summary());
             Ok(ExitCode::SUCCESS)
         }
-        Command::ReleaseNixos(a) => release_nixos_cmd(a),
+        Command::ReleaseNixos(a) => release_nixos_cmd(a, metrics),
         Command::Status(a) => {
             let opts = status::StatusOptions {
                 dir: a.dir,
@@ -205,6 +306,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let mut stdout = std::io::stdout().lock();
             let report = verify::run(&opts, &mut stdout)?;
+            metrics.gauge(
+                "nixipfs_verify_problems",
+                "Problems the last verify found.",
+                &[("command", "verify")],
+                report.problems.len() as f64,
+            );
             tracing::info!(
                 "verify: {} narinfos, {} NARs, {} complete releases, {} channels: {} problems",
                 report.narinfos,
@@ -222,7 +329,67 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
+/// Adds the numbers of a `release-nixos` run, and of the mirror it leaves, to `metrics`.
+fn release_metrics(metrics: &mut Metrics, dir: &Path, report: &release_nixos::ReleaseReport) {
+    let mut total = MirrorReport::default();
+    for c in &report.channels {
+        if let Some(m) = &c.mirror {
+            total.paths += m.paths;
+            total.narinfos_fetched += m.narinfos_fetched;
+            total.nars_fetched += m.nars_fetched;
+            total.bytes += m.bytes;
+            total.missing.extend(m.missing.iter().cloned());
+            total.failures.extend(m.failures.iter().cloned());
+        }
+        let labels = [("channel", c.channel.as_str())];
+        metrics.gauge(
+            "nixipfs_channel_success",
+            "1 if the channel's release and closure were complete in the last run, else 0.",
+            &labels,
+            if c.error.is_none() { 1.0 } else { 0.0 },
+        );
+    }
+    total.missing.sort();
+    total.missing.dedup();
+    mirror_metrics(metrics, &[("command", "release-nixos")], &total);
+    // What the mirror holds after the run.
+    let Ok(state) = nixipfs::status::read(dir) else {
+        return;
+    };
+    if let Some(t) = state.last_sync {
+        metrics.gauge(
+            "nixipfs_last_sync_timestamp_seconds",
+            "End of the last run in which everything succeeded (DIR/lastsync).",
+            &[],
+            t as f64,
+        );
+    }
+    metrics.gauge(
+        "nixipfs_disk_bytes",
+        "Bytes of every file of the mirror.",
+        &[],
+        state.disk_bytes as f64,
+    );
+    for c in &state.channels {
+        let labels = [("channel", c.channel.as_str())];
+        if let Some(age) = c.age_seconds {
+            metrics.gauge(
+                "nixipfs_channel_release_age_seconds",
+                "Age of the release the channel points at (since its Hydra build).",
+                &labels,
+                age as f64,
+            );
+        }
+        metrics.gauge(
+            "nixipfs_channel_closure_bytes",
+            "Bytes of the NAR files of the channel's release.",
+            &labels,
+            c.closure_bytes as f64,
+        );
+    }
+}
+
+fn release_nixos_cmd(a: cli::ReleaseNixosArgs, metrics: &mut Metrics) -> Result<ExitCode> {
     let config = nixipfs::config::load(&a.config)?;
     let ipfs = if !a.no_ipfs && !a.print_only {
         let threads = config.max_ipfs_threads.unwrap_or(4);
@@ -248,6 +415,7 @@ fn release_nixos_cmd(a: cli::ReleaseNixosArgs) -> Result<ExitCode> {
     let mut stdout = std::io::stdout();
     let report = runtime()?.block_on(release_nixos::run(&opts, &mut stdout))?;
     stdout.flush().context("cannot write to standard output")?;
+    release_metrics(metrics, &opts.dir, &report);
     for c in &report.channels {
         if let (None, Some(r)) = (&c.error, &c.release) {
             tracing::info!(
