@@ -93,6 +93,7 @@ fn main() -> ExitCode {
         tmpdir: dir.join("tmp"),
         config,
         print_only: false,
+        print_format: Default::default(),
         gc: true,
         wait_lock: false,
         force: false,

@@ -14,6 +14,7 @@ use nixipfs::ipfs::api_addr::ApiAddr;
 use nixipfs::ipfs::client::{parse_duration, Timeouts};
 use nixipfs::ipfs::profile::Profile;
 use nixipfs::ipfs::publish::{PublishOptions, SendMethod};
+use nixipfs::mirror::PrintFormat;
 use nixipfs::signature::PublicKey;
 
 /// Mirror NixOS channel releases and their binary cache closure from Hydra to disk and IPFS.
@@ -248,6 +249,28 @@ pub fn parse_keys(keys: &[String]) -> Result<Vec<PublicKey>> {
         .collect()
 }
 
+/// How `--print-only` lists the NARs to fetch.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum PrintFormatArg {
+    /// URL,FILEHASH: the narinfo's relative URL and its FileHash, as the original scripts.
+    Plain,
+    /// The full URL of each NAR, one a line.
+    Url,
+    /// An input file for `aria2c -i FILE -d DIR`: URL, out= and checksum= per NAR, so aria2c
+    /// puts each file in place and verifies it.
+    Aria2c,
+}
+
+impl PrintFormatArg {
+    pub fn format(self) -> PrintFormat {
+        match self {
+            PrintFormatArg::Plain => PrintFormat::Plain,
+            PrintFormatArg::Url => PrintFormat::Url,
+            PrintFormatArg::Aria2c => PrintFormat::Aria2c,
+        }
+    }
+}
+
 /// Turning the NAR check off.
 #[derive(Debug, Args, Clone)]
 pub struct NarCheckArgs {
@@ -306,6 +329,16 @@ pub struct UpdateBinaryCacheArgs {
     /// Write the narinfos and print URL,FileHash for each NAR to fetch, instead of downloading.
     #[arg(long, alias = "print_only")]
     pub print_only: bool,
+    /// How --print-only lists the NARs to fetch: plain (URL,FileHash), url, or aria2c (an input
+    /// file for `aria2c -i FILE -d DIR`).
+    #[arg(
+        long,
+        alias = "print_format",
+        value_name = "FORMAT",
+        default_value = "plain",
+        requires = "print_only"
+    )]
+    pub print_format: PrintFormatArg,
     /// Wait for another run holding OUTDIR/.lock instead of exiting.
     #[arg(long, alias = "wait_lock")]
     pub wait_lock: bool,
@@ -498,6 +531,16 @@ pub struct ReleaseNixosArgs {
     /// Resolve and list NARs instead of downloading them.
     #[arg(long, alias = "print_only")]
     pub print_only: bool,
+    /// How --print-only lists the NARs to fetch: plain (URL,FileHash), url, or aria2c (an input
+    /// file for `aria2c -i FILE -d DIR`).
+    #[arg(
+        long,
+        alias = "print_format",
+        value_name = "FORMAT",
+        default_value = "plain",
+        requires = "print_only"
+    )]
+    pub print_format: PrintFormatArg,
     /// Delete old releases and unreferenced cache files.
     #[arg(long)]
     pub gc: bool,

@@ -1498,6 +1498,7 @@ fn without_nar_hash_checks_the_library_takes_what_file_hash_allows() {
             roots: vec![StorePath::from_absolute_path(&hello).unwrap()],
             release: None,
             print_only: false,
+            print_format: Default::default(),
             check_nar_hash,
         };
         rt.block_on(mirror_closure(&job, &mut std::io::sink()))

@@ -22,7 +22,7 @@ use crate::fsutil::{self, DirLock};
 use crate::gc::{self, GcReport};
 use crate::hydra::HydraClient;
 use crate::ipfs::publish::{self, PublishOptions, PublishReport};
-use crate::mirror::{self, MirrorJob, MirrorReport};
+use crate::mirror::{self, MirrorJob, MirrorReport, PrintFormat};
 use crate::release::{self, create::NewRelease};
 use crate::signature::PublicKey;
 use crate::status;
@@ -40,6 +40,8 @@ pub struct ReleaseNixosOptions {
     pub config: Config,
     /// Resolve closures and list NARs instead of downloading them; channels do not move.
     pub print_only: bool,
+    /// How `print_only` lists the NARs to fetch.
+    pub print_format: PrintFormat,
     /// Delete old releases and unreferenced cache files after mirroring.
     pub gc: bool,
     /// Wait for the lock instead of failing.
@@ -265,6 +267,7 @@ async fn mirror_channel(
             roots,
             release: Some(&release.dir),
             print_only: opts.print_only,
+            print_format: opts.print_format,
             check_nar_hash: opts.check_nar_hash,
         },
         out,

@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::binary_cache::{self, LocalCache, Upstream, BINARY_CACHE_DIR};
 use crate::fetch::{FetchConfig, Fetcher};
 use crate::fsutil::DirLock;
-use crate::mirror::{self, MirrorJob, MirrorReport};
+use crate::mirror::{self, MirrorJob, MirrorReport, PrintFormat};
 use crate::release;
 use crate::signature::PublicKey;
 
@@ -26,6 +26,8 @@ pub struct UpdateBinaryCacheOptions {
     pub fetch: FetchConfig,
     /// Write narinfos and list the NARs to fetch instead of downloading them.
     pub print_only: bool,
+    /// How `print_only` lists the NARs to fetch.
+    pub print_format: PrintFormat,
     /// Keys a fetched narinfo must be signed by; empty means the default for the cache.
     pub trusted_keys: Vec<PublicKey>,
     /// Whether signatures are checked at all.
@@ -54,6 +56,7 @@ pub async fn run(
             roots,
             release: Some(&opts.release),
             print_only: opts.print_only,
+            print_format: opts.print_format,
             check_nar_hash: opts.check_nar_hash,
         },
         out,

@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tokio::sync::mpsc;
 
-use crate::binary_cache::{LocalCache, ReleaseView, Upstream};
+use crate::binary_cache::{LocalCache, ReleaseView, Upstream, BINARY_CACHE_DIR};
 use crate::fsutil;
+use crate::hash::Sha256Hash;
 use crate::progress::{self, Phase, Unit};
 use crate::release;
 use crate::store_path::StorePath;
@@ -49,12 +50,51 @@ pub struct MirrorJob<'a> {
     pub roots: Vec<StorePath>,
     /// The release to link (and to write `missing-store-paths` into).
     pub release: Option<&'a Path>,
-    /// List the NARs to fetch (as `URL,FILEHASH` lines) instead of downloading them; the
-    /// narinfos are stored for another host to fill in, and no view is linked.
+    /// List the NARs to fetch (in `print_format`) instead of downloading them; the narinfos are
+    /// stored for another host to fill in, and no view is linked.
     pub print_only: bool,
+    /// How `print_only` lists a NAR.
+    pub print_format: PrintFormat,
     /// Decompress every NAR and check it against its narinfo's signed `NarHash` and `NarSize`,
     /// besides `FileHash` and `FileSize` (which no signature covers). Off, one warning says so.
     pub check_nar_hash: bool,
+}
+
+/// How `--print-only` lists the NARs another downloader is to fetch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PrintFormat {
+    /// `URL,FILEHASH`: the narinfo's relative `URL` and its `FileHash` (`sha256:` nix32), as
+    /// the 2017 scripts printed them.
+    #[default]
+    Plain,
+    /// The NAR's full URL on the upstream cache, one a line (for `wget -i`, `curl -K`-style
+    /// lists).
+    Url,
+    /// An input file for `aria2c -i LIST -d MIRROR_DIR`: the full URL, then `out=` (the file's
+    /// path under the mirror directory) and `checksum=sha-256=` (the file's hash in hex), so
+    /// that aria2c puts each file in place and verifies it itself.
+    Aria2c,
+}
+
+impl PrintFormat {
+    /// The entry of the NAR at `url` (its full URL), stored at `rel` under the binary cache
+    /// directory, whose sha256 is `hash`; ends with a newline.
+    pub fn entry(self, url: &str, rel: &str, hash: Option<Sha256Hash>) -> String {
+        match self {
+            PrintFormat::Plain => format!(
+                "{rel},{}\n",
+                hash.map(|h| h.to_string()).unwrap_or_default()
+            ),
+            PrintFormat::Url => format!("{url}\n"),
+            PrintFormat::Aria2c => {
+                let mut e = format!("{url}\n  out={BINARY_CACHE_DIR}/{rel}\n");
+                if let Some(h) = hash {
+                    e.push_str(&format!("  checksum=sha-256={}\n", h.to_hex()));
+                }
+                e
+            }
+        }
+    }
 }
 
 /// What a mirroring run did.
@@ -159,7 +199,7 @@ pub async fn mirror_closure(
     let mut nars = Nars::new(
         cache,
         job.upstream,
-        job.print_only,
+        job.print_only.then_some(job.print_format),
         job.check_nar_hash,
         bytes_phase.clone(),
     );

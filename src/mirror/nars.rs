@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::walk::Origin;
-use super::MirrorReport;
+use super::{MirrorReport, PrintFormat};
 use crate::binary_cache::{LocalCache, Upstream};
 use crate::compression::Compression;
 use crate::fetch::{self, Expected, ExpectedNar};
@@ -58,7 +58,8 @@ pub(super) struct NarDone {
 pub(super) struct Nars<'a> {
     cache: &'a LocalCache,
     upstream: &'a Upstream,
-    print_only: bool,
+    /// How NARs are listed instead of fetched (`--print-only`); `None`: they are fetched.
+    print: Option<PrintFormat>,
     check_nar_hash: bool,
     /// NAR path -> the narinfos waiting for it (stored, if fetched, once it is verified).
     waiting: HashMap<PathBuf, Vec<(NarInfo, Origin)>>,
@@ -77,7 +78,7 @@ impl<'a> Nars<'a> {
     pub(super) fn new(
         cache: &'a LocalCache,
         upstream: &'a Upstream,
-        print_only: bool,
+        print: Option<PrintFormat>,
         check_nar_hash: bool,
         bytes_phase: Phase,
     ) -> Nars<'a> {
@@ -85,7 +86,7 @@ impl<'a> Nars<'a> {
         Nars {
             cache,
             upstream,
-            print_only,
+            print,
             check_nar_hash,
             waiting: HashMap::new(),
             claims: HashMap::new(),
@@ -172,12 +173,16 @@ impl<'a> Nars<'a> {
             nar: nar_check,
         };
         let present = self.cache.nar_present(&nar, &narinfo);
-        if self.print_only {
+        if let Some(format) = self.print {
             if present {
                 report.nars_present += 1;
             } else if let Entry::Vacant(slot) = self.waiting.entry(nar) {
-                let hash = narinfo.file_hash.map(|h| h.to_string()).unwrap_or_default();
-                writeln!(out, "{},{}", narinfo.url, hash)
+                let entry = format.entry(
+                    &self.upstream.nar_url(&narinfo),
+                    &narinfo.url,
+                    narinfo.file_hash,
+                );
+                out.write_all(entry.as_bytes())
                     .context("cannot write to standard output")?;
                 report.nars_listed += 1;
                 slot.insert(Vec::new());

@@ -1,0 +1,155 @@
+//! `--print-only --print-format aria2c`: the list another downloader is handed. Real `aria2c`
+//! fetches it into the mirror, verifying each file against the checksum in the list, and the next
+//! normal run finds every NAR in place, checks it down to its signed NarHash, and downloads none.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::process::run_command;
+use common::{assert_success, nix_cache, output_text, run_nixipfs, Compression, TestDir, TestServer};
+
+fn nar_requests(server: &TestServer) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/nar/"))
+        .count()
+}
+
+#[test]
+fn aria2c_fetches_the_listed_nars_and_the_next_run_downloads_none() {
+    let cache = nix_cache(Compression::Xz);
+    let server = TestServer::builder().static_dir(&cache.dir).start();
+    let dir = TestDir::new("print-aria2c");
+    let release = dir.join("release");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::write(release.join("store-paths"), cache.store_paths_text()).unwrap();
+    let mirror = dir.join("mirror");
+    let update = |extra: &[&str]| {
+        let mut args = vec![
+            "update-binary-cache".to_string(),
+            "--release".into(),
+            release.display().to_string(),
+            "--outdir".into(),
+            mirror.display().to_string(),
+            "--cache".into(),
+            server.url(),
+            "--trusted-public-key".into(),
+            cache.public_key.clone(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run_nixipfs(args)
+    };
+
+    let listed = update(&["--print-only", "--print-format", "aria2c"]);
+    assert_success(&listed);
+    assert_eq!(nar_requests(&server), 0, "--print-only downloaded a NAR");
+    let list = String::from_utf8(listed.stdout).unwrap();
+    let entries = list.lines().filter(|l| l.starts_with("http")).count();
+    assert!(entries > 0, "nothing listed:\n{list}");
+    assert_eq!(
+        list.lines().filter(|l| l.starts_with("  checksum=sha-256=")).count(),
+        entries,
+        "{list}"
+    );
+    let list_file = dir.write("nars.aria2", &list);
+
+    let aria2c = Command::new("aria2c")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    assert!(
+        aria2c.is_some(),
+        "aria2c is needed to fetch the list: apt-get install aria2 (.ci/run installs it)"
+    );
+    let fetched = run_command(
+        Command::new("aria2c").args([
+            "--input-file",
+            list_file.to_str().unwrap(),
+            "--dir",
+            mirror.to_str().unwrap(),
+            "--auto-file-renaming=false",
+            "--allow-overwrite=false",
+            "--check-integrity=true",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+            "--max-concurrent-downloads=4",
+        ]),
+        Duration::from_secs(120),
+    );
+    assert_success(&fetched);
+    let by_aria2c = nar_requests(&server);
+    assert_eq!(by_aria2c, entries, "aria2c made another number of NAR requests");
+
+    // The normal run takes what aria2c placed, checks it fully, and fetches no NAR.
+    let out = update(&[]);
+    assert_success(&out);
+    assert_eq!(
+        nar_requests(&server),
+        by_aria2c,
+        "the run downloaded NARs again:\n{}",
+        output_text(&out)
+    );
+    let verify = run_nixipfs([
+        "verify",
+        "--dir",
+        mirror.to_str().unwrap(),
+        "--full",
+        "--trusted-public-key",
+        &cache.public_key,
+    ]);
+    assert_success(&verify);
+}
+
+#[test]
+fn a_file_aria2c_got_wrong_is_not_taken_by_the_next_run() {
+    let cache = nix_cache(Compression::Xz);
+    let server = TestServer::builder().static_dir(&cache.dir).start();
+    let dir = TestDir::new("print-aria2c-bad");
+    let release = dir.join("release");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::write(release.join("store-paths"), cache.store_paths_text()).unwrap();
+    let mirror = dir.join("mirror");
+    let args = |extra: &[&str]| {
+        let mut args = vec![
+            "update-binary-cache".to_string(),
+            "--release".into(),
+            release.display().to_string(),
+            "--outdir".into(),
+            mirror.display().to_string(),
+            "--cache".into(),
+            server.url(),
+            "--trusted-public-key".into(),
+            cache.public_key.clone(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let listed = run_nixipfs(args(&["--print-only", "--print-format", "url"]));
+    assert_success(&listed);
+    let urls = String::from_utf8(listed.stdout).unwrap();
+    let first = urls.lines().next().expect("a NAR URL").to_string();
+    assert!(first.starts_with(&server.url()), "{first}");
+    // Another tool put a file of the right name and size but other bytes in place.
+    let rel = first.strip_prefix(&format!("{}/", server.url())).unwrap();
+    let target = mirror.join("binary_cache").join(rel);
+    let good = std::fs::read(cache.dir.join(rel)).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::write(&target, &bad).unwrap();
+    // The next run does not take it: the file is checked, found wrong, and the path fails,
+    // naming the file; nothing links it into the release.
+    let out = run_nixipfs(args(&[]));
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains(rel.rsplit('/').next().unwrap()),
+        "{}",
+        output_text(&out)
+    );
+    assert!(!release.join("binary_cache").join(rel).exists());
+}
