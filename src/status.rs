@@ -94,9 +94,10 @@ pub struct ReleaseFile {
     pub bytes: u64,
 }
 
-/// Reads the state of the mirror in `dir`. A directory that is not a mirror (no `channels/`,
-/// `releases/` or `binary_cache/`) is an error naming it.
-pub fn read(dir: &Path) -> Result<MirrorStatus> {
+/// `dir` made absolute, once it is known to be a mirror directory: one that has `channels/`,
+/// `releases/` or `binary_cache/`. Anything else is an error naming it, so that a command that
+/// reads a mirror never reports on the wrong directory as if it were an empty mirror.
+pub fn check_mirror_dir(dir: &Path) -> Result<PathBuf> {
     let dir = fsutil::absolute(dir)?;
     if !dir.is_dir() {
         bail!("the mirror directory {} does not exist", dir.display());
@@ -111,6 +112,12 @@ pub fn read(dir: &Path) -> Result<MirrorStatus> {
             dir.display()
         );
     }
+    Ok(dir)
+}
+
+/// Reads the state of the mirror in `dir` (see [`check_mirror_dir`]).
+pub fn read(dir: &Path) -> Result<MirrorStatus> {
+    let dir = check_mirror_dir(dir)?;
     let read_at = now();
     let mut channels = Vec::new();
     for link in fsutil::read_dir_sorted(&dir.join("channels"))? {

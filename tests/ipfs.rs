@@ -558,6 +558,10 @@ async fn a_car_file_carries_the_whole_dag_to_a_fresh_node() {
     let (roots, blocks) = car_blocks(&car);
     assert_eq!(roots, vec![report.root]);
     assert_eq!(blocks.len() as u64, report.sent.car_file_blocks);
+    // Handed to another host or served: others may read it, as any new file.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&car).unwrap().permissions());
+    assert_eq!(mode & 0o044, 0o044, "the CAR file has mode {mode:o}");
 
     let fresh = IpfsNode::start();
     let client = client(&fresh);

@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::process::run_command;
-use common::{assert_success, nix_cache, output_text, run_nixipfs, Compression, TestDir, TestServer};
+use common::{
+    assert_success, nix_cache, output_text, run_nixipfs, Compression, TestDir, TestServer,
+};
 
 fn nar_requests(server: &TestServer) -> usize {
     server
@@ -50,7 +52,9 @@ fn aria2c_fetches_the_listed_nars_and_the_next_run_downloads_none() {
     let entries = list.lines().filter(|l| l.starts_with("http")).count();
     assert!(entries > 0, "nothing listed:\n{list}");
     assert_eq!(
-        list.lines().filter(|l| l.starts_with("  checksum=sha-256=")).count(),
+        list.lines()
+            .filter(|l| l.starts_with("  checksum=sha-256="))
+            .count(),
         entries,
         "{list}"
     );
@@ -82,7 +86,10 @@ fn aria2c_fetches_the_listed_nars_and_the_next_run_downloads_none() {
     );
     assert_success(&fetched);
     let by_aria2c = nar_requests(&server);
-    assert_eq!(by_aria2c, entries, "aria2c made another number of NAR requests");
+    assert_eq!(
+        by_aria2c, entries,
+        "aria2c made another number of NAR requests"
+    );
 
     // The normal run takes what aria2c placed, checks it fully, and fetches no NAR.
     let out = update(&[]);

@@ -191,14 +191,19 @@ fn status_reports_each_channel_as_the_files_on_disk_say() {
 }
 
 #[test]
-fn status_refuses_a_directory_that_is_not_a_mirror() {
+fn status_and_verify_refuse_a_directory_that_is_not_a_mirror() {
     let dir = TestDir::new("status-not-a-mirror");
     dir.write("README.md", "not a mirror");
-    let out = run_nixipfs(["status", "--dir", dir.path().to_str().unwrap()]);
-    assert!(!out.status.success());
-    let text = output_text(&out);
-    assert!(text.contains("is not a mirror"), "{text}");
-    assert!(text.contains(dir.path().to_str().unwrap()), "{text}");
+    for command in ["status", "verify"] {
+        let out = run_nixipfs([command, "--dir", dir.path().to_str().unwrap()]);
+        assert!(!out.status.success(), "{command} succeeded");
+        let text = output_text(&out);
+        assert!(text.contains("is not a mirror"), "{command}: {text}");
+        assert!(
+            text.contains(dir.path().to_str().unwrap()),
+            "{command}: {text}"
+        );
+    }
 }
 
 /// The text and links a visitor of `page` sees, as Chromium renders it.

@@ -19,8 +19,10 @@ pub struct VerifyOptions {
     pub trusted_keys: Vec<PublicKey>,
 }
 
-/// Runs the checks; each problem is printed to `out`, one per line.
+/// Runs the checks; each problem is printed to `out`, one per line. A directory that is not a
+/// mirror is an error, not a mirror without problems.
 pub fn run(opts: &VerifyOptions, out: &mut dyn Write) -> Result<VerifyReport> {
+    crate::status::check_mirror_dir(&opts.dir)?;
     let checks = VerifyChecks {
         nars: opts.nars,
         trusted_keys: opts.trusted_keys.clone(),

@@ -385,10 +385,9 @@ fn open_car(path: &Path, cid_version: u8) -> Result<CarOut, UploadError> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let file = tempfile::Builder::new()
-        .prefix(crate::fsutil::TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(|e| err(CarError::Io(e)))?;
+    // Named and made like every other file of nixipfs: readable as a new file is (0666 less
+    // the umask), since it is handed to another host or served.
+    let file = crate::fsutil::temp_file_in(dir).map_err(|e| err(CarError::Io(e)))?;
     let placeholder = car::placeholder_root(cid_version).map_err(|e| {
         err(CarError::Cid {
             location: "root".to_string(),
