@@ -135,17 +135,23 @@ pub fn collect_cache(
             report.bytes += size;
         }
     }
-    tracing::info!(
-        "garbage-collect: {} {} narinfos and {} NARs, {} {} bytes ({}); kept {} files",
-        verb(dry_run),
-        report.narinfos,
-        report.nars,
-        if dry_run { "would free" } else { "freed" },
-        report.bytes,
-        human_bytes(report.bytes),
-        report.kept
-    );
     Ok(report)
+}
+
+impl GcReport {
+    /// The one-line summary; `dry_run` says what would be done.
+    pub fn summary(&self, dry_run: bool) -> String {
+        format!(
+            "{} {} narinfos and {} NARs, {} {} bytes ({}); kept {} files",
+            verb(dry_run),
+            self.narinfos,
+            self.nars,
+            if dry_run { "would free" } else { "freed" },
+            self.bytes,
+            human_bytes(self.bytes),
+            self.kept
+        )
+    }
 }
 
 fn verb(dry_run: bool) -> &'static str {

@@ -201,6 +201,7 @@ fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
             };
             let mut stdout = std::io::stdout().lock();
             let report = garbage_collect::run(&opts, &mut stdout)?;
+            tracing::info!("garbage-collect: {}", report.summary(opts.dry_run));
             let labels = [("command", "garbage-collect")];
             metrics.gauge(
                 "nixipfs_gc_narinfos_deleted",
