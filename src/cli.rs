@@ -17,22 +17,37 @@ use nixipfs::ipfs::publish::{PublishOptions, SendMethod};
 use nixipfs::mirror::PrintFormat;
 use nixipfs::signature::PublicKey;
 
+/// The heading of the options every subcommand takes, listed after its own.
+const GLOBAL: &str = "Global options";
+
 /// Mirror NixOS channel releases and their binary cache closure from Hydra to disk and IPFS.
 #[derive(Debug, Parser)]
 #[command(name = "nixipfs", version, about, long_about = None, max_term_width = 100)]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Only warnings and errors.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        help_heading = GLOBAL
+    )]
     pub quiet: bool,
     /// How to show progress: auto (bars on a terminal, plain lines otherwise), bars, plain, none.
-    #[arg(long, global = true, default_value = "auto", value_name = "MODE")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "auto",
+        value_name = "MODE",
+        help_heading = GLOBAL
+    )]
     pub progress: ProgressArg,
     /// After the run, write its numbers to FILE (Prometheus text format, for node_exporter's
     /// textfile collector), replacing it atomically; written for a failed run too.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub metrics_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,

@@ -28,7 +28,7 @@
 //! | `target_cache` | optional; written into each release's `binary-cache-url` instead of `cache` |
 //! | `repo` | optional nixpkgs git URL, used by source tarball mirroring |
 //! | `max_threads` | concurrent downloads, 1 to [`MAX_THREADS`]; default [`DEFAULT_MAX_THREADS`] |
-//! | `max_ipfs_threads` | optional, concurrent IPFS requests, 1 to [`MAX_THREADS`] |
+//! | `max_ipfs_threads` | optional, threads hashing files for IPFS, 1 to [`MAX_THREADS`]; default 4 |
 //! | `cid_profile` | **new**, optional: the import profile the mirror is published with (`unixfs-v1-2025`, `unixfs-v0-2015`, `legacy-raw-v0`); `--cid-profile` overrides it |
 //! | `trusted_public_keys` | **new**, optional: `name:base64` Ed25519 keys, at least one, that narinfos must be signed by; absent means "not configured" (the caller picks its default) |
 //! | `releases` | at least one release |
