@@ -1,12 +1,15 @@
 //! A complete mirror run on one machine, with no internet: a local Hydra and a local binary
 //! cache on 127.0.0.1 serve the fixture data in `tests/fixtures/` (a NixOS 17.09 evaluation, its
-//! channel tarball and ISO, and a binary cache made and signed by real Nix), and `release-nixos`
-//! mirrors it into a directory.
+//! channel tarball and ISO, and a binary cache made and signed by real Nix), and the `nixipfs`
+//! binary mirrors it into a directory, computes its IPFS CIDs into a CAR file (no IPFS node
+//! needed), and shows what the mirror holds.
 //!
 //! ```text
-//! cargo run --example demo -- [MIRROR_DIR]     # run the whole pipeline (default: ./demo-mirror)
-//! cargo run --example demo -- --serve          # only serve Hydra on :8081 and the cache on :8082,
-//!                                              # for `nixipfs release-nixos --config examples/nixos_release.local.json`
+//! cargo build --release && cargo run --release --example demo -- [MIRROR_DIR]
+//!     # the whole pipeline (default: ./demo-mirror), with target/release/nixipfs
+//! cargo run --example demo -- --serve
+//!     # only serve Hydra on :8081 and the cache on :8082, for
+//!     # `nixipfs release-nixos --config examples/nixos_release.local.json ...` by hand
 //! ```
 
 #[path = "../tests/common/server.rs"]
@@ -14,13 +17,15 @@
 mod server;
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 
-use nixipfs::commands::release_nixos::{self, ReleaseNixosOptions};
-use nixipfs::fetch::FetchConfig;
 use server::TestServer;
 
 const FIXTURE_KEY: &str = "nixipfs-fixture-1:5Ub9Kt9Do89gtXlhSQzzyiOhS72CMY40E2eEItZUFWo=";
+
+/// Where the mirror is served from in the instructions the demo prints; releases record it as
+/// their `binary-cache-url`.
+const SERVE_URL: &str = "http://localhost:8000";
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -33,6 +38,38 @@ fn start(section: &str, port: u16) -> TestServer {
         builder.start()
     } else {
         builder.port(port).start()
+    }
+}
+
+/// The `nixipfs` binary built beside this example (`target/PROFILE/nixipfs`).
+fn nixipfs() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the demo itself: {e}"))?;
+    // target/PROFILE/examples/demo -> target/PROFILE/nixipfs
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("nixipfs"))
+        .ok_or("cannot find the target directory")?;
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} does not exist: build it first with `cargo build --release` \
+             (or `cargo build` for a debug demo)",
+            bin.display()
+        ))
+    }
+}
+
+/// Runs `nixipfs ARGS`, its output going to the terminal; false when it failed.
+fn run(bin: &Path, args: &[&str]) -> bool {
+    println!("\n$ nixipfs {}", args.join(" "));
+    match Command::new(bin).args(args).status() {
+        Ok(status) => status.success(),
+        Err(e) => {
+            eprintln!("error: cannot run {}: {e}", bin.display());
+            false
+        }
     }
 }
 
@@ -50,6 +87,13 @@ fn main() -> ExitCode {
             std::thread::park();
         }
     }
+    let bin = match nixipfs() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let dir = PathBuf::from(args.first().map(String::as_str).unwrap_or("demo-mirror"));
     let hydra = start("hydra", 0);
     let cache = start("binary_cache", 0);
@@ -57,6 +101,7 @@ fn main() -> ExitCode {
         r#"{{
   "hydra": "{}",
   "cache": "{}",
+  "target_cache": "{SERVE_URL}/binary_cache",
   "max_threads": 8,
   "trusted_public_keys": ["{FIXTURE_KEY}"],
   "releases": [
@@ -71,76 +116,51 @@ fn main() -> ExitCode {
         eprintln!("error: cannot create {}: {e}", dir.display());
         return ExitCode::FAILURE;
     }
-    let config_file = dir.join("nixos_release.json");
+    let config_file = dir.with_extension("json");
     if let Err(e) = std::fs::write(&config_file, &config_text) {
         eprintln!("error: cannot write {}: {e}", config_file.display());
         return ExitCode::FAILURE;
     }
-    tracing_subscriber::fmt()
-        .with_target(false)
-        .without_time()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let config = match nixipfs::config::load(&config_file) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
+    let d = dir.display().to_string();
+    let tmp = dir.with_extension("tmp").display().to_string();
+    let car = dir.with_extension("car").display().to_string();
+    let steps: [Vec<&str>; 4] = [
+        vec![
+            "release-nixos",
+            "--dir",
+            &d,
+            "--tmpdir",
+            &tmp,
+            "--config",
+            config_file.to_str().unwrap_or_default(),
+            "--gc",
+            "--no-ipfs",
+        ],
+        vec!["verify", "--dir", &d, "--full", "--trusted-public-key", FIXTURE_KEY],
+        vec!["create-nixipfs", "--dir", &d, "--no-node", "--car", &car],
+        vec!["status", "--dir", &d],
+    ];
+    for step in &steps {
+        if !run(&bin, step) {
+            eprintln!("error: `nixipfs {}` failed", step.join(" "));
             return ExitCode::FAILURE;
         }
-    };
-    let opts = ReleaseNixosOptions {
-        dir: dir.clone(),
-        tmpdir: dir.join("tmp"),
-        config,
-        print_only: false,
-        print_format: Default::default(),
-        gc: true,
-        wait_lock: false,
-        force: false,
-        fetch: FetchConfig::default(),
-        trusted_keys: Vec::new(),
-        check_sigs: true,
-        check_nar_hash: true,
-        ipfs: None,
-    };
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let mut stdout = std::io::stdout();
-    let result = runtime.block_on(release_nixos::run(&opts, &mut stdout));
-    match result {
-        Ok(report) if report.is_success() => {
-            println!("\nThe mirror is in {}:", dir.display());
-            for entry in walkdir::WalkDir::new(&dir).sort_by_file_name().min_depth(1) {
-                let Ok(entry) = entry else { continue };
-                let rel = entry.path().strip_prefix(&dir).unwrap_or(entry.path());
-                if rel.starts_with("tmp") {
-                    continue;
-                }
-                match std::fs::read_link(entry.path()) {
-                    Ok(t) => println!("  {} -> {}", rel.display(), t.display()),
-                    Err(_) => println!("  {}", rel.display()),
-                }
-            }
-            println!(
-                "\nServe it with any static web server, e.g.:\n  python3 -m http.server -d {} 8000\n\
-                 and use http://HOST:8000/binary_cache as a substituter (trusted key {FIXTURE_KEY}).",
-                dir.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            for c in &report.channels {
-                if let Some(e) = &c.error {
-                    eprintln!("error: {}: {e}", c.channel);
-                }
-            }
-            for e in &report.errors {
-                eprintln!("error: {e}");
-            }
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+    }
+    println!("\nThe mirror is in {d}:");
+    for entry in walkdir::WalkDir::new(&dir).sort_by_file_name().min_depth(1) {
+        let Ok(entry) = entry else { continue };
+        let rel = entry.path().strip_prefix(&dir).unwrap_or(entry.path());
+        match std::fs::read_link(entry.path()) {
+            Ok(t) => println!("  {} -> {}", rel.display(), t.display()),
+            Err(_) => println!("  {}", rel.display()),
         }
     }
+    println!(
+        "\nServe it with any static web server that follows symlinks, e.g.\n  \
+         python3 -m http.server -d {d} 8000\n\
+         then open {SERVE_URL}/ (the front page, index.html) and use {SERVE_URL}/binary_cache \
+         as a substituter (trusted key {FIXTURE_KEY}).\n\
+         Its IPFS DAG is in {car}: `ipfs dag import {car}` on a node publishes it."
+    );
+    ExitCode::SUCCESS
 }
