@@ -136,7 +136,14 @@ fn main() -> ExitCode {
             "--gc",
             "--no-ipfs",
         ],
-        vec!["verify", "--dir", &d, "--full", "--trusted-public-key", FIXTURE_KEY],
+        vec![
+            "verify",
+            "--dir",
+            &d,
+            "--full",
+            "--trusted-public-key",
+            FIXTURE_KEY,
+        ],
         vec!["create-nixipfs", "--dir", &d, "--no-node", "--car", &car],
         vec!["status", "--dir", &d],
     ];

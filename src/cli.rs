@@ -264,6 +264,25 @@ pub fn parse_keys(keys: &[String]) -> Result<Vec<PublicKey>> {
         .collect()
 }
 
+/// Listing the NARs to fetch instead of fetching them.
+#[derive(Debug, Args, Clone)]
+pub struct PrintArgs {
+    /// Resolve the closure and write the narinfos, but download no NAR: list each NAR not yet in
+    /// the mirror on standard output, for another downloader; channels do not move.
+    #[arg(long, alias = "print_only")]
+    pub print_only: bool,
+    /// How --print-only lists the NARs to fetch: plain (URL,FileHash), url, or aria2c (an input
+    /// file for `aria2c -i FILE -d DIR`).
+    #[arg(
+        long,
+        alias = "print_format",
+        value_name = "FORMAT",
+        default_value = "plain",
+        requires = "print_only"
+    )]
+    pub print_format: PrintFormatArg,
+}
+
 /// How `--print-only` lists the NARs to fetch.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum PrintFormatArg {
@@ -341,19 +360,8 @@ pub struct UpdateBinaryCacheArgs {
     /// Upstream binary cache.
     #[arg(long, default_value = config::DEFAULT_CACHE)]
     pub cache: String,
-    /// Write the narinfos and print URL,FileHash for each NAR to fetch, instead of downloading.
-    #[arg(long, alias = "print_only")]
-    pub print_only: bool,
-    /// How --print-only lists the NARs to fetch: plain (URL,FileHash), url, or aria2c (an input
-    /// file for `aria2c -i FILE -d DIR`).
-    #[arg(
-        long,
-        alias = "print_format",
-        value_name = "FORMAT",
-        default_value = "plain",
-        requires = "print_only"
-    )]
-    pub print_format: PrintFormatArg,
+    #[command(flatten)]
+    pub print: PrintArgs,
     /// Wait for another run holding OUTDIR/.lock instead of exiting.
     #[arg(long, alias = "wait_lock")]
     pub wait_lock: bool,
@@ -543,19 +551,8 @@ pub struct ReleaseNixosArgs {
     /// The release config (nixos_release.json).
     #[arg(long)]
     pub config: PathBuf,
-    /// Resolve and list NARs instead of downloading them.
-    #[arg(long, alias = "print_only")]
-    pub print_only: bool,
-    /// How --print-only lists the NARs to fetch: plain (URL,FileHash), url, or aria2c (an input
-    /// file for `aria2c -i FILE -d DIR`).
-    #[arg(
-        long,
-        alias = "print_format",
-        value_name = "FORMAT",
-        default_value = "plain",
-        requires = "print_only"
-    )]
-    pub print_format: PrintFormatArg,
+    #[command(flatten)]
+    pub print: PrintArgs,
     /// Delete old releases and unreferenced cache files.
     #[arg(long)]
     pub gc: bool,

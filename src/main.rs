@@ -166,8 +166,8 @@ fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
                 outdir: a.outdir,
                 cache_url: a.cache,
                 fetch: a.fetch.to_config(DEFAULT_CONCURRENCY)?,
-                print_only: a.print_only,
-                print_format: a.print_format.format(),
+                print_only: a.print.print_only,
+                print_format: a.print.print_format.format(),
                 trusted_keys: a.sigs.keys()?,
                 check_sigs: !a.sigs.no_check_sigs,
                 check_nar_hash: !a.nar_check.no_check_nar_hash,
@@ -393,7 +393,7 @@ fn release_metrics(metrics: &mut Metrics, dir: &Path, report: &release_nixos::Re
 
 fn release_nixos_cmd(a: cli::ReleaseNixosArgs, metrics: &mut Metrics) -> Result<ExitCode> {
     let config = nixipfs::config::load(&a.config)?;
-    let ipfs = if !a.no_ipfs && !a.print_only {
+    let ipfs = if !a.no_ipfs && !a.print.print_only {
         let threads = config.max_ipfs_threads.unwrap_or(4);
         let profile = config.cid_profile.unwrap_or(Profile::DEFAULT);
         Some(a.ipfs.to_options(a.dir.clone(), true, threads, profile)?)
@@ -404,8 +404,8 @@ fn release_nixos_cmd(a: cli::ReleaseNixosArgs, metrics: &mut Metrics) -> Result<
         fetch: a.fetch.to_config(config.max_threads)?,
         dir: a.dir,
         tmpdir: a.tmpdir,
-        print_only: a.print_only,
-        print_format: a.print_format.format(),
+        print_only: a.print.print_only,
+        print_format: a.print.print_format.format(),
         gc: a.gc,
         wait_lock: a.wait_lock,
         force: a.force,

@@ -12,6 +12,45 @@ use common::{
     assert_success, nix_cache, output_text, run_nixipfs, Compression, TestDir, TestServer,
 };
 
+/// A release of a Nix-made cache served on 127.0.0.1, and an empty mirror for it.
+struct Setup {
+    cache: &'static common::NixCache,
+    server: TestServer,
+    dir: TestDir,
+}
+
+impl Setup {
+    fn new(label: &str) -> Setup {
+        let cache = nix_cache(Compression::Xz);
+        let server = TestServer::builder().static_dir(&cache.dir).start();
+        let dir = TestDir::new(label);
+        std::fs::create_dir_all(dir.join("release")).unwrap();
+        std::fs::write(dir.join("release/store-paths"), cache.store_paths_text()).unwrap();
+        Setup { cache, server, dir }
+    }
+
+    fn mirror(&self) -> std::path::PathBuf {
+        self.dir.join("mirror")
+    }
+
+    /// `update-binary-cache` of the release into the mirror, with `extra` arguments.
+    fn update(&self, extra: &[&str]) -> std::process::Output {
+        let mut args = vec![
+            "update-binary-cache".to_string(),
+            "--release".into(),
+            self.dir.join("release").display().to_string(),
+            "--outdir".into(),
+            self.mirror().display().to_string(),
+            "--cache".into(),
+            self.server.url(),
+            "--trusted-public-key".into(),
+            self.cache.public_key.clone(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run_nixipfs(args)
+    }
+}
+
 fn nar_requests(server: &TestServer) -> usize {
     server
         .requests()
@@ -22,29 +61,9 @@ fn nar_requests(server: &TestServer) -> usize {
 
 #[test]
 fn aria2c_fetches_the_listed_nars_and_the_next_run_downloads_none() {
-    let cache = nix_cache(Compression::Xz);
-    let server = TestServer::builder().static_dir(&cache.dir).start();
-    let dir = TestDir::new("print-aria2c");
-    let release = dir.join("release");
-    std::fs::create_dir_all(&release).unwrap();
-    std::fs::write(release.join("store-paths"), cache.store_paths_text()).unwrap();
-    let mirror = dir.join("mirror");
-    let update = |extra: &[&str]| {
-        let mut args = vec![
-            "update-binary-cache".to_string(),
-            "--release".into(),
-            release.display().to_string(),
-            "--outdir".into(),
-            mirror.display().to_string(),
-            "--cache".into(),
-            server.url(),
-            "--trusted-public-key".into(),
-            cache.public_key.clone(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        run_nixipfs(args)
-    };
-
+    let t = Setup::new("print-aria2c");
+    let (server, mirror, dir) = (&t.server, t.mirror(), &t.dir);
+    let update = |extra: &[&str]| t.update(extra);
     let listed = update(&["--print-only", "--print-format", "aria2c"]);
     assert_success(&listed);
     assert_eq!(nar_requests(&server), 0, "--print-only downloaded a NAR");
@@ -106,36 +125,17 @@ fn aria2c_fetches_the_listed_nars_and_the_next_run_downloads_none() {
         mirror.to_str().unwrap(),
         "--full",
         "--trusted-public-key",
-        &cache.public_key,
+        &t.cache.public_key,
     ]);
     assert_success(&verify);
 }
 
 #[test]
 fn a_file_aria2c_got_wrong_is_not_taken_by_the_next_run() {
-    let cache = nix_cache(Compression::Xz);
-    let server = TestServer::builder().static_dir(&cache.dir).start();
-    let dir = TestDir::new("print-aria2c-bad");
-    let release = dir.join("release");
-    std::fs::create_dir_all(&release).unwrap();
-    std::fs::write(release.join("store-paths"), cache.store_paths_text()).unwrap();
-    let mirror = dir.join("mirror");
-    let args = |extra: &[&str]| {
-        let mut args = vec![
-            "update-binary-cache".to_string(),
-            "--release".into(),
-            release.display().to_string(),
-            "--outdir".into(),
-            mirror.display().to_string(),
-            "--cache".into(),
-            server.url(),
-            "--trusted-public-key".into(),
-            cache.public_key.clone(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    };
-    let listed = run_nixipfs(args(&["--print-only", "--print-format", "url"]));
+    let t = Setup::new("print-aria2c-bad");
+    let (server, mirror, cache) = (&t.server, t.mirror(), &t.cache);
+    let release = t.dir.join("release");
+    let listed = t.update(&["--print-only", "--print-format", "url"]);
     assert_success(&listed);
     let urls = String::from_utf8(listed.stdout).unwrap();
     let first = urls.lines().next().expect("a NAR URL").to_string();
@@ -151,7 +151,7 @@ fn a_file_aria2c_got_wrong_is_not_taken_by_the_next_run() {
     std::fs::write(&target, &bad).unwrap();
     // The next run does not take it: the file is checked, found wrong, and the path fails,
     // naming the file; nothing links it into the release.
-    let out = run_nixipfs(args(&[]));
+    let out = t.update(&[]);
     assert!(!out.status.success(), "{}", output_text(&out));
     assert!(
         output_text(&out).contains(rel.rsplit('/').next().unwrap()),
