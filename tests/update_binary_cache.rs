@@ -1513,6 +1513,19 @@ fn without_nar_hash_checks_the_library_takes_what_file_hash_allows() {
     assert!(m.cache_dir().join(narinfo_name(&hello)).exists());
 }
 
+/// On disk, `path`'s NAR file becomes `other`'s, and its narinfo names that file's hash and size
+/// (fields no signature covers): only a check down to the NAR tells them apart.
+fn swap_nar_on_disk(m: &Mirror, cache: &NixCache, path: &str, other: &str) {
+    let nar_file = m.cache_dir().join(nar_url(cache, path));
+    fs::remove_file(&nar_file).unwrap();
+    fs::copy(cache.dir.join(nar_url(cache, other)), &nar_file).unwrap();
+    fs::write(
+        m.cache_dir().join(narinfo_name(path)),
+        narinfo_naming_the_file_of(cache, path, other),
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_nar_here_is_trusted_only_when_marked_as_checked() {
     let cache = nix_cache(Compression::Zstd);
@@ -1524,14 +1537,7 @@ fn a_nar_here_is_trusted_only_when_marked_as_checked() {
     assert_ok(&m.run_trusting(cache, &srv.url(), &[]));
     // On disk, hello's NAR file becomes lib's and its narinfo names that file's hash and size
     // (fields no signature covers): only a check down to the NAR tells them apart.
-    let nar_file = m.cache_dir().join(nar_url(cache, &hello));
-    fs::remove_file(&nar_file).unwrap();
-    fs::copy(cache.dir.join(nar_url(cache, &lib)), &nar_file).unwrap();
-    fs::write(
-        m.cache_dir().join(narinfo_name(&hello)),
-        narinfo_naming_the_file_of(cache, &hello, &lib),
-    )
-    .unwrap();
+    swap_nar_on_disk(&m, cache, &hello, &lib);
     let out = m.run_trusting(cache, &srv.url(), &[]);
     assert_failed(&out);
     let err = stderr(&out);
@@ -1598,14 +1604,7 @@ fn verify_full_catches_a_nar_swapped_with_its_file_hash() {
     let m = Mirror::new("ubc-verify-full");
     m.write_store_paths(&cache.store_paths_text());
     assert_ok(&m.run_trusting(cache, &srv.url(), &[]));
-    let nar_file = m.cache_dir().join(nar_url(cache, &hello));
-    fs::remove_file(&nar_file).unwrap();
-    fs::copy(cache.dir.join(nar_url(cache, &lib)), &nar_file).unwrap();
-    fs::write(
-        m.cache_dir().join(narinfo_name(&hello)),
-        narinfo_naming_the_file_of(cache, &hello, &lib),
-    )
-    .unwrap();
+    swap_nar_on_disk(&m, cache, &hello, &lib);
     let verify = |nars| {
         let checks = nixipfs::verify::VerifyChecks {
             nars,
