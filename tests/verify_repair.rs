@@ -110,6 +110,16 @@ fn narinfo_url(narinfo: &Path) -> String {
         .to_string()
 }
 
+/// The symbolic links under `dir` whose target is named `name`.
+fn links_to<'a>(dir: &Path, name: &'a std::ffi::OsStr) -> impl Iterator<Item = PathBuf> + 'a {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path_is_symlink())
+        .map(|e| e.into_path())
+        .filter(move |l| fs::read_link(l).unwrap().file_name() == Some(name))
+}
+
 /// The paths of the `removed PATH: REASON` lines of `stdout`, relative to `dir`, in order.
 fn removed(stdout: &str, dir: &Path) -> Vec<PathBuf> {
     let prefix = format!("removed {}/", dir.display());
@@ -252,4 +262,63 @@ fn repair_while_another_run_holds_the_lock_exits_at_once() {
     let out = m.verify(&["--repair"]);
     assert_success(&out);
     assert!(!temp.exists());
+}
+
+#[test]
+fn a_narinfo_without_its_nar_or_a_signature_is_removed_and_fetched_again() {
+    let m = Mirror::made("verify-repair-narinfos");
+    let dir = m.d();
+    let cache = dir.join("binary_cache");
+    let mut narinfos: Vec<PathBuf> = fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "narinfo"))
+        .collect();
+    narinfos.sort();
+    let (lacking, unsigned) = narinfos
+        .iter()
+        .map(|n| (n.clone(), narinfo_url(n)))
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|w| w[0].1 != w[1].1)
+        .map(|w| (w[0].0.clone(), w[1].0.clone()))
+        .unwrap();
+    let nar = cache.join(narinfo_url(&lacking));
+    fs::remove_file(&nar).unwrap();
+    let view_links: Vec<PathBuf> =
+        links_to(&dir.join("releases"), nar.file_name().unwrap()).collect();
+    assert!(!view_links.is_empty());
+    let text = fs::read_to_string(&unsigned).unwrap();
+    let stripped: String = text
+        .lines()
+        .filter(|l| !l.starts_with("Sig: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(stripped, text);
+    fs::write(&unsigned, stripped).unwrap();
+
+    let repaired = m.verify(&["--repair"]);
+    let out = output_text(&repaired);
+    assert!(!repaired.status.success(), "{out}");
+    let stdout = String::from_utf8_lossy(&repaired.stdout).to_string();
+    let mut got = removed(&stdout, &dir);
+    got.sort();
+    let rel = |p: &Path| p.strip_prefix(&dir).unwrap().to_path_buf();
+    // The narinfos, and the links of the releases' views to the NAR that is gone (dangling).
+    let mut want = vec![rel(&lacking), rel(&unsigned)];
+    want.extend(view_links.iter().map(|l| rel(l)));
+    want.sort();
+    assert_eq!(got, want, "{out}");
+
+    assert_success(&m.release());
+    assert!(nar.is_file());
+    assert_eq!(fs::read_to_string(&unsigned).unwrap(), text);
+    let after = m.verify(&["--full"]);
+    assert_success(&after);
+    assert_eq!(
+        String::from_utf8_lossy(&after.stdout),
+        "",
+        "{}",
+        output_text(&after)
+    );
 }
