@@ -759,16 +759,17 @@ pub fn repair(dir: &Path, problems: &[Problem]) -> Result<Vec<Repair>> {
                 }
             }
             Problem::DanglingLink { link } => repairs.remove(link, "dangling link".to_string())?,
+            Problem::ClosureLacks { .. } | Problem::ViewNarUnreachable { .. } => {
+                repairs.leave(problem, "nothing to remove; the next run links it")
+            }
             Problem::NarInfoMisnamed { .. }
             | Problem::UnknownCompression { .. }
             | Problem::NarNotAFile { .. }
             | Problem::NarUnreadable { .. }
             | Problem::ChannelIncomplete { .. }
             | Problem::StorePathLine { .. }
-            | Problem::ClosureLacks { .. }
             | Problem::ViewNarInfoInvalid { .. }
             | Problem::ViewUnsafeUrl { .. }
-            | Problem::ViewNarUnreachable { .. }
             | Problem::ViewNarOutsideCache { .. } => {
                 repairs.leave(problem, "removing a file does not repair it")
             }
