@@ -181,6 +181,15 @@ pub struct VerifyArgs {
         value_name = "KEY"
     )]
     pub trusted_public_keys: Vec<String>,
+    /// After checking, remove what is broken (a NAR failing its check with every narinfo naming
+    /// it, a bad narinfo, the git-revision of an incomplete release no channel points at,
+    /// dangling links of a release's view, temporary files) so that the next run fetches it
+    /// again; then check again. Takes the mirror lock.
+    #[arg(long)]
+    pub repair: bool,
+    /// With --repair, wait for another run holding the mirror lock instead of exiting at once.
+    #[arg(long, requires = "repair")]
+    pub wait_lock: bool,
 }
 
 /// HTTP settings shared by the commands that download.

@@ -305,9 +305,12 @@ fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
                     (false, false) => NarCheck::FileHash,
                 },
                 trusted_keys: cli::parse_keys(&a.trusted_public_keys)?,
+                repair: a.repair,
+                wait_lock: a.wait_lock,
             };
             let mut stdout = std::io::stdout().lock();
-            let report = verify::run(&opts, &mut stdout)?;
+            let outcome = verify::run(&opts, &mut stdout)?;
+            let report = outcome.report;
             metrics.gauge(
                 "nixipfs_verify_problems",
                 "Problems the last verify found.",

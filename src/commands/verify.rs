@@ -1,12 +1,14 @@
-//! `verify`: check a mirror's invariants (see [`crate::verify`]) and report every problem.
+//! `verify`: check a mirror's invariants (see [`crate::verify`]) and report every problem; with
+//! `--repair`, remove what is broken so that the next run fetches it again, and check again.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use crate::fsutil::DirLock;
 use crate::signature::PublicKey;
-use crate::verify::{verify_mirror_with, NarCheck, VerifyChecks, VerifyReport};
+use crate::verify::{repair, verify_mirror_with, NarCheck, Repair, VerifyChecks, VerifyReport};
 
 /// Options of `verify`.
 #[derive(Clone, Debug)]
@@ -17,17 +19,55 @@ pub struct VerifyOptions {
     pub nars: NarCheck,
     /// Keys every narinfo must carry a valid signature by (empty: signatures not checked).
     pub trusted_keys: Vec<PublicKey>,
+    /// After checking, remove what is broken (under the mirror lock) and check again.
+    pub repair: bool,
+    /// With `repair`, wait for another run holding the lock instead of failing at once.
+    pub wait_lock: bool,
 }
 
-/// Runs the checks; each problem is printed to `out`, one per line. A directory that is not a
-/// mirror is an error, not a mirror without problems.
-pub fn run(opts: &VerifyOptions, out: &mut dyn Write) -> Result<VerifyReport> {
+/// What `verify` found, and with `repair` what it did.
+#[derive(Debug)]
+pub struct VerifyOutcome {
+    /// The last check: after the repairs, if any were made.
+    pub report: VerifyReport,
+    /// What was done about each problem of the first check (empty without `repair`).
+    pub repairs: Vec<Repair>,
+}
+
+/// Runs the checks; each problem is printed to `out`, one per line. With `repair`, each repair
+/// follows (`removed FILE: REASON` or `left alone: PROBLEM (WHY)`), then each problem that
+/// remains (`remains: PROBLEM`). A directory that is not a mirror is an error, not a mirror
+/// without problems.
+pub fn run(opts: &VerifyOptions, out: &mut dyn Write) -> Result<VerifyOutcome> {
     crate::status::check_mirror_dir(&opts.dir)?;
     let checks = VerifyChecks {
         nars: opts.nars,
         trusted_keys: opts.trusted_keys.clone(),
     };
-    run_checks(&opts.dir, &checks, out)
+    if !opts.repair {
+        let report = run_checks(&opts.dir, &checks, out)?;
+        return Ok(VerifyOutcome {
+            report,
+            repairs: Vec::new(),
+        });
+    }
+    let _lock = DirLock::acquire(&opts.dir, opts.wait_lock)?;
+    let first = run_checks(&opts.dir, &checks, out)?;
+    if first.is_ok() {
+        return Ok(VerifyOutcome {
+            report: first,
+            repairs: Vec::new(),
+        });
+    }
+    let repairs = repair(&opts.dir, &first.found)?;
+    for r in &repairs {
+        writeln!(out, "{r}")?;
+    }
+    let report = verify_mirror_with(&opts.dir, &checks)?;
+    for p in &report.problems {
+        writeln!(out, "remains: {p}")?;
+    }
+    Ok(VerifyOutcome { report, repairs })
 }
 
 /// Runs `checks` on the mirror at `dir`; each problem is printed to `out`, one per line.
