@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::process::Output;
+
 use common::{output_text, run_nixipfs, TestDir, TestServer};
 
 fn stderr(output: &std::process::Output) -> String {
@@ -75,4 +77,76 @@ fn a_mirror_directory_that_is_a_file_or_cannot_be_created_is_refused_first() {
     );
     assert!(stderr(&out).contains(&want), "{}", output_text(&out));
     assert!(server.requests().is_empty(), "{}", server.log_summary());
+}
+
+/// A mirror without Nix: an empty cache holding one file no release links to, and one release
+/// with an empty view.
+fn bare_mirror(dir: &TestDir) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cache = dir.join("mirror/binary_cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(cache.join("nix-cache-info"), "StoreDir: /nix/store\n").unwrap();
+    std::fs::write(cache.join("unused.narinfo"), "StorePath: x\n").unwrap();
+    let releases = dir.join("mirror/releases");
+    std::fs::create_dir_all(releases.join("nixos-24.11/binary_cache")).unwrap();
+    (cache, releases)
+}
+
+fn garbage_collect(cache: &std::path::Path, releases: &[std::path::PathBuf]) -> Output {
+    let mut args = vec![
+        "garbage-collect".into(),
+        "--progress".into(),
+        "none".into(),
+        "--cache".into(),
+        cache.as_os_str().to_owned(),
+        "--releases".into(),
+    ];
+    args.extend(releases.iter().map(|r| r.as_os_str().to_owned()));
+    run_nixipfs::<_, std::ffi::OsString>(args)
+}
+
+/// What `releases/*` expands to in a shell (which leaves out hidden names), plus a temporary
+/// name given explicitly.
+fn glob_all(releases: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(releases)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_str().unwrap().starts_with('.'))
+        .collect();
+    v.sort();
+    v.push(releases.join(".nixipfs-tmp-half-made"));
+    v
+}
+
+#[test]
+fn a_release_glob_that_matches_lastsync_collects_but_a_missing_release_is_refused() {
+    let dir = TestDir::new("gc-glob");
+    let (cache, releases) = bare_mirror(&dir);
+    std::fs::write(releases.join("lastsync"), "1700000000\n").unwrap();
+    std::fs::create_dir_all(releases.join(".nixipfs-tmp-half-made")).unwrap();
+
+    // A named directory that is missing is still refused, and nothing is deleted.
+    let mut with_gone = glob_all(&releases);
+    with_gone.push(releases.join("gone"));
+    let out = garbage_collect(&cache, &with_gone);
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(
+        stderr(&out).contains("does not exist"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(cache.join("unused.narinfo").exists());
+
+    // `lastsync` alone is no release: refused as an empty list.
+    let out = garbage_collect(&cache, &[releases.join("lastsync")]);
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(cache.join("unused.narinfo").exists());
+
+    let out = garbage_collect(&cache, &glob_all(&releases));
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(!stderr(&out).contains("lastsync"), "{}", output_text(&out));
+    assert!(
+        !cache.join("unused.narinfo").exists(),
+        "{}",
+        output_text(&out)
+    );
 }
