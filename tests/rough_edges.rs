@@ -150,3 +150,64 @@ fn a_release_glob_that_matches_lastsync_collects_but_a_missing_release_is_refuse
         output_text(&out)
     );
 }
+
+/// A config of one release whose Hydra and cache are `server`.
+fn release_config(dir: &TestDir, server: &TestServer) -> std::path::PathBuf {
+    let config = format!(
+        r#"{{"hydra": "{url}", "cache": "{url}", "releases": [{{"channel": "nixos-test",
+            "project": "nixos", "jobset": "trunk", "job": "tested"}}]}}"#,
+        url = server.url()
+    );
+    dir.write("nixos_release.json", config)
+}
+
+fn release_nixos(dir: &TestDir, config: &std::path::Path, tmpdir: &std::path::Path) -> Output {
+    run_nixipfs([
+        "release-nixos".as_ref(),
+        "--dir".as_ref(),
+        dir.join("mirror").as_os_str(),
+        "--tmpdir".as_ref(),
+        tmpdir.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--no-ipfs".as_ref(),
+        "--retries".as_ref(),
+        "1".as_ref(),
+        "--retry-delay".as_ref(),
+        "0.05".as_ref(),
+    ])
+}
+
+#[test]
+fn release_nixos_checks_its_tmpdir_before_asking_hydra() {
+    let dir = TestDir::new("tmpdir-arg");
+    let server = TestServer::builder().start();
+    let config = release_config(&dir, &server);
+
+    let file = dir.write("a-file", "not a directory");
+    let out = release_nixos(&dir, &config, &file);
+    assert!(!out.status.success(), "{}", output_text(&out));
+    let want = format!(
+        "the temporary directory (--tmpdir) {} is a file, not a directory",
+        file.display()
+    );
+    assert!(stderr(&out).contains(&want), "{}", output_text(&out));
+    assert!(server.requests().is_empty(), "{}", server.log_summary());
+
+    // A directory nobody can create a file in, even root.
+    let out = release_nixos(&dir, &config, std::path::Path::new("/proc/self"));
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(
+        stderr(&out).contains("cannot write to the temporary directory (--tmpdir) /proc/self: "),
+        "{}",
+        output_text(&out)
+    );
+    assert!(server.requests().is_empty(), "{}", server.log_summary());
+
+    // A missing one is created before the run goes on (here to a Hydra that knows nothing).
+    let missing = dir.join("tmp/downloads");
+    let out = release_nixos(&dir, &config, &missing);
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(missing.is_dir(), "{}", output_text(&out));
+    assert!(!server.requests().is_empty(), "{}", server.log_summary());
+}
