@@ -211,3 +211,106 @@ fn release_nixos_checks_its_tmpdir_before_asking_hydra() {
     assert!(missing.is_dir(), "{}", output_text(&out));
     assert!(!server.requests().is_empty(), "{}", server.log_summary());
 }
+
+/// A TLS endpoint that never completes a handshake: it accepts each connection, counts it and
+/// closes it at once.
+struct HandshakeRefuser {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HandshakeRefuser {
+    fn start() -> HandshakeRefuser {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        HandshakeRefuser { addr, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A release of `n` made-up store paths.
+fn release_of(dir: &TestDir, n: usize) -> std::path::PathBuf {
+    let release = dir.join("release");
+    std::fs::create_dir_all(&release).unwrap();
+    let paths: String = (0..n)
+        .map(|i| {
+            format!(
+                "/nix/store/{:0>32}-path-{i}\n",
+                format!("{i}").replace('0', "a")
+            )
+        })
+        .collect();
+    std::fs::write(release.join("store-paths"), paths).unwrap();
+    release
+}
+
+fn update_from(dir: &TestDir, release: &std::path::Path, cache: &str) -> Output {
+    run_nixipfs([
+        "update-binary-cache".as_ref(),
+        "--release".as_ref(),
+        release.as_os_str(),
+        "--outdir".as_ref(),
+        dir.join("mirror").as_os_str(),
+        "--cache".as_ref(),
+        cache.as_ref(),
+        "--no-check-sigs".as_ref(),
+        "--concurrent".as_ref(),
+        "4".as_ref(),
+        "--retries".as_ref(),
+        "4".as_ref(),
+        "--retry-delay".as_ref(),
+        "0.05".as_ref(),
+        "--progress".as_ref(),
+        "none".as_ref(),
+    ])
+}
+
+#[test]
+fn a_cache_host_that_cannot_be_connected_to_stops_the_run_early() {
+    const PATHS: usize = 40;
+    const ATTEMPTS_PER_PATH: usize = 5;
+    let dir = TestDir::new("host-down");
+    let release = release_of(&dir, PATHS);
+
+    // Every TLS handshake fails; each attempt is one accepted connection.
+    let refuser = HandshakeRefuser::start();
+    let host = refuser.addr.to_string();
+    let out = update_from(&dir, &release, &format!("https://{host}"));
+    assert!(!out.status.success(), "{}", output_text(&out));
+    let err = stderr(&out);
+    let message = format!("cannot connect to {host}: ");
+    assert_eq!(err.matches(&message).count(), 1, "{}", output_text(&out));
+    assert!(err.contains("check that the URL"), "{}", output_text(&out));
+    assert!(!err.contains("retrying"), "{}", output_text(&out));
+    let attempts = refuser.accepted();
+    assert!(
+        attempts < PATHS,
+        "{attempts} attempts for {PATHS} paths of {ATTEMPTS_PER_PATH} attempts each\n{}",
+        output_text(&out)
+    );
+
+    // Nothing listens on the port of a server that is gone.
+    let gone = TestServer::builder().start();
+    let host = gone.addr().to_string();
+    drop(gone);
+    let out = update_from(&dir, &release, &format!("http://{host}"));
+    assert!(!out.status.success(), "{}", output_text(&out));
+    let message = format!("cannot connect to {host}: ");
+    assert_eq!(
+        stderr(&out).matches(&message).count(),
+        1,
+        "{}",
+        output_text(&out)
+    );
+}
