@@ -14,10 +14,11 @@
 //! passed that check carries a marker ([`mark_nar_checked`], [`nar_checked`]) so that it need not
 //! be decompressed again on every run.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -159,6 +160,19 @@ pub enum FetchError {
     /// A certificate file given to trust could not be read or holds no PEM certificate.
     #[error("cannot use {} as a CA certificate file: {reason}", path.display())]
     CaCert { path: PathBuf, reason: String },
+    /// The host could not be connected to (refused, unknown name, TLS handshake failed) for
+    /// [`HOST_DOWN_AFTER`] attempts in a row, a retry among them, with no answer in between:
+    /// every further request to it fails at once, so that a run stops instead of spending its
+    /// retries on every URL.
+    #[error(
+        "cannot connect to {host}: {failures} attempts in a row failed ({last}); check that the \
+         URL names the right host and port and that the server is up and reachable from here"
+    )]
+    HostDown {
+        host: String,
+        failures: u32,
+        last: String,
+    },
 }
 
 impl FetchError {
@@ -166,6 +180,24 @@ impl FetchError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, FetchError::NotFound { .. })
     }
+
+    /// Whether the host of the URL is down (see [`FetchError::HostDown`]).
+    pub fn is_host_down(&self) -> bool {
+        matches!(self, FetchError::HostDown { .. })
+    }
+}
+
+/// Connection failures in a row to one host after which it counts as down.
+pub const HOST_DOWN_AFTER: u32 = 3;
+
+/// The connection failures in a row of each host (`host:port`), shared by a fetcher's clones;
+/// reset by any answer from it.
+#[derive(Default)]
+struct HostHealth {
+    /// Failures in a row.
+    failures: HashMap<String, u32>,
+    /// Hosts that count as down, with the last failure.
+    down: HashMap<String, (u32, String)>,
 }
 
 /// One attempt's failure, before the retry decision.
@@ -175,6 +207,9 @@ enum AttemptError {
         reason: String,
         wait: Option<Duration>,
     },
+    /// The host could not be connected to (refused, unknown name, TLS handshake); retried like
+    /// a transient failure, and counted towards [`FetchError::HostDown`].
+    Unreachable(String),
     /// Verification failed; retried like a transient failure but reported as such.
     Mismatch(String),
     /// Final.
@@ -191,6 +226,7 @@ pub struct Fetcher {
     /// [`BUFFER_BUDGET`]: a disk slower than the network then slows the downloads instead
     /// of filling memory.
     buffered: Arc<Semaphore>,
+    hosts: Arc<Mutex<HostHealth>>,
 }
 
 impl Fetcher {
@@ -218,6 +254,7 @@ impl Fetcher {
             config: Arc::new(config),
             permits,
             buffered: Arc::new(Semaphore::new(BUFFER_BUDGET)),
+            hosts: Arc::default(),
         })
     }
 
@@ -461,6 +498,10 @@ impl Fetcher {
                          certificate authority can be trusted with --ca-cert FILE"
                     ),
                 })
+            } else if e.is_connect() && !e.is_timeout() {
+                // Nothing listens, the name does not resolve, or the TLS handshake failed; a
+                // slow server (a timeout) is not counted.
+                AttemptError::Unreachable(reason)
             } else {
                 transient(&e)
             }
@@ -500,9 +541,13 @@ impl Fetcher {
         Fut: std::future::Future<Output = Result<T, AttemptError>>,
     {
         let max_attempts = self.config.retries + 1;
+        let host = host_key(url);
         let mut n = 0;
         loop {
             n += 1;
+            if let Some(down) = self.host_down(&host) {
+                return Err(down);
+            }
             let result = {
                 let _permit = self
                     .permits
@@ -514,10 +559,20 @@ impl Fetcher {
                     })?;
                 attempt().await
             };
+            if !matches!(result, Err(AttemptError::Unreachable(_))) {
+                self.host_answered(&host);
+            }
+            let unreachable = matches!(result, Err(AttemptError::Unreachable(_)));
             let (reason, wait, mismatch) = match result {
                 Ok(v) => return Ok(v),
                 Err(AttemptError::Fatal(e)) => return Err(e),
                 Err(AttemptError::Transient { reason, wait }) => (reason, wait, false),
+                Err(AttemptError::Unreachable(reason)) => {
+                    if let Some(down) = self.host_unreachable(&host, n, &reason) {
+                        return Err(down);
+                    }
+                    (reason, None, false)
+                }
                 Err(AttemptError::Mismatch(m)) => (m, None, true),
             };
             if n >= max_attempts {
@@ -536,13 +591,76 @@ impl Fetcher {
                 });
             }
             let pause = self.backoff(n, wait);
-            tracing::warn!(
-                "{url}: {reason}; retrying in {:.1} s (attempt {}/{max_attempts})",
-                pause.as_secs_f64(),
-                n + 1
-            );
+            if unreachable {
+                // Said once, for the host, should it stay unreachable.
+                tracing::debug!(
+                    "{url}: {reason}; retrying in {:.1} s (attempt {}/{max_attempts})",
+                    pause.as_secs_f64(),
+                    n + 1
+                );
+            } else {
+                tracing::warn!(
+                    "{url}: {reason}; retrying in {:.1} s (attempt {}/{max_attempts})",
+                    pause.as_secs_f64(),
+                    n + 1
+                );
+            }
             tokio::time::sleep(pause).await;
         }
+    }
+
+    /// [`FetchError::HostDown`] if the host of `url` counts as down: requests to it fail at
+    /// once, and a pipeline stops on it rather than failing every remaining item.
+    pub fn host_down_for(&self, url: &str) -> Option<FetchError> {
+        self.host_down(&host_key(url))
+    }
+
+    /// [`FetchError::HostDown`] if `host` counts as down.
+    fn host_down(&self, host: &str) -> Option<FetchError> {
+        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts
+            .down
+            .get(host)
+            .map(|(failures, last)| FetchError::HostDown {
+                host: host.to_string(),
+                failures: *failures,
+                last: last.clone(),
+            })
+    }
+
+    /// Records an answer from `host`: its failures in a row start again from zero.
+    fn host_answered(&self, host: &str) {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts.failures.remove(host);
+    }
+
+    /// Records a connection failure of attempt `n` to `host`; returns
+    /// [`FetchError::HostDown`] when it makes the host count as down: [`HOST_DOWN_AFTER`]
+    /// failures in a row, the last on a retry (so that one burst of parallel requests failing
+    /// together during a moment's outage is not enough).
+    fn host_unreachable(&self, host: &str, n: u32, reason: &str) -> Option<FetchError> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((failures, last)) = hosts.down.get(host) {
+            return Some(FetchError::HostDown {
+                host: host.to_string(),
+                failures: *failures,
+                last: last.clone(),
+            });
+        }
+        let count = hosts.failures.entry(host.to_string()).or_insert(0);
+        *count += 1;
+        let failures = *count;
+        if failures < HOST_DOWN_AFTER || n < 2 {
+            return None;
+        }
+        hosts
+            .down
+            .insert(host.to_string(), (failures, reason.to_string()));
+        Some(FetchError::HostDown {
+            host: host.to_string(),
+            failures,
+            last: reason.to_string(),
+        })
     }
 
     /// The pause after failed attempt `n` (1-based).
@@ -679,6 +797,19 @@ impl<W: Write> Read for Incoming<'_, W> {
                 }
             }
         }
+    }
+}
+
+/// The `host:port` of `url` (the URL itself if it does not parse): what
+/// [`FetchError::HostDown`] is counted for.
+fn host_key(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port_or_known_default()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => url.to_string(),
+        },
+        Err(_) => url.to_string(),
     }
 }
 

@@ -306,6 +306,32 @@ pub fn remove_stale_temp_files(dir: &Path) -> Result<usize> {
     Ok(removed)
 }
 
+/// Refuses a directory argument (`what`: "mirror directory", "output directory") that names
+/// something other than a directory, before anything is created or contacted; a missing one is
+/// fine (it is created when the lock is taken).
+pub fn check_dir_arg(dir: &Path, what: &str) -> Result<()> {
+    match fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => bail!(
+            "the {what} {} is a file, not a directory; name a directory (it is created if \
+             missing)",
+            dir.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Makes sure the mirror directory exists (creating it and its parents), refusing a path that
+/// names a file.
+pub fn ensure_mirror_dir(dir: &Path) -> Result<()> {
+    check_dir_arg(dir, "mirror directory")?;
+    if let Err(e) = fs::create_dir_all(dir) {
+        // A file in the way (`create_dir_all` says "File exists" for it).
+        check_dir_arg(dir, "mirror directory")?;
+        bail!("cannot create the mirror directory {}: {e}", dir.display());
+    }
+    Ok(())
+}
+
 /// An exclusive lock on a mirror directory, held until dropped.
 pub struct DirLock {
     _file: File,
@@ -317,7 +343,7 @@ impl DirLock {
     /// otherwise fails at once when another process holds it.
     pub fn acquire(dir: &Path, wait: bool) -> Result<DirLock> {
         use fs4::fs_std::FileExt;
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        ensure_mirror_dir(dir)?;
         let path = dir.join(".lock");
         let file = OpenOptions::new()
             .read(true)

@@ -6,7 +6,9 @@
 //! no given release needs. The set of live files is built from the given releases' `binary_cache/` views, plus the NAR of
 //! every live narinfo (a NAR shared by two narinfos stays while either is live). The collector
 //! refuses to run, deleting nothing, when any given release is missing, has no `binary_cache/`,
-//! or links to a file that is not there: a half-visible world must never look like garbage.
+//! or links to a file that is not there: a half-visible world must never look like garbage. Only
+//! what is plainly not a release among the given paths (the `lastsync` stamp a shell glob such as
+//! `releases/*` also matches, hidden and temporary names) is skipped.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -36,6 +38,19 @@ pub struct GcReport {
     pub kept: usize,
 }
 
+/// Whether a path given as a release is plainly something else: a regular file named
+/// `lastsync` (the stamp beside the releases), or a hidden or temporary name. A missing path or
+/// any other name is not: it is refused as a missing or incomplete release.
+pub fn plainly_not_a_release(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    if name.starts_with('.') || fsutil::is_temp_name(name) {
+        return true;
+    }
+    name == "lastsync" && fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
 /// Deletes the files of the cache at `cache_dir` that none of `releases` needs (with `dry_run`,
 /// only lists them); each file is printed to `out` (`would delete` with `dry_run`). Deletes
 /// nothing when a release is missing or its view is incomplete.
@@ -45,6 +60,26 @@ pub fn collect_cache(
     dry_run: bool,
     out: &mut dyn Write,
 ) -> Result<GcReport> {
+    // A shell glob such as `releases/*` also matches the `lastsync` stamp and hidden or
+    // temporary entries: those are skipped, while every other name must be a complete release.
+    let given = releases.len();
+    let releases: Vec<&PathBuf> = releases
+        .iter()
+        .filter(|r| {
+            let skip = plainly_not_a_release(r);
+            if skip {
+                tracing::debug!("{}: not a release, skipped", r.display());
+            }
+            !skip
+        })
+        .collect();
+    if releases.is_empty() && given > 0 {
+        bail!(
+            "none of the {given} paths given is a release (a `lastsync` stamp, hidden and \
+             temporary names are skipped): refusing to collect, since every file would look \
+             like garbage"
+        );
+    }
     if releases.is_empty() {
         bail!("no release given: refusing to collect, since every file would look like garbage");
     }

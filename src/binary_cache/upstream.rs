@@ -80,6 +80,11 @@ impl Upstream {
         Ok(info)
     }
 
+    /// [`crate::fetch::FetchError::HostDown`] if the cache's host counts as down.
+    pub fn host_down(&self) -> Option<crate::fetch::FetchError> {
+        self.fetcher.host_down_for(&self.url)
+    }
+
     /// Fetches the narinfo of `path` and checks everything but its signatures, which the
     /// caller checks with [`Upstream::check_signatures`].
     pub async fn fetch_narinfo_unchecked(

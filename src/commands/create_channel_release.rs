@@ -53,6 +53,7 @@ pub struct CreateChannelReleaseOptions {
 /// Runs `create-channel-release`.
 pub async fn run(opts: &CreateChannelReleaseOptions) -> Result<ChannelRelease> {
     let outdir = fsutil::absolute(&opts.outdir)?;
+    fsutil::check_dir_arg(&outdir, "output directory")?;
     let keys = binary_cache::trusted_keys_for(&opts.cache_url, &opts.trusted_keys, opts.check_sigs);
     let fetcher = Fetcher::new(opts.fetch.clone())?;
     let hydra = HydraClient::new(fetcher.clone(), &opts.hydra_url);

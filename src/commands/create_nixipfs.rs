@@ -10,7 +10,7 @@ use std::io::Write;
 
 use anyhow::{bail, Result};
 
-use crate::fsutil::DirLock;
+use crate::fsutil::{self, DirLock};
 use crate::ipfs::publish::{self, PublishOptions, PublishReport};
 
 /// Options of `create-nixipfs`.
@@ -28,6 +28,7 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<PublishReport> {
     let dir = &opts.publish.dir;
+    fsutil::check_dir_arg(dir, "mirror directory")?;
     if !dir.is_dir() {
         bail!("the mirror directory {} does not exist", dir.display());
     }

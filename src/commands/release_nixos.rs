@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::binary_cache::{self, LocalCache, Upstream, BINARY_CACHE_DIR};
 use crate::config::{Config, Release as ReleaseConfig};
@@ -98,6 +98,25 @@ impl ReleaseReport {
     }
 }
 
+/// Makes sure `--tmpdir` is a directory nixipfs can write to, creating it if missing.
+fn check_tmpdir(tmpdir: &Path) -> Result<()> {
+    fsutil::check_dir_arg(tmpdir, "temporary directory (--tmpdir)")?;
+    if let Err(e) = std::fs::create_dir_all(tmpdir) {
+        bail!(
+            "cannot create the temporary directory (--tmpdir) {}: {e}",
+            tmpdir.display()
+        );
+    }
+    if let Err(e) = fsutil::temp_file_in(tmpdir) {
+        bail!(
+            "cannot write to the temporary directory (--tmpdir) {}: {e}; pass a directory \
+             nixipfs can write to",
+            tmpdir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs the pipeline under the mirror's lock; `--print-only` lines, and the result lines of the
 /// IPFS publication, go to `out`.
 pub async fn run(
@@ -106,6 +125,8 @@ pub async fn run(
 ) -> Result<ReleaseReport> {
     let dir = fsutil::absolute(&opts.dir)?;
     let _lock = DirLock::acquire(&dir, opts.wait_lock)?;
+    // Before Hydra is asked anything: a run that cannot write its downloads fails at once.
+    check_tmpdir(&opts.tmpdir)?;
     let releases_dir = dir.join("releases");
     let channels_dir = dir.join("channels");
     for d in [&releases_dir, &channels_dir] {

@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use tokio::sync::mpsc;
 
 use crate::binary_cache::{LocalCache, ReleaseView, Upstream, BINARY_CACHE_DIR};
@@ -171,7 +171,8 @@ pub(crate) fn failpoint(site: &str, path: &StorePath) {
 
 /// Mirrors the closure of `job.roots` into `job.cache` and links the release; `--print-only`
 /// lines go to `out`. An error is returned only when the run cannot go on (the cache cannot be
-/// written, `out` is gone); a path that fails is counted in the report and the rest go on.
+/// written, `out` is gone, the upstream cache's host cannot be connected to); a path that fails
+/// is counted in the report and the rest go on.
 pub async fn mirror_closure(
     job: &MirrorJob<'_>,
     out: &mut (dyn Write + Send),
@@ -219,10 +220,16 @@ pub async fn mirror_closure(
         tokio::select! {
             ev = rx.recv(), if !walk_done => {
                 let Some(ev) = ev else { walk_done = true; continue };
+                if let Event::HostDown(error) = ev {
+                    narinfo_phase.finish();
+                    bytes_phase.finish();
+                    bail!("{error}");
+                }
                 narinfo_phase.inc(1);
                 reported.insert(match &ev {
                     Event::Missing(p) | Event::Failed { path: p, .. } => p.clone(),
                     Event::Found(found) => found.narinfo.store_path.clone(),
+                    Event::HostDown(_) => unreachable!("handled above"),
                 });
                 match ev {
                     Event::Missing(p) => {
@@ -230,6 +237,7 @@ pub async fn mirror_closure(
                         report.missing.push(p);
                     }
                     Event::Failed { path, error } => report.fail(format!("{path}: {error}")),
+                    Event::HostDown(_) => unreachable!("handled above"),
                     Event::Found(found) => {
                         let Found { narinfo, origin } = *found;
                         announced.extend(narinfo.references.iter().cloned());

@@ -7,6 +7,8 @@
 //! of being fetched. Results are streamed to the caller as [`Event`]s, so downloads of NARs can
 //! start while the walk goes on. A path whose narinfo the cache does not have (404) is reported as
 //! [`Event::Missing`]; any other failure as [`Event::Failed`]; neither stops the rest of the walk.
+//! A cache host that cannot be connected to is reported as [`Event::HostDown`], on which the
+//! caller stops.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -44,6 +46,10 @@ pub enum Event {
     Found(Box<Found>),
     /// The upstream cache does not have this path (404).
     Missing(StorePath),
+    /// The upstream cache's host cannot be connected to
+    /// ([`crate::fetch::FetchError::HostDown`]): the mirror stops, since every other path
+    /// would fail the same way.
+    HostDown(String),
     /// The narinfo could not be fetched or was refused.
     Failed {
         /// The store path whose narinfo failed.
@@ -82,10 +88,13 @@ impl Source {
         match self.upstream.fetch_narinfo_unchecked(path).await {
             Ok(info) => Ok(info),
             Err(UpstreamNarInfoError::NotFound) => Err(Event::Missing(path.clone())),
-            Err(UpstreamNarInfoError::Refused(error)) => Err(Event::Failed {
-                path: path.clone(),
-                error,
-            }),
+            Err(UpstreamNarInfoError::Refused(error)) => match self.upstream.host_down() {
+                Some(down) => Err(Event::HostDown(down.to_string())),
+                None => Err(Event::Failed {
+                    path: path.clone(),
+                    error,
+                }),
+            },
         }
     }
 
@@ -261,7 +270,7 @@ async fn handle(
             }
         }
         Event::Missing(_) => stats.missing += 1,
-        Event::Failed { .. } => stats.failed += 1,
+        Event::Failed { .. } | Event::HostDown(_) => stats.failed += 1,
     }
     events.send(event).await.is_ok()
 }
