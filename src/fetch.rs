@@ -489,7 +489,7 @@ impl Fetcher {
                     url: url.to_string(),
                     reason,
                 })
-            } else if reason.contains("invalid peer certificate") {
+            } else if is_untrusted_certificate(&e) {
                 // Asking again gets the same certificate.
                 AttemptError::Fatal(FetchError::Request {
                     url: url.to_string(),
@@ -818,6 +818,27 @@ fn transient(e: &reqwest::Error) -> AttemptError {
         reason: error_chain(e),
         wait: None,
     }
+}
+
+/// Whether the TLS handshake failed because the server's certificate is not trusted (asking
+/// again would get the same certificate).
+fn is_untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return matches!(tls, rustls::Error::InvalidCertificate(_));
+        }
+        // An I/O error's `source` skips its payload (it is the payload's source): go into
+        // the payload itself.
+        next = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(payload) => Some(payload as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
 }
 
 /// The error with its sources, e.g. "error sending request: connection reset by peer".
