@@ -385,6 +385,14 @@ fn release_metrics(metrics: &mut Metrics, dir: &Path, report: &release_nixos::Re
                 age as f64,
             );
         }
+        if let Some(t) = c.last_success {
+            metrics.gauge(
+                "nixipfs_channel_last_success_timestamp_seconds",
+                "End of the last release-nixos run in which the channel succeeded.",
+                &labels,
+                t as f64,
+            );
+        }
         metrics.gauge(
             "nixipfs_channel_closure_bytes",
             "Bytes of the NAR files of the channel's release.",

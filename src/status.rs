@@ -7,6 +7,7 @@
 //! [`SCHEMA`] grows when one changes meaning. Reading takes no lock and changes nothing; a mirror
 //! being written shows the state of the moment (each file is replaced atomically).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,9 @@ pub struct ChannelStatus {
     pub built_at: Option<i64>,
     /// Seconds since it was built, when that is known.
     pub age_seconds: Option<u64>,
+    /// When the channel last succeeded in a `release-nixos` run (`DIR/channels-lastsync`,
+    /// unix seconds), if it ever did.
+    pub last_success: Option<u64>,
     /// Store paths of the release's `store-paths` (the roots of its closure).
     pub roots: u64,
     /// Store paths linked into the release's view of the cache (its closure).
@@ -119,6 +123,7 @@ pub fn check_mirror_dir(dir: &Path) -> Result<PathBuf> {
 pub fn read(dir: &Path) -> Result<MirrorStatus> {
     let dir = check_mirror_dir(dir)?;
     let read_at = now();
+    let successes = read_channel_successes(&dir)?;
     let mut channels = Vec::new();
     for link in fsutil::read_dir_sorted(&dir.join("channels"))? {
         let Some(name) = link.file_name().map(|n| n.to_string_lossy().into_owned()) else {
@@ -127,7 +132,9 @@ pub fn read(dir: &Path) -> Result<MirrorStatus> {
         if fsutil::is_temp_name(&name) || name == "lastsync" || name.starts_with('.') {
             continue;
         }
-        channels.push(channel_status(&link, name, read_at)?);
+        let mut status = channel_status(&link, name, read_at)?;
+        status.last_success = successes.get(&status.channel).copied();
+        channels.push(status);
     }
     Ok(MirrorStatus {
         schema: SCHEMA,
@@ -150,6 +157,7 @@ fn channel_status(link: &Path, channel: String, read_at: u64) -> Result<ChannelS
         eval_id: None,
         built_at: None,
         age_seconds: None,
+        last_success: None,
         roots: 0,
         closure_paths: 0,
         closure_bytes: 0,
@@ -245,6 +253,37 @@ fn disk_bytes(dir: &Path) -> Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// The file that records when each channel last succeeded: `CHANNEL UNIXTIME` lines.
+pub const CHANNEL_SUCCESS_FILE: &str = "channels-lastsync";
+
+/// When each channel last succeeded, from `DIR/channels-lastsync`.
+fn read_channel_successes(dir: &Path) -> Result<BTreeMap<String, u64>> {
+    let file = dir.join(CHANNEL_SUCCESS_FILE);
+    Ok(read_trimmed(&file)?
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (channel, t) = l.trim().split_once(' ')?;
+            Some((channel.to_string(), t.trim().parse().ok()?))
+        })
+        .collect())
+}
+
+/// Records that `channels` succeeded now in `DIR/channels-lastsync`, keeping the others'
+/// times; the file is replaced atomically.
+pub fn record_channel_success(dir: &Path, channels: &[&str]) -> Result<()> {
+    if channels.is_empty() {
+        return Ok(());
+    }
+    let mut times = read_channel_successes(dir)?;
+    let t = now();
+    for c in channels {
+        times.insert((*c).to_string(), t);
+    }
+    let text: String = times.iter().map(|(c, t)| format!("{c} {t}\n")).collect();
+    fsutil::atomic_write(&dir.join(CHANNEL_SUCCESS_FILE), text.as_bytes())
 }
 
 /// The file's text, trimmed; `None` when it does not exist or is empty.

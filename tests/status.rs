@@ -147,6 +147,13 @@ fn status_reports_each_channel_as_the_files_on_disk_say() {
             "{name}"
         );
         assert_eq!(c["complete"], true, "{name}");
+        let success = c["last_success"].as_u64().expect("last_success");
+        assert!(
+            (m.started..=m.finished).contains(&success),
+            "{name}: last_success {success} not in {}..={}",
+            m.started,
+            m.finished
+        );
         let revision = fs::read_to_string(release.join("git-revision")).unwrap();
         assert_eq!(c["git_revision"], revision.trim(), "{name}");
         let roots = fs::read_to_string(release.join("store-paths"))

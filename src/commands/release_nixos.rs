@@ -179,6 +179,16 @@ pub async fn run(
         report.channels.push(outcome);
     }
     listed.finish().context("cannot write to standard output")?;
+    if !opts.print_only {
+        // When each channel last succeeded, whatever the others did.
+        let succeeded: Vec<&str> = report
+            .channels
+            .iter()
+            .filter(|c| c.error.is_none())
+            .map(|c| c.channel.as_str())
+            .collect();
+        status::record_channel_success(&dir, &succeeded)?;
+    }
 
     if opts.gc && !opts.print_only {
         let keep: Vec<(String, Option<u32>)> = opts

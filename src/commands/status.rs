@@ -63,6 +63,13 @@ fn print_lines(s: &MirrorStatus, out: &mut dyn Write) -> Result<()> {
         if let Some(age) = c.age_seconds {
             writeln!(out, "  built {} ago", human_age(age))?;
         }
+        if let Some(t) = c.last_success {
+            writeln!(
+                out,
+                "  last succeeded {} ago",
+                human_age(s.read_at.saturating_sub(t))
+            )?;
+        }
         writeln!(
             out,
             "  closure: {} paths ({} roots), {}; {} missing upstream",
