@@ -10,16 +10,14 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::hydra::names::*;
-use common::hydra::{release_data, FakeHydra};
+use common::mirror::FixtureMirror;
 use common::process::run_command;
-use common::{assert_success, output_text, run_nixipfs, TestDir, TestServer};
-use serde_json::{json, Value};
+use common::{assert_success, output_text, run_nixipfs, TestDir};
+use serde_json::Value;
 
-/// A mirror of the fixture's channels, made by `release-nixos --no-ipfs`.
+/// The fixture mirror, and when the run that made it started and finished.
 struct Mirror {
-    _hydra: TestServer,
-    _cache: TestServer,
-    dir: TestDir,
+    inner: FixtureMirror,
     key: String,
     started: u64,
     finished: u64,
@@ -27,57 +25,18 @@ struct Mirror {
 
 impl Mirror {
     fn made(label: &str) -> Mirror {
-        let data = release_data();
-        let hydra = FakeHydra::standard(data).start();
-        let cache = TestServer::builder().static_dir(&data.cache).start();
-        let dir = TestDir::new(label);
-        let releases: Vec<Value> = [
-            (NIXOS_CHANNEL, NIXOS_PROJECT, NIXOS_JOBSET, NIXOS_JOB),
-            (
-                NIXPKGS_CHANNEL,
-                NIXPKGS_PROJECT,
-                NIXPKGS_JOBSET,
-                NIXPKGS_JOB,
-            ),
-        ]
-        .iter()
-        .map(|(c, p, s, j)| json!({"channel": c, "project": p, "jobset": s, "job": j}))
-        .collect();
-        let config = json!({
-            "hydra": hydra.url(),
-            "cache": cache.url(),
-            "max_threads": 4,
-            "trusted_public_keys": [data.public_key],
-            "releases": releases,
-        });
-        let config_file = dir.write(
-            "nixos_release.json",
-            serde_json::to_string_pretty(&config).unwrap(),
-        );
         let started = now();
-        let out = run_nixipfs([
-            "release-nixos",
-            "--dir",
-            dir.join("mirror").to_str().unwrap(),
-            "--tmpdir",
-            dir.join("tmp").to_str().unwrap(),
-            "--config",
-            config_file.to_str().unwrap(),
-            "--no-ipfs",
-        ]);
-        assert_success(&out);
+        let inner = FixtureMirror::made(label);
         Mirror {
-            _hydra: hydra,
-            _cache: cache,
-            dir,
-            key: data.public_key.clone(),
+            key: inner.key.clone(),
+            inner,
             started,
             finished: now(),
         }
     }
 
     fn d(&self) -> PathBuf {
-        self.dir.join("mirror")
+        self.inner.d()
     }
 }
 

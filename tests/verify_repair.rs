@@ -9,72 +9,24 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::hydra::names::*;
-use common::hydra::{release_data, FakeHydra};
-use common::{assert_success, output_text, run_nixipfs, TestDir, TestServer};
-use serde_json::{json, Value};
+use common::hydra::release_data;
+use common::mirror::FixtureMirror;
+use common::{assert_success, output_text, run_nixipfs};
 
-/// A mirror of the fixture's channels, made by `release-nixos --no-ipfs`.
-struct Mirror {
-    _hydra: TestServer,
-    _cache: TestServer,
-    dir: TestDir,
-    config: PathBuf,
-}
+/// The fixture mirror, with the calls these tests make on it.
+struct Mirror(FixtureMirror);
 
 impl Mirror {
     fn made(label: &str) -> Mirror {
-        let data = release_data();
-        let hydra = FakeHydra::standard(data).start();
-        let cache = TestServer::builder().static_dir(&data.cache).start();
-        let dir = TestDir::new(label);
-        let releases: Vec<Value> = [
-            (NIXOS_CHANNEL, NIXOS_PROJECT, NIXOS_JOBSET, NIXOS_JOB),
-            (
-                NIXPKGS_CHANNEL,
-                NIXPKGS_PROJECT,
-                NIXPKGS_JOBSET,
-                NIXPKGS_JOB,
-            ),
-        ]
-        .iter()
-        .map(|(c, p, s, j)| json!({"channel": c, "project": p, "jobset": s, "job": j}))
-        .collect();
-        let config = json!({
-            "hydra": hydra.url(),
-            "cache": cache.url(),
-            "max_threads": 4,
-            "trusted_public_keys": [data.public_key],
-            "releases": releases,
-        });
-        let config = dir.write(
-            "nixos_release.json",
-            serde_json::to_string_pretty(&config).unwrap(),
-        );
-        let m = Mirror {
-            _hydra: hydra,
-            _cache: cache,
-            dir,
-            config,
-        };
-        assert_success(&m.release());
-        m
+        Mirror(FixtureMirror::made(label))
     }
 
     fn d(&self) -> PathBuf {
-        self.dir.join("mirror")
+        self.0.d()
     }
 
     fn release(&self) -> std::process::Output {
-        run_nixipfs([
-            "release-nixos",
-            "--dir",
-            self.d().to_str().unwrap(),
-            "--tmpdir",
-            self.dir.join("tmp").to_str().unwrap(),
-            "--config",
-            self.config.to_str().unwrap(),
-            "--no-ipfs",
-        ])
+        self.0.release()
     }
 
     fn verify(&self, extra: &[&str]) -> std::process::Output {

@@ -13,6 +13,7 @@ pub mod certs;
 pub mod dirs;
 pub mod hydra;
 pub mod ipfs_node;
+pub mod mirror;
 pub mod nixcache;
 pub mod process;
 pub mod server;
