@@ -6,7 +6,6 @@
 mod cli;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -335,7 +334,7 @@ fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
 }
 
 /// Adds the numbers of a `release-nixos` run, and of the mirror it leaves, to `metrics`.
-fn release_metrics(metrics: &mut Metrics, dir: &Path, report: &release_nixos::ReleaseReport) {
+fn release_metrics(metrics: &mut Metrics, report: &release_nixos::ReleaseReport) {
     let mut total = MirrorReport::default();
     for c in &report.channels {
         if let Some(m) = &c.mirror {
@@ -358,7 +357,7 @@ fn release_metrics(metrics: &mut Metrics, dir: &Path, report: &release_nixos::Re
     total.missing.dedup();
     mirror_metrics(metrics, &[("command", "release-nixos")], &total);
     // What the mirror holds after the run.
-    let Ok(state) = nixipfs::status::read(dir) else {
+    let Some(state) = &report.state else {
         return;
     };
     if let Some(t) = state.last_sync {
@@ -429,7 +428,7 @@ fn release_nixos_cmd(a: cli::ReleaseNixosArgs, metrics: &mut Metrics) -> Result<
     let mut stdout = std::io::stdout();
     let report = runtime()?.block_on(release_nixos::run(&opts, &mut stdout))?;
     stdout.flush().context("cannot write to standard output")?;
-    release_metrics(metrics, &opts.dir, &report);
+    release_metrics(metrics, &report);
     for c in &report.channels {
         if let (None, Some(r)) = (&c.error, &c.release) {
             tracing::info!(

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::hydra::names::*;
+use common::mirror::FixtureMirror;
 use common::process::run_command;
 use common::{
     assert_success, nix_cache, output_text, run_nixipfs, Compression, TestDir, TestServer,
@@ -94,4 +96,43 @@ fn a_mirroring_run_writes_what_it_fetched_and_a_failed_run_says_so() {
     assert!(!out.status.success(), "{}", output_text(&out));
     let m = parse(&metrics);
     assert_eq!(m[&format!("nixipfs_run_success{{{cmd}}}")], 0.0, "{m:?}");
+}
+
+#[test]
+fn a_release_run_writes_each_channel_and_the_mirror_it_leaves() {
+    let m = FixtureMirror::made("metrics-release");
+    let metrics = m.dir.join("release.prom");
+    let out = m.release_with(&["--metrics-file", metrics.to_str().unwrap()]);
+    assert_success(&out);
+    let g = parse(&metrics);
+    assert_eq!(
+        g[r#"nixipfs_run_success{command="release-nixos"}"#], 1.0,
+        "{g:?}"
+    );
+    let state: serde_json::Value = serde_json::from_slice(
+        &run_nixipfs(["status", "--dir", m.d().to_str().unwrap(), "--json"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        g["nixipfs_disk_bytes{}"],
+        state["disk_bytes"].as_f64().unwrap()
+    );
+    for channel in [NIXOS_CHANNEL, NIXPKGS_CHANNEL] {
+        let c = state["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["channel"] == channel)
+            .unwrap();
+        let label = format!("{{channel=\"{channel}\"}}");
+        assert_eq!(g[&format!("nixipfs_channel_success{label}")], 1.0);
+        assert_eq!(
+            g[&format!("nixipfs_channel_closure_bytes{label}")],
+            c["closure_bytes"].as_f64().unwrap()
+        );
+        assert_eq!(
+            g[&format!("nixipfs_channel_last_success_timestamp_seconds{label}")],
+            c["last_success"].as_f64().unwrap()
+        );
+    }
 }

@@ -25,7 +25,7 @@ use crate::ipfs::publish::{self, PublishOptions, PublishReport};
 use crate::mirror::{self, MirrorJob, MirrorReport, PrintFormat};
 use crate::release::{self, create::NewRelease};
 use crate::signature::PublicKey;
-use crate::status;
+use crate::status::{self, MirrorStatus};
 
 /// Options of `release-nixos`.
 #[derive(Clone, Debug)]
@@ -87,7 +87,10 @@ pub struct ReleaseReport {
     pub gc: Option<GcReport>,
     /// The IPFS publication, when it was asked for and succeeded.
     pub ipfs: Option<PublishReport>,
-    /// A failure outside any one channel (GC, IPFS).
+    /// The mirror as the run left it (what the front page shows); none with `--print-only` or
+    /// when it could not be read (then counted in `errors`).
+    pub state: Option<MirrorStatus>,
+    /// A failure outside any one channel (GC, IPFS, the front page).
     pub errors: Vec<String>,
 }
 
@@ -243,19 +246,23 @@ pub async fn run(
             .iter()
             .map(|k| k.to_string())
             .collect();
-        if let Err(e) = write_front_page(&dir, keys) {
-            tracing::error!("{e:#}");
-            report.errors.push(format!("{e:#}"));
+        match write_front_page(&dir, keys) {
+            Ok(state) => report.state = Some(state),
+            Err(e) => {
+                tracing::error!("{e:#}");
+                report.errors.push(format!("{e:#}"));
+            }
         }
     }
     Ok(report)
 }
 
-/// Writes `DIR/index.html` from the mirror's state ([`crate::front_page`]).
-fn write_front_page(dir: &Path, trusted_keys: Vec<String>) -> Result<()> {
+/// Writes `DIR/index.html` from the mirror's state ([`crate::front_page`]); returns that state.
+fn write_front_page(dir: &Path, trusted_keys: Vec<String>) -> Result<MirrorStatus> {
     let status = status::read(dir).context("cannot read the mirror for its front page")?;
     let page = front_page::render(&status, &front_page::PageOptions { trusted_keys });
-    fsutil::write_if_changed(&dir.join(front_page::FILE), page.as_bytes())
+    fsutil::write_if_changed(&dir.join(front_page::FILE), page.as_bytes())?;
+    Ok(status)
 }
 
 /// Creates the channel's latest release, mirrors its closure and, once both are complete,

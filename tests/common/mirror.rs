@@ -70,15 +70,22 @@ impl FixtureMirror {
 
     /// Runs `release-nixos --no-ipfs` on the mirror again.
     pub fn release(&self) -> Output {
-        run_nixipfs([
-            "release-nixos",
-            "--dir",
-            self.d().to_str().unwrap(),
-            "--tmpdir",
-            self.dir.join("tmp").to_str().unwrap(),
-            "--config",
-            self.config.to_str().unwrap(),
-            "--no-ipfs",
-        ])
+        self.release_with(&[])
+    }
+
+    /// Runs `release-nixos --no-ipfs EXTRA...` on the mirror again.
+    pub fn release_with(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "release-nixos".to_string(),
+            "--dir".into(),
+            self.d().display().to_string(),
+            "--tmpdir".into(),
+            self.dir.join("tmp").display().to_string(),
+            "--config".into(),
+            self.config.display().to_string(),
+            "--no-ipfs".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run_nixipfs(args)
     }
 }
