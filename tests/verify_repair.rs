@@ -29,6 +29,19 @@ impl Mirror {
         self.0.release()
     }
 
+    /// `verify --full` finds no problem.
+    #[track_caller]
+    fn assert_verifies_clean(&self) {
+        let after = self.verify(&["--full"]);
+        assert_success(&after);
+        assert_eq!(
+            String::from_utf8_lossy(&after.stdout),
+            "",
+            "{}",
+            output_text(&after)
+        );
+    }
+
     fn verify(&self, extra: &[&str]) -> std::process::Output {
         let mut args = vec![
             "verify".to_string(),
@@ -179,14 +192,7 @@ fn repair_removes_what_is_broken_and_the_next_run_restores_it() {
     assert!(incomplete.join("nixexprs.tar.xz").is_file());
     assert!(incomplete.join("git-revision").is_file());
     assert_eq!(m.channel_release(NIXPKGS_CHANNEL), incomplete);
-    let after = m.verify(&["--full"]);
-    assert_success(&after);
-    assert_eq!(
-        String::from_utf8_lossy(&after.stdout),
-        "",
-        "{}",
-        output_text(&after)
-    );
+    m.assert_verifies_clean();
 }
 
 #[test]
@@ -265,12 +271,5 @@ fn a_narinfo_without_its_nar_or_a_signature_is_removed_and_fetched_again() {
     assert_success(&m.release());
     assert!(nar.is_file());
     assert_eq!(fs::read_to_string(&unsigned).unwrap(), text);
-    let after = m.verify(&["--full"]);
-    assert_success(&after);
-    assert_eq!(
-        String::from_utf8_lossy(&after.stdout),
-        "",
-        "{}",
-        output_text(&after)
-    );
+    m.assert_verifies_clean();
 }
