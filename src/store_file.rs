@@ -124,16 +124,16 @@ pub async fn fetch_store_file(
     let local_nar = access.local.and_then(in_cache);
     let staged_nar = match local_nar {
         Some(_) => None,
-        None => access.local.map(|l| l.staging()).as_ref().and_then(in_cache),
+        None => access
+            .local
+            .map(|l| l.staging())
+            .as_ref()
+            .and_then(in_cache),
     };
     if let (Some(format), None) = (access.print, &local_nar) {
         return Ok(Fetched::Listed(match staged_nar {
             Some(_) => None,
-            None => Some(format.entry(
-                &access.upstream.nar_url(&info),
-                &info.url,
-                info.file_hash,
-            )),
+            None => Some(format.entry(&access.upstream.nar_url(&info), &info.url, info.file_hash)),
         }));
     }
     let (nar_path, _cleanup, from_staging) = match (local_nar, staged_nar) {

@@ -66,7 +66,7 @@ fn aria2c_fetches_the_listed_nars_and_the_next_run_downloads_none() {
     let update = |extra: &[&str]| t.update(extra);
     let listed = update(&["--print-only", "--print-format", "aria2c"]);
     assert_success(&listed);
-    assert_eq!(nar_requests(&server), 0, "--print-only downloaded a NAR");
+    assert_eq!(nar_requests(server), 0, "--print-only downloaded a NAR");
     let list = String::from_utf8(listed.stdout).unwrap();
     let entries = list.lines().filter(|l| l.starts_with("http")).count();
     assert!(entries > 0, "nothing listed:\n{list}");

@@ -341,13 +341,8 @@ async fn take_staged(staged: &Path, nar: &Path, expected: Expected) -> bool {
             }
             Err(e) => return Err(format!("cannot read {}: {e}", staged.display())),
         }
-        std::fs::rename(&staged, &nar).map_err(|e| {
-            format!(
-                "cannot move {} to {}: {e}",
-                staged.display(),
-                nar.display()
-            )
-        })
+        std::fs::rename(&staged, &nar)
+            .map_err(|e| format!("cannot move {} to {}: {e}", staged.display(), nar.display()))
     })
     .await;
     match taken {

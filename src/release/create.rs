@@ -15,12 +15,12 @@ use super::{
     check_channel_name, write_build_info, write_store_paths, BuildInfo, ChannelRelease, BUILD_INFO,
     COMPLETION_MARKER, RESERVED_NAMES,
 };
+use crate::binary_cache::PrintFormat;
 use crate::binary_cache::{LocalCache, Upstream};
 use crate::fetch::{verify_file, Expected};
 use crate::fsutil;
 use crate::hash::Sha256Hash;
 use crate::hydra::{Build, HydraClient};
-use crate::binary_cache::PrintFormat;
 use crate::store_file::{self, CacheAccess, Fetched, StoreFile};
 
 /// Where a release comes from and where it goes.
