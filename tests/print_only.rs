@@ -126,7 +126,7 @@ fn aria2c_fetches_the_listed_nars_and_the_next_run_downloads_none() {
         Duration::from_secs(120),
     );
     assert_success(&fetched);
-    let by_aria2c = nar_requests(&server);
+    let by_aria2c = nar_requests(server);
     assert_eq!(
         by_aria2c, entries,
         "aria2c made another number of NAR requests"
@@ -136,7 +136,7 @@ fn aria2c_fetches_the_listed_nars_and_the_next_run_downloads_none() {
     let out = update(&[]);
     assert_success(&out);
     assert_eq!(
-        nar_requests(&server),
+        nar_requests(server),
         by_aria2c,
         "the run downloaded NARs again:\n{}",
         output_text(&out)
