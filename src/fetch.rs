@@ -90,6 +90,20 @@ pub struct ExpectedNar {
     pub size: u64,
 }
 
+impl ExpectedNar {
+    /// About the memory its decoder touches: the window of its compression (for xz and zstd
+    /// the default presets' 8 MiB, for bzip2 its 900 kB blocks' working set), never more than
+    /// the NAR's own size.
+    pub fn decoder_memory(&self) -> usize {
+        let window: u64 = match self.compression {
+            Compression::None => 0,
+            Compression::Xz | Compression::Zstd => 8 << 20,
+            Compression::Bzip2 => 4 << 20,
+        };
+        window.min(self.size) as usize
+    }
+}
+
 impl Expected {
     /// Checks `got` against what is expected: `Err` describes the first difference (size
     /// first, then hash).
@@ -226,6 +240,10 @@ pub struct Fetcher {
     /// [`BUFFER_BUDGET`]: a disk slower than the network then slows the downloads instead
     /// of filling memory.
     buffered: Arc<Semaphore>,
+    /// Memory of the NAR decoders of all downloads and checks together, in KiB, at most
+    /// [`DECODE_BUDGET`] (see [`ExpectedNar::decoder_memory`]): however many downloads run at
+    /// once, only so many large NARs are decompressed at a time.
+    decoding: Arc<Semaphore>,
     hosts: Arc<Mutex<HostHealth>>,
 }
 
@@ -254,8 +272,17 @@ impl Fetcher {
             config: Arc::new(config),
             permits,
             buffered: Arc::new(Semaphore::new(BUFFER_BUDGET)),
+            decoding: Arc::new(Semaphore::new(DECODE_BUDGET >> 10)),
             hosts: Arc::default(),
         })
+    }
+
+    /// Waits for the share of the decoders' memory budget that checking `nar` takes (nothing
+    /// when no NAR is checked); the share is given back when the permit is dropped. Callers
+    /// that decompress a NAR outside a download (a check of a file on disk) take one too.
+    pub async fn decode_permit(&self, nar: Option<ExpectedNar>) -> Option<OwnedSemaphorePermit> {
+        let kib = (nar?.decoder_memory() >> 10).clamp(1, DECODE_BUDGET >> 10) as u32;
+        self.decoding.clone().acquire_many_owned(kib).await.ok()
     }
 
     /// The settings in force.
@@ -344,6 +371,9 @@ impl Fetcher {
         expected: Expected,
         fsync: bool,
     ) -> Result<Downloaded, AttemptError> {
+        // Before the request (and before any share of the buffer budget, as every download
+        // takes them in this order): the decoder's memory.
+        let _decoding = self.decode_permit(expected.nar).await;
         let mut resp = self.send(url, self.client.get(url)).await?;
         if let (Some(len), Some(want)) = (resp.content_length(), expected.size) {
             if len != want {
@@ -694,6 +724,11 @@ fn read_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, FetchError> {
 
 /// Bytes of response bodies all downloads together may hold in memory (see [`Fetcher`]).
 pub const BUFFER_BUDGET: usize = 8 << 20;
+
+/// Bytes the NAR decoders of all downloads and checks together may use (see [`Fetcher`]):
+/// room for three xz decoders of large NARs at the default preset's window, more than the
+/// cores of a small machine can keep busy.
+pub const DECODE_BUDGET: usize = 24 << 20;
 
 /// Downloads of at most this many bytes (by the size expected) are received in memory and
 /// written at once; larger ones stream through a blocking writer.

@@ -241,8 +241,10 @@ impl<'a> Nars<'a> {
             let url = self.upstream.nar_url(&narinfo);
             self.waiting.insert(nar.clone(), vec![(narinfo, origin)]);
             let file_of_task = nar.clone();
+            let fetcher = self.upstream.fetcher().clone();
             let handle = self.tasks.spawn(async move {
                 let _permit = permit;
+                let _decoding = fetcher.decode_permit(expected.nar).await;
                 let file = nar.clone();
                 let checked =
                     tokio::task::spawn_blocking(move || fetch::verify_and_mark(&file, expected))
@@ -276,7 +278,10 @@ impl<'a> Nars<'a> {
         let handle = self.tasks.spawn(async move {
             let _permit = permit;
             if let Some(staged) = staged {
-                if take_staged(&staged, &nar, expected).await {
+                let decoding = fetcher.decode_permit(expected.nar).await;
+                let taken = take_staged(&staged, &nar, expected).await;
+                drop(decoding);
+                if taken {
                     return (nar, Ok(NarGot::Staged));
                 }
             }
