@@ -981,7 +981,7 @@ mod tests {
             (
                 with_release(&format!(r#"{r}, "description": "x""#)),
                 "releases[0].description: unknown field; the fields of a release are channel, \
-                 project, jobset, job, keep, mirror",
+                 project, jobset, job, keep, mirror, source, programs, systems",
             ),
             (
                 r#"{"max_thread": 3, "releases": []}"#.into(),
