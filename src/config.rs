@@ -995,7 +995,8 @@ mod tests {
             ),
             (
                 with_release(r#""channel": "x", "jobset": "trunk""#),
-                "releases[0].project: is missing",
+                "releases[0].project: is missing (or give `source`, the channel URL of a published \
+                 release)",
             ),
             (
                 with_release(r#""channel": 5, "project": "nixos", "jobset": "trunk""#),
