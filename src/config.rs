@@ -339,11 +339,19 @@ impl RawConfig {
                                release)";
                 invalid(origin, format!("releases[{i}].{field}"), problem)
             };
-            let channel = r.channel.ok_or_else(|| invalid(origin, format!("releases[{i}].channel"), "is missing"))?;
+            let channel = r
+                .channel
+                .ok_or_else(|| invalid(origin, format!("releases[{i}].channel"), "is missing"))?;
             if r.source.is_some() {
-                let hydra_field = [("project", r.project.is_some()), ("jobset", r.jobset.is_some()), ("job", r.job.is_some()), ("programs", r.programs.is_some()), ("systems", r.systems.is_some())]
-                    .into_iter()
-                    .find(|(_, given)| *given);
+                let hydra_field = [
+                    ("project", r.project.is_some()),
+                    ("jobset", r.jobset.is_some()),
+                    ("job", r.job.is_some()),
+                    ("programs", r.programs.is_some()),
+                    ("systems", r.systems.is_some()),
+                ]
+                .into_iter()
+                .find(|(_, given)| *given);
                 if let Some((field, _)) = hydra_field {
                     let problem = "cannot be given with `source`: a release with `source` is \
                                    copied as published, not made from a Hydra job; leave one \
@@ -369,7 +377,10 @@ impl RawConfig {
                 source: r.source,
                 programs: r.programs.unwrap_or(true),
                 systems: r.systems.unwrap_or_else(|| {
-                    DEFAULT_PROGRAMS_SYSTEMS.iter().map(|s| s.to_string()).collect()
+                    DEFAULT_PROGRAMS_SYSTEMS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
                 }),
             });
         }
@@ -514,7 +525,8 @@ fn systems<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Er
                 .as_str()
                 .filter(|s| {
                     s.contains('-')
-                        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
                 })
                 .ok_or_else(|| must_be("a system such as \"x86_64-linux\"", item))?;
             if out.iter().any(|o| o == name) {
@@ -1136,7 +1148,10 @@ mod tests {
         )
         .unwrap();
         let r = &c.releases[0];
-        assert_eq!(r.source.as_deref(), Some("https://channels.nixos.org/nixos-24.11"));
+        assert_eq!(
+            r.source.as_deref(),
+            Some("https://channels.nixos.org/nixos-24.11")
+        );
         assert_eq!((r.project.as_str(), r.jobset.as_str()), ("", ""));
         for (field, value) in [
             ("project", r#""nixos""#),
@@ -1149,12 +1164,17 @@ mod tests {
                 r#""channel": "c", "source": "https://channels.nixos.org/c", "{field}": {value}"#
             )));
             assert!(
-                e.contains(&format!("releases[0].{field}: cannot be given with `source`")),
+                e.contains(&format!(
+                    "releases[0].{field}: cannot be given with `source`"
+                )),
                 "{e}"
             );
         }
         let e = err(&with_release(r#""channel": "c", "jobset": "j""#));
-        assert!(e.contains("releases[0].project: is missing (or give `source`"), "{e}");
+        assert!(
+            e.contains("releases[0].project: is missing (or give `source`"),
+            "{e}"
+        );
         let e = err(&with_release(r#""channel": "c", "source": "ftp://x/c""#));
         assert!(e.contains("releases[0].source: must be an http"), "{e}");
     }
@@ -1173,7 +1193,12 @@ mod tests {
         .unwrap();
         assert!(!c.releases[0].programs);
         assert_eq!(c.releases[0].systems, ["x86_64-darwin"]);
-        for bad in ["[]", r#"["x86_64-linux", "x86_64-linux"]"#, r#"["linux"]"#, "\"x86_64-linux\""] {
+        for bad in [
+            "[]",
+            r#"["x86_64-linux", "x86_64-linux"]"#,
+            r#"["linux"]"#,
+            "\"x86_64-linux\"",
+        ] {
             let e = err(&with_release(&format!(r#"{OK_RELEASE}, "systems": {bad}"#)));
             assert!(e.contains("releases[0].systems:"), "{e}");
         }

@@ -48,6 +48,8 @@ pub struct ReleaseNixosOptions {
     pub wait_lock: bool,
     /// Let a channel move back to an older release.
     pub force: bool,
+    /// Leave images out of releases copied from a published channel.
+    pub skip_images: bool,
     /// HTTP settings.
     pub fetch: FetchConfig,
     /// Keys from the command line (added to the config's).
@@ -278,20 +280,52 @@ async fn mirror_channel(
     outcome: &mut ChannelOutcome,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<()> {
-    let release = release::create::create_latest(&NewRelease {
-        channel: &rel.channel,
-        project: &rel.project,
-        jobset: &rel.jobset,
-        job: &rel.job,
-        outdir: &dir.join("releases"),
-        hydra,
-        upstream,
-        target_cache: Some(opts.config.binary_cache_url()),
-        tmpdir: Some(&opts.tmpdir),
-        local: Some(cache),
-        lock: None,
-    })
-    .await?;
+    let release = if let Some(source) = &rel.source {
+        let copied = release::published::copy_latest(&release::published::PublishedRelease {
+            channel: &rel.channel,
+            source,
+            outdir: &dir.join("releases"),
+            channels_dir: &dir.join("channels"),
+            fetcher: upstream.fetcher(),
+            hydra: Some(hydra),
+            skip_images: opts.skip_images,
+            force: opts.force,
+        })
+        .await?;
+        match copied {
+            release::published::Outcome::Release(r) => r,
+            release::published::Outcome::Older {
+                nixname,
+                eval_id,
+                current,
+            } => {
+                tracing::warn!(
+                    "channel {}: the published release {nixname} is older than the current {} \
+                     (evaluation {eval_id} < {}); not copied, the channel stays (pass --force \
+                     to move anyway)",
+                    rel.channel,
+                    current.nixname,
+                    current.eval_id
+                );
+                return Ok(());
+            }
+        }
+    } else {
+        release::create::create_latest(&NewRelease {
+            channel: &rel.channel,
+            project: &rel.project,
+            jobset: &rel.jobset,
+            job: &rel.job,
+            outdir: &dir.join("releases"),
+            hydra,
+            upstream,
+            target_cache: Some(opts.config.binary_cache_url()),
+            tmpdir: Some(&opts.tmpdir),
+            local: Some(cache),
+            lock: None,
+        })
+        .await?
+    };
     outcome.release = Some(release.dir.clone());
     // A complete release is returned as it is; what an interrupted later write (such as
     // `missing-store-paths`) left in it goes now, under the lock.

@@ -239,6 +239,8 @@ fn build_info(
         build_time: build.stoptime.or(build.timestamp).unwrap_or(0),
         nixname: nixname.to_string(),
         git_revision,
+        source: None,
+        published: Default::default(),
     }
 }
 
