@@ -155,6 +155,15 @@ pub async fn run(
             rel.channel
         );
     }
+    for rel in opts.config.releases.iter() {
+        if rel.source.is_none() && !rel.programs {
+            tracing::warn!(
+                "channel {}: `programs: false`: its releases have no programs.sqlite, so \
+                 command-not-found finds nothing on their clients",
+                rel.channel
+            );
+        }
+    }
     let mut report = ReleaseReport::default();
     // A NAR shared by two channels is listed once.
     let mut listed = UniqueLines::new(out);
@@ -311,7 +320,7 @@ async fn mirror_channel(
             }
         }
     } else {
-        release::create::create_latest(&NewRelease {
+        let new = NewRelease {
             channel: &rel.channel,
             project: &rel.project,
             jobset: &rel.jobset,
@@ -323,8 +332,12 @@ async fn mirror_channel(
             tmpdir: Some(&opts.tmpdir),
             local: Some(cache),
             lock: None,
-        })
-        .await?
+        };
+        if rel.programs {
+            release::create::create_latest_pending(&new).await?
+        } else {
+            release::create::create_latest(&new).await?
+        }
     };
     outcome.release = Some(release.dir.clone());
     // A complete release is returned as it is; what an interrupted later write (such as
@@ -357,6 +370,28 @@ async fn mirror_channel(
             "the closure of {} is incomplete ({failures} failures); the channel stays where it is",
             release.dir.display()
         );
+    }
+    if !release.dir.join(release::COMPLETION_MARKER).is_file() {
+        // A release made now from Hydra gets programs.sqlite, then its git-revision.
+        let (dir, systems, cache, tmp) = (
+            release.dir.clone(),
+            rel.systems.clone(),
+            cache.clone(),
+            opts.tmpdir.clone(),
+        );
+        let made = tokio::task::spawn_blocking(move || {
+            crate::programs::add_to_release(&dir, &systems, &cache, &tmp)
+        })
+        .await
+        .context("making programs.sqlite failed")?
+        .with_context(|| format!("cannot add programs.sqlite to {}", release.dir.display()))?;
+        tracing::info!(
+            "channel {}: programs.sqlite has {} programs ({} package outputs not in the mirror)",
+            rel.channel,
+            made.rows,
+            made.not_mirrored
+        );
+        release::create::complete(&release)?;
     }
     outcome.moved =
         release::move_channel(dir, &rel.channel, &release.dir, &release.info, opts.force)?;
