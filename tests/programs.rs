@@ -12,8 +12,8 @@ use common::{NixEnv, TestDir};
 use nixipfs::binary_cache::LocalCache;
 
 /// The channel's `default.nix`: `hello` has an executable, a symlink, a dot-file, a
-/// non-executable file and a directory under `bin/`; `hello2` is the same package under a
-/// longer name; `tool` has one program.
+/// non-executable file and a directory under `bin/`; `aLongerName` is the same package under a
+/// longer name that nix-env lists first; `tool` has one program.
 const CHANNEL_EXPR: &str = r#"
 { system ? builtins.currentSystem, ... }:
 let
@@ -23,8 +23,8 @@ let
     args = [ "-e" "-c" script ];
     PATH = "/usr/bin:/bin";
   };
-in rec {
-  hello = mk "progtest-hello-1.0" ''
+  # Two calls give two values of one derivation: nix-env lists both attribute paths.
+  mkHello = _: mk "progtest-hello-1.0" ''
     mkdir -p $out/bin/subdir
     printf '#!/bin/sh\necho hello\n' > $out/bin/hello
     chmod 0755 $out/bin/hello
@@ -33,7 +33,9 @@ in rec {
     printf 'not a program\n' > $out/bin/readme
     cp $out/bin/hello $out/bin/subdir/nested
   '';
-  hello2 = hello;
+in rec {
+  hello = mkHello 1;
+  aLongerName = mkHello 2;
   tool = mk "progtest-tool-2.0" ''
     mkdir -p $out/bin
     printf '#!/bin/sh\necho tool\n' > $out/bin/tool

@@ -156,7 +156,7 @@ pub async fn run(
         );
     }
     for rel in opts.config.releases.iter() {
-        if rel.source.is_none() && !rel.programs {
+        if rel.source.is_none() && rel.programs == Some(false) {
             tracing::warn!(
                 "channel {}: `programs: false`: its releases have no programs.sqlite, so \
                  command-not-found finds nothing on their clients",
@@ -333,7 +333,7 @@ async fn mirror_channel(
             local: Some(cache),
             lock: None,
         };
-        if rel.programs {
+        if rel.programs == Some(true) {
             release::create::create_latest_pending(&new).await?
         } else {
             release::create::create_latest(&new).await?
