@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::process::Command;
 
-use common::{NixEnv, TestDir};
+use common::{NixEnv, TestDir, TestServer};
 use nixipfs::binary_cache::LocalCache;
 
 /// The channel's `default.nix`: `hello` has an executable, a symlink, a dot-file, a
@@ -177,4 +177,223 @@ fn programs_sqlite_lists_the_programs_of_the_built_packages() {
     assert!(status.success());
     nixipfs::programs::add_to_release(&release, &systems, &cache, &tmp).unwrap();
     assert_eq!(fs::read(&tarball).unwrap(), first, "repacking is not deterministic");
+}
+
+/// The release of a nixpkgs channel from a fake Hydra whose channel tarball and packages real
+/// Nix built: `release-nixos` with `"programs": true`.
+struct HydraChannel {
+    dir: TestDir,
+    server: TestServer,
+    public_key: String,
+    tarball: Vec<u8>,
+    nixname: String,
+}
+
+const RELEASE_NIX: &str = r#"
+let
+  pkgs = import ./channel.nix { system = "x86_64-linux"; };
+  mk = name: script: derivation {
+    inherit name;
+    system = "x86_64-linux";
+    builder = "/bin/sh";
+    args = [ "-e" "-c" script ];
+    PATH = "/usr/bin:/bin";
+  };
+  tarball = mk "progtest-channel" ''
+    mkdir -p src/nixpkgs-24.11pre1.abcdef $out/tarballs
+    cp ${./channel.nix} src/nixpkgs-24.11pre1.abcdef/default.nix
+    tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@1 -C src -cf - \
+      nixpkgs-24.11pre1.abcdef | xz -c > $out/tarballs/nixpkgs-24.11pre1.abcdef.tar.xz
+  '';
+in { inherit tarball; inherit (pkgs) hello tool; }
+"#;
+
+impl HydraChannel {
+    fn new(label: &str) -> HydraChannel {
+        use common::hydra::{FakeHydra, HydraBuild, HydraEval, HydraProduct, ProductFile};
+        let dir = TestDir::new(label);
+        let env = NixEnv::new(&dir.join("nix"));
+        fs::write(dir.join("channel.nix"), CHANNEL_EXPR).unwrap();
+        let release_nix = dir.write("release.nix", RELEASE_NIX).display().to_string();
+        let built = env
+            .run_lines(
+                "nix-build",
+                &[&release_nix, "-A", "tarball", "-A", "hello", "-A", "tool", "--no-out-link"],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(built.len(), 3);
+        let secret = env
+            .run_lines("nix", &["key", "generate-secret", "--key-name", "progtest-1"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let secret_file = dir.write("secret.key", secret.concat());
+        let mut convert = env.command("nix");
+        convert
+            .args(["key", "convert-secret-to-public"])
+            .stdin(fs::File::open(&secret_file).unwrap());
+        let public_key = String::from_utf8_lossy(&env.run(&mut convert).unwrap().stdout)
+            .trim()
+            .to_string();
+        let to = format!(
+            "file://{}?compression=xz&secret-key={}",
+            dir.join("www").display(),
+            secret_file.display()
+        );
+        env.run(env.command("nix").args(["copy", "--to", &to]).args(&built))
+            .unwrap_or_else(|e| panic!("{e}"));
+
+        let nixname = "nixpkgs-24.11pre1.abcdef".to_string();
+        let inner = format!("/tarballs/{nixname}.tar.xz");
+        let file = std::path::PathBuf::from(format!("{}{inner}", env.real_path(&built[0]).display()));
+        let tarball = fs::read(&file).unwrap();
+        let product = ProductFile {
+            store_path: built[0].clone(),
+            inner,
+            sha256: common::hydra::sha256_hex(&tarball),
+            size: tarball.len() as u64,
+            copy: file,
+        };
+        let mut hydra = FakeHydra::new();
+        hydra.add_build(HydraBuild {
+            id: 5001,
+            project: "nixpkgs".into(),
+            jobset: "trunk".into(),
+            job: "tarball".into(),
+            nixname: nixname.clone(),
+            eval: 201,
+            stoptime: 1_700_000_000,
+            buildstatus: 0,
+            products: vec![HydraProduct::of("source-dist", &product)],
+        });
+        hydra.add_eval(HydraEval {
+            id: 201,
+            revision: "a".repeat(40),
+            store_paths: built.clone(),
+            jobs: [("tarball".to_string(), 5001)].into_iter().collect(),
+            absent_jobs: vec![],
+            timestamp: 1_700_000_000,
+        });
+        hydra.set_latest("nixpkgs", "trunk", "tarball", 5001);
+        let server = hydra
+            .routes(TestServer::builder().static_dir(dir.join("www")))
+            .start();
+        HydraChannel {
+            dir,
+            server,
+            public_key,
+            tarball,
+            nixname,
+        }
+    }
+
+    fn mirror(&self) -> std::path::PathBuf {
+        self.dir.join("mirror")
+    }
+
+    fn release_dir(&self) -> std::path::PathBuf {
+        self.mirror()
+            .join("releases/nixpkgs-unstable")
+            .join(&self.nixname)
+    }
+
+    fn command(&self, programs: &str) -> Command {
+        let config = self.dir.write(
+            "config.json",
+            format!(
+                r#"{{"hydra": "{url}", "cache": "{url}", "trusted_public_keys": ["{key}"],
+                    "releases": [{{"channel": "nixpkgs-unstable", "project": "nixpkgs",
+                    "jobset": "trunk", "job": "tarball"{programs}}}]}}"#,
+                url = self.server.url(),
+                key = self.public_key,
+            ),
+        );
+        common::process::nixipfs_command([
+            "release-nixos".to_string(),
+            "--dir".into(),
+            self.mirror().display().to_string(),
+            "--tmpdir".into(),
+            self.dir.join("tmp").display().to_string(),
+            "--config".into(),
+            config.display().to_string(),
+            "--no-ipfs".into(),
+            "--retries".into(),
+            "0".into(),
+        ])
+    }
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    common::process::run_command(cmd, std::time::Duration::from_secs(300))
+}
+
+#[test]
+fn release_nixos_adds_programs_sqlite_to_a_release_from_hydra() {
+    let ch = HydraChannel::new("programs-release");
+    let programs = r#", "programs": true, "systems": ["x86_64-linux", "aarch64-linux"]"#;
+
+    // Without nix-env on the PATH: a clear error, and the release is not complete.
+    let empty = ch.dir.join("empty-path");
+    fs::create_dir_all(&empty).unwrap();
+    let out = run(ch.command(programs).env("PATH", &empty));
+    let text = common::output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("nix-env") && text.contains("apt-get install nix-bin"), "{text}");
+    assert!(text.contains(r#""programs": false"#), "{text}");
+    assert!(!ch.release_dir().join("git-revision").exists());
+    assert!(fs::read_link(ch.mirror().join("channels/nixpkgs-unstable")).is_err());
+
+    // With nix: the release completes with programs.sqlite in its tarball.
+    let out = run(&mut ch.command(programs));
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    let rel = ch.release_dir();
+    assert!(rel.join("git-revision").is_file());
+    let tarball = rel.join("nixexprs.tar.xz");
+    assert_ne!(fs::read(&tarball).unwrap(), ch.tarball);
+    let names: Vec<String> = tar_listing(&tarball).into_iter().map(|e| e.0).collect();
+    assert_eq!(
+        names,
+        [
+            "nixpkgs-24.11pre1.abcdef",
+            "nixpkgs-24.11pre1.abcdef/default.nix",
+            "nixpkgs-24.11pre1.abcdef/programs.sqlite",
+        ]
+    );
+    let unpacked = ch.dir.join("unpacked");
+    fs::create_dir_all(&unpacked).unwrap();
+    let status = Command::new("tar")
+        .args(["-xJf", &tarball.display().to_string(), "-C", &unpacked.display().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let db_file = unpacked.join("nixpkgs-24.11pre1.abcdef/programs.sqlite");
+    let db = rusqlite::Connection::open(&db_file).unwrap();
+    assert_eq!(query(&db, "x86_64-linux", "hello"), ["hello"]);
+    assert_eq!(query(&db, "x86_64-linux", "hi"), ["hello"]);
+    assert_eq!(query(&db, "x86_64-linux", "tool"), ["tool"]);
+    assert!(query(&db, "x86_64-linux", ".hidden").is_empty());
+    assert!(query(&db, "x86_64-linux", "readme").is_empty());
+    let verified = common::run_nixipfs([
+        "verify".to_string(),
+        "--dir".into(),
+        ch.mirror().display().to_string(),
+    ]);
+    assert!(verified.status.success(), "{}", common::output_text(&verified));
+    assert_eq!(
+        fs::read_link(ch.mirror().join("channels/nixpkgs-unstable"))
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy(),
+        ch.nixname
+    );
+    common::assert_no_temp_files(&ch.mirror());
+}
+
+#[test]
+fn programs_false_leaves_the_tarball_as_hydra_built_it_with_one_warning() {
+    let ch = HydraChannel::new("programs-off");
+    let out = run(&mut ch.command(r#", "programs": false"#));
+    let text = common::output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.matches("`programs: false`").count(), 1, "{text}");
+    assert_eq!(fs::read(ch.release_dir().join("nixexprs.tar.xz")).unwrap(), ch.tarball);
 }
