@@ -386,6 +386,22 @@ fn release_nixos_adds_programs_sqlite_to_a_release_from_hydra() {
         ch.nixname
     );
     common::assert_no_temp_files(&ch.mirror());
+
+    // A run that stopped after the repack, before git-revision: the rerun fetches Hydra's
+    // tarball again (checked against Hydra's sha256), repacks it to the same bytes and
+    // completes the release.
+    let repacked = fs::read(&tarball).unwrap();
+    fs::remove_file(rel.join("git-revision")).unwrap();
+    let out = run(&mut ch.command(programs));
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    assert!(rel.join("git-revision").is_file());
+    assert_eq!(fs::read(&tarball).unwrap(), repacked);
+    let verified = common::run_nixipfs([
+        "verify".to_string(),
+        "--dir".into(),
+        ch.mirror().display().to_string(),
+    ]);
+    assert!(verified.status.success(), "{}", common::output_text(&verified));
 }
 
 #[test]

@@ -164,6 +164,13 @@ impl Site {
     }
 
     fn run(&self, extra: &[&str], keep: Option<u32>) -> std::process::Output {
+        let mut args = vec!["--no-ipfs"];
+        args.extend(extra);
+        self.run_ipfs(&args, keep)
+    }
+
+    /// Like [`Site::run`], with the IPFS options left to `extra`.
+    fn run_ipfs(&self, extra: &[&str], keep: Option<u32>) -> std::process::Output {
         let keep = keep
             .map(|k| format!(r#", "keep": {k}"#))
             .unwrap_or_default();
@@ -186,7 +193,6 @@ impl Site {
             self.dir.join("tmp").display().to_string(),
             "--config".into(),
             config.display().to_string(),
-            "--no-ipfs".into(),
             "--retries".into(),
             "0".into(),
         ];
@@ -371,4 +377,32 @@ fn a_redirect_to_another_channel_is_refused_naming_both() {
         .join(&other.nixname)
         .exists());
     assert!(site.channel_target().is_none());
+}
+
+#[test]
+fn a_published_release_is_published_to_a_real_ipfs_node() {
+    let node = common::ipfs_node::IpfsNode::start();
+    let cache = nix_cache(Compression::Xz);
+    let v1 = Published::new(cache, "nixos-24.11.100.aaaaaaaaaaaa", 100);
+    let site = Site::new("published-ipfs", &[&v1]);
+    site.point_at(&v1);
+    let port = node.port().to_string();
+    let out = site.run_ipfs(&["--ipfsapi", "127.0.0.1", &port], None);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let root = fs::read_to_string(site.mirror().join("ipfs_root")).unwrap();
+    // The release's files, copied from the channel, resolve through the root with their size.
+    for name in ["packages.json.br", "nixexprs.tar.xz", "git-revision"] {
+        let (status, body) = common::ipfs_node::post(
+            node.port(),
+            &format!(
+                "files/stat?arg=/ipfs/{}/releases/{CHANNEL}/{}/{name}",
+                root.trim(),
+                v1.nixname
+            ),
+        )
+        .expect("the node answers");
+        assert_eq!(status, 200, "{name}: {body}");
+        let stat: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(stat["Size"], v1.file(name).len(), "{name}: {body}");
+    }
 }
