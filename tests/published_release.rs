@@ -68,6 +68,11 @@ impl Published {
         }
     }
 
+    /// Replaces the bytes of one file.
+    fn set(&mut self, name: &str, bytes: Vec<u8>) {
+        self.files.iter_mut().find(|(n, _)| n == name).unwrap().1 = bytes;
+    }
+
     fn url_path(&self) -> String {
         format!("/releases/nixos/24.11/{}", self.nixname)
     }
@@ -116,6 +121,16 @@ struct Site {
 
 impl Site {
     fn new(label: &str, releases: &[&Published]) -> Site {
+        Site::with_hydra(label, releases, None, None)
+    }
+
+    /// A site on `port` (or any) that also answers like `hydra`.
+    fn with_hydra(
+        label: &str,
+        releases: &[&Published],
+        port: Option<u16>,
+        hydra: Option<&common::hydra::FakeHydra>,
+    ) -> Site {
         let cache = nix_cache(Compression::Xz);
         let dir = TestDir::new(label);
         let www = dir.join("www");
@@ -127,6 +142,12 @@ impl Site {
             .handler(&format!("/{CHANNEL}"), move |_| {
                 Response::redirect(302, &t.lock().unwrap())
             });
+        if let Some(p) = port {
+            builder = builder.port(p);
+        }
+        if let Some(h) = hydra {
+            builder = h.routes(builder);
+        }
         for r in releases {
             r.write(&www);
             builder = builder.route(
@@ -179,7 +200,7 @@ impl Site {
             format!(
                 r#"{{"hydra": "{hydra}", "cache": "{cache}", "trusted_public_keys": ["{key}"],
                     "releases": [{{"channel": "{CHANNEL}", "source": "{source}"{keep}}}]}}"#,
-                hydra = self.server.url_for("/hydra"),
+                hydra = self.server.url(),
                 cache = self.server.url_for("/cache"),
                 key = self.cache.public_key,
                 source = self.server.url_for(&format!("/{CHANNEL}")),
@@ -405,4 +426,68 @@ fn a_published_release_is_published_to_a_real_ipfs_node() {
         let stat: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(stat["Size"], v1.file(name).len(), "{name}: {body}");
     }
+}
+
+#[test]
+fn nixexprs_is_checked_against_the_hydra_evaluation_its_src_url_names() {
+    use common::hydra::{FakeHydra, HydraBuild, HydraEval, HydraProduct};
+    let port = common::ipfs_node::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let cache = nix_cache(Compression::Xz);
+    let mut good = Published::new(cache, "nixos-24.11.300.eeeeeeeeeeee", 300);
+    good.set("src-url", format!("{base}/eval/300").into_bytes());
+    let mut bad = Published::new(cache, "nixos-24.11.400.ffffffffffff", 400);
+    bad.set("src-url", format!("{base}/eval/400").into_bytes());
+    let mut hydra = FakeHydra::new();
+    for (eval, rel, tarball) in [
+        (300, &good, good.file("nixexprs.tar.xz").to_vec()),
+        (400, &bad, b"the tarball Hydra built".to_vec()),
+    ] {
+        let build = eval * 10 + 1;
+        hydra.add_build(HydraBuild {
+            id: build,
+            project: "nixos".into(),
+            jobset: "release-24.11".into(),
+            job: "nixos.channel".into(),
+            nixname: rel.nixname.clone(),
+            eval,
+            stoptime: 1_700_000_000,
+            buildstatus: 0,
+            products: vec![HydraProduct {
+                subtype: "source-dist".into(),
+                name: "nixexprs.tar.xz".into(),
+                path: format!(
+                    "/nix/store/{}-nixos-channel/tarballs/{}.tar.xz",
+                    "1".repeat(32),
+                    rel.nixname
+                ),
+                sha256hash: common::hydra::sha256_hex(&tarball),
+                filesize: tarball.len() as u64,
+            }],
+        });
+        hydra.add_eval(HydraEval {
+            id: eval,
+            revision: "b".repeat(40),
+            store_paths: vec![],
+            jobs: [("nixos.channel".to_string(), build)].into_iter().collect(),
+            absent_jobs: vec![],
+            timestamp: 1_700_000_000,
+        });
+    }
+    let site = Site::with_hydra("published-hydra", &[&good, &bad], Some(port), Some(&hydra));
+
+    site.point_at(&bad);
+    let out = site.run(&[], None);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("Hydra evaluation 400 built one with sha256"), "{text}");
+    assert!(!site.release_dir(&bad).join("git-revision").exists());
+    assert!(site.channel_target().is_none());
+
+    site.point_at(&good);
+    let out = site.run(&[], None);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("nixexprs.tar.xz matches Hydra evaluation 300"), "{text}");
+    assert_eq!(site.channel_target().as_deref(), Some(good.nixname.as_str()));
 }
