@@ -8,7 +8,8 @@
 //! 2. Every channel link points at a release that has `git-revision`.
 //! 3. A complete release has every file its `git-revision` promises (`src-url`,
 //!    `binary-cache-url`, `store-paths`, `store-paths.xz`, `nixexprs.tar.xz`, `build-info.json`),
-//!    and each `FILE.sha256` matches its file.
+//!    and each `FILE.sha256` matches its file; the files of a release copied from a published
+//!    channel match the hashes its `build-info.json` records (`published`).
 //! 4. A release a channel points at has its whole closure in its `binary_cache/` view: every
 //!    path of `store-paths` (less `missing-store-paths`) and every reference of every linked
 //!    narinfo is linked, and every link resolves.
