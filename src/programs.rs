@@ -2,7 +2,8 @@
 //! reads (`select package from Programs where system = ? and name = ?`).
 //!
 //! The packages come from evaluating the channel's expressions per system with
-//! `nix-env -qaP --out-path --xml`; the programs of a package are the entries directly under
+//! `nix-env -qaP --out-path --xml` (with an empty `config` and no `overlays`, so that nothing
+//! of the host's user configuration enters); the programs of a package are the entries directly under
 //! `bin/` of each of its outputs that do not start with `.` and are executable regular files or
 //! symlinks, read from the output's NAR in the mirror's binary cache with the NAR reader. When
 //! one output is reached by several attribute paths, the shortest path (then the first in
@@ -167,6 +168,8 @@ pub fn evaluate(channel_dir: &Path, system: &str) -> Result<Vec<Package>> {
         .arg("-f")
         .arg(channel_dir)
         .args(["-qaP", "--out-path", "--xml", "--argstr", "system", system])
+        // The channel as it is, whatever the host's ~/.config/nixpkgs says.
+        .args(["--arg", "config", "{}", "--arg", "overlays", "[]"])
         .stdin(Stdio::null());
     let out = match cmd.output() {
         Ok(o) => o,

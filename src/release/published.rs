@@ -46,6 +46,7 @@ const OWN_FILES: &[&str] = &[
     "binary_cache",
     "nix-cache-info",
     "lastsync",
+    "ipfs_hash",
 ];
 
 /// The largest index page, `src-url` or `git-revision` read into memory.
@@ -282,8 +283,9 @@ pub async fn copy_latest(new: &PublishedRelease<'_>) -> Result<Outcome> {
         copy_file(new.fetcher, &release_url, f, &dir).await?;
     }
     check_sha256_files(&dir, &wanted)?;
-    let git_revision = small_file(new.fetcher, &release_url, &files, COMPLETION_MARKER).await?;
-    let git_revision = String::from_utf8_lossy(&git_revision).trim().to_string();
+    let git_revision_bytes =
+        small_file(new.fetcher, &release_url, &files, COMPLETION_MARKER).await?;
+    let git_revision = String::from_utf8_lossy(&git_revision_bytes).trim().to_string();
     {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || write_store_paths_from_xz(&dir))
@@ -309,12 +311,8 @@ pub async fn copy_latest(new: &PublishedRelease<'_>) -> Result<Outcome> {
             .collect(),
     };
     write_build_info(&dir, &info)?;
-    // Last: the marker that everything above is in place.
-    let marker = files
-        .iter()
-        .find(|f| f.name == COMPLETION_MARKER)
-        .context("no git-revision")?;
-    copy_file(new.fetcher, &release_url, marker, &dir).await?;
+    // Last: the marker that everything above is in place, as published (checked above).
+    fsutil::atomic_write(&dir.join(COMPLETION_MARKER), &git_revision_bytes)?;
     Ok(Outcome::Release(ChannelRelease {
         dir,
         info,
