@@ -86,7 +86,17 @@ fn programs_sqlite_lists_the_programs_of_the_built_packages() {
     let built = env
         .run_lines(
             "nix-build",
-            &[&expr, "--argstr", "system", system, "-A", "hello", "-A", "tool", "--no-out-link"],
+            &[
+                &expr,
+                "--argstr",
+                "system",
+                system,
+                "-A",
+                "hello",
+                "-A",
+                "tool",
+                "--no-out-link",
+            ],
         )
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(built.len(), 2);
@@ -117,8 +127,7 @@ fn programs_sqlite_lists_the_programs_of_the_built_packages() {
     let systems = vec![system.to_string(), "aarch64-linux".to_string()];
     let tmp = dir.join("tmp");
     fs::create_dir_all(&tmp).unwrap();
-    let report =
-        nixipfs::programs::add_to_release(&release, &systems, &cache, &tmp).unwrap();
+    let report = nixipfs::programs::add_to_release(&release, &systems, &cache, &tmp).unwrap();
     // hello, hi (hello); tool (tool). aarch64-linux outputs are not in the mirror.
     assert_eq!(report.rows, 3);
     assert_eq!(report.not_mirrored, 2);
@@ -128,8 +137,14 @@ fn programs_sqlite_lists_the_programs_of_the_built_packages() {
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted, "entries are not sorted");
-    assert!(names.contains(&"nixos-24.11.1.abc/programs.sqlite"), "{names:?}");
-    assert!(names.contains(&"nixos-24.11.1.abc/default.nix"), "{names:?}");
+    assert!(
+        names.contains(&"nixos-24.11.1.abc/programs.sqlite"),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"nixos-24.11.1.abc/default.nix"),
+        "{names:?}"
+    );
     assert!(listing.iter().all(|(_, u, g, m)| (*u, *g, *m) == (0, 0, 1)));
     let sha_line = fs::read_to_string(release.join("nixexprs.tar.xz.sha256")).unwrap();
     assert_eq!(
@@ -143,11 +158,17 @@ fn programs_sqlite_lists_the_programs_of_the_built_packages() {
     let unpacked = dir.join("unpacked");
     fs::create_dir_all(&unpacked).unwrap();
     let status = Command::new("tar")
-        .args(["-xJf", &tarball.display().to_string(), "-C", &unpacked.display().to_string()])
+        .args([
+            "-xJf",
+            &tarball.display().to_string(),
+            "-C",
+            &unpacked.display().to_string(),
+        ])
         .status()
         .unwrap();
     assert!(status.success());
-    let db = rusqlite::Connection::open(unpacked.join("nixos-24.11.1.abc/programs.sqlite")).unwrap();
+    let db =
+        rusqlite::Connection::open(unpacked.join("nixos-24.11.1.abc/programs.sqlite")).unwrap();
     assert_eq!(query(&db, system, "hello"), ["hello"]);
     assert_eq!(query(&db, system, "hi"), ["hello"]);
     assert_eq!(query(&db, system, "tool"), ["tool"]);
@@ -176,7 +197,11 @@ fn programs_sqlite_lists_the_programs_of_the_built_packages() {
         .unwrap();
     assert!(status.success());
     nixipfs::programs::add_to_release(&release, &systems, &cache, &tmp).unwrap();
-    assert_eq!(fs::read(&tarball).unwrap(), first, "repacking is not deterministic");
+    assert_eq!(
+        fs::read(&tarball).unwrap(),
+        first,
+        "repacking is not deterministic"
+    );
 }
 
 /// The release of a nixpkgs channel from a fake Hydra whose channel tarball and packages real
@@ -218,12 +243,24 @@ impl HydraChannel {
         let built = env
             .run_lines(
                 "nix-build",
-                &[&release_nix, "-A", "tarball", "-A", "hello", "-A", "tool", "--no-out-link"],
+                &[
+                    &release_nix,
+                    "-A",
+                    "tarball",
+                    "-A",
+                    "hello",
+                    "-A",
+                    "tool",
+                    "--no-out-link",
+                ],
             )
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(built.len(), 3);
         let secret = env
-            .run_lines("nix", &["key", "generate-secret", "--key-name", "progtest-1"])
+            .run_lines(
+                "nix",
+                &["key", "generate-secret", "--key-name", "progtest-1"],
+            )
             .unwrap_or_else(|e| panic!("{e}"));
         let secret_file = dir.write("secret.key", secret.concat());
         let mut convert = env.command("nix");
@@ -243,7 +280,8 @@ impl HydraChannel {
 
         let nixname = "nixpkgs-24.11pre1.abcdef".to_string();
         let inner = format!("/tarballs/{nixname}.tar.xz");
-        let file = std::path::PathBuf::from(format!("{}{inner}", env.real_path(&built[0]).display()));
+        let file =
+            std::path::PathBuf::from(format!("{}{inner}", env.real_path(&built[0]).display()));
         let tarball = fs::read(&file).unwrap();
         let product = ProductFile {
             store_path: built[0].clone(),
@@ -336,7 +374,10 @@ fn release_nixos_adds_programs_sqlite_to_a_release_from_hydra() {
     let out = run(ch.command(programs).env("PATH", &empty));
     let text = common::output_text(&out);
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("nix-env") && text.contains("apt-get install nix-bin"), "{text}");
+    assert!(
+        text.contains("nix-env") && text.contains("apt-get install nix-bin"),
+        "{text}"
+    );
     assert!(text.contains(r#""programs": false"#), "{text}");
     assert!(!ch.release_dir().join("git-revision").exists());
     assert!(fs::read_link(ch.mirror().join("channels/nixpkgs-unstable")).is_err());
@@ -360,7 +401,12 @@ fn release_nixos_adds_programs_sqlite_to_a_release_from_hydra() {
     let unpacked = ch.dir.join("unpacked");
     fs::create_dir_all(&unpacked).unwrap();
     let status = Command::new("tar")
-        .args(["-xJf", &tarball.display().to_string(), "-C", &unpacked.display().to_string()])
+        .args([
+            "-xJf",
+            &tarball.display().to_string(),
+            "-C",
+            &unpacked.display().to_string(),
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -376,7 +422,11 @@ fn release_nixos_adds_programs_sqlite_to_a_release_from_hydra() {
         "--dir".into(),
         ch.mirror().display().to_string(),
     ]);
-    assert!(verified.status.success(), "{}", common::output_text(&verified));
+    assert!(
+        verified.status.success(),
+        "{}",
+        common::output_text(&verified)
+    );
     assert_eq!(
         fs::read_link(ch.mirror().join("channels/nixpkgs-unstable"))
             .unwrap()
@@ -401,7 +451,11 @@ fn release_nixos_adds_programs_sqlite_to_a_release_from_hydra() {
         "--dir".into(),
         ch.mirror().display().to_string(),
     ]);
-    assert!(verified.status.success(), "{}", common::output_text(&verified));
+    assert!(
+        verified.status.success(),
+        "{}",
+        common::output_text(&verified)
+    );
 }
 
 #[test]
@@ -411,5 +465,8 @@ fn programs_false_leaves_the_tarball_as_hydra_built_it_with_one_warning() {
     let text = common::output_text(&out);
     assert!(out.status.success(), "{text}");
     assert_eq!(text.matches("`programs: false`").count(), 1, "{text}");
-    assert_eq!(fs::read(ch.release_dir().join("nixexprs.tar.xz")).unwrap(), ch.tarball);
+    assert_eq!(
+        fs::read(ch.release_dir().join("nixexprs.tar.xz")).unwrap(),
+        ch.tarball
+    );
 }

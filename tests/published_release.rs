@@ -480,7 +480,10 @@ fn nixexprs_is_checked_against_the_hydra_evaluation_its_src_url_names() {
     let out = site.run(&[], None);
     let text = output_text(&out);
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("Hydra evaluation 400 built one with sha256"), "{text}");
+    assert!(
+        text.contains("Hydra evaluation 400 built one with sha256"),
+        "{text}"
+    );
     assert!(!site.release_dir(&bad).join("git-revision").exists());
     assert!(site.channel_target().is_none());
 
@@ -488,6 +491,12 @@ fn nixexprs_is_checked_against_the_hydra_evaluation_its_src_url_names() {
     let out = site.run(&[], None);
     let text = output_text(&out);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("nixexprs.tar.xz matches Hydra evaluation 300"), "{text}");
-    assert_eq!(site.channel_target().as_deref(), Some(good.nixname.as_str()));
+    assert!(
+        text.contains("nixexprs.tar.xz matches Hydra evaluation 300"),
+        "{text}"
+    );
+    assert_eq!(
+        site.channel_target().as_deref(),
+        Some(good.nixname.as_str())
+    );
 }

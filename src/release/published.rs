@@ -285,7 +285,9 @@ pub async fn copy_latest(new: &PublishedRelease<'_>) -> Result<Outcome> {
     check_sha256_files(&dir, &wanted)?;
     let git_revision_bytes =
         small_file(new.fetcher, &release_url, &files, COMPLETION_MARKER).await?;
-    let git_revision = String::from_utf8_lossy(&git_revision_bytes).trim().to_string();
+    let git_revision = String::from_utf8_lossy(&git_revision_bytes)
+        .trim()
+        .to_string();
     {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || write_store_paths_from_xz(&dir))
