@@ -276,8 +276,9 @@ pub fn parse_keys(keys: &[String]) -> Result<Vec<PublicKey>> {
 /// Listing the NARs to fetch instead of fetching them.
 #[derive(Debug, Args, Clone)]
 pub struct PrintArgs {
-    /// Resolve the closure and write the narinfos, but download no NAR: list each NAR not yet in
-    /// the mirror on standard output, for another downloader; channels do not move.
+    /// Resolve the closure but download no NAR: list each NAR not yet in the mirror on standard
+    /// output, for another downloader to put in DIR/.staging/binary_cache; the narinfos wait
+    /// there too, nothing is served before the next normal run checks it, channels do not move.
     #[arg(long, alias = "print_only")]
     pub print_only: bool,
     /// How --print-only lists the NARs to fetch: plain (URL,FileHash), url, or aria2c (an input

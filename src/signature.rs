@@ -336,8 +336,6 @@ fn check_name(name: &str, what: &'static str) -> Result<(), SignatureError> {
     Ok(())
 }
 
-/// `s` cut to at most 120 characters, for error messages.
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::binary_cache::{LocalCache, Upstream, UpstreamNarInfoError};
+use crate::binary_cache::{LocalCache, PrintFormat, Upstream, UpstreamNarInfoError};
 use crate::compression::{self, Compression};
 use crate::fetch::Expected;
 use crate::fsutil;
@@ -27,8 +27,23 @@ use crate::store_path::StorePath;
 pub struct CacheAccess<'a> {
     /// The upstream binary cache, with the keys its narinfos must be signed by.
     pub upstream: &'a Upstream,
-    /// A local binary cache to take narinfos and NARs from when present.
+    /// A local binary cache to take narinfos and NARs from when present; its staging area
+    /// ([`crate::binary_cache::staging`]) is looked in too.
     pub local: Option<&'a LocalCache>,
+    /// List a NAR that is not here for another downloader instead of downloading it
+    /// (`--print-only`); its narinfo is kept in the local cache's staging area.
+    pub print: Option<PrintFormat>,
+}
+
+/// What [`fetch_store_file`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// The file is in place, verified: this many bytes.
+    File(u64),
+    /// The NAR holding the file is not here and is for another downloader
+    /// ([`CacheAccess::print`]): its entry in the list, or `None` when it was placed in the
+    /// staging area already. The file is not written.
+    Listed(Option<String>),
 }
 
 /// One file to fetch.
@@ -45,12 +60,25 @@ pub struct StoreFile<'a> {
     pub dest: &'a Path,
 }
 
-/// Fetches the narinfo of `path`, checked like the closure walk does.
+/// Fetches the narinfo of `path`, checked like the closure walk does: from the local cache or
+/// its staging area when there is one there signed by a trusted key, else from upstream (and,
+/// with [`CacheAccess::print`], kept in the staging area).
 pub async fn fetch_narinfo(access: &CacheAccess<'_>, path: &StorePath) -> Result<NarInfo> {
-    if let Some(info) = access.local.and_then(|local| local.read_narinfo(path)) {
-        return Ok(info);
+    let caches = access.local.map(|l| [l.clone(), l.staging()]);
+    for cache in caches.iter().flatten() {
+        let Some(info) = cache.read_narinfo(path) else {
+            continue;
+        };
+        match access.upstream.check_signatures(vec![info]).pop() {
+            Some(Ok(info)) => return Ok(info),
+            Some(Err((_, error))) => tracing::warn!(
+                "{}: the narinfo stored for {path} is refused ({error}); fetching it again",
+                cache.narinfo_path(path).display()
+            ),
+            None => {}
+        }
     }
-    access
+    let info = access
         .upstream
         .fetch_narinfo(path)
         .await
@@ -60,15 +88,23 @@ pub async fn fetch_narinfo(access: &CacheAccess<'_>, path: &StorePath) -> Result
                 access.upstream.narinfo_url(path)
             ),
             UpstreamNarInfoError::Refused(msg) => anyhow::anyhow!(msg),
-        })
+        })?;
+    if let (Some(_), Some(local)) = (access.print, access.local) {
+        let staging = local.staging();
+        staging.create_dirs()?;
+        staging.write_narinfo(&info, true)?;
+    }
+    Ok(info)
 }
 
-/// Fetches `file` into place. `tmpdir` holds the NAR while it is read.
+/// Fetches `file` into place. `tmpdir` holds the NAR while it is read. A NAR another
+/// downloader put in the staging area is used there (its `NarHash` checked as it is read, and
+/// the file against its expected hash).
 pub async fn fetch_store_file(
     access: &CacheAccess<'_>,
     file: &StoreFile<'_>,
     tmpdir: &Path,
-) -> Result<u64> {
+) -> Result<Fetched> {
     let info = fetch_narinfo(access, file.store_path).await?;
     let compression = Compression::from_narinfo(&info.compression).with_context(|| {
         format!(
@@ -79,14 +115,31 @@ pub async fn fetch_store_file(
     fsutil::check_relative_path(&info.url)
         .with_context(|| format!("the narinfo of {} has an unsafe URL", file.store_path))?;
 
-    // The NAR: from the local cache when it is there, else downloaded to a temp file.
-    let local_nar = access.local.and_then(|l| {
+    // The NAR: from the local cache when it is there, or from its staging area; else listed
+    // for another downloader, or downloaded to a temp file.
+    let in_cache = |l: &LocalCache| {
         let p = l.nar_path(&info).ok()?;
         l.nar_present(&p, &info).then_some(p)
-    });
-    let (nar_path, _cleanup) = match local_nar {
-        Some(p) => (p, None),
-        None => {
+    };
+    let local_nar = access.local.and_then(in_cache);
+    let staged_nar = match local_nar {
+        Some(_) => None,
+        None => access
+            .local
+            .map(|l| l.staging())
+            .as_ref()
+            .and_then(in_cache),
+    };
+    if let (Some(format), None) = (access.print, &local_nar) {
+        return Ok(Fetched::Listed(match staged_nar {
+            Some(_) => None,
+            None => Some(format.entry(&access.upstream.nar_url(&info), &info.url, info.file_hash)),
+        }));
+    }
+    let (nar_path, _cleanup, from_staging) = match (local_nar, staged_nar) {
+        (Some(p), _) => (p, None, false),
+        (None, Some(p)) => (p, None, true),
+        (None, None) => {
             std::fs::create_dir_all(tmpdir)
                 .with_context(|| format!("cannot create {}", tmpdir.display()))?;
             let tmp = tmpdir.join(format!("{}nar-{}", fsutil::TEMP_PREFIX, info.hash_part()));
@@ -104,7 +157,7 @@ pub async fn fetch_store_file(
                     },
                 )
                 .await?;
-            (tmp.clone(), Some(RemoveOnDrop(tmp)))
+            (tmp.clone(), Some(RemoveOnDrop(tmp)), false)
         }
     };
 
@@ -114,7 +167,7 @@ pub async fn fetch_store_file(
     let want_size = file.size;
     let store_path = file.store_path.to_string();
     let nar_hash = info.nar_hash;
-    tokio::task::spawn_blocking(move || {
+    let size = tokio::task::spawn_blocking(move || {
         extract_verified(
             &nar_path,
             compression,
@@ -127,7 +180,13 @@ pub async fn fetch_store_file(
         .with_context(|| format!("cannot extract {store_path}{inner}"))
     })
     .await
-    .context("the extraction task failed")?
+    .context("the extraction task failed")??;
+    if from_staging {
+        // Left in place: the closure may need the same NAR. The staging area is emptied once
+        // a whole run has succeeded ([`LocalCache::clear_staging`]).
+        tracing::info!("{}: taken from the staging area", file.store_path);
+    }
+    Ok(Fetched::File(size))
 }
 
 struct RemoveOnDrop(PathBuf);

@@ -301,8 +301,6 @@ fn strip_store_dir(s: &str) -> Result<&str, StorePathError> {
         })
 }
 
-/// `s` cut to at most 300 characters, for error messages.
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,7 +66,7 @@ fn aria2c_fetches_the_listed_nars_and_the_next_run_downloads_none() {
     let update = |extra: &[&str]| t.update(extra);
     let listed = update(&["--print-only", "--print-format", "aria2c"]);
     assert_success(&listed);
-    assert_eq!(nar_requests(&server), 0, "--print-only downloaded a NAR");
+    assert_eq!(nar_requests(server), 0, "--print-only downloaded a NAR");
     let list = String::from_utf8(listed.stdout).unwrap();
     let entries = list.lines().filter(|l| l.starts_with("http")).count();
     assert!(entries > 0, "nothing listed:\n{list}");
@@ -77,6 +77,28 @@ fn aria2c_fetches_the_listed_nars_and_the_next_run_downloads_none() {
         entries,
         "{list}"
     );
+    let cache_dir = mirror.join("binary_cache");
+    let narinfos = |d: &std::path::Path| -> usize {
+        std::fs::read_dir(d)
+            .map(|r| {
+                r.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .ends_with(".narinfo")
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        narinfos(&cache_dir),
+        0,
+        "--print-only put narinfos in the served cache before their NARs"
+    );
+    let staging = mirror.join(".staging/binary_cache");
+    assert!(narinfos(&staging) > 0, "no narinfo was staged");
     let list_file = dir.write("nars.aria2", &list);
 
     let aria2c = Command::new("aria2c")
@@ -104,7 +126,7 @@ fn aria2c_fetches_the_listed_nars_and_the_next_run_downloads_none() {
         Duration::from_secs(120),
     );
     assert_success(&fetched);
-    let by_aria2c = nar_requests(&server);
+    let by_aria2c = nar_requests(server);
     assert_eq!(
         by_aria2c, entries,
         "aria2c made another number of NAR requests"
@@ -114,10 +136,21 @@ fn aria2c_fetches_the_listed_nars_and_the_next_run_downloads_none() {
     let out = update(&[]);
     assert_success(&out);
     assert_eq!(
-        nar_requests(&server),
+        nar_requests(server),
         by_aria2c,
         "the run downloaded NARs again:\n{}",
         output_text(&out)
+    );
+    assert!(
+        output_text(&out).contains(&format!("{entries} from the staging area")),
+        "{}",
+        output_text(&out)
+    );
+    assert_eq!(narinfos(&staging), 0, "staged narinfos were left behind");
+    assert_eq!(
+        std::fs::read_dir(staging.join("nar")).unwrap().count(),
+        0,
+        "staged NARs were left behind"
     );
     let verify = run_nixipfs([
         "verify",
@@ -128,6 +161,48 @@ fn aria2c_fetches_the_listed_nars_and_the_next_run_downloads_none() {
         &t.cache.public_key,
     ]);
     assert_success(&verify);
+}
+
+#[test]
+fn a_wrong_file_in_the_staging_area_is_removed_and_the_nar_downloaded() {
+    let t = Setup::new("print-staged-bad");
+    let (server, mirror, cache) = (&t.server, t.mirror(), &t.cache);
+    let listed = t.update(&["--print-only"]);
+    assert_success(&listed);
+    let lines = String::from_utf8(listed.stdout).unwrap();
+    let rel = lines
+        .lines()
+        .next()
+        .and_then(|l| l.split(',').next())
+        .expect("a listed NAR")
+        .to_string();
+    // Another tool put a file of the right name and size but other bytes where it was told.
+    let staged = mirror.join(".staging/binary_cache").join(&rel);
+    let mut bad = std::fs::read(cache.dir.join(&rel)).unwrap();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+    std::fs::write(&staged, &bad).unwrap();
+    server.clear_requests();
+    // The next run checks it, removes it with a warning, and downloads the NAR instead.
+    let out = t.update(&[]);
+    assert_success(&out);
+    assert!(!staged.exists(), "the wrong staged file is still there");
+    assert!(
+        output_text(&out).contains("does not match its narinfo"),
+        "{}",
+        output_text(&out)
+    );
+    assert_eq!(
+        std::fs::read(mirror.join("binary_cache").join(&rel)).unwrap(),
+        std::fs::read(cache.dir.join(&rel)).unwrap(),
+        "the served NAR is not upstream's"
+    );
+    assert_eq!(
+        nar_requests(server),
+        lines.lines().count(),
+        "each NAR is downloaded once"
+    );
 }
 
 #[test]

@@ -695,6 +695,18 @@ fn print_only_lists_every_nar_once_and_moves_no_channel() {
             .filter(|f| f.starts_with("nar/"))
             .collect();
         assert_eq!(nars, Vec::<String>::new(), "{flag}: NARs were downloaded");
+        let nar_requests: Vec<String> = m
+            .cache_srv
+            .requests()
+            .into_iter()
+            .map(|r| r.path)
+            .filter(|p| p.contains("/nar/"))
+            .collect();
+        assert_eq!(
+            nar_requests,
+            Vec::<String>::new(),
+            "{flag}: NARs were downloaded (the release's files included)"
+        );
         assert_no_lastsync(&m.d());
         assert_no_temp_files(m.dir.path());
 
@@ -709,6 +721,78 @@ fn print_only_lists_every_nar_once_and_moves_no_channel() {
             );
         }
     }
+}
+
+/// The round trip of `--print-only` with another downloader: the list is all the mirror host
+/// downloads nothing for, real aria2c fetches it into the staging area, and the next normal run
+/// takes every file from there (the release's own files included), moves the channels, and
+/// leaves no staging area behind.
+#[test]
+fn print_only_round_trip_through_aria2c_downloads_each_nar_once() {
+    let m = Mirror::standard("rn-print-round-trip");
+    let listed = m.run(&["--print-only", "--print-format", "aria2c"]);
+    assert_success(&listed);
+    let nar_requests = || {
+        m.cache_srv
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.contains("/nar/"))
+            .count()
+    };
+    assert_eq!(nar_requests(), 0, "--print-only downloaded a NAR");
+    assert_eq!(
+        files_under(&m.d().join("binary_cache"))
+            .into_iter()
+            .filter(|f| f.ends_with(".narinfo"))
+            .collect::<Vec<_>>(),
+        Vec::<String>::new(),
+        "--print-only put narinfos in the served cache"
+    );
+    let list = stdout(&listed);
+    let entries = list.lines().filter(|l| l.starts_with("http")).count();
+    assert!(entries > 0, "{}", output_text(&listed));
+    let list_file = m.dir.join("nars.aria2");
+    fs::write(&list_file, &list).unwrap();
+    assert!(
+        Command::new("aria2c")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "aria2c is needed: apt-get install aria2 (.ci/run installs it)"
+    );
+    let fetched = common::process::run_command(
+        Command::new("aria2c").args([
+            "--input-file",
+            list_file.to_str().unwrap(),
+            "--dir",
+            m.d().to_str().unwrap(),
+            "--auto-file-renaming=false",
+            "--allow-overwrite=false",
+            "--check-integrity=true",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+        ]),
+        Duration::from_secs(120),
+    );
+    assert_success(&fetched);
+    assert_eq!(nar_requests(), entries, "aria2c fetched another number");
+
+    m.run_ok(&[]);
+    assert_eq!(
+        nar_requests(),
+        entries,
+        "the normal run downloaded NARs another tool had placed"
+    );
+    let nixos = m.release_dir(NIXOS_CHANNEL, NIXOS_TESTED[0]);
+    m.assert_closure_mirrored(&nixos, &m.eval_closure(NIXOS_EVALS[0]));
+    assert_eq!(
+        m.channel(NIXOS_CHANNEL),
+        Some(m.channel_target(NIXOS_CHANNEL, NIXOS_TESTED[0]))
+    );
+    assert!(
+        !m.d().join(".staging").exists(),
+        "the staging area outlived a complete run"
+    );
 }
 
 #[test]

@@ -460,11 +460,18 @@ fn print_only_writes_narinfos_and_lists_the_nars() {
             Vec::<String>::new(),
             "{flag}: no NAR is downloaded"
         );
+        // The narinfos wait in the staging area, as served; the served cache gets none of
+        // them before their NARs.
+        let staging = m.outdir().join(".staging/binary_cache");
         for p in &cache.closure {
             assert!(
-                fs::read(m.cache_dir().join(narinfo_name(p))).unwrap()
+                fs::read(staging.join(narinfo_name(p))).unwrap()
                     == fs::read(cache.narinfo_file(p)).unwrap(),
-                "{flag}: narinfo of {p} written as served"
+                "{flag}: narinfo of {p} staged as served"
+            );
+            assert!(
+                !m.cache_dir().join(narinfo_name(p)).exists(),
+                "{flag}: narinfo of {p} reached the served cache before its NAR"
             );
         }
         assert!(tree(&m.cache_dir().join("nar")).is_empty(), "{flag}");
@@ -483,6 +490,11 @@ fn print_only_writes_narinfos_and_lists_the_nars() {
             assert_eq!(requested.len(), nars.len(), "{}", srv.log_summary());
             assert_eq!(requested.into_iter().collect::<BTreeSet<_>>(), nars);
             assert_mirrored(cache, &m, &cache.closure);
+            assert_eq!(
+                tree(&staging),
+                BTreeSet::new(),
+                "the staging area keeps what was taken"
+            );
             // With everything present there is nothing left to list.
             let out = m.run_trusting(cache, &srv.url(), &[flag]);
             assert_ok(&out);

@@ -6,6 +6,7 @@
 //! is only ever written after its NAR is in place and verified, so every narinfo in the cache has
 //! its NAR (except after `--print-only`, which writes narinfos for another host to fill in).
 
+pub mod staging;
 pub mod upstream;
 pub mod view;
 
@@ -19,6 +20,7 @@ use crate::fsutil::{self, UnsafePath};
 use crate::narinfo::NarInfo;
 use crate::store_path::StorePath;
 
+pub use staging::{PrintFormat, STAGING_DIR};
 pub use upstream::{trusted_keys_for, Upstream, UpstreamNarInfoError};
 pub use view::{release_links, LinkStats, ReleaseView};
 

@@ -70,6 +70,7 @@ pub async fn run(opts: &CreateChannelReleaseOptions) -> Result<ChannelRelease> {
         tmpdir: opts.tmpdir.as_deref(),
         local: None,
         lock: Some(lock_dir(&outdir)),
+        print: None,
     })
     .await
 }

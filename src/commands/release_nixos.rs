@@ -202,6 +202,14 @@ pub async fn run(
             .map(|c| c.channel.as_str())
             .collect();
         status::record_channel_success(&dir, &succeeded)?;
+        if succeeded.len() == report.channels.len() {
+            // Every release is complete: what another downloader left unused is not needed.
+            match cache.clear_staging() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("removed the staging area ({n} files left unused)"),
+                Err(e) => tracing::warn!("{e:#}"),
+            }
+        }
     }
 
     if opts.gc && !opts.print_only {
@@ -332,6 +340,7 @@ async fn mirror_channel(
             tmpdir: Some(&opts.tmpdir),
             local: Some(cache),
             lock: None,
+            print: opts.print_only.then_some(opts.print_format),
         };
         if rel.programs == Some(true) {
             release::create::create_latest_pending(&new).await?
@@ -340,6 +349,10 @@ async fn mirror_channel(
         }
     };
     outcome.release = Some(release.dir.clone());
+    for entry in &release.listed {
+        out.write_all(entry.as_bytes())
+            .context("cannot write to standard output")?;
+    }
     // A complete release is returned as it is; what an interrupted later write (such as
     // `missing-store-paths`) left in it goes now, under the lock.
     fsutil::remove_stale_temp_files(&release.dir)?;
@@ -371,7 +384,7 @@ async fn mirror_channel(
             release.dir.display()
         );
     }
-    if !release.dir.join(release::COMPLETION_MARKER).is_file() {
+    if !release.complete && rel.programs == Some(true) {
         // A release made now from Hydra gets programs.sqlite, then its git-revision.
         let (dir, systems, cache, tmp) = (
             release.dir.clone(),

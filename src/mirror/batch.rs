@@ -18,6 +18,8 @@ use crate::store_path::StorePath;
 /// Narinfos (and view links) waiting to be stored.
 pub(super) struct NarInfoBatch {
     cache: LocalCache,
+    /// The staging area whose copy of each narinfo stored goes, if it has one.
+    staging: Option<LocalCache>,
     /// Narinfos to store.
     pending: Vec<NarInfo>,
     /// Store paths (and NAR URLs) to link into the view once `pending` is stored.
@@ -36,9 +38,16 @@ impl NarInfoBatch {
     /// Entries stored per batch.
     const SIZE: usize = 2048;
 
-    pub(super) fn new(cache: LocalCache, view: Option<ReleaseView>, fsync: bool) -> NarInfoBatch {
+    pub(super) fn new(
+        cache: LocalCache,
+        staging: Option<LocalCache>,
+        view: Option<ReleaseView>,
+        fsync: bool,
+    ) -> NarInfoBatch {
         NarInfoBatch {
             cache,
+            // Nothing to remove from a staging area that does not exist.
+            staging: staging.filter(|s| s.exists()),
             pending: Vec::new(),
             links: Vec::new(),
             linking: view.is_some(),
@@ -93,6 +102,7 @@ impl NarInfoBatch {
         let links = std::mem::take(&mut self.links);
         let mut view = self.view.take();
         let cache = self.cache.clone();
+        let staging = self.staging.clone();
         let fsync = self.fsync;
         self.storing = Some(tokio::task::spawn_blocking(move || {
             let result = (|| -> Result<()> {
@@ -101,6 +111,9 @@ impl NarInfoBatch {
                 }
                 for info in &batch {
                     cache.write_narinfo(info, false)?;
+                    if let Some(staging) = &staging {
+                        staging.remove_narinfo(&info.store_path)?;
+                    }
                 }
                 if let Some(view) = view.as_mut() {
                     for (path, url) in &links {

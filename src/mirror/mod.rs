@@ -30,14 +30,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use tokio::sync::mpsc;
 
-use crate::binary_cache::{LocalCache, ReleaseView, Upstream, BINARY_CACHE_DIR};
+use crate::binary_cache::{LocalCache, ReleaseView, Upstream};
 use crate::fsutil;
-use crate::hash::Sha256Hash;
 use crate::progress::{self, Phase, Unit};
 use crate::release;
 use crate::store_path::StorePath;
 use batch::NarInfoBatch;
-use nars::{Admitted, Nars};
+use nars::{Admitted, NarGot, Nars};
 use walk::{Event, Found, Origin};
 
 /// One closure to mirror into a local cache.
@@ -51,7 +50,8 @@ pub struct MirrorJob<'a> {
     /// The release to link (and to write `missing-store-paths` into).
     pub release: Option<&'a Path>,
     /// List the NARs to fetch (in `print_format`) instead of downloading them; the narinfos are
-    /// stored for another host to fill in, and no view is linked.
+    /// kept in the staging area ([`crate::binary_cache::staging`]), where the other host's
+    /// files are to be put too, and nothing reaches the cache or a view.
     pub print_only: bool,
     /// How `print_only` lists a NAR.
     pub print_format: PrintFormat,
@@ -60,42 +60,7 @@ pub struct MirrorJob<'a> {
     pub check_nar_hash: bool,
 }
 
-/// How `--print-only` lists the NARs another downloader is to fetch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PrintFormat {
-    /// `URL,FILEHASH`: the narinfo's relative `URL` and its `FileHash` (`sha256:` nix32), as
-    /// the 2017 scripts printed them.
-    #[default]
-    Plain,
-    /// The NAR's full URL on the upstream cache, one a line (for `wget -i`, `curl -K`-style
-    /// lists).
-    Url,
-    /// An input file for `aria2c -i LIST -d MIRROR_DIR`: the full URL, then `out=` (the file's
-    /// path under the mirror directory) and `checksum=sha-256=` (the file's hash in hex), so
-    /// that aria2c puts each file in place and verifies it itself.
-    Aria2c,
-}
-
-impl PrintFormat {
-    /// The entry of the NAR at `url` (its full URL), stored at `rel` under the binary cache
-    /// directory, whose sha256 is `hash`; ends with a newline.
-    pub fn entry(self, url: &str, rel: &str, hash: Option<Sha256Hash>) -> String {
-        match self {
-            PrintFormat::Plain => format!(
-                "{rel},{}\n",
-                hash.map(|h| h.to_string()).unwrap_or_default()
-            ),
-            PrintFormat::Url => format!("{url}\n"),
-            PrintFormat::Aria2c => {
-                let mut e = format!("{url}\n  out={BINARY_CACHE_DIR}/{rel}\n");
-                if let Some(h) = hash {
-                    e.push_str(&format!("  checksum=sha-256={}\n", h.to_hex()));
-                }
-                e
-            }
-        }
-    }
-}
+pub use crate::binary_cache::PrintFormat;
 
 /// What a mirroring run did.
 #[derive(Clone, Debug, Default)]
@@ -112,6 +77,9 @@ pub struct MirrorReport {
     pub nars_present: usize,
     /// NARs listed for another downloader (`--print-only`).
     pub nars_listed: usize,
+    /// NARs found in the staging area: taken from it after their check (a normal run), or
+    /// placed there already and so not listed (`--print-only`).
+    pub nars_staged: usize,
     /// Bytes downloaded.
     pub bytes: u64,
     /// Paths whose narinfo upstream does not have.
@@ -131,7 +99,7 @@ impl MirrorReport {
     /// The one-line summary.
     pub fn summary(&self) -> String {
         format!(
-            "{} paths ({} narinfos fetched, {} already here), {} NARs downloaded ({}), {} already present{}, {} missing upstream, {} failed, {:.1} s",
+            "{} paths ({} narinfos fetched, {} already here), {} NARs downloaded ({}), {} already present{}{}, {} missing upstream, {} failed, {:.1} s",
             self.paths,
             self.narinfos_fetched,
             self.narinfos_local,
@@ -140,6 +108,11 @@ impl MirrorReport {
             self.nars_present,
             if self.nars_listed > 0 {
                 format!(", {} listed", self.nars_listed)
+            } else {
+                String::new()
+            },
+            if self.nars_staged > 0 {
+                format!(", {} from the staging area", self.nars_staged)
             } else {
                 String::new()
             },
@@ -181,9 +154,16 @@ pub async fn mirror_closure(
     let cache = job.cache;
     fsutil::remove_stale_temp_files(cache.root())?;
     fsutil::remove_stale_temp_files(&cache.root().join("nar"))?;
+    let staging = cache.staging();
+    if job.print_only {
+        staging.create_dirs()?;
+    }
+    fsutil::remove_stale_temp_files(staging.root())?;
+    fsutil::remove_stale_temp_files(&staging.root().join("nar"))?;
     let source = Arc::new(walk::Source {
         upstream: job.upstream.clone(),
         local: Some(cache.clone()),
+        staged: Some(staging.clone()),
     });
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     if !job.check_nar_hash && !job.print_only {
@@ -209,7 +189,13 @@ pub async fn mirror_closure(
         _ => None,
     };
     let fsync = job.upstream.fetcher().config().fsync;
-    let mut batch = NarInfoBatch::new(cache.clone(), view, fsync);
+    // `--print-only` stores the narinfos it fetched in the staging area, never in the cache;
+    // a normal run removes those it takes from there.
+    let mut batch = if job.print_only {
+        NarInfoBatch::new(staging.clone(), None, None, fsync)
+    } else {
+        NarInfoBatch::new(cache.clone(), Some(staging.clone()), view, fsync)
+    };
     let mut walk_done = false;
     // Every path the walk was to report (the roots and every reference of a found narinfo),
     // and those it did: should the walk fail, the difference is what it left unvisited.
@@ -244,7 +230,7 @@ pub async fn mirror_closure(
                         narinfo_phase.inc_total(narinfo.references.len() as u64);
                         report.paths += 1;
                         match origin {
-                            Origin::Local => report.narinfos_local += 1,
+                            Origin::Local | Origin::Staged => report.narinfos_local += 1,
                             Origin::Remote => report.narinfos_fetched += 1,
                         }
                         match nars.admit(narinfo, origin, out, &mut report).await? {
@@ -259,17 +245,18 @@ pub async fn mirror_closure(
             done = nars.next_done(), if !nars.is_idle() => {
                 let Some(done) = done else { continue };
                 match done.result {
-                    Ok(size) => {
-                        match size {
-                            Some(bytes) => {
+                    Ok(got) => {
+                        match got {
+                            NarGot::Downloaded(bytes) => {
                                 report.nars_fetched += 1;
                                 report.bytes += bytes;
                             }
-                            None => report.nars_present += 1,
+                            NarGot::Present => report.nars_present += 1,
+                            NarGot::Staged => report.nars_staged += 1,
                         }
                         for (info, origin) in done.infos {
                             match origin {
-                                Origin::Remote => batch.push(info).await?,
+                                Origin::Remote | Origin::Staged => batch.push(info).await?,
                                 Origin::Local => batch.push_stored(info).await?,
                             }
                         }

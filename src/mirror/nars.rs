@@ -17,7 +17,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -46,17 +46,31 @@ pub(super) enum Admitted {
     Refused(String),
 }
 
+/// How a NAR file came to be in place, verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NarGot {
+    /// Downloaded now: this many bytes.
+    Downloaded(u64),
+    /// It was in the cache already, and matched.
+    Present,
+    /// Another downloader had put it in the staging area; it matched, and was moved into the
+    /// cache.
+    Staged,
+}
+
 /// A finished download or check, with the narinfos that were waiting for its file.
 pub(super) struct NarDone {
     /// The narinfos naming the file, with where each came from.
     pub infos: Vec<(NarInfo, Origin)>,
-    /// The bytes downloaded (`None`: the file was there and matched), or what went wrong.
-    pub result: Result<Option<u64>, String>,
+    /// How the file came to be in place, or what went wrong.
+    pub result: Result<NarGot, String>,
 }
 
 /// The NAR files of one run: what is fetched, checked or listed, and for which narinfos.
 pub(super) struct Nars<'a> {
     cache: &'a LocalCache,
+    /// Where another downloader puts the NARs `--print-only` lists.
+    staging: LocalCache,
     upstream: &'a Upstream,
     /// How NARs are listed instead of fetched (`--print-only`); `None`: they are fetched.
     print: Option<PrintFormat>,
@@ -66,7 +80,7 @@ pub(super) struct Nars<'a> {
     /// NAR path -> the FileHash and FileSize the first narinfo of this run gave it. Another
     /// narinfo naming the same file must agree, or it would be stored unverified.
     claims: HashMap<PathBuf, (Option<Sha256Hash>, Option<u64>)>,
-    tasks: JoinSet<(PathBuf, Result<Option<u64>, String>)>,
+    tasks: JoinSet<(PathBuf, Result<NarGot, String>)>,
     /// Task -> the NAR path it works on, to name the file of a task that panicked.
     task_files: HashMap<tokio::task::Id, PathBuf>,
     slots: Arc<Semaphore>,
@@ -85,6 +99,7 @@ impl<'a> Nars<'a> {
         let slots = upstream.fetcher().config().concurrency.max(1) * 2;
         Nars {
             cache,
+            staging: cache.staging(),
             upstream,
             print,
             check_nar_hash,
@@ -173,10 +188,24 @@ impl<'a> Nars<'a> {
             nar: nar_check,
         };
         let present = self.cache.nar_present(&nar, &narinfo);
+        // Where another downloader was to put the file; refused like `nar` when unsafe.
+        let staged = self
+            .staging
+            .nar_path(&narinfo)
+            .ok()
+            .filter(|p| !present && self.staging.nar_present(p, &narinfo));
         if let Some(format) = self.print {
             if present {
                 report.nars_present += 1;
             } else if let Entry::Vacant(slot) = self.waiting.entry(nar) {
+                slot.insert(Vec::new());
+                if staged.is_some() {
+                    report.nars_staged += 1;
+                    return Ok(match origin {
+                        Origin::Remote => Admitted::Store(narinfo),
+                        Origin::Local | Origin::Staged => Admitted::Pending,
+                    });
+                }
                 let entry = format.entry(
                     &self.upstream.nar_url(&narinfo),
                     &narinfo.url,
@@ -185,11 +214,10 @@ impl<'a> Nars<'a> {
                 out.write_all(entry.as_bytes())
                     .context("cannot write to standard output")?;
                 report.nars_listed += 1;
-                slot.insert(Vec::new());
             }
             return Ok(match origin {
                 Origin::Remote => Admitted::Store(narinfo),
-                Origin::Local => Admitted::Pending,
+                Origin::Local | Origin::Staged => Admitted::Pending,
             });
         }
         if present
@@ -220,7 +248,7 @@ impl<'a> Nars<'a> {
                     tokio::task::spawn_blocking(move || fetch::verify_and_mark(&file, expected))
                         .await;
                 let result = match checked {
-                    Ok(Ok(Ok(()))) => Ok(None),
+                    Ok(Ok(Ok(()))) => Ok(NarGot::Present),
                     Ok(Ok(Err(mismatch))) => Err(format!(
                         "{} is already in the cache and does not match this narinfo: {mismatch}",
                         nar.display()
@@ -247,6 +275,11 @@ impl<'a> Nars<'a> {
         let file_of_task = nar.clone();
         let handle = self.tasks.spawn(async move {
             let _permit = permit;
+            if let Some(staged) = staged {
+                if take_staged(&staged, &nar, expected).await {
+                    return (nar, Ok(NarGot::Staged));
+                }
+            }
             super::failpoint("nar-download", &store_path);
             // A large NAR is fsynced on its own: that costs little next to its size and
             // overlaps the other downloads, where leaving it to the batch's syncfs would make
@@ -259,7 +292,7 @@ impl<'a> Nars<'a> {
             let result = match result {
                 Ok(d) => {
                     phase.inc(d.size);
-                    Ok(Some(d.size))
+                    Ok(NarGot::Downloaded(d.size))
                 }
                 Err(e) => Err(e.to_string()),
             };
@@ -288,6 +321,40 @@ impl<'a> Nars<'a> {
             infos: self.waiting.remove(&nar).unwrap_or_default(),
             result,
         })
+    }
+}
+
+/// Checks the NAR file another downloader put at `staged` against `expected`, as a download is
+/// checked, and moves it to `nar` in the cache when it passes. A file that does not pass is
+/// removed, with a warning; `false` then says to download the file instead.
+async fn take_staged(staged: &Path, nar: &Path, expected: Expected) -> bool {
+    let (staged, nar) = (staged.to_path_buf(), nar.to_path_buf());
+    let taken = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        match fetch::verify_and_mark(&staged, expected) {
+            Ok(Ok(())) => {}
+            Ok(Err(mismatch)) => {
+                let _ = std::fs::remove_file(&staged);
+                return Err(format!(
+                    "{} does not match its narinfo ({mismatch}); it was removed",
+                    staged.display()
+                ));
+            }
+            Err(e) => return Err(format!("cannot read {}: {e}", staged.display())),
+        }
+        std::fs::rename(&staged, &nar)
+            .map_err(|e| format!("cannot move {} to {}: {e}", staged.display(), nar.display()))
+    })
+    .await;
+    match taken {
+        Ok(Ok(())) => true,
+        Ok(Err(why)) => {
+            tracing::warn!("{why}; downloading the file instead");
+            false
+        }
+        Err(e) => {
+            tracing::warn!("checking a staged NAR failed: {e}; downloading it instead");
+            false
+        }
     }
 }
 

@@ -28,6 +28,9 @@ pub enum Origin {
     Local,
     /// Fetched from the upstream cache (and checked against the trusted keys).
     Remote,
+    /// Read from the staging area, where a `--print-only` run left it (and checked against the
+    /// trusted keys): stored in the cache like a fetched one, once its NAR is in place.
+    Staged,
 }
 
 /// A narinfo of the closure.
@@ -62,7 +65,7 @@ pub enum Event {
 /// Counters of a finished walk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WalkStats {
-    /// Narinfos read from the local cache.
+    /// Narinfos read from the local cache or the staging area.
     pub local: usize,
     /// Narinfos fetched from upstream.
     pub remote: usize,
@@ -78,6 +81,31 @@ pub struct Source {
     pub upstream: Upstream,
     /// A local cache whose narinfos are used when present.
     pub local: Option<LocalCache>,
+    /// A staging area whose narinfos are used when the local cache has none.
+    pub staged: Option<LocalCache>,
+}
+
+impl Source {
+    /// The narinfo of `path` from the local cache, or else from the staging area.
+    fn read_local(&self, path: &StorePath) -> Option<(NarInfo, Origin)> {
+        if let Some(info) = self.local.as_ref().and_then(|l| l.read_narinfo(path)) {
+            return Some((info, Origin::Local));
+        }
+        let staged = self.staged.as_ref().filter(|s| s.exists())?;
+        staged.read_narinfo(path).map(|info| (info, Origin::Staged))
+    }
+
+    /// The file a narinfo of `origin` was read from.
+    fn file_of(&self, path: &StorePath, origin: Origin) -> String {
+        let cache = match origin {
+            Origin::Local => self.local.as_ref(),
+            Origin::Staged => self.staged.as_ref(),
+            Origin::Remote => None,
+        };
+        cache
+            .map(|c| c.narinfo_path(path).display().to_string())
+            .unwrap_or_default()
+    }
 }
 
 impl Source {
@@ -152,15 +180,15 @@ pub async fn walk(
         // signatures is waiting.
         while in_flight.len() < max_in_flight && unchecked.len() < SIGNATURE_BATCH {
             let Some(path) = queue.pop_front() else { break };
-            if let Some(info) = source.local.as_ref().and_then(|l| l.read_narinfo(&path)) {
+            if let Some((info, origin)) = source.read_local(&path) {
                 if check_sigs {
-                    unchecked.push((info, Origin::Local));
+                    unchecked.push((info, origin));
                     continue;
                 }
                 stats.local += 1;
                 let event = Event::Found(Box::new(Found {
                     narinfo: info,
-                    origin: Origin::Local,
+                    origin,
                 }));
                 if !handle(event, &mut seen, &mut queue, &mut stats, &events).await {
                     return stats;
@@ -180,17 +208,13 @@ pub async fn walk(
                 let event = match checked {
                     Ok(found) => {
                         match found.origin {
-                            Origin::Local => stats.local += 1,
+                            Origin::Local | Origin::Staged => stats.local += 1,
                             Origin::Remote => stats.remote += 1,
                         }
                         Event::Found(Box::new(found))
                     }
-                    Err((path, Origin::Local, error)) => {
-                        let file = source
-                            .local
-                            .as_ref()
-                            .map(|l| l.narinfo_path(&path).display().to_string())
-                            .unwrap_or_default();
+                    Err((path, origin @ (Origin::Local | Origin::Staged), error)) => {
+                        let file = source.file_of(&path, origin);
                         tracing::warn!(
                             "{file}: the narinfo stored for {path} is refused ({error}); \
                              fetching it again"

@@ -15,12 +15,13 @@ use super::{
     check_channel_name, write_build_info, write_store_paths, BuildInfo, ChannelRelease, BUILD_INFO,
     COMPLETION_MARKER, RESERVED_NAMES,
 };
+use crate::binary_cache::PrintFormat;
 use crate::binary_cache::{LocalCache, Upstream};
 use crate::fetch::{verify_file, Expected};
 use crate::fsutil;
 use crate::hash::Sha256Hash;
 use crate::hydra::{Build, HydraClient};
-use crate::store_file::{self, CacheAccess, StoreFile};
+use crate::store_file::{self, CacheAccess, Fetched, StoreFile};
 
 /// Where a release comes from and where it goes.
 #[derive(Clone, Copy)]
@@ -43,6 +44,10 @@ pub struct NewRelease<'a> {
     pub target_cache: Option<&'a str>,
     /// Directory for NARs while they are read (default: the release directory).
     pub tmpdir: Option<&'a Path>,
+    /// `--print-only`: list the NARs of the release's files that are not here yet for another
+    /// downloader, instead of downloading them; the release is then left without its
+    /// `git-revision` until a later run finds those NARs in the staging area.
+    pub print: Option<PrintFormat>,
     /// A local binary cache whose narinfos and NARs are used when present.
     pub local: Option<&'a LocalCache>,
     /// The directory whose lock ([`fsutil::DirLock`]) to take just before the first write, and
@@ -181,6 +186,8 @@ async fn create_from_build_with(
             dir,
             info,
             created: false,
+            listed: Vec::new(),
+            complete: true,
         });
     }
     take_lock(new, &mut lock)?;
@@ -199,11 +206,19 @@ async fn create_from_build_with(
     let access = CacheAccess {
         upstream: new.upstream,
         local: new.local,
+        print: new.print,
     };
     let tmpdir = new.tmpdir.unwrap_or(&dir);
     let mut taken = Vec::new();
+    let mut listed = Vec::new();
+    let mut waiting = 0;
     for spec in products_for(new.channel) {
-        fetch_product(&access, new.hydra, eval_id, &spec, &dir, tmpdir, &mut taken).await?;
+        if let Fetched::Listed(entry) =
+            fetch_product(&access, new.hydra, eval_id, &spec, &dir, tmpdir, &mut taken).await?
+        {
+            waiting += 1;
+            listed.extend(entry);
+        }
     }
 
     let info = build_info(new, build, eval_id, &nixname, git_revision.clone());
@@ -218,6 +233,19 @@ async fn create_from_build_with(
             .context("writing store-paths failed")??;
     }
     write_build_info(&dir, &info)?;
+    if waiting > 0 {
+        tracing::info!(
+            "{}: {waiting} of its files wait for another downloader; it stays incomplete",
+            dir.display()
+        );
+        return Ok(ChannelRelease {
+            dir,
+            info,
+            created: true,
+            listed,
+            complete: false,
+        });
+    }
     // Last: the marker that everything above is in place.
     if mark_complete {
         fsutil::atomic_write(&dir.join(COMPLETION_MARKER), git_revision.as_bytes())?;
@@ -226,6 +254,8 @@ async fn create_from_build_with(
         dir,
         info,
         created: true,
+        listed,
+        complete: mark_complete,
     })
 }
 
@@ -297,7 +327,7 @@ async fn fetch_product(
     dir: &Path,
     tmpdir: &Path,
     taken: &mut Vec<String>,
-) -> Result<()> {
+) -> Result<Fetched> {
     let Some(build) = hydra.eval_job(eval_id, &spec.job).await? else {
         if spec.required {
             bail!(
@@ -306,7 +336,7 @@ async fn fetch_product(
             );
         }
         tracing::warn!("evaluation {eval_id} has no job {}; skipping it", spec.job);
-        return Ok(());
+        return Ok(Fetched::File(0));
     };
     let Some(product) = build.product_by_subtype(spec.subtype) else {
         if spec.required {
@@ -323,7 +353,7 @@ async fn fetch_product(
             spec.job,
             spec.subtype
         );
-        return Ok(());
+        return Ok(Fetched::File(0));
     };
     let file_name = match spec.file_name {
         Some(n) => n.to_string(),
@@ -348,10 +378,10 @@ async fn fetch_product(
         && file_matches(&dest, product.filesize, sha256).await;
     if already {
         tracing::info!("{file_name} is in place already");
-        return Ok(());
+        return Ok(Fetched::File(0));
     }
     tracing::info!("fetching {file_name} from {store_path}{inner}");
-    let size = store_file::fetch_store_file(
+    let fetched = store_file::fetch_store_file(
         access,
         &StoreFile {
             store_path: &store_path,
@@ -369,12 +399,16 @@ async fn fetch_product(
             build.id, spec.job
         )
     })?;
+    let Fetched::File(size) = fetched else {
+        tracing::info!("{file_name}: its NAR is for another downloader");
+        return Ok(fetched);
+    };
     fsutil::atomic_write(&sha_file, sha_line.as_bytes())?;
     tracing::info!(
         "{file_name}: {} verified",
         crate::progress::human_bytes(size)
     );
-    Ok(())
+    Ok(fetched)
 }
 
 #[cfg(test)]

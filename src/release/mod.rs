@@ -96,6 +96,12 @@ pub struct ChannelRelease {
     pub info: BuildInfo,
     /// Whether this run created it (false: it was complete already).
     pub created: bool,
+    /// With `--print-only`: the list entries of the NARs holding its files that are to be
+    /// fetched by another downloader (see [`crate::store_file::Fetched::Listed`]). While any
+    /// file waits for one, the release has no `git-revision`.
+    pub listed: Vec<String>,
+    /// Whether it is complete (has its `git-revision`).
+    pub complete: bool,
 }
 
 /// Refuses a channel name that is not a plain file name (it becomes a directory name).

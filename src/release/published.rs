@@ -256,6 +256,8 @@ pub async fn copy_latest(new: &PublishedRelease<'_>) -> Result<Outcome> {
                 dir,
                 info,
                 created: false,
+                listed: Vec::new(),
+                complete: true,
             }));
         }
     }
@@ -319,6 +321,8 @@ pub async fn copy_latest(new: &PublishedRelease<'_>) -> Result<Outcome> {
         dir,
         info,
         created: true,
+        listed: Vec::new(),
+        complete: true,
     }))
 }
 
