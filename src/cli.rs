@@ -577,6 +577,9 @@ pub struct ReleaseNixosArgs {
     /// Let a channel move back to an older release.
     #[arg(long)]
     pub force: bool,
+    /// Leave ISO and OVA images out of releases copied from a published channel (`source`).
+    #[arg(long)]
+    pub skip_images: bool,
     #[command(flatten)]
     pub fetch: FetchArgs,
     #[command(flatten)]

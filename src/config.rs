@@ -37,6 +37,9 @@
 //! | `releases[].job` | the Hydra job whose latest successful build is released; default [`DEFAULT_JOB`] (the 2017 schema did not require it) |
 //! | `releases[].keep` | optional, >= 1: how many releases of the channel garbage collection keeps; absent: all of them (as in 2017) |
 //! | `releases[].mirror` | optional, default `false`: whether the release's source tarballs are mirrored |
+//! | `releases[].source` | **new**, optional: a channel URL that redirects to a published release (`https://channels.nixos.org/nixos-24.11`); the release is copied as published instead of made from Hydra, so `project`, `jobset` and `job` must be left out |
+//! | `releases[].programs` | **new**, optional: `true` adds `programs.sqlite` to the `nixexprs.tar.xz` of a release made from Hydra (needs `nix-env`); `false` leaves it out with a warning; not set: left out (for now); not with `source` (published releases have theirs) |
+//! | `releases[].systems` | **new**, optional: the systems `programs.sqlite` covers; default [`DEFAULT_PROGRAMS_SYSTEMS`] |
 //!
 //! [`load`] checks everything before returning: malformed JSON is reported with its line and
 //! column, every other problem with the file name and the field path, e.g.
@@ -83,6 +86,9 @@ pub const MAX_THREADS: usize = 1024;
 /// The job of a release that names none: the aggregate job of NixOS release jobsets.
 pub const DEFAULT_JOB: &str = "tested";
 
+/// The systems `programs.sqlite` covers when the config names none.
+pub const DEFAULT_PROGRAMS_SYSTEMS: &[&str] = &["x86_64-linux", "aarch64-linux"];
+
 /// Config files larger than this (1 MiB) are refused unread.
 const MAX_CONFIG_SIZE: u64 = 1 << 20;
 
@@ -124,6 +130,14 @@ pub struct Release {
     pub keep: Option<u32>,
     /// Whether the source tarballs of the release are mirrored.
     pub mirror: bool,
+    /// The channel URL of a published release to copy; `None`: the release is made from the
+    /// Hydra job (`project`, `jobset`, `job`, which are empty when this is set).
+    pub source: Option<String>,
+    /// Whether `programs.sqlite` is added to a release made from Hydra: `Some(true)` yes,
+    /// `Some(false)` no (with a warning), `None` (not set) no.
+    pub programs: Option<bool>,
+    /// The systems `programs.sqlite` covers.
+    pub systems: Vec<String>,
 }
 
 impl Config {
@@ -252,6 +266,12 @@ struct RawRelease {
     keep: Option<u32>,
     #[serde(deserialize_with = "flag")]
     mirror: Option<bool>,
+    #[serde(deserialize_with = "http_url")]
+    source: Option<String>,
+    #[serde(deserialize_with = "flag")]
+    programs: Option<bool>,
+    #[serde(deserialize_with = "systems")]
+    systems: Option<Vec<String>>,
 }
 
 /// The fields of [`RawConfig`], in the order the documentation gives them, for the message on
@@ -274,7 +294,9 @@ const TOP_FIELDS: Fields = Fields {
 /// The fields of [`RawRelease`].
 const RELEASE_FIELDS: Fields = Fields {
     of: "a release",
-    names: &["channel", "project", "jobset", "job", "keep", "mirror"],
+    names: &[
+        "channel", "project", "jobset", "job", "keep", "mirror", "source", "programs", "systems",
+    ],
 };
 
 impl RawConfig {
@@ -313,14 +335,54 @@ impl RawConfig {
         }
         let mut releases = Vec::with_capacity(raw_releases.len());
         for (i, Object(r)) in raw_releases.into_iter().enumerate() {
-            let missing = |field| invalid(origin, format!("releases[{i}].{field}"), "is missing");
+            let missing = |field| {
+                let problem = "is missing (or give `source`, the channel URL of a published \
+                               release)";
+                invalid(origin, format!("releases[{i}].{field}"), problem)
+            };
+            let channel = r
+                .channel
+                .ok_or_else(|| invalid(origin, format!("releases[{i}].channel"), "is missing"))?;
+            if r.source.is_some() {
+                let hydra_field = [
+                    ("project", r.project.is_some()),
+                    ("jobset", r.jobset.is_some()),
+                    ("job", r.job.is_some()),
+                    ("programs", r.programs.is_some()),
+                    ("systems", r.systems.is_some()),
+                ]
+                .into_iter()
+                .find(|(_, given)| *given);
+                if let Some((field, _)) = hydra_field {
+                    let problem = "cannot be given with `source`: a release with `source` is \
+                                   copied as published, not made from a Hydra job; leave one \
+                                   of them out";
+                    return Err(invalid(origin, format!("releases[{i}].{field}"), problem));
+                }
+            }
+            let (project, jobset, job) = match &r.source {
+                Some(_) => (String::new(), String::new(), String::new()),
+                None => (
+                    r.project.ok_or_else(|| missing("project"))?,
+                    r.jobset.ok_or_else(|| missing("jobset"))?,
+                    r.job.unwrap_or_else(|| DEFAULT_JOB.to_string()),
+                ),
+            };
             releases.push(Release {
-                channel: r.channel.ok_or_else(|| missing("channel"))?,
-                project: r.project.ok_or_else(|| missing("project"))?,
-                jobset: r.jobset.ok_or_else(|| missing("jobset"))?,
-                job: r.job.unwrap_or_else(|| DEFAULT_JOB.to_string()),
+                channel,
+                project,
+                jobset,
+                job,
                 keep: r.keep,
                 mirror: r.mirror.unwrap_or(false),
+                source: r.source,
+                programs: r.programs,
+                systems: r.systems.unwrap_or_else(|| {
+                    DEFAULT_PROGRAMS_SYSTEMS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                }),
             });
         }
         if let Some((i, first)) = duplicate(releases.iter().map(|r| r.channel.as_str())) {
@@ -448,6 +510,32 @@ fn keep<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
 fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     leaf(d, |v| {
         v.as_bool().ok_or_else(|| must_be("true or false", v))
+    })
+}
+
+/// A non-empty list of Nix system names (`x86_64-linux`), without repeats.
+fn systems<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    leaf(d, |v| {
+        let list = v
+            .as_array()
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| must_be("a non-empty array of systems such as \"x86_64-linux\"", v))?;
+        let mut out: Vec<String> = Vec::new();
+        for item in list {
+            let name = item
+                .as_str()
+                .filter(|s| {
+                    s.contains('-')
+                        && s.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+                })
+                .ok_or_else(|| must_be("a system such as \"x86_64-linux\"", item))?;
+            if out.iter().any(|o| o == name) {
+                return Err(format!("lists {name:?} twice"));
+            }
+            out.push(name.to_string());
+        }
+        Ok(out)
     })
 }
 
@@ -807,6 +895,9 @@ mod tests {
                 job: "tested".into(),
                 keep: Some(7),
                 mirror: false,
+                source: None,
+                programs: None,
+                systems: vec!["x86_64-linux".into(), "aarch64-linux".into()],
             }
         );
     }
@@ -898,12 +989,12 @@ mod tests {
             (
                 with_release(&format!(r#"{r}, "mirorr": true"#)),
                 "releases[0].mirorr: unknown field; did you mean `mirror`? the fields of a release \
-                 are channel, project, jobset, job, keep, mirror",
+                 are channel, project, jobset, job, keep, mirror, source, programs, systems",
             ),
             (
                 with_release(&format!(r#"{r}, "description": "x""#)),
                 "releases[0].description: unknown field; the fields of a release are channel, \
-                 project, jobset, job, keep, mirror",
+                 project, jobset, job, keep, mirror, source, programs, systems",
             ),
             (
                 r#"{"max_thread": 3, "releases": []}"#.into(),
@@ -917,7 +1008,8 @@ mod tests {
             ),
             (
                 with_release(r#""channel": "x", "jobset": "trunk""#),
-                "releases[0].project: is missing",
+                "releases[0].project: is missing (or give `source`, the channel URL of a published \
+                 release)",
             ),
             (
                 with_release(r#""channel": 5, "project": "nixos", "jobset": "trunk""#),
@@ -1045,6 +1137,74 @@ mod tests {
         );
         let c = parse(ORIGIN, &text).unwrap();
         assert_eq!(c.releases[0].job, DEFAULT_JOB);
+    }
+
+    #[test]
+    fn a_release_from_a_published_channel_names_no_hydra_job() {
+        let c = parse(
+            ORIGIN,
+            &with_release(
+                r#""channel": "nixos-24.11", "source": "https://channels.nixos.org/nixos-24.11/""#,
+            ),
+        )
+        .unwrap();
+        let r = &c.releases[0];
+        assert_eq!(
+            r.source.as_deref(),
+            Some("https://channels.nixos.org/nixos-24.11")
+        );
+        assert_eq!((r.project.as_str(), r.jobset.as_str()), ("", ""));
+        for (field, value) in [
+            ("project", r#""nixos""#),
+            ("jobset", r#""release-24.11""#),
+            ("job", r#""tested""#),
+            ("programs", "false"),
+            ("systems", r#"["x86_64-linux"]"#),
+        ] {
+            let e = err(&with_release(&format!(
+                r#""channel": "c", "source": "https://channels.nixos.org/c", "{field}": {value}"#
+            )));
+            assert!(
+                e.contains(&format!(
+                    "releases[0].{field}: cannot be given with `source`"
+                )),
+                "{e}"
+            );
+        }
+        let e = err(&with_release(r#""channel": "c", "jobset": "j""#));
+        assert!(
+            e.contains("releases[0].project: is missing (or give `source`"),
+            "{e}"
+        );
+        let e = err(&with_release(r#""channel": "c", "source": "ftp://x/c""#));
+        assert!(e.contains("releases[0].source: must be an http"), "{e}");
+    }
+
+    #[test]
+    fn programs_and_systems_of_a_hydra_release() {
+        let c = parse(ORIGIN, &with_release(OK_RELEASE)).unwrap();
+        assert_eq!(c.releases[0].programs, None);
+        assert_eq!(c.releases[0].systems, DEFAULT_PROGRAMS_SYSTEMS);
+        let c = parse(
+            ORIGIN,
+            &with_release(&format!(
+                r#"{OK_RELEASE}, "programs": false, "systems": ["x86_64-darwin"]"#
+            )),
+        )
+        .unwrap();
+        assert_eq!(c.releases[0].programs, Some(false));
+        assert_eq!(c.releases[0].systems, ["x86_64-darwin"]);
+        for bad in [
+            "[]",
+            r#"["x86_64-linux", "x86_64-linux"]"#,
+            r#"["linux"]"#,
+            "\"x86_64-linux\"",
+        ] {
+            let e = err(&with_release(&format!(r#"{OK_RELEASE}, "systems": {bad}"#)));
+            assert!(e.contains("releases[0].systems:"), "{e}");
+        }
+        let e = err(&with_release(&format!(r#"{OK_RELEASE}, "program": false"#)));
+        assert!(e.contains("did you mean `programs`?"), "{e}");
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod mirror;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
+pub mod programs;
 pub mod progress;
 pub mod release;
 pub mod signature;

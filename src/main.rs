@@ -434,6 +434,7 @@ fn release_nixos_cmd(a: cli::ReleaseNixosArgs, metrics: &mut Metrics) -> Result<
         gc: a.gc,
         wait_lock: a.wait_lock,
         force: a.force,
+        skip_images: a.skip_images,
         trusted_keys: a.sigs.keys()?,
         check_sigs: !a.sigs.no_check_sigs,
         check_nar_hash: !a.nar_check.no_check_nar_hash,

@@ -8,7 +8,8 @@
 //! 2. Every channel link points at a release that has `git-revision`.
 //! 3. A complete release has every file its `git-revision` promises (`src-url`,
 //!    `binary-cache-url`, `store-paths`, `store-paths.xz`, `nixexprs.tar.xz`, `build-info.json`),
-//!    and each `FILE.sha256` matches its file.
+//!    and each `FILE.sha256` matches its file; the files of a release copied from a published
+//!    channel match the hashes its `build-info.json` records (`published`).
 //! 4. A release a channel points at has its whole closure in its `binary_cache/` view: every
 //!    path of `store-paths` (less `missing-store-paths`) and every reference of every linked
 //!    narinfo is linked, and every link resolves.
@@ -320,6 +321,7 @@ pub fn verify_mirror_with(dir: &Path, checks: &VerifyChecks) -> Result<VerifyRep
         if release.join("git-revision").is_file() {
             report.releases += 1;
             check_release_files(&release, &mut report);
+            check_published_files(&release, &mut report);
             check_dangling_links(&release.join(BINARY_CACHE_DIR), &mut report)?;
         }
     }
@@ -576,6 +578,50 @@ fn check_release_files(release: &Path, report: &mut VerifyReport) {
                 release: release.to_path_buf(),
                 file,
                 mismatch: m.to_string(),
+            }),
+            Err(e) => report.found.push(Problem::ReleaseFileUnreadable {
+                release: release.to_path_buf(),
+                file,
+                error: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// A published release's files against the hashes its publisher gave
+/// (`build-info.json`'s `published`).
+fn check_published_files(release: &Path, report: &mut VerifyReport) {
+    let Ok(info) = crate::release::BuildInfo::read(release) else {
+        return;
+    };
+    for (name, hex) in &info.published {
+        let file = match fsutil::safe_join(release, name) {
+            Ok(f) => f,
+            Err(e) => {
+                report.found.push(Problem::ReleaseFileUnreadable {
+                    release: release.to_path_buf(),
+                    file: release.join(crate::release::BUILD_INFO),
+                    error: format!("names a published file {name:?} that is not safe: {e}"),
+                });
+                continue;
+            }
+        };
+        let checked = Sha256Hash::from_hex(hex)
+            .map_err(|e| std::io::Error::other(format!("published sha256 {hex:?}: {e}")))
+            .and_then(|hash| {
+                let expected = Expected {
+                    size: None,
+                    sha256: Some(hash),
+                    nar: None,
+                };
+                verify_file(&file, expected)
+            });
+        match checked {
+            Ok(Ok(())) => {}
+            Ok(Err(m)) => report.found.push(Problem::ReleaseFileMismatch {
+                release: release.to_path_buf(),
+                file,
+                mismatch: format!("{m} (its published sha256)"),
             }),
             Err(e) => report.found.push(Problem::ReleaseFileUnreadable {
                 release: release.to_path_buf(),

@@ -48,6 +48,8 @@ pub struct ReleaseNixosOptions {
     pub wait_lock: bool,
     /// Let a channel move back to an older release.
     pub force: bool,
+    /// Leave images out of releases copied from a published channel.
+    pub skip_images: bool,
     /// HTTP settings.
     pub fetch: FetchConfig,
     /// Keys from the command line (added to the config's).
@@ -152,6 +154,15 @@ pub async fn run(
              channel is mirrored without its source tarballs",
             rel.channel
         );
+    }
+    for rel in opts.config.releases.iter() {
+        if rel.source.is_none() && rel.programs == Some(false) {
+            tracing::warn!(
+                "channel {}: `programs: false`: its releases have no programs.sqlite, so \
+                 command-not-found finds nothing on their clients",
+                rel.channel
+            );
+        }
     }
     let mut report = ReleaseReport::default();
     // A NAR shared by two channels is listed once.
@@ -286,21 +297,57 @@ async fn mirror_channel(
     outcome: &mut ChannelOutcome,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<()> {
-    let release = release::create::create_latest(&NewRelease {
-        channel: &rel.channel,
-        project: &rel.project,
-        jobset: &rel.jobset,
-        job: &rel.job,
-        outdir: &dir.join("releases"),
-        hydra,
-        upstream,
-        target_cache: Some(opts.config.binary_cache_url()),
-        tmpdir: Some(&opts.tmpdir),
-        local: Some(cache),
-        lock: None,
-        print: opts.print_only.then_some(opts.print_format),
-    })
-    .await?;
+    let release = if let Some(source) = &rel.source {
+        let copied = release::published::copy_latest(&release::published::PublishedRelease {
+            channel: &rel.channel,
+            source,
+            outdir: &dir.join("releases"),
+            channels_dir: &dir.join("channels"),
+            fetcher: upstream.fetcher(),
+            hydra: Some(hydra),
+            skip_images: opts.skip_images,
+            force: opts.force,
+        })
+        .await?;
+        match copied {
+            release::published::Outcome::Release(r) => r,
+            release::published::Outcome::Older {
+                nixname,
+                eval_id,
+                current,
+            } => {
+                tracing::warn!(
+                    "channel {}: the published release {nixname} is older than the current {} \
+                     (evaluation {eval_id} < {}); not copied, the channel stays (pass --force \
+                     to move anyway)",
+                    rel.channel,
+                    current.nixname,
+                    current.eval_id
+                );
+                return Ok(());
+            }
+        }
+    } else {
+        let new = NewRelease {
+            channel: &rel.channel,
+            project: &rel.project,
+            jobset: &rel.jobset,
+            job: &rel.job,
+            outdir: &dir.join("releases"),
+            hydra,
+            upstream,
+            target_cache: Some(opts.config.binary_cache_url()),
+            tmpdir: Some(&opts.tmpdir),
+            local: Some(cache),
+            lock: None,
+            print: opts.print_only.then_some(opts.print_format),
+        };
+        if rel.programs == Some(true) {
+            release::create::create_latest_pending(&new).await?
+        } else {
+            release::create::create_latest(&new).await?
+        }
+    };
     outcome.release = Some(release.dir.clone());
     for entry in &release.listed {
         out.write_all(entry.as_bytes())
@@ -336,6 +383,28 @@ async fn mirror_channel(
             "the closure of {} is incomplete ({failures} failures); the channel stays where it is",
             release.dir.display()
         );
+    }
+    if !release.complete && rel.programs == Some(true) {
+        // A release made now from Hydra gets programs.sqlite, then its git-revision.
+        let (dir, systems, cache, tmp) = (
+            release.dir.clone(),
+            rel.systems.clone(),
+            cache.clone(),
+            opts.tmpdir.clone(),
+        );
+        let made = tokio::task::spawn_blocking(move || {
+            crate::programs::add_to_release(&dir, &systems, &cache, &tmp)
+        })
+        .await
+        .context("making programs.sqlite failed")?
+        .with_context(|| format!("cannot add programs.sqlite to {}", release.dir.display()))?;
+        tracing::info!(
+            "channel {}: programs.sqlite has {} programs ({} package outputs not in the mirror)",
+            rel.channel,
+            made.rows,
+            made.not_mirrored
+        );
+        release::create::complete(&release)?;
     }
     outcome.moved =
         release::move_channel(dir, &rel.channel, &release.dir, &release.info, opts.force)?;

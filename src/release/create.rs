@@ -116,8 +116,36 @@ pub async fn create_latest(new: &NewRelease<'_>) -> Result<ChannelRelease> {
     create_from_build(new, &build).await
 }
 
+/// Like [`create_latest`], but a release made now is left without `git-revision`, for the
+/// caller to add to it (`programs.sqlite`) and then [`complete`] it. A rerun finds it
+/// incomplete and fetches (and checks against Hydra) what the caller changed again.
+pub async fn create_latest_pending(new: &NewRelease<'_>) -> Result<ChannelRelease> {
+    check_channel_name(new.channel)?;
+    let build = new
+        .hydra
+        .latest_finished(new.project, new.jobset, new.job)
+        .await?;
+    create_from_build_with(new, &build, false).await
+}
+
+/// Writes `git-revision` into a release made by [`create_latest_pending`]: the last write.
+pub fn complete(release: &ChannelRelease) -> Result<()> {
+    fsutil::atomic_write(
+        &release.dir.join(COMPLETION_MARKER),
+        release.info.git_revision.as_bytes(),
+    )
+}
+
 /// Creates the release of `build` (the latest finished build of the job).
 pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<ChannelRelease> {
+    create_from_build_with(new, build, true).await
+}
+
+async fn create_from_build_with(
+    new: &NewRelease<'_>,
+    build: &Build,
+    mark_complete: bool,
+) -> Result<ChannelRelease> {
     check_channel_name(new.channel)?;
     if !build.is_success() {
         bail!(
@@ -219,13 +247,15 @@ pub async fn create_from_build(new: &NewRelease<'_>, build: &Build) -> Result<Ch
         });
     }
     // Last: the marker that everything above is in place.
-    fsutil::atomic_write(&dir.join(COMPLETION_MARKER), git_revision.as_bytes())?;
+    if mark_complete {
+        fsutil::atomic_write(&dir.join(COMPLETION_MARKER), git_revision.as_bytes())?;
+    }
     Ok(ChannelRelease {
         dir,
         info,
         created: true,
         listed,
-        complete: true,
+        complete: mark_complete,
     })
 }
 
@@ -269,6 +299,8 @@ fn build_info(
         build_time: build.stoptime.or(build.timestamp).unwrap_or(0),
         nixname: nixname.to_string(),
         git_revision,
+        source: None,
+        published: Default::default(),
     }
 }
 

@@ -5,10 +5,13 @@
 //! channel tarball as `nixexprs.tar.xz`, for nixos channels the ISO/OVA images (each with a
 //! `.sha256` file), `git-revision`, written last: its presence means the release is complete,
 //! and `missing-store-paths` when upstream lacks part of the closure. The release's view of the
-//! binary cache is [`crate::binary_cache::view`]. [`create`] makes a release from a Hydra build.
+//! binary cache is [`crate::binary_cache::view`]. [`create`] makes a release from a Hydra build;
+//! [`published`] copies a release as a channel server publishes it.
 
 pub mod create;
+pub mod published;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -59,6 +62,14 @@ pub struct BuildInfo {
     pub nixname: String,
     /// The nixpkgs revision.
     pub git_revision: String,
+    /// The channel URL a published release was copied from; `None` for a release made from a
+    /// Hydra build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The sha256 (hex) its publisher gives for each file of a published release, by file name:
+    /// what `verify` checks those files against.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub published: BTreeMap<String, String>,
 }
 
 impl BuildInfo {
@@ -185,7 +196,7 @@ pub fn move_channel(
         if let Ok(current_info) = BuildInfo::read(&current_dir) {
             if current_info.order_key() > info.order_key() && !force {
                 tracing::warn!(
-                    "channel {channel}: Hydra's latest release {} is older than the current {} \
+                    "channel {channel}: the latest release {} is older than the current {} \
                      (evaluation {} < {}); not moving back (pass --force to move anyway)",
                     info.nixname,
                     current_info.nixname,
