@@ -38,7 +38,7 @@
 //! | `releases[].keep` | optional, >= 1: how many releases of the channel garbage collection keeps; absent: all of them (as in 2017) |
 //! | `releases[].mirror` | optional, default `false`: whether the release's source tarballs are mirrored |
 //! | `releases[].source` | **new**, optional: a channel URL that redirects to a published release (`https://channels.nixos.org/nixos-24.11`); the release is copied as published instead of made from Hydra, so `project`, `jobset` and `job` must be left out |
-//! | `releases[].programs` | **new**, optional: `true` adds `programs.sqlite` to the `nixexprs.tar.xz` of a release made from Hydra (needs `nix-env`); `false` leaves it out with a warning; not set: left out (for now); not with `source` (published releases have theirs) |
+//! | `releases[].programs` | **new**, optional: `true` adds `programs.sqlite` to the `nixexprs.tar.xz` of a release made from Hydra (needs `nix-env`); not set: `true`; `false` leaves it out with a warning; not with `source` (published releases have theirs) |
 //! | `releases[].systems` | **new**, optional: the systems `programs.sqlite` covers; default [`DEFAULT_PROGRAMS_SYSTEMS`] |
 //!
 //! [`load`] checks everything before returning: malformed JSON is reported with its line and
@@ -133,9 +133,9 @@ pub struct Release {
     /// The channel URL of a published release to copy; `None`: the release is made from the
     /// Hydra job (`project`, `jobset`, `job`, which are empty when this is set).
     pub source: Option<String>,
-    /// Whether `programs.sqlite` is added to a release made from Hydra: `Some(true)` yes,
-    /// `Some(false)` no (with a warning), `None` (not set) no.
-    pub programs: Option<bool>,
+    /// Whether `programs.sqlite` is added to a release made from Hydra (default: yes; `false`
+    /// is warned about). Always false for a release with `source`, which has its own.
+    pub programs: bool,
     /// The systems `programs.sqlite` covers.
     pub systems: Vec<String>,
 }
@@ -375,8 +375,8 @@ impl RawConfig {
                 job,
                 keep: r.keep,
                 mirror: r.mirror.unwrap_or(false),
+                programs: r.programs.unwrap_or(r.source.is_none()),
                 source: r.source,
-                programs: r.programs,
                 systems: r.systems.unwrap_or_else(|| {
                     DEFAULT_PROGRAMS_SYSTEMS
                         .iter()
@@ -896,7 +896,7 @@ mod tests {
                 keep: Some(7),
                 mirror: false,
                 source: None,
-                programs: None,
+                programs: true,
                 systems: vec!["x86_64-linux".into(), "aarch64-linux".into()],
             }
         );
@@ -1183,7 +1183,7 @@ mod tests {
     #[test]
     fn programs_and_systems_of_a_hydra_release() {
         let c = parse(ORIGIN, &with_release(OK_RELEASE)).unwrap();
-        assert_eq!(c.releases[0].programs, None);
+        assert!(c.releases[0].programs);
         assert_eq!(c.releases[0].systems, DEFAULT_PROGRAMS_SYSTEMS);
         let c = parse(
             ORIGIN,
@@ -1192,7 +1192,7 @@ mod tests {
             )),
         )
         .unwrap();
-        assert_eq!(c.releases[0].programs, Some(false));
+        assert!(!c.releases[0].programs);
         assert_eq!(c.releases[0].systems, ["x86_64-darwin"]);
         for bad in [
             "[]",

@@ -134,6 +134,7 @@ impl Setup {
             build,
             tarball,
             images,
+            programs: false,
         }
     }
 

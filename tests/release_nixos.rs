@@ -196,6 +196,7 @@ impl Mirror {
             build,
             tarball,
             images,
+            programs: true,
         }
     }
 

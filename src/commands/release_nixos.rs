@@ -156,7 +156,7 @@ pub async fn run(
         );
     }
     for rel in opts.config.releases.iter() {
-        if rel.source.is_none() && rel.programs == Some(false) {
+        if rel.source.is_none() && !rel.programs {
             tracing::warn!(
                 "channel {}: `programs: false`: its releases have no programs.sqlite, so \
                  command-not-found finds nothing on their clients",
@@ -342,7 +342,7 @@ async fn mirror_channel(
             lock: None,
             print: opts.print_only.then_some(opts.print_format),
         };
-        if rel.programs == Some(true) {
+        if rel.programs {
             release::create::create_latest_pending(&new).await?
         } else {
             release::create::create_latest(&new).await?
@@ -384,7 +384,7 @@ async fn mirror_channel(
             release.dir.display()
         );
     }
-    if !release.complete && rel.programs == Some(true) {
+    if !release.complete && rel.programs {
         // A release made now from Hydra gets programs.sqlite, then its git-revision.
         let (dir, systems, cache, tmp) = (
             release.dir.clone(),

@@ -932,6 +932,9 @@ pub struct ExpectedRelease<'a> {
     pub tarball: &'a ProductFile,
     /// The image files, exactly.
     pub images: Vec<&'a ProductFile>,
+    /// Whether the tarball must have `programs.sqlite` added (release-nixos adds it by
+    /// default; create-channel-release leaves Hydra's tarball as it is).
+    pub programs: bool,
 }
 
 /// Fails the test unless `dir` is the complete release `want` describes: `src-url`,
@@ -968,9 +971,38 @@ pub fn assert_release(dir: &Path, want: &ExpectedRelease<'_>) {
     )
     .expect("store-paths.xz is xz");
     assert_eq!(unxz, expected_paths, "store-paths.xz");
+    // The product's tarball, with `programs.sqlite` added at the top of its channel directory
+    // (release-nixos adds it by default), and the checksum file of what is there.
+    let got = tarball_entries(&read("nixexprs.tar.xz"));
+    let mut product = tarball_entries(&want.tarball.bytes());
+    let programs: Vec<&String> = got
+        .keys()
+        .filter(|k| k.matches('/').count() == 1 && k.ends_with("/programs.sqlite"))
+        .collect();
+    assert_eq!(
+        programs.len(),
+        usize::from(want.programs),
+        "nixexprs.tar.xz: the programs.sqlite files at the top of its channel directory"
+    );
+    if let Some(p) = programs.first() {
+        product.insert((*p).clone(), got[*p].clone());
+    } else {
+        assert!(
+            read("nixexprs.tar.xz") == want.tarball.bytes(),
+            "nixexprs.tar.xz differs from the product file"
+        );
+    }
     assert!(
-        read("nixexprs.tar.xz") == want.tarball.bytes(),
-        "nixexprs.tar.xz differs from the product file"
+        got == product,
+        "nixexprs.tar.xz holds other files than the product's (programs.sqlite aside)"
+    );
+    assert_eq!(
+        text("nixexprs.tar.xz.sha256"),
+        format!(
+            "{}  nixexprs.tar.xz\n",
+            sha256_hex(&read("nixexprs.tar.xz"))
+        ),
+        "nixexprs.tar.xz.sha256"
     );
     let info: Value = serde_json::from_slice(&read("build-info.json")).expect("build-info.json");
     assert_eq!(info["eval_id"], want.eval.id);
@@ -1003,4 +1035,20 @@ pub fn assert_release(dir: &Path, want: &ExpectedRelease<'_>) {
             "{name}.sha256"
         );
     }
+}
+
+/// The regular files of an xz-compressed tar archive, by path.
+pub fn tarball_entries(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut archive = tar::Archive::new(xz2::read::XzDecoder::new(bytes));
+    let mut out = BTreeMap::new();
+    for entry in archive.entries().expect("a tar archive") {
+        let mut entry = entry.expect("a tar entry");
+        if entry.header().entry_type().is_file() {
+            let path = entry.path().expect("a path").to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).expect("reading a tar entry");
+            out.insert(path, data);
+        }
+    }
+    out
 }
