@@ -296,7 +296,7 @@ impl<'c> Call<'c> {
         self
     }
 
-    /// The request, and what [`Call::within`] needs to make it.
+    /// The request, and what [`within`] needs to make it.
     fn request(
         self,
     ) -> (
