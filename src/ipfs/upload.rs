@@ -175,6 +175,9 @@ struct CarOut {
 /// few enough to bound the memory they take (at most this many chunks).
 const IMPORT_QUEUE_BLOCKS: usize = 16;
 
+/// A block on its way to the `dag/import` thread.
+type QueuedBlock = (Cid, Vec<u8>);
+
 /// The node side of the router. Nothing here is locked during a network call: `add` and
 /// `block/put` run on the calling thread with no lock held, and `dag/import` requests are made
 /// by one thread of their own, fed through a bounded queue.
@@ -186,7 +189,7 @@ struct NodeSide {
     sent: Mutex<HashSet<Cid>>,
     phase: Phase,
     /// The queue of the `dag/import` thread, and the thread.
-    import: Option<(SyncSender<(Cid, Vec<u8>)>, JoinHandle<SendStats>)>,
+    import: Option<(SyncSender<QueuedBlock>, JoinHandle<SendStats>)>,
 }
 
 /// Takes the blocks of the DAG from the threads that build it and delivers them (see the
@@ -459,7 +462,7 @@ struct ImportSender {
 impl ImportSender {
     /// Sends until the queue is closed; a failure is recorded and ends the thread (closing
     /// the queue, so that the next block given to the router reports it).
-    fn run(self, blocks: Receiver<(Cid, Vec<u8>)>) -> SendStats {
+    fn run(self, blocks: Receiver<QueuedBlock>) -> SendStats {
         let mut stats = SendStats::default();
         if let Err(e) = self.send_all(&blocks, &mut stats) {
             lock(&self.failure).get_or_insert(e);
@@ -469,7 +472,7 @@ impl ImportSender {
 
     fn send_all(
         &self,
-        blocks: &Receiver<(Cid, Vec<u8>)>,
+        blocks: &Receiver<QueuedBlock>,
         stats: &mut SendStats,
     ) -> Result<(), UploadError> {
         let mut current: Option<DagImport> = None;
