@@ -130,7 +130,7 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Args)]
 pub struct CidArgs {
-    /// The import profile [default: the one create-nixipfs publishes with, legacy-raw-v0].
+    /// The import profile [default: the one create-nixipfs publishes with, unixfs-v1-2025].
     #[arg(long, value_name = "PROFILE")]
     pub profile: Option<ProfileArg>,
     /// Files, directories or symbolic links.
@@ -424,7 +424,7 @@ pub struct IpfsArgs {
     /// alone when no node is reachable.
     #[arg(long, value_name = "FILE")]
     pub car: Option<PathBuf>,
-    /// The import profile [default: the config's cid_profile, else legacy-raw-v0].
+    /// The import profile [default: the config's cid_profile, else unixfs-v1-2025].
     #[arg(long, alias = "cid_profile", value_name = "PROFILE")]
     pub cid_profile: Option<ProfileArg>,
     /// CID version of directory and file nodes instead of the profile's.

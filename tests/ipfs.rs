@@ -45,9 +45,13 @@ fn args(values: &[&str]) -> Vec<String> {
     values.iter().map(|s| s.to_string()).collect()
 }
 
+/// Publishing options with the layout these tests compute their expected CIDs with
+/// (`legacy-raw-v0`: CIDv0 directories over raw leaves); the default profile is published by
+/// the gateway test and the profile tests.
 fn options(dir: &Path, api: Option<ApiAddr>, mfs_prefix: &str) -> PublishOptions {
     PublishOptions {
         dir: dir.to_path_buf(),
+        profile: Profile::LegacyRawV0,
         api,
         mfs_prefix: mfs_prefix.to_string(),
         timeouts: timeouts(),
@@ -1166,4 +1170,108 @@ async fn create_nixipfs_flags_choose_the_profile_and_the_roots_that_stay() {
         cache.contains("\nlayout v1-raw-1048576-1024-block\n"),
         "{cache}"
     );
+}
+
+/// The status of `GET path` at `base` (`http://127.0.0.1:PORT`), 0 when nothing answers.
+fn gateway_status(base: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let addr = base.strip_prefix("http://").unwrap();
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return 0;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut head = [0u8; 12];
+    match stream.read_exact(&mut head) {
+        Ok(()) => String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+#[test]
+fn a_nix_client_installs_a_closure_through_the_gateway() {
+    // A mirror made by release-nixos from a cache that real Nix built and signed, published
+    // with the default profile to a node that serves its HTTP gateway; a Nix client that
+    // requires signatures by the cache's key installs closures from /ipfs/ROOT/binary_cache,
+    // from a channel's view and from /ipns/NAME/binary_cache.
+    common::nixcache::require_nix();
+    let m = common::mirror::FixtureMirror::made("ipfs-gateway");
+    let node = IpfsNode::start_with_gateway();
+    let out = common::run_nixipfs([
+        "create-nixipfs",
+        "--dir",
+        m.d().to_str().unwrap(),
+        "--ipfsapi",
+        &node.url(),
+    ]);
+    common::assert_success(&out);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let line = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in {stdout:?}"))
+            .to_string()
+    };
+    let root = Cid::parse(&line("nixfs: /ipfs/")).unwrap();
+    let name = line("published: /ipns/");
+    assert_eq!(
+        (root.version(), root.codec()),
+        (1, DAG_PB),
+        "the default profile"
+    );
+    let gw = node.gateway_url();
+    let info = format!("/ipfs/{root}/binary_cache/nix-cache-info");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while gateway_status(&gw, &info) != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway does not serve {info}:\n{}",
+            node.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let data = common::hydra::release_data();
+    let p = &data.paths;
+    let roots = vec![p.pkg1.clone(), p.channel1.clone(), p.pkgnp.clone()];
+    for base in [
+        format!("{gw}/ipfs/{root}/binary_cache"),
+        format!("{gw}/ipns/{name}/binary_cache"),
+    ] {
+        let installed = common::nix_install_from(&base, &m.key, &roots)
+            .unwrap_or_else(|e| panic!("installing from {base}: {e}"));
+        assert_eq!(installed.closure, data.closure_of(&roots), "{base}");
+    }
+    let channel = common::hydra::names::NIXOS_CHANNEL;
+    let base = format!("{gw}/ipfs/{root}/channels/{channel}/binary_cache");
+    let roots = vec![p.pkg1.clone(), p.iso1.clone()];
+    let installed = common::nix_install_from(&base, &m.key, &roots)
+        .unwrap_or_else(|e| panic!("installing from {base}: {e}"));
+    assert_eq!(installed.closure, data.closure_of(&roots), "{base}");
+
+    // A complete closure never makes Nix ask for what the mirror lacks. A path it lacks is an
+    // error, not "not here": js-ipfs's gateway answers 500 where kubo's answers 404, and Nix
+    // retries a 500, then fails (see README, "Serving Nix clients from a gateway").
+    let absent = common::nix_install_from(
+        &format!("{gw}/ipfs/{root}/binary_cache"),
+        &m.key,
+        &["/nix/store/00000000000000000000000000000000-absent".to_string()],
+    );
+    let err = absent.expect_err("installed a path the mirror does not have");
+    assert!(err.to_string().contains("HTTP error 500"), "{err}");
+    // Signatures are required: a client trusting another key installs nothing.
+    let other_key = "other-cache-1:MNx5MjF7nzO2k0fyClm0EW3jmiUhGNlJ6M0tbDhuuvA=";
+    let refused = common::nix_install_from(
+        &format!("{gw}/ipfs/{root}/binary_cache"),
+        other_key,
+        std::slice::from_ref(&p.pkg1),
+    );
+    let err = refused.expect_err("installed with a key that signed nothing");
+    assert!(err.to_string().contains("signature"), "{err}");
 }

@@ -9,7 +9,11 @@
 //!   against a fresh node: import, pin, MFS copy, verification and IPNS;
 //! - `ipfs-rerun`: the same command again against the same node, nothing changed;
 //! - `ipfs-seed`: `seed_ipfs.py`, a stand-in for the original scripts (one `add` and one
-//!   `files/cp` per file, sequential), against a fresh node.
+//!   `files/cp` per file, sequential), against a fresh node;
+//! - `ipfs-hash-v0`, `ipfs-hash-legacy`: `ipfs-hash` in the profiles `unixfs-v0-2015` and
+//!   `legacy-raw-v0` (`ipfs-hash` uses the default, `unixfs-v1-2025`);
+//! - `ipfs-scale-hash`, `ipfs-scale-rerun`: a mirror of [`SCALE_PATHS`] store paths written by
+//!   `scale_mirror.py`, hashed from nothing with a CAR file, then again with nothing changed.
 //!
 //! A node is started (untimed) before each run that needs a fresh one, and timing starts once
 //! it answers `version`. Peak RSS in the table is that of the timed client; the node's own
@@ -32,13 +36,20 @@ use anyhow::{bail, Context, Result};
 use crate::{inv, measure, s, Bench, Invocation};
 
 /// The ids of the cases, in the order they run.
-pub const CASES: [&str; 5] = [
+pub const CASES: [&str; 9] = [
     "ipfs-hash",
+    "ipfs-hash-v0",
+    "ipfs-hash-legacy",
     "ipfs-import",
     "ipfs-publish",
     "ipfs-rerun",
     "ipfs-seed",
+    "ipfs-scale-hash",
+    "ipfs-scale-rerun",
 ];
+
+/// Store paths of the scale cases' mirror (two files each: 234,000 files, about 700 MB).
+pub const SCALE_PATHS: usize = 117_000;
 
 /// How long a node may take to answer after its start.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -798,6 +809,157 @@ pub fn cases(b: &mut Bench, name: &str, kept: &Path, out: &Path) -> Result<()> {
     }
     remove_caches(kept)?;
     let _ = fs::remove_file(&car);
+
+    // 6. The same hashing in the other profiles.
+    for (id, profile) in [
+        ("ipfs-hash-v0", "unixfs-v0-2015"),
+        ("ipfs-hash-legacy", "legacy-raw-v0"),
+    ] {
+        let mut args = hash_args.clone();
+        args.extend(["--cid-profile".to_string(), profile.to_string()]);
+        let log_dir = b.log_dir.clone();
+        let run_no = Cell::new(0usize);
+        b.case(
+            id,
+            &ds,
+            &format!("the same as `ipfs-hash` with --cid-profile {profile} ({what_size})"),
+            b.args.runs,
+            Some(bytes),
+            &mut |run| {
+                run_no.set(run);
+                remove_caches(kept)?;
+                let _ = fs::remove_file(&car);
+                Ok(inv(&nixipfs, args.clone()))
+            },
+            &mut || {
+                let log = log_dir.join(format!("{id}-{}.log", run_no.get()));
+                format!(
+                    "root {}; CAR {:.1} MiB",
+                    printed_root(&log.with_extension("out"))
+                        .as_deref()
+                        .unwrap_or("MISSING"),
+                    mib(fs::metadata(&car).map_or(0, |m| m.len()))
+                )
+            },
+        )?;
+    }
+    remove_caches(kept)?;
+    let _ = fs::remove_file(&car);
+    scale_cases(b, out)
+}
+
+/// The scale cases: a mirror of [`SCALE_PATHS`] store paths written by `scale_mirror.py`
+/// (untimed), published with `--no-node --car` from nothing (`ipfs-scale-hash`); then
+/// published to a node (untimed) and again with nothing changed (`ipfs-scale-rerun`, caches
+/// kept: what an hourly run does when nothing changed).
+fn scale_cases(b: &mut Bench, out: &Path) -> Result<()> {
+    if !b.wanted("ipfs-scale-hash") && !b.wanted("ipfs-scale-rerun") {
+        return Ok(());
+    }
+    let dir = b.work.join("ipfs-scale");
+    let made = dir.join(".made");
+    if !made.exists() {
+        let _ = measure::remove(&dir);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bench/scale_mirror.py");
+        eprintln!("  (untimed) writing the scale mirror in {}", dir.display());
+        let status = Command::new("python3")
+            .arg(&script)
+            .arg(&dir)
+            .arg(SCALE_PATHS.to_string())
+            .status()
+            .context("running scale_mirror.py")?;
+        if !status.success() {
+            bail!("scale_mirror.py failed ({status})");
+        }
+        fs::write(&made, "")?;
+    }
+    let (files, bytes) = published_size(&dir);
+    let ds = "scale mirror".to_string();
+    let car = out.join("scale.car");
+    let nixipfs = b.nixipfs.clone();
+    let log_dir = b.log_dir.clone();
+    let base = |car: Option<&Path>| {
+        let mut a = vec![
+            "--progress".to_string(),
+            "none".into(),
+            "create-nixipfs".into(),
+            "--dir".into(),
+            s(&dir),
+            "--no-node".into(),
+        ];
+        if let Some(car) = car {
+            a.extend(["--car".to_string(), s(car)]);
+        }
+        a
+    };
+    let check = |id: &str, run: usize| {
+        let log = log_dir.join(format!("{id}-{run}.log"));
+        format!(
+            "root {}; {}",
+            printed_root(&log.with_extension("out"))
+                .as_deref()
+                .unwrap_or("MISSING"),
+            logged_summary(&log.with_extension("err")).map_or(String::new(), |s| s
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .into())
+        )
+    };
+    let run_no = Cell::new(0usize);
+    b.case(
+        "ipfs-scale-hash",
+        &ds,
+        &format!(
+            "nixipfs create-nixipfs --no-node --car FILE from nothing (caches removed) on {SCALE_PATHS} store paths ({files} files, {:.1} MiB; the release's view links to them)",
+            mib(bytes)
+        ),
+        b.args.runs,
+        Some(bytes),
+        &mut |run| {
+            run_no.set(run);
+            remove_caches(&dir)?;
+            let _ = fs::remove_file(&car);
+            Ok(inv(&nixipfs, base(Some(&car))))
+        },
+        &mut || check("ipfs-scale-hash", run_no.get()),
+    )?;
+    let _ = fs::remove_file(&car);
+    if b.wanted("ipfs-scale-rerun") {
+        // One node for the rerun, given the mirror untimed by a first publication.
+        let jsipfs = jsipfs(b.args.jsipfs.as_deref());
+        let node = IpfsNode::start(
+            &jsipfs,
+            &b.work.join("ipfs-nodes/scale"),
+            &b.work.join("trash"),
+        )?;
+        remove_caches(&dir)?;
+        eprintln!("  (untimed) publishing the scale mirror to the node");
+        let first = nixipfs_publish(&nixipfs, &dir, node.port());
+        let log = b.log_dir.join("ipfs-scale-first.log");
+        let sample = measure::run(&first.program, &first.args, &[], &log, None)?;
+        if !sample.ok {
+            bail!(
+                "the first publication of the scale mirror failed:\n{}",
+                measure::tail(&log.with_extension("err"), 8)
+            );
+        }
+        eprintln!("  (untimed) first publication: {:.1} s", sample.wall);
+        let port = node.port();
+        b.case(
+            "ipfs-scale-rerun",
+            &ds,
+            "nixipfs create-nixipfs --ipfsapi 127.0.0.1 PORT again, nothing changed, against the node it published to (caches kept)",
+            b.args.runs,
+            None,
+            &mut |run| {
+                run_no.set(run);
+                Ok(nixipfs_publish(&nixipfs, &dir, port))
+            },
+            &mut || check("ipfs-scale-rerun", run_no.get()),
+        )?;
+        drop(node);
+    }
     Ok(())
 }
 

@@ -46,7 +46,7 @@ impl Profile {
     ];
 
     /// The profile that publishing uses unless told otherwise.
-    pub const DEFAULT: Profile = Profile::LegacyRawV0;
+    pub const DEFAULT: Profile = Profile::UnixfsV1_2025;
 
     /// The profile's name, as the command line and the config spell it.
     pub fn name(self) -> &'static str {

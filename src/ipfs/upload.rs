@@ -25,12 +25,19 @@
 //! Blocks go to the node in few large requests: one `dag/import` per `segment_bytes` of CAR
 //! (the first block of each request names itself as the CAR's root; roots are not pinned on
 //! import, the published root is pinned afterwards). A block is sent at most once per run.
+//!
+//! No lock is held during a network call, so a slow node never stalls the threads that hash:
+//! the `dag/import` requests are made by a thread of their own, fed through a queue of a few
+//! blocks (a hashing thread waits only when that queue is full), and `add` and `block/put`
+//! run on the calling thread, several at once.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use tempfile::NamedTempFile;
 
@@ -164,32 +171,36 @@ struct CarOut {
     written: HashSet<Cid>,
 }
 
-struct NodeState {
-    target: NodeTarget,
-    current: Option<DagImport>,
-    sent: HashSet<Cid>,
+/// Blocks queued for the thread that streams them to `dag/import`: enough to keep it busy,
+/// few enough to bound the memory they take (at most this many chunks).
+const IMPORT_QUEUE_BLOCKS: usize = 16;
+
+/// A block on its way to the `dag/import` thread.
+type QueuedBlock = (Cid, Vec<u8>);
+
+/// The node side of the router. Nothing here is locked during a network call: `add` and
+/// `block/put` run on the calling thread with no lock held, and `dag/import` requests are made
+/// by one thread of their own, fed through a bounded queue.
+struct NodeSide {
+    client: IpfsClient,
+    runtime: tokio::runtime::Handle,
+    knowledge: NodeKnowledge,
+    /// Blocks already given to the node in this run ([`block_key`]s).
+    sent: Mutex<HashSet<Cid>>,
     phase: Phase,
-}
-
-impl NodeState {
-    /// Counts `len` bytes sent in the progress display.
-    fn progress(&self, len: u64) {
-        self.phase.inc_total(len);
-        self.phase.inc(len);
-    }
-}
-
-struct State {
-    car: Option<CarOut>,
-    node: Option<NodeState>,
-    stats: SendStats,
-    failure: Option<UploadError>,
+    /// The queue of the `dag/import` thread, and the thread.
+    import: Option<(SyncSender<QueuedBlock>, JoinHandle<SendStats>)>,
 }
 
 /// Takes the blocks of the DAG from the threads that build it and delivers them (see the
 /// module documentation). Shared by reference between those threads.
 pub struct Router {
-    state: Mutex<State>,
+    car: Mutex<Option<CarOut>>,
+    node: Option<NodeSide>,
+    /// What `add` and `block/put` sent (the `dag/import` thread counts its own).
+    stats: Mutex<SendStats>,
+    /// The first failure; it stops the router.
+    failure: Arc<Mutex<Option<UploadError>>>,
     node_method: Option<NodeMethod>,
 }
 
@@ -210,6 +221,12 @@ pub enum AddSource<'a> {
     Bytes(&'a str, &'a [u8]),
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Router {
     /// A router writing every block to a new CAR file at `car` (if given; its root is set by
     /// [`Router::finish`], `cid_version` being that of the root) and sending to `node` what it
@@ -223,20 +240,39 @@ impl Router {
             Some(path) => Some(open_car(path, cid_version)?),
             None => None,
         };
+        let failure = Arc::new(Mutex::new(None));
         let node_method = node.as_ref().map(|n| n.method);
-        let node = node.map(|target| NodeState {
-            target,
-            current: None,
-            sent: HashSet::new(),
-            phase: Phase::new("Sending blocks", Unit::Bytes, 0),
+        let node = node.map(|target| {
+            let phase = Phase::new("Sending blocks", Unit::Bytes, 0);
+            let import = (target.method == NodeMethod::DagImport).then(|| {
+                let (queue, blocks) = sync_channel(IMPORT_QUEUE_BLOCKS);
+                let sender = ImportSender {
+                    client: target.client.clone(),
+                    runtime: target.runtime.clone(),
+                    segment_bytes: target.segment_bytes,
+                    phase: phase.clone(),
+                    failure: Arc::clone(&failure),
+                };
+                let thread = std::thread::Builder::new()
+                    .name("dag-import".into())
+                    .spawn(move || sender.run(blocks))
+                    .expect("starting the dag/import thread");
+                (queue, thread)
+            });
+            NodeSide {
+                client: target.client,
+                runtime: target.runtime,
+                knowledge: target.knowledge,
+                sent: Mutex::new(HashSet::new()),
+                phase,
+                import,
+            }
         });
         Ok(Router {
-            state: Mutex::new(State {
-                car,
-                node,
-                stats: SendStats::default(),
-                failure: None,
-            }),
+            car: Mutex::new(car),
+            node,
+            stats: Mutex::new(SendStats::default()),
+            failure,
             node_method,
         })
     }
@@ -248,111 +284,148 @@ impl Router {
 
     /// Whether a CAR file is being written.
     pub fn writes_car(&self) -> bool {
-        self.lock().car.is_some()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.car).is_some()
     }
 
     /// Whether the node holds the whole DAG under `cid` (false without a node).
     pub fn node_has_dag(&self, cid: &Cid) -> bool {
-        self.lock()
-            .node
-            .as_ref()
-            .is_some_and(|n| n.target.knowledge.has_dag(cid))
+        self.node.as_ref().is_some_and(|n| n.knowledge.has_dag(cid))
     }
 
     /// The failure that stopped the router, if any (taken: later calls see none).
     pub fn take_failure(&self) -> Option<UploadError> {
-        self.lock().failure.take()
+        lock(&self.failure).take()
+    }
+
+    /// The failure that stopped the router, as the I/O error block sinks return.
+    fn stopped(&self) -> io::Result<()> {
+        match &*lock(&self.failure) {
+            Some(failure) => Err(io::Error::other(failure.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records `error` as the failure (unless there is one already) and returns it as an I/O
+    /// error; [`Router::take_failure`] gives it back typed.
+    fn fail(&self, error: UploadError) -> io::Error {
+        let io = io::Error::other(error.to_string());
+        lock(&self.failure).get_or_insert(error);
+        io
     }
 
     /// Takes one block: into the CAR file (once per CID), and — if `to_node` and the node
     /// lacks it and it was not sent yet — to the node. With [`NodeMethod::Add`] blocks go to
     /// the node by `block/put`, so only directory blocks should be given `to_node` there.
     pub fn put(&self, cid: &Cid, block: &[u8], to_node: bool) -> io::Result<()> {
-        self.with_state(|state| put_locked(state, cid, block, to_node))
-    }
-
-    /// Runs `work` on the state unless an earlier failure stopped the router; a failure of
-    /// `work` stops it. The caller gets the failure as an I/O error, as block sinks return
-    /// them; [`Router::take_failure`] gives it back typed.
-    fn with_state(
-        &self,
-        work: impl FnOnce(&mut State) -> Result<(), UploadError>,
-    ) -> io::Result<()> {
-        let mut state = self.lock();
-        if let Some(failure) = &state.failure {
-            return Err(io::Error::other(failure.to_string()));
+        self.stopped()?;
+        if let Some(car) = lock(&self.car).as_mut() {
+            if car.written.insert(*cid) {
+                car.writer.write_block(cid, block).map_err(|source| {
+                    self.fail(UploadError::Car {
+                        path: car.path.clone(),
+                        source: Box::new(source),
+                    })
+                })?;
+            }
         }
-        work(&mut state).map_err(|e| {
-            let error = io::Error::other(e.to_string());
-            state.failure = Some(e);
-            error
-        })
+        let Some(node) = &self.node else {
+            return Ok(());
+        };
+        if !to_node || node.knowledge.has_block(cid) || !lock(&node.sent).insert(block_key(cid)) {
+            return Ok(());
+        }
+        let len = block.len() as u64;
+        match &node.import {
+            Some((queue, _)) => {
+                // Waits only while the queue is full; the thread counts what it sends.
+                if queue.send((*cid, block.to_vec())).is_err() {
+                    // The thread stopped after recording its failure.
+                    self.stopped()?;
+                    return Err(io::Error::other("the dag/import thread stopped"));
+                }
+            }
+            None => {
+                let client = node.client.clone();
+                node.runtime
+                    .block_on(client.block_put(cid, block.to_vec()))
+                    .map_err(|e| self.fail(e.into()))?;
+                let mut stats = lock(&self.stats);
+                stats.blocks_sent += 1;
+                stats.block_bytes_sent += len;
+                node.phase.inc_total(len);
+                node.phase.inc(len);
+            }
+        }
+        Ok(())
     }
 
     /// `add`s one file to the node (the fallback method) with the layout's CID version,
     /// leaves and chunks, and checks that the node's CID is `expected` (`add` cannot be told
     /// the links per node: a file of more chunks than the node's default links per node gets
-    /// another CID where the layout's differ, which is this error).
+    /// another CID where the layout's differ, which is this error). Several threads may add
+    /// at once.
     pub fn add(&self, source: AddSource<'_>, expected: &Cid, layout: &Layout) -> io::Result<()> {
+        self.stopped()?;
+        let Some(node) = &self.node else {
+            return Ok(());
+        };
         let (options, chunk) = (layout.add, layout.chunk_size);
-        self.with_state(|state| {
-            let Some(node) = state.node.as_mut() else {
-                return Ok(());
-            };
-            let client = node.target.client.clone();
-            let runtime = &node.target.runtime;
-            let (what, answer, len) = match source {
-                AddSource::Path(path) => (
-                    path.display().to_string(),
-                    runtime.block_on(client.add_file_chunked(path, options, chunk))?,
-                    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-                ),
-                AddSource::Bytes(name, bytes) => (
-                    name.to_string(),
-                    runtime.block_on(client.add_bytes_chunked(
-                        name,
-                        bytes.to_vec(),
-                        options,
-                        chunk,
-                    ))?,
-                    bytes.len() as u64,
-                ),
-            };
-            if answer.cid != *expected {
-                return Err(UploadError::CidMismatch {
-                    what,
-                    expected: expected.to_string(),
-                    got: answer.cid.to_string(),
-                });
-            }
-            state.stats.add_calls += 1;
-            state.stats.add_bytes += len;
-            node.progress(len);
-            Ok(())
-        })
+        let client = node.client.clone();
+        let result = match source {
+            AddSource::Path(path) => node
+                .runtime
+                .block_on(client.add_file_chunked(path, options, chunk))
+                .map(|answer| {
+                    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                    (path.display().to_string(), answer, len)
+                }),
+            AddSource::Bytes(name, bytes) => node
+                .runtime
+                .block_on(client.add_bytes_chunked(name, bytes.to_vec(), options, chunk))
+                .map(|answer| (name.to_string(), answer, bytes.len() as u64)),
+        };
+        let (what, answer, len) = result.map_err(|e| self.fail(e.into()))?;
+        if answer.cid != *expected {
+            return Err(self.fail(UploadError::CidMismatch {
+                what,
+                expected: expected.to_string(),
+                got: answer.cid.to_string(),
+            }));
+        }
+        let mut stats = lock(&self.stats);
+        stats.add_calls += 1;
+        stats.add_bytes += len;
+        node.phase.inc_total(len);
+        node.phase.inc(len);
+        Ok(())
     }
 
     /// Ends the last `dag/import` request, sets the CAR file's root to `root` and moves it
     /// into place; returns what was sent and written.
     pub fn finish(self, root: &Cid) -> Result<SendStats, UploadError> {
-        let mut state = self
-            .state
-            .into_inner()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(failure) = state.failure.take() {
-            return Err(failure);
-        }
-        if let Some(node) = state.node.as_mut() {
-            finish_import(node, &mut state.stats)?;
+        let Router {
+            car,
+            node,
+            stats,
+            failure,
+            ..
+        } = self;
+        let mut stats = stats.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Some(node) = node {
+            if let Some((queue, thread)) = node.import {
+                drop(queue);
+                let imported = thread.join().map_err(|_| {
+                    UploadError::Stopped("the dag/import thread panicked".to_string())
+                })?;
+                stats.add(&imported);
+            }
             node.phase.finish();
         }
-        if let Some(car) = state.car.take() {
+        if let Some(failure) = lock(&failure).take() {
+            return Err(failure);
+        }
+        let car = car.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Some(car) = car {
             let path = car.path.clone();
             let err = |source: CarError| UploadError::Car {
                 path: path.clone(),
@@ -360,8 +433,8 @@ impl Router {
             };
             let mut writer = car.writer;
             writer.replace_roots(&[*root]).map_err(err)?;
-            state.stats.car_file_blocks = writer.blocks_written();
-            state.stats.car_file_bytes = writer.bytes_written();
+            stats.car_file_blocks = writer.blocks_written();
+            stats.car_file_bytes = writer.bytes_written();
             let buffered = writer.finish().map_err(err)?;
             let file = buffered
                 .into_inner()
@@ -372,7 +445,67 @@ impl Router {
             file.persist(&car.path)
                 .map_err(|e| err(CarError::Io(e.error)))?;
         }
-        Ok(state.stats)
+        Ok(stats)
+    }
+}
+
+/// The thread that streams queued blocks to the node as CARs, one `dag/import` request per
+/// `segment_bytes`.
+struct ImportSender {
+    client: IpfsClient,
+    runtime: tokio::runtime::Handle,
+    segment_bytes: u64,
+    phase: Phase,
+    failure: Arc<Mutex<Option<UploadError>>>,
+}
+
+impl ImportSender {
+    /// Sends until the queue is closed; a failure is recorded and ends the thread (closing
+    /// the queue, so that the next block given to the router reports it).
+    fn run(self, blocks: Receiver<QueuedBlock>) -> SendStats {
+        let mut stats = SendStats::default();
+        if let Err(e) = self.send_all(&blocks, &mut stats) {
+            lock(&self.failure).get_or_insert(e);
+        }
+        stats
+    }
+
+    fn send_all(
+        &self,
+        blocks: &Receiver<QueuedBlock>,
+        stats: &mut SendStats,
+    ) -> Result<(), UploadError> {
+        let mut current: Option<DagImport> = None;
+        for (cid, block) in blocks {
+            let import = match current.as_mut() {
+                Some(import) => import,
+                None => {
+                    let import = {
+                        let _guard = self.runtime.enter();
+                        self.client.start_dag_import(&cid)
+                    };
+                    stats.import_requests += 1;
+                    current.insert(import)
+                }
+            };
+            self.runtime.block_on(import.send(&cid, &block))?;
+            let len = block.len() as u64;
+            stats.blocks_sent += 1;
+            stats.block_bytes_sent += len;
+            self.phase.inc_total(len);
+            self.phase.inc(len);
+            if import.progress().car_bytes >= self.segment_bytes {
+                if let Some(import) = current.take() {
+                    let answer = self.runtime.block_on(import.finish())?;
+                    stats.car_bytes_sent += answer.car_bytes;
+                }
+            }
+        }
+        if let Some(import) = current.take() {
+            let answer = self.runtime.block_on(import.finish())?;
+            stats.car_bytes_sent += answer.car_bytes;
+        }
+        Ok(())
     }
 }
 
@@ -401,68 +534,6 @@ fn open_car(path: &Path, cid_version: u8) -> Result<CarOut, UploadError> {
         writer,
         written: HashSet::new(),
     })
-}
-
-fn put_locked(
-    state: &mut State,
-    cid: &Cid,
-    block: &[u8],
-    to_node: bool,
-) -> Result<(), UploadError> {
-    if let Some(car) = state.car.as_mut() {
-        if car.written.insert(*cid) {
-            car.writer
-                .write_block(cid, block)
-                .map_err(|source| UploadError::Car {
-                    path: car.path.clone(),
-                    source: Box::new(source),
-                })?;
-        }
-    }
-    let Some(node) = state.node.as_mut() else {
-        return Ok(());
-    };
-    if !to_node || node.target.knowledge.has_block(cid) || !node.sent.insert(block_key(cid)) {
-        return Ok(());
-    }
-    let len = block.len() as u64;
-    match node.target.method {
-        NodeMethod::Add => {
-            let client = node.target.client.clone();
-            node.target
-                .runtime
-                .block_on(client.block_put(cid, block.to_vec()))?;
-        }
-        NodeMethod::DagImport => {
-            let import = match node.current.as_mut() {
-                Some(import) => import,
-                None => {
-                    let import = {
-                        let _guard = node.target.runtime.enter();
-                        node.target.client.start_dag_import(cid)
-                    };
-                    state.stats.import_requests += 1;
-                    node.current.insert(import)
-                }
-            };
-            node.target.runtime.block_on(import.send(cid, block))?;
-            if import.progress().car_bytes >= node.target.segment_bytes {
-                finish_import(node, &mut state.stats)?;
-            }
-        }
-    }
-    state.stats.blocks_sent += 1;
-    state.stats.block_bytes_sent += len;
-    node.progress(len);
-    Ok(())
-}
-
-fn finish_import(node: &mut NodeState, stats: &mut SendStats) -> Result<(), UploadError> {
-    if let Some(import) = node.current.take() {
-        let answer = node.target.runtime.block_on(import.finish())?;
-        stats.car_bytes_sent += answer.car_bytes;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -520,6 +591,108 @@ mod tests {
         assert!(!k.has_dag(&v0));
         k.trust_roots = true;
         assert!(k.has_dag(&v0));
+    }
+
+    /// Reads one HTTP request (head and a body of `Content-Length` bytes); returns the head.
+    fn read_request(stream: &mut std::net::TcpStream) -> String {
+        use std::io::Read;
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        let head_end = loop {
+            if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "the request ended early");
+            data.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        while data.len() < head_end + len {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "the body ended early");
+            data.extend_from_slice(&buf[..n]);
+        }
+        head
+    }
+
+    #[test]
+    fn a_slow_node_call_does_not_stall_the_other_threads() {
+        use std::io::Write;
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        // A node whose `add` answers only when told to: the test tells it after another
+        // thread has put a block, which that thread could not do if the add held a lock it
+        // needs.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let layout = crate::ipfs::profile::Profile::LegacyRawV0.layout();
+        let expected = layout
+            .file_hasher()
+            .add(&b"hello\n"[..], &mut |_: &Cid, _: &[u8]| Ok(()))
+            .unwrap()
+            .cid;
+        let (got_add, add_arrived) = channel();
+        let (release, released) = channel::<()>();
+        let answer = format!(r#"{{"Name":"hello","Hash":"{expected}","Size":"6"}}"#);
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let head = read_request(&mut stream);
+            assert!(head.contains("/api/v0/add"), "{head}");
+            got_add.send(()).unwrap();
+            let _ = released.recv_timeout(Duration::from_secs(60));
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{answer}",
+                answer.len()
+            )
+            .unwrap();
+        });
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let client = IpfsClient::new(
+            crate::ipfs::api_addr::ApiAddr::new("127.0.0.1", port).unwrap(),
+            crate::ipfs::client::Timeouts::default(),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let router = Router::new(
+            Some(&dir.path().join("out.car")),
+            1,
+            Some(NodeTarget {
+                client,
+                runtime: runtime.handle().clone(),
+                method: NodeMethod::Add,
+                knowledge: NodeKnowledge::default(),
+                segment_bytes: 1 << 20,
+            }),
+        )
+        .unwrap();
+        let block = Cid::sha2_256(1, RAW, b"a").unwrap();
+        std::thread::scope(|scope| {
+            let adding = scope
+                .spawn(|| router.add(AddSource::Bytes("hello", b"hello\n"), &expected, &layout));
+            add_arrived
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the add reached the node");
+            let (put_done, put_finished) = channel();
+            let (router, block) = (&router, &block);
+            scope.spawn(move || put_done.send(router.put(block, b"a", false)).unwrap());
+            let put = put_finished.recv_timeout(Duration::from_secs(10));
+            release.send(()).unwrap();
+            put.expect("a block was put while the node was slow to answer an add")
+                .unwrap();
+            adding.join().unwrap().unwrap();
+        });
+        let stats = router.finish(&block).unwrap();
+        assert_eq!((stats.add_calls, stats.car_file_blocks), (1, 1));
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub struct IpfsNode {
     child: Child,
     stdin: Option<ChildStdin>,
     port: u16,
+    gateway_port: Option<u16>,
     log: PathBuf,
     repo: TestDir,
 }
@@ -82,14 +83,28 @@ pub fn post(port: u16, command: &str) -> Option<(u16, String)> {
 impl IpfsNode {
     /// Starts a node with a fresh repository on a free port.
     pub fn start() -> IpfsNode {
+        IpfsNode::start_serving(false)
+    }
+
+    /// Starts a node that also serves its read-only HTTP gateway on a free port
+    /// ([`IpfsNode::gateway_url`]).
+    pub fn start_with_gateway() -> IpfsNode {
+        IpfsNode::start_serving(true)
+    }
+
+    fn start_serving(gateway: bool) -> IpfsNode {
         let jsipfs = jsipfs();
         let repo = TestDir::new("ipfs-node");
         let port = free_port();
+        let gateway_port = gateway.then(free_port);
+        let gateway_addr = gateway_port
+            .map(|p| format!("/ip4/127.0.0.1/tcp/{p}"))
+            .unwrap_or_default();
         let repo_path = repo.join("repo");
         let init = repo.write(
             "init.json",
             format!(
-                r#"{{"Addresses":{{"API":"/ip4/127.0.0.1/tcp/{port}","Gateway":"","RPC":"","Swarm":[]}},
+                r#"{{"Addresses":{{"API":"/ip4/127.0.0.1/tcp/{port}","Gateway":"{gateway_addr}","RPC":"","Swarm":[]}},
 "Bootstrap":[],"Discovery":{{"MDNS":{{"Enabled":false}},"webRTCStar":{{"Enabled":false}}}}}}"#
             ),
         );
@@ -139,6 +154,7 @@ exit 0"#;
             child,
             stdin,
             port,
+            gateway_port,
             log,
             repo,
         };
@@ -184,6 +200,15 @@ exit 0"#;
     /// The API as `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The gateway as `http://127.0.0.1:PORT` (a node started with
+    /// [`IpfsNode::start_with_gateway`]).
+    pub fn gateway_url(&self) -> String {
+        let port = self
+            .gateway_port
+            .expect("the node was started without a gateway");
+        format!("http://127.0.0.1:{port}")
     }
 
     /// The API as a multiaddr.

@@ -68,6 +68,30 @@ impl Multipart {
     }
 }
 
+/// The longest answer read whole; longer ones fail the call. Answers that grow with what the
+/// node holds are read line by line instead ([`Call::for_each_line`]).
+pub(super) const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// The longest line of an answer read line by line.
+pub(super) const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Runs `exchange` with `deadline` (if any) and a little more: the node's own deadline goes
+/// first, to get its message.
+async fn within<T>(
+    client: &IpfsClient,
+    command: &str,
+    deadline: Option<Duration>,
+    exchange: impl std::future::Future<Output = Result<T, IpfsError>>,
+) -> Result<T, IpfsError> {
+    let Some(deadline) = deadline else {
+        return exchange.await;
+    };
+    match tokio::time::timeout(deadline + Duration::from_secs(5), exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(client.timeout_error(command, deadline)),
+    }
+}
+
 /// The body of an error answer.
 #[derive(Deserialize)]
 struct ErrorAnswer {
@@ -161,12 +185,27 @@ impl IpfsClient {
     }
 
     /// Turns a finished response into its body, or the node's error.
-    async fn answer(&self, command: &str, response: reqwest::Response) -> Result<Bytes, IpfsError> {
+    async fn answer(
+        &self,
+        command: &str,
+        mut response: reqwest::Response,
+    ) -> Result<Bytes, IpfsError> {
         let status = response.status();
-        let body = response
-            .bytes()
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| self.http_error(command, e))?;
+            .map_err(|e| self.http_error(command, e))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(bad_answer(
+                    command,
+                    format!("an answer longer than {MAX_ANSWER_BYTES} bytes"),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let body = body.freeze();
         let message = serde_json::from_slice::<ErrorAnswer>(&body).map(|e| e.message);
         // A command the node lacks: 404 with kubo's "Not Found" message, or a body that is
         // not JSON at all (js-ipfs).
@@ -216,7 +255,7 @@ pub(super) struct Call<'c> {
     node_timeout: bool,
 }
 
-impl Call<'_> {
+impl<'c> Call<'c> {
     /// Adds a query parameter (only `arg` may be given twice).
     pub(super) fn arg(mut self, key: &'static str, value: impl ToString) -> Self {
         self.query.push((key, value.to_string()));
@@ -257,8 +296,15 @@ impl Call<'_> {
         self
     }
 
-    /// Makes the call and returns the body of a successful answer.
-    pub(super) async fn bytes(self) -> Result<Bytes, IpfsError> {
+    /// The request, and what [`within`] needs to make it.
+    fn request(
+        self,
+    ) -> (
+        &'c IpfsClient,
+        &'c str,
+        reqwest::RequestBuilder,
+        Option<Duration>,
+    ) {
         let Call {
             client,
             command,
@@ -277,6 +323,13 @@ impl Call<'_> {
         if let Some((content_type, body)) = body {
             request = request.header(CONTENT_TYPE, content_type).body(body);
         }
+        (client, command, request, deadline)
+    }
+
+    /// Makes the call and returns the body of a successful answer (at most
+    /// [`MAX_ANSWER_BYTES`]).
+    pub(super) async fn bytes(self) -> Result<Bytes, IpfsError> {
+        let (client, command, request, deadline) = self.request();
         let exchange = async {
             let response = request
                 .send()
@@ -284,14 +337,60 @@ impl Call<'_> {
                 .map_err(|e| client.http_error(command, e))?;
             client.answer(command, response).await
         };
-        let Some(deadline) = deadline else {
-            return exchange.await;
+        within(client, command, deadline, exchange).await
+    }
+
+    /// Makes the call and hands each line of a successful answer to `line` as it arrives, so
+    /// that an answer as long as the node's content (`refs/local`) is never held whole. A
+    /// line longer than [`MAX_LINE_BYTES`] or an error line fails the call.
+    pub(super) async fn for_each_line(
+        self,
+        mut line: impl FnMut(&[u8]) -> Result<(), IpfsError>,
+    ) -> Result<(), IpfsError> {
+        let (client, command, request, deadline) = self.request();
+        let exchange = async {
+            let mut response = request
+                .send()
+                .await
+                .map_err(|e| client.http_error(command, e))?;
+            if !response.status().is_success() {
+                // An error answer is short: read it as any other.
+                let status = response.status().as_u16();
+                let body = client.answer(command, response).await?;
+                return Err(api_error(command, status, snippet(&body)));
+            }
+            let mut pending: Vec<u8> = Vec::new();
+            let mut each = |text: &[u8]| -> Result<(), IpfsError> {
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(());
+                }
+                if let Some(message) = stream_error(text) {
+                    return Err(api_error(command, 200, message));
+                }
+                line(text)
+            };
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| client.http_error(command, e))?
+            {
+                pending.extend_from_slice(&chunk);
+                let mut start = 0;
+                while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
+                    each(&pending[start..start + end])?;
+                    start += end + 1;
+                }
+                pending.drain(..start);
+                if pending.len() > MAX_LINE_BYTES {
+                    return Err(bad_answer(
+                        command,
+                        format!("a line longer than {MAX_LINE_BYTES} bytes"),
+                    ));
+                }
+            }
+            each(&pending)
         };
-        // The node's own deadline goes first; ours is a little later, to get its message.
-        match tokio::time::timeout(deadline + Duration::from_secs(5), exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(client.timeout_error(command, deadline)),
-        }
+        within(client, command, deadline, exchange).await
     }
 
     /// Makes the call and checks that it succeeded.
@@ -339,6 +438,73 @@ mod tests {
             Some("boom".to_string())
         );
         assert_eq!(stream_error(b"{\"Ref\":\"x\"}\n"), None);
+    }
+
+    /// Serves `body` (written in pieces of 1000 bytes) to every request on a free port, after
+    /// reading the request head.
+    fn serve(body: Vec<u8>) -> u16 {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                for piece in body.chunks(1000) {
+                    if stream.write_all(piece).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        port
+    }
+
+    fn client(port: u16) -> IpfsClient {
+        let addr = crate::ipfs::api_addr::ApiAddr::new("127.0.0.1", port).unwrap();
+        IpfsClient::new(addr, super::super::Timeouts::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_as_long_as_the_nodes_content_are_read_line_by_line() {
+        // refs/local of more blocks than an answer read whole may hold, its lines cut
+        // anywhere by the pieces the server writes.
+        let cids: Vec<crate::ipfs::cid::Cid> = (0u32..300_000)
+            .map(|i| {
+                crate::ipfs::cid::Cid::sha2_256(1, crate::ipfs::cid::RAW, &i.to_le_bytes()).unwrap()
+            })
+            .collect();
+        let mut body = Vec::new();
+        for cid in &cids {
+            body.extend_from_slice(format!("{{\"Ref\":\"{cid}\",\"Err\":\"\"}}\n").as_bytes());
+        }
+        assert!(body.len() > MAX_ANSWER_BYTES);
+        let keys = client(serve(body.clone())).refs_local().await.unwrap();
+        assert_eq!(keys.len(), cids.len());
+        assert!(cids
+            .iter()
+            .all(|c| keys.contains(&super::super::block_key(c))));
+        // The same bytes as the answer of an ordinary call are refused, not buffered.
+        let err = client(serve(body)).version().await.unwrap_err();
+        assert!(err.to_string().contains("longer than"), "{err}");
+        // An error line in the stream fails the call with the node's message.
+        let broken =
+            b"{\"Ref\":\"bafkqaaa\"}\n{\"Message\":\"datastore closed\",\"Type\":\"error\"}\n";
+        let err = client(serve(broken.to_vec()))
+            .refs_local()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("datastore closed"), "{err}");
     }
 
     #[test]

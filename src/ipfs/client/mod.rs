@@ -670,16 +670,30 @@ impl IpfsClient {
             #[serde(rename = "Err")]
             err: Option<String>,
         }
-        let lines: Vec<Line> = self.call("refs/local").long().json_lines().await?;
-        let mut keys = HashSet::with_capacity(lines.len());
-        for line in lines {
-            if let Some(err) = line.err.filter(|e| !e.is_empty()) {
-                return Err(api_error("refs/local", 200, err));
-            }
-            let cid = Cid::parse(&line.reference)
-                .map_err(|e| bad_answer("refs/local", format!("CID {:?}: {e}", line.reference)))?;
-            keys.insert(block_key(&cid));
-        }
+        // As long as the node's content: read line by line, never held whole.
+        let mut keys = HashSet::new();
+        self.call("refs/local")
+            .long()
+            .for_each_line(|text| {
+                let line: Line = serde_json::from_slice(text).map_err(|e| {
+                    bad_answer(
+                        "refs/local",
+                        format!(
+                            "{e}: {}",
+                            String::from_utf8_lossy(&text[..text.len().min(300)])
+                        ),
+                    )
+                })?;
+                if let Some(err) = line.err.filter(|e| !e.is_empty()) {
+                    return Err(api_error("refs/local", 200, err));
+                }
+                let cid = Cid::parse(&line.reference).map_err(|e| {
+                    bad_answer("refs/local", format!("CID {:?}: {e}", line.reference))
+                })?;
+                keys.insert(block_key(&cid));
+                Ok(())
+            })
+            .await?;
         Ok(keys)
     }
 
