@@ -500,3 +500,91 @@ fn nixexprs_is_checked_against_the_hydra_evaluation_its_src_url_names() {
         Some(good.nixname.as_str())
     );
 }
+
+/// `--print-only` with a published release downloads no file of it but what the closure needs
+/// (`store-paths.xz` and the small files), lists the others for another downloader (into the
+/// staging area), and leaves the release incomplete; once real aria2c has fetched the list, the
+/// next run takes every file from the staging area, checked, and completes the release.
+#[test]
+fn print_only_lists_the_release_files_and_the_next_run_takes_them_from_the_staging_area() {
+    let cache = nix_cache(Compression::Xz);
+    let v1 = Published::new(cache, "nixos-24.11.100.aaaaaaaaaaaa", 100);
+    let site = Site::new("published-print", &[&v1]);
+    site.point_at(&v1);
+    let listed = site.run(&["--print-only", "--print-format", "aria2c"], None);
+    assert!(listed.status.success(), "{}", output_text(&listed));
+    let large = [
+        "nixexprs.tar.xz".to_string(),
+        "options.json.br".into(),
+        "packages.json.br".into(),
+        format!("nixos-minimal-{}-x86_64-linux.iso", &v1.nixname[6..]),
+    ];
+    let requested = |name: &str| {
+        site.server
+            .requests()
+            .iter()
+            .filter(|r| r.path == format!("{}/{name}", v1.url_path()))
+            .count()
+    };
+    let list = String::from_utf8(listed.stdout.clone()).unwrap();
+    for name in &large {
+        assert_eq!(requested(name), 0, "--print-only downloaded {name}");
+        assert!(
+            list.contains(&format!(
+                "  out=.staging/releases/{CHANNEL}/{}/{name}\n",
+                v1.nixname
+            )),
+            "{name} is not listed:\n{list}"
+        );
+    }
+    let rel = site.release_dir(&v1);
+    assert!(
+        !rel.join("git-revision").exists(),
+        "the release is complete"
+    );
+    assert_eq!(site.channel_target(), None);
+    let nar_requests = || {
+        site.server
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/cache/nar/"))
+            .count()
+    };
+    assert_eq!(nar_requests(), 0, "--print-only downloaded NARs");
+
+    let list_file = site.dir.write("list.aria2", &list);
+    let fetched = common::process::run_command(
+        std::process::Command::new("aria2c").args([
+            "--input-file",
+            list_file.to_str().unwrap(),
+            "--dir",
+            site.mirror().to_str().unwrap(),
+            "--auto-file-renaming=false",
+            "--check-integrity=true",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+        ]),
+        std::time::Duration::from_secs(120),
+    );
+    assert!(
+        fetched.status.success(),
+        "aria2c (apt-get install aria2; .ci/run installs it): {}",
+        output_text(&fetched)
+    );
+    let fetched_nars = nar_requests();
+    assert!(fetched_nars > 0);
+
+    let out = site.run(&[], None);
+    assert!(out.status.success(), "{}", output_text(&out));
+    for name in &large {
+        assert_eq!(requested(name), 1, "{name} was downloaded again");
+    }
+    assert_eq!(nar_requests(), fetched_nars, "NARs were downloaded again");
+    for (name, bytes) in &v1.files {
+        assert_eq!(&fs::read(rel.join(name)).unwrap(), bytes, "{name}");
+    }
+    assert_eq!(site.channel_target().as_deref(), Some(v1.nixname.as_str()));
+    assert!(!site.mirror().join(".staging").exists());
+    let verify = site.verify();
+    assert!(verify.status.success(), "{}", output_text(&verify));
+}

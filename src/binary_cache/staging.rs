@@ -94,6 +94,20 @@ pub enum PrintFormat {
 }
 
 impl PrintFormat {
+    /// The entry of a file of a release copied as published: its full URL, its path `rel`
+    /// under the mirror directory where the next run looks for it (in the staging area), and
+    /// its sha256; ends with a newline. `plain` prints `URL,sha256:NIX32`.
+    pub fn file_entry(self, url: &str, rel: &str, sha256: Sha256Hash) -> String {
+        match self {
+            PrintFormat::Plain => format!("{url},{sha256}\n"),
+            PrintFormat::Url => format!("{url}\n"),
+            PrintFormat::Aria2c => format!(
+                "{url}\n  out={rel}\n  checksum=sha-256={}\n",
+                sha256.to_hex()
+            ),
+        }
+    }
+
     /// The entry of the NAR at `url` (its full URL), at `rel` in the cache's layout, whose
     /// sha256 is `hash`; ends with a newline.
     pub fn entry(self, url: &str, rel: &str, hash: Option<Sha256Hash>) -> String {

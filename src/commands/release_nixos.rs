@@ -307,6 +307,8 @@ async fn mirror_channel(
             hydra: Some(hydra),
             skip_images: opts.skip_images,
             force: opts.force,
+            staging: Some(&dir.join(crate::binary_cache::STAGING_DIR)),
+            print: opts.print_only.then_some(opts.print_format),
         })
         .await?;
         match copied {

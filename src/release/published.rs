@@ -23,6 +23,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::{check_channel_name, write_build_info, BuildInfo, ChannelRelease, COMPLETION_MARKER};
+use crate::binary_cache::{PrintFormat, STAGING_DIR};
 use crate::fetch::{verify_file, Expected, FetchConfig, Fetcher};
 use crate::fsutil;
 use crate::hash::Sha256Hash;
@@ -184,6 +185,13 @@ pub struct PublishedRelease<'a> {
     pub skip_images: bool,
     /// Copy a release even if it is older than the channel's current one.
     pub force: bool,
+    /// Where another downloader puts the release's files (`DIR/.staging`), and where the
+    /// copy looks for them first; `None`: nowhere.
+    pub staging: Option<&'a Path>,
+    /// `--print-only`: copy only what the closure needs (`store-paths.xz` and the small
+    /// files), list the others for another downloader (into `staging`), and leave the release
+    /// without `git-revision`.
+    pub print: Option<PrintFormat>,
 }
 
 /// What [`copy_latest`] did.
@@ -281,8 +289,58 @@ pub async fn copy_latest(new: &PublishedRelease<'_>) -> Result<Outcome> {
     if let Some(hydra) = new.hydra {
         cross_check_with_hydra(hydra, &src_url, eval_id, &files).await?;
     }
+    // Where another downloader puts this release's files, relative to the mirror directory.
+    let staged_rel = format!("{STAGING_DIR}/releases/{}/{nixname}", new.channel);
+    let staged_dir = new
+        .staging
+        .map(|s| s.join("releases").join(new.channel).join(&nixname));
+    let mut listed = Vec::new();
     for f in wanted.iter().filter(|f| f.name != COMPLETION_MARKER) {
-        copy_file(new.fetcher, &release_url, f, &dir).await?;
+        let staged = staged_dir.as_ref().map(|d| d.join(&f.name));
+        if let (Some(format), false) = (new.print, copied_when_printing(&f.name)) {
+            let in_place = file_matches(&dir.join(&f.name), f).await;
+            let placed = match &staged {
+                Some(p) => file_matches(p, f).await,
+                None => false,
+            };
+            if !in_place && !placed {
+                listed.push(format.file_entry(
+                    &format!("{release_url}/{}", f.name),
+                    &format!("{staged_rel}/{}", f.name),
+                    f.sha256,
+                ));
+            }
+            if !in_place {
+                continue;
+            }
+        }
+        copy_file(new.fetcher, &release_url, f, &dir, staged.as_deref()).await?;
+    }
+    if new.print.is_some() {
+        let dir2 = dir.clone();
+        tokio::task::spawn_blocking(move || write_store_paths_from_xz(&dir2))
+            .await
+            .context("unpacking store-paths.xz failed")??;
+        let info = BuildInfo {
+            hydra: String::new(),
+            project: String::new(),
+            jobset: String::new(),
+            job: String::new(),
+            build_id: 0,
+            eval_id,
+            build_time: 0,
+            nixname: nixname.clone(),
+            git_revision: String::new(),
+            source: Some(new.source.to_string()),
+            published: Default::default(),
+        };
+        return Ok(Outcome::Release(ChannelRelease {
+            dir,
+            info,
+            created: true,
+            listed,
+            complete: false,
+        }));
     }
     check_sha256_files(&dir, &wanted)?;
     let git_revision_bytes =
@@ -397,12 +455,41 @@ async fn small_file(
     Ok(bytes.to_vec())
 }
 
-/// Copies one file into `dir` (temp file, check, rename), unless it is there and matches.
+/// Whether `--print-only` copies the file `name` of a published release rather than listing
+/// it: what the closure and the release's age need, all of them small.
+fn copied_when_printing(name: &str) -> bool {
+    matches!(
+        name,
+        "store-paths.xz" | "src-url" | "binary-cache-url" | COMPLETION_MARKER
+    ) || name.ends_with(".sha256")
+}
+
+/// Whether the file at `path` is there with the size and sha256 the index gives `f` (hashed
+/// off the async threads).
+async fn file_matches(path: &Path, f: &PublishedFile) -> bool {
+    if !path.is_file() {
+        return false;
+    }
+    let expected = Expected {
+        size: Some(f.size),
+        sha256: Some(f.sha256),
+        nar: None,
+    };
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || verify_file(&path, expected))
+        .await
+        .is_ok_and(|r| r.is_ok_and(|m| m.is_ok()))
+}
+
+/// Copies one file into `dir` (temp file, check, rename), unless it is there and matches; a
+/// copy another downloader put at `staged` is taken instead when it matches (and removed,
+/// with a warning, when it does not).
 async fn copy_file(
     fetcher: &Fetcher,
     release_url: &str,
     f: &PublishedFile,
     dir: &Path,
+    staged: Option<&Path>,
 ) -> Result<()> {
     let dest = dir.join(&f.name);
     let expected = Expected {
@@ -410,15 +497,24 @@ async fn copy_file(
         sha256: Some(f.sha256),
         nar: None,
     };
-    if dest.is_file() {
-        let path = dest.clone();
-        let matched = tokio::task::spawn_blocking(move || verify_file(&path, expected))
-            .await
-            .is_ok_and(|r| r.is_ok_and(|m| m.is_ok()));
-        if matched {
-            tracing::info!("{} is in place already", f.name);
+    if file_matches(&dest, f).await {
+        tracing::info!("{} is in place already", f.name);
+        return Ok(());
+    }
+    if let Some(staged) = staged.filter(|p| p.is_file()) {
+        if file_matches(staged, f).await {
+            std::fs::rename(staged, &dest).with_context(|| {
+                format!("cannot move {} to {}", staged.display(), dest.display())
+            })?;
+            tracing::info!("{}: taken from the staging area, verified", f.name);
             return Ok(());
         }
+        tracing::warn!(
+            "{} does not match its published sha256; it was removed, and the file is \
+             downloaded instead",
+            staged.display()
+        );
+        let _ = std::fs::remove_file(staged);
     }
     let url = format!("{release_url}/{}", f.name);
     fetcher
