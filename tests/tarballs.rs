@@ -571,6 +571,12 @@ fn sources_come_from_the_cache_first_then_their_urls_and_the_unfetchable_are_lis
 #[test]
 fn print_only_lists_the_missing_sources_and_writes_nothing() {
     let w = world("tarballs-print", &[(sources(), false)]);
+    // The release is mirrored without its sources first, so that its channel tarball is here.
+    let plain = w.config(
+        json!([{"channel": CHANNEL, "project": PROJECT, "jobset": JOBSET,
+                                  "job": JOB, "mirror": false}]),
+    );
+    assert_success(&w.run(&plain, &[]));
     let config = w.mirrored(None);
     let out = w.run(&config, &["--print-only"]);
     assert_success(&out);

@@ -111,8 +111,17 @@ pub async fn mirror_sources(
         Ok(text) => source::parse_manifest(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", manifest_file.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let listed =
-                find::list_sources(&job.release.join("nixexprs.tar.xz"), job.tmpdir).await?;
+            let nixexprs = job.release.join("nixexprs.tar.xz");
+            if job.print_only && !nixexprs.is_file() {
+                // Its NAR is listed for another downloader; the run after it lists the sources.
+                tracing::warn!(
+                    "{}: the channel tarball is not here yet, so its sources are not listed; \
+                     a run after it is fetched lists them",
+                    job.release.display()
+                );
+                return Ok(report);
+            }
+            let listed = find::list_sources(&nixexprs, job.tmpdir).await?;
             for r in &listed.refused {
                 tracing::warn!("{}: source not usable: {r}", job.release.display());
             }
@@ -151,6 +160,7 @@ pub async fn mirror_sources(
         access: CacheAccess {
             upstream: job.upstream,
             local: job.local,
+            print: None,
         },
         tree: &tree,
         tmpdir: job.tmpdir,
