@@ -528,3 +528,77 @@ pub fn verify(dir: &Path, quick: bool) -> Result<Vec<TreeProblem>> {
     }
     Ok(problems)
 }
+
+/// What IPFS publishing takes of the tree: per hash directory (`md5`, `sha1`, `sha256`,
+/// `sha512`), each name a client may ask for and the file it resolves to. A link becomes the
+/// file itself (the same bytes, so the same CID), since gateways do not follow symlinks;
+/// temporary names, links that lead nowhere and files not named by their sha512 are left out.
+pub fn published_files(
+    dir: &Path,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeMap<String, PathBuf>>> {
+    let tree = Tree::of_mirror(dir);
+    let mut out = std::collections::BTreeMap::new();
+    if !tree.root().is_dir() {
+        return Ok(out);
+    }
+    for algo in source::HashAlgo::ALL {
+        let mut files = std::collections::BTreeMap::new();
+        for path in fsutil::read_dir_sorted(&tree.root().join(algo.name()))? {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if fsutil::is_temp_name(&name) || name.starts_with('.') {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let file = if meta.file_type().is_symlink() {
+                match std::fs::read_link(&path)
+                    .ok()
+                    .and_then(|t| tree::link_key(&t))
+                {
+                    Some(key) => tree.file_path(&key),
+                    None => continue,
+                }
+            } else if algo == source::HashAlgo::Sha512 && tree::is_sha512_hex(&name) {
+                path.clone()
+            } else {
+                continue;
+            };
+            if file.is_file() {
+                files.insert(name, file);
+            }
+        }
+        if !files.is_empty() {
+            out.insert(algo.name().to_string(), files);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishing_takes_every_name_as_the_file_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = Tree::of_mirror(dir.path());
+        tree.create().unwrap();
+        let mut tmp = tree.temp_file().unwrap();
+        std::io::Write::write_all(&mut tmp, b"bytes").unwrap();
+        let hashes = tree::hash_reader(&b"bytes"[..]).unwrap();
+        let key = tree.place(tmp, &hashes, false).unwrap();
+        std::os::unix::fs::symlink("../sha512/nowhere", tree.root().join("md5/dangling")).unwrap();
+        let listed = published_files(dir.path()).unwrap();
+        let names: usize = listed.values().map(|m| m.len()).sum();
+        assert_eq!(names, 6, "{listed:?}");
+        assert!(listed
+            .values()
+            .flat_map(|m| m.values())
+            .all(|f| *f == tree.file_path(&key)));
+        assert!(!listed["md5"].contains_key("dangling"));
+    }
+}
