@@ -1,6 +1,7 @@
 //! `release-nixos`: the cron pipeline. For every release of the config: create the channel
 //! release ([`crate::release::create`]), mirror its closure into the global cache
-//! ([`crate::mirror`]), and move the channel link once both are complete and verified; then
+//! ([`crate::mirror`]), for `mirror: true` its source tarballs ([`crate::tarballs`]), and move
+//! the channel link once all are complete and verified (sources upstream lacks are listed); then
 //! optionally collect garbage ([`crate::gc`]) and publish to IPFS ([`crate::ipfs::publish`]).
 //!
 //! The whole run holds the mirror's lock (`DIR/.lock`). One failing channel does not stop the
