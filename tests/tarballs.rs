@@ -672,3 +672,71 @@ fn a_channel_without_find_tarballs_is_listed_by_nixipfs_own_expression_and_gc_ke
     let v = run_nixipfs(["verify", "--dir", &w.d().display().to_string()]);
     assert_success(&v);
 }
+
+#[test]
+fn aria2c_fetches_the_listed_sources_and_the_next_run_checks_and_links_them() {
+    let w = world("tarballs-aria2c", &[(sources(), false)]);
+    let plain = w.config(
+        json!([{"channel": CHANNEL, "project": PROJECT, "jobset": JOBSET,
+                                  "job": JOB, "mirror": false}]),
+    );
+    assert_success(&w.run(&plain, &[]));
+    let config = w.mirrored(None);
+    let out = w.run(&config, &["--print-only", "--print-format", "aria2c"]);
+    assert_success(&out);
+    let list = w.dir.join("sources.aria2");
+    fs::write(&list, &out.stdout).unwrap();
+    let aria2c = Command::new("aria2c").arg("--version").output();
+    assert!(
+        aria2c.is_ok_and(|o| o.status.success()),
+        "aria2c is needed: apt-get install aria2 (.ci/run installs it)"
+    );
+    // Some entries fail (dead and wrong URLs); aria2c's exit code says so.
+    let _ = Command::new("aria2c")
+        .arg("--input-file")
+        .arg(&list)
+        .arg("--dir")
+        .arg(w.d())
+        .args([
+            "--auto-file-renaming=false",
+            "--allow-overwrite=false",
+            "--check-integrity=true",
+            "--console-log-level=error",
+            "--summary-interval=0",
+        ])
+        .output()
+        .expect("running aria2c");
+    // A file placed by hand with the wrong bytes is not taken.
+    let eta_path = w
+        .tarballs()
+        .join("sha1")
+        .join(hex(&sha1::Sha1::digest(bytes_of("eta-7.tar.gz"))));
+    fs::write(&eta_path, b"wrong bytes placed by hand").unwrap();
+    // What aria2c put in place is checked, moved under its sha512 and linked; nothing is
+    // downloaded again.
+    w.sources_srv.clear_requests();
+    let run = w.run(&config, &[]);
+    assert_success(&run);
+    assert!(
+        stderr(&run).contains("2 placed by hand"),
+        "{}",
+        stderr(&run)
+    );
+    assert_eq!(w.sources_srv.count("/src/beta-2.1.tar.xz"), 0);
+    assert_eq!(w.sources_srv.count("/src/gamma-0.3.tar.bz2"), 0);
+    for name in [
+        "alpha-1.0.tar.gz",
+        "beta-2.1.tar.xz",
+        "gamma-0.3.tar.bz2",
+        "delta-4.tar.gz",
+    ] {
+        w.assert_mirrored(name);
+    }
+    w.assert_absent("zeta-6.tar.gz");
+    w.assert_absent("eta-7.tar.gz");
+    assert_success(&run_nixipfs([
+        "verify",
+        "--dir",
+        &w.d().display().to_string(),
+    ]));
+}

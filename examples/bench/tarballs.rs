@@ -122,7 +122,13 @@ pub fn dataset(data: &Path, seed: u64, count: usize, kib: usize) -> Result<Sourc
 /// A mirror directory with one complete release whose `tarballs-manifest` names every source
 /// (URLs at `base/files/`), a one-file fake Hydra under the web root `www` (served at `http1`),
 /// and the config; returns the config file.
-fn prepare_mirror(www: &Path, http1: &str, ds: &Sources, dir: &Path, base: &str) -> Result<PathBuf> {
+fn prepare_mirror(
+    www: &Path,
+    http1: &str,
+    ds: &Sources,
+    dir: &Path,
+    base: &str,
+) -> Result<PathBuf> {
     let release = dir.join("releases/bench").join(RELEASE_NAME);
     fs::create_dir_all(&release)?;
     fs::write(release.join("store-paths"), "")?;
@@ -247,13 +253,20 @@ pub fn cases(b: &mut Bench, ds: &Sources) -> Result<()> {
         format!(
             "{} files in tarballs/sha512, {} links",
             fs::read_dir(dir.join("tarballs/sha512"))
-                .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_type().is_ok_and(|t| t.is_file())).count())
+                .map(|d| d
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .count())
                 .unwrap_or(0),
             ["md5", "sha1", "sha256", "sha512"]
                 .iter()
                 .map(|a| {
                     fs::read_dir(dir.join("tarballs").join(a))
-                        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_type().is_ok_and(|t| t.is_symlink())).count())
+                        .map(|d| {
+                            d.filter_map(|e| e.ok())
+                                .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
+                                .count()
+                        })
                         .unwrap_or(0)
                 })
                 .sum::<usize>()

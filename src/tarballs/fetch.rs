@@ -57,6 +57,21 @@ pub struct Got {
 /// Gets `src` into the tree. `Ok(Err(reason))`: it could not be had (every way tried is in
 /// the reason).
 pub async fn fetch_source(ctx: &FetchContext<'_>, src: &Source) -> Result<Result<Got, String>> {
+    let got = fetch_source_inner(ctx, src).await?;
+    // aria2c's control file of a download it did not finish: the source is settled now.
+    let mut control = ctx.tree.hand_path(&src.hash).into_os_string();
+    control.push(".aria2");
+    match std::fs::remove_file(&control) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot remove {}", control.to_string_lossy()))
+        }
+    }
+    Ok(got)
+}
+
+async fn fetch_source_inner(ctx: &FetchContext<'_>, src: &Source) -> Result<Result<Got, String>> {
     let mut reasons = Vec::new();
     if let Some(placed) = ctx.tree.placed_by_hand(&src.hash) {
         match adopt(ctx, src, &placed).await? {
