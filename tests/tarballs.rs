@@ -473,6 +473,10 @@ impl World {
     }
 }
 
+fn list_text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -708,9 +712,15 @@ fn aria2c_fetches_the_listed_sources_and_the_next_run_checks_and_links_them() {
         .expect("running aria2c");
     // A file placed by hand with the wrong bytes is not taken.
     let eta_path = w
-        .tarballs()
-        .join("sha1")
+        .d()
+        .join(".staging/tarballs/sha1")
         .join(hex(&sha1::Sha1::digest(bytes_of("eta-7.tar.gz"))));
+    assert!(
+        list_text(&out).contains("out=.staging/tarballs/sha256/"),
+        "{}",
+        list_text(&out)
+    );
+    fs::create_dir_all(eta_path.parent().unwrap()).unwrap();
     fs::write(&eta_path, b"wrong bytes placed by hand").unwrap();
     // What aria2c put in place is checked, moved under its sha512 and linked; nothing is
     // downloaded again.

@@ -232,13 +232,14 @@ fn print_entry(format: PrintFormat, tree: &Tree, s: &Source, url: &str) -> Strin
         PrintFormat::Plain => format!("{url},{}:{}\n", s.hash.algo, s.hash.nix32()),
         PrintFormat::Url => format!("{url}\n"),
         PrintFormat::Aria2c => {
+            let mirror = tree.root().parent().unwrap_or(tree.root());
             let rel = tree
                 .hand_path(&s.hash)
-                .strip_prefix(tree.root())
+                .strip_prefix(mirror)
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
             format!(
-                "{url}\n  out={TARBALLS_DIR}/{rel}\n  checksum={}={}\n",
+                "{url}\n  out={rel}\n  checksum={}={}\n",
                 s.hash.algo.aria2c_name(),
                 s.hash.hex()
             )
@@ -486,9 +487,7 @@ pub fn verify(dir: &Path, quick: bool) -> Result<Vec<TreeProblem>> {
                 } else {
                     problems.push((
                         path,
-                        "is not a source file named by its sha512 nor a link to one (a file \
-                         placed by hand is checked and moved by the next release-nixos run)"
-                            .into(),
+                        "is not a source file named by its sha512 nor a link to one".into(),
                     ));
                 }
             }

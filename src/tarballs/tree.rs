@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use tempfile::NamedTempFile;
 
 use super::source::{from_hex, to_hex, FileHashes, HashAlgo, MultiHasher, SourceHash};
+use crate::binary_cache::staging::STAGING_DIR;
 use crate::fsutil;
 use crate::nixbase32;
 
@@ -70,8 +71,8 @@ impl Tree {
             .then_some(key)
     }
 
-    /// A regular file at the declared hash's path that another downloader (aria2c) put there:
-    /// the path, if there is one.
+    /// A regular file another downloader put at [`Tree::hand_path`]: the path, if there is
+    /// one.
     pub fn placed_by_hand(&self, hash: &SourceHash) -> Option<PathBuf> {
         let path = self.hand_path(hash);
         fs::symlink_metadata(&path)
@@ -79,14 +80,23 @@ impl Tree {
             .then_some(path)
     }
 
-    /// Where another downloader is told to put the file of `hash`: its hash's path, and for
-    /// sha512 (whose hex name is the file's final place) the nix32 name.
+    /// Where another downloader (`--print-only --print-format aria2c`) is told to put the file
+    /// of `hash`: `DIR/.staging/tarballs/ALGO/HEX` (for sha512 the nix32 name, as the hex one is
+    /// the file's final name), in the mirror's staging area, which is neither served nor
+    /// published; the next run checks it there before it takes it.
     pub fn hand_path(&self, hash: &SourceHash) -> PathBuf {
-        if hash.algo == HashAlgo::Sha512 {
-            self.root.join("sha512").join(hash.nix32())
+        let name = if hash.algo == HashAlgo::Sha512 {
+            hash.nix32()
         } else {
-            self.hash_path(hash)
-        }
+            hash.hex()
+        };
+        self.staging_root().join(hash.algo.name()).join(name)
+    }
+
+    /// `DIR/.staging/tarballs`.
+    pub fn staging_root(&self) -> PathBuf {
+        let mirror = self.root.parent().unwrap_or(&self.root);
+        mirror.join(STAGING_DIR).join(TARBALLS_DIR)
     }
 
     /// A new temporary file in the tree (same file system as its final place).
