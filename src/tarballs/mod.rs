@@ -164,9 +164,12 @@ pub async fn mirror_sources(
         },
         tree: &tree,
         tmpdir: job.tmpdir,
-        fsync: job.fsync,
+        // One sync of the file system below makes the new files durable before the manifest
+        // names them, instead of an fsync per file.
+        fsync: false,
     };
-    let concurrency = job.upstream.fetcher().config().concurrency.max(1);
+    // Twice the requests in flight: a source's hashing and storing overlaps another's download.
+    let concurrency = 2 * job.upstream.fetcher().config().concurrency.max(1);
     let mut results = futures::stream::iter(wanted)
         .map(|s| {
             let ctx = &ctx;
@@ -203,6 +206,10 @@ pub async fn mirror_sources(
             "cannot mirror the sources of {}",
             job.release.display()
         )));
+    }
+    let stored = report.from_cache + report.from_urls + report.placed_by_hand;
+    if job.fsync && stored > 0 {
+        fsutil::sync_filesystem(tree.root())?;
     }
     missing.sort_by(|a, b| a.0.hash.cmp(&b.0.hash));
     // What is missing first: the manifest, once written, says the step is done.
