@@ -200,7 +200,6 @@ struct World {
     cache_srv: TestServer,
     hydra_srv: TestServer,
     public_key: String,
-    channels: Vec<Channel>,
 }
 
 /// Makes the channel tarballs (`variants[i]` = the sources of evaluation i+1, whether the
@@ -353,7 +352,6 @@ fn world(label: &str, variants: &[(Vec<Src>, bool)]) -> World {
         cache_srv,
         hydra_srv,
         public_key,
-        channels,
     }
 }
 
