@@ -57,7 +57,7 @@ impl HashAlgo {
     }
 
     /// Digest length in bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             HashAlgo::Md5 => 16,
             HashAlgo::Sha1 => 20,
@@ -120,7 +120,7 @@ impl SourceHash {
                 shorten(other, 50)
             ));
         }
-        let n = parsed.len();
+        let n = parsed.digest_len();
         let bytes = if sri || digest.len() == base64_len(n) {
             BASE64
                 .decode(digest)
