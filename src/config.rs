@@ -26,7 +26,7 @@
 //! | `hydra` | Hydra base URL, http(s); default [`DEFAULT_HYDRA`] |
 //! | `cache` | upstream binary cache URL, http(s); default [`DEFAULT_CACHE`] |
 //! | `target_cache` | optional; written into each release's `binary-cache-url` instead of `cache` |
-//! | `repo` | optional nixpkgs git URL, used by source tarball mirroring |
+//! | `repo` | optional nixpkgs git URL; accepted, not needed (source tarballs are listed from the release's channel tarball) |
 //! | `max_threads` | concurrent downloads, 1 to [`MAX_THREADS`]; default [`DEFAULT_MAX_THREADS`] |
 //! | `max_ipfs_threads` | optional, threads hashing files for IPFS, 1 to [`MAX_THREADS`]; default 4 |
 //! | `cid_profile` | **new**, optional: the import profile the mirror is published with (`unixfs-v1-2025`, `unixfs-v0-2015`, `legacy-raw-v0`); `--cid-profile` overrides it |
@@ -101,7 +101,7 @@ pub struct Config {
     pub cache: String,
     /// What releases record as their `binary-cache-url` instead of `cache`, if set.
     pub target_cache: Option<String>,
-    /// The nixpkgs git repository, for source tarball mirroring.
+    /// The nixpkgs git repository (accepted; source tarballs are listed from the channel tarball).
     pub repo: Option<String>,
     /// Concurrent downloads (1 to [`MAX_THREADS`]).
     pub max_threads: usize,

@@ -44,5 +44,6 @@ pub mod signature;
 pub mod status;
 pub mod store_file;
 pub mod store_path;
+pub mod tarballs;
 pub mod text;
 pub mod verify;

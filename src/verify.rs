@@ -89,6 +89,8 @@ pub struct VerifyReport {
 pub enum Problem {
     /// A temporary file left behind by an interrupted run.
     TempFile { path: PathBuf },
+    /// A problem of the source tarball tree or of a release's `tarballs-manifest`.
+    Tarballs { path: PathBuf, problem: String },
     /// A narinfo that cannot be read or does not parse.
     NarInfoUnreadable { narinfo: PathBuf, error: String },
     /// A narinfo stored under the name of another store path.
@@ -174,6 +176,7 @@ pub enum Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Problem::Tarballs { path, problem } => write!(f, "{}: {problem}", path.display()),
             Problem::TempFile { path } => {
                 write!(f, "{}: temporary file left behind", path.display())
             }
@@ -317,6 +320,9 @@ pub fn verify_mirror_with(dir: &Path, checks: &VerifyChecks) -> Result<VerifyRep
     let mut report = VerifyReport::default();
     check_temp_files(&dir, &mut report)?;
     check_cache(&dir.join(BINARY_CACHE_DIR), checks, &mut report)?;
+    for (path, problem) in crate::tarballs::verify(&dir, checks.nars == NarCheck::Size)? {
+        report.found.push(Problem::Tarballs { path, problem });
+    }
     for release in release_dirs(&dir)? {
         if release.join("git-revision").is_file() {
             report.releases += 1;
@@ -809,6 +815,7 @@ pub fn repair(dir: &Path, problems: &[Problem]) -> Result<Vec<Repair>> {
                 repairs.leave(problem, "nothing to remove; the next run links it")
             }
             Problem::NarInfoMisnamed { .. }
+            | Problem::Tarballs { .. }
             | Problem::UnknownCompression { .. }
             | Problem::NarNotAFile { .. }
             | Problem::NarUnreadable { .. }

@@ -17,6 +17,7 @@ mod dataset;
 mod ipfs;
 mod measure;
 mod server;
+mod tarballs;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -991,9 +992,11 @@ fn run() -> Result<()> {
         None
     };
 
+    let sources = tarballs::dataset(&data, args.seed, 2000, 64)?;
     let www = work.join("www");
     measure::remove(&www)?;
     fs::create_dir_all(&www)?;
+    std::os::unix::fs::symlink(&sources.dir, www.join("sources"))?;
     std::os::unix::fs::symlink(closure.cache(), www.join("closure"))?;
     if let Some(d) = &bandwidth {
         std::os::unix::fs::symlink(d.cache(), www.join("bandwidth"))?;
@@ -1055,6 +1058,7 @@ fn run() -> Result<()> {
     if let Some(d) = &big {
         closure_cases(&mut b, "bignar", "bignar", d, false, Transport::Http1)?;
     }
+    tarballs::cases(&mut b, &sources)?;
     let end_load = measure::loadavg();
     let nginx_version = b.nginx.version.clone();
     drop(b.nginx);
@@ -1149,6 +1153,7 @@ fn run() -> Result<()> {
             format!("{} (the same disk)", out_dir.display())
         }
     );
+    let _ = writeln!(body, "{}", sources.describe());
     if let Some(line) = ipfs::setup_line(&b.rows) {
         let _ = writeln!(body, "{line}");
     }

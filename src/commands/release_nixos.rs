@@ -1,6 +1,7 @@
 //! `release-nixos`: the cron pipeline. For every release of the config: create the channel
 //! release ([`crate::release::create`]), mirror its closure into the global cache
-//! ([`crate::mirror`]), and move the channel link once both are complete and verified; then
+//! ([`crate::mirror`]), for `mirror: true` its source tarballs ([`crate::tarballs`]), and move
+//! the channel link once all are complete and verified (sources upstream lacks are listed); then
 //! optionally collect garbage ([`crate::gc`]) and publish to IPFS ([`crate::ipfs::publish`]).
 //!
 //! The whole run holds the mirror's lock (`DIR/.lock`). One failing channel does not stop the
@@ -26,6 +27,7 @@ use crate::mirror::{self, MirrorJob, MirrorReport, PrintFormat};
 use crate::release::{self, create::NewRelease};
 use crate::signature::PublicKey;
 use crate::status::{self, MirrorStatus};
+use crate::tarballs::{self, TarballGcReport, TarballJob, TarballReport};
 
 /// Options of `release-nixos`.
 #[derive(Clone, Debug)]
@@ -72,6 +74,8 @@ pub struct ChannelOutcome {
     pub release: Option<PathBuf>,
     /// The mirror report, once the closure was mirrored.
     pub mirror: Option<MirrorReport>,
+    /// The sources of the release, for a channel with `mirror: true`, once mirrored.
+    pub tarballs: Option<TarballReport>,
     /// Whether the channel link now points at a different release.
     pub moved: bool,
     /// The failure, if any.
@@ -87,6 +91,8 @@ pub struct ReleaseReport {
     pub releases_deleted: Vec<PathBuf>,
     /// The cache collection of `--gc`.
     pub gc: Option<GcReport>,
+    /// The source tarball collection of `--gc`.
+    pub tarballs_gc: Option<TarballGcReport>,
     /// The IPFS publication, when it was asked for and succeeded.
     pub ipfs: Option<PublishReport>,
     /// The mirror as the run left it (what the front page shows); none with `--print-only` or
@@ -148,13 +154,6 @@ pub async fn run(
     let keys = binary_cache::trusted_keys_for(&opts.config.cache, &given, opts.check_sigs);
     let upstream = Upstream::new(fetcher, &opts.config.cache, keys);
 
-    for rel in opts.config.releases.iter().filter(|r| r.mirror) {
-        tracing::warn!(
-            "channel {}: `mirror: true` (source tarball mirroring) is not supported; the \
-             channel is mirrored without its source tarballs",
-            rel.channel
-        );
-    }
     for rel in opts.config.releases.iter() {
         if rel.source.is_none() && !rel.programs {
             tracing::warn!(
@@ -172,6 +171,7 @@ pub async fn run(
             channel: rel.channel.clone(),
             release: None,
             mirror: None,
+            tarballs: None,
             moved: false,
             error: None,
         };
@@ -225,9 +225,10 @@ pub async fn run(
             .context("the garbage collector failed")
             .and_then(|r| r);
         match collected {
-            Ok((deleted, gc)) => {
+            Ok((deleted, gc, tarballs_gc)) => {
                 report.releases_deleted = deleted;
                 report.gc = Some(gc);
+                report.tarballs_gc = tarballs_gc;
             }
             Err(e) => {
                 tracing::error!("garbage collection: {e:#}");
@@ -255,6 +256,10 @@ pub async fn run(
             &releases_dir,
         ] {
             fsutil::write_lastsync(d)?;
+        }
+        let tarballs_dir = dir.join(tarballs::TARBALLS_DIR);
+        if tarballs_dir.is_dir() {
+            fsutil::write_lastsync(&tarballs_dir)?;
         }
     }
 
@@ -377,14 +382,33 @@ async fn mirror_channel(
     let complete = mirror.is_complete();
     let failures = mirror.failures.len();
     outcome.mirror = Some(mirror);
-    if opts.print_only {
-        return Ok(());
-    }
-    if !complete {
+    if !complete && !opts.print_only {
         anyhow::bail!(
             "the closure of {} is incomplete ({failures} failures); the channel stays where it is",
             release.dir.display()
         );
+    }
+    if rel.mirror {
+        let sources = tarballs::mirror_sources(
+            &TarballJob {
+                dir,
+                release: &release.dir,
+                upstream,
+                local: Some(cache),
+                tmpdir: &opts.tmpdir,
+                print_only: opts.print_only,
+                print_format: opts.print_format,
+                fsync: opts.fetch.fsync,
+            },
+            out,
+        )
+        .await
+        .context("source tarballs (`mirror: true`)")?;
+        tracing::info!("channel {}: {}", rel.channel, sources.summary());
+        outcome.tarballs = Some(sources);
+    }
+    if opts.print_only {
+        return Ok(());
     }
     if !release.complete && rel.programs {
         // A release made now from Hydra gets programs.sqlite, then its git-revision.
@@ -470,7 +494,7 @@ fn collect(
     keep: &[(String, Option<u32>)],
     dir: &Path,
     cache: &LocalCache,
-) -> Result<(Vec<PathBuf>, GcReport)> {
+) -> Result<(Vec<PathBuf>, GcReport, Option<TarballGcReport>)> {
     let pruned = gc::prune_releases(dir, |channel| {
         keep.iter().find(|(c, _)| c == channel).map(|(_, k)| *k)
     })?;
@@ -480,7 +504,15 @@ fn collect(
     } else {
         gc::collect_cache(cache.root(), &pruned.remaining, false, &mut std::io::sink())?
     };
-    Ok((pruned.deleted, report))
+    // The source tarballs no remaining release needs.
+    let sources = if dir.join(tarballs::TARBALLS_DIR).is_dir() {
+        let collected = tarballs::collect(dir, false, &mut std::io::sink())?;
+        tracing::info!("source tarballs: {}", collected.summary(false));
+        Some(collected)
+    } else {
+        None
+    };
+    Ok((pruned.deleted, report, sources))
 }
 
 #[cfg(test)]
