@@ -456,6 +456,31 @@ impl MirrorTree {
                 );
             }
         }
+        // Source tarballs, as tarballs.nixos.org lays them out: each algorithm's directory,
+        // whose links lead to the files under `sha512/` (each hashed once).
+        let tarballs_dir = real.join("tarballs");
+        if tarballs_dir.is_dir() {
+            let mut algos = BTreeMap::new();
+            for algo in ["md5", "sha1", "sha256", "sha512"] {
+                let algo_dir = tarballs_dir.join(algo);
+                if !algo_dir.is_dir() {
+                    continue;
+                }
+                let mut files = BTreeMap::new();
+                for (name, path) in s.list(&algo_dir)? {
+                    if let Some(i) = s.source(&path, false)? {
+                        files.insert(name, Entry::File(i));
+                    }
+                }
+                if !files.is_empty() {
+                    let key = format!("tarballs/{algo}");
+                    algos.insert(algo.to_string(), s.push_dir(key, files));
+                }
+            }
+            if !algos.is_empty() {
+                root.insert("tarballs".to_string(), s.push_dir("tarballs".into(), algos));
+            }
+        }
         s.push_dir(String::new(), root);
         Ok(MirrorTree {
             mirror: real,
@@ -526,6 +551,41 @@ mod tests {
                 _ => panic!("{name}: {expected:?} against {got:?}"),
             }
         }
+    }
+
+    #[test]
+    fn scan_publishes_the_tarball_tree_with_each_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        small_mirror(dir.path());
+        let t = dir.path().join("tarballs");
+        std::fs::create_dir_all(t.join("sha512")).unwrap();
+        std::fs::create_dir_all(t.join("sha256")).unwrap();
+        std::fs::write(t.join("sha512/abcd"), b"source").unwrap();
+        std::os::unix::fs::symlink("../sha512/abcd", t.join("sha256/ef01")).unwrap();
+        std::fs::write(t.join("lastsync"), b"1").unwrap();
+        std::fs::create_dir_all(dir.path().join(".staging/tarballs/sha256")).unwrap();
+        std::fs::write(dir.path().join(".staging/tarballs/sha256/99"), b"x").unwrap();
+        let cache = FileCache::new();
+        let opts = ScanOptions {
+            layout: crate::ipfs::profile::Profile::LegacyRawV0.layout(),
+            cache: &cache,
+            trust_release: &trust_none,
+        };
+        let tree = MirrorTree::scan(dir.path(), &opts).unwrap();
+        let keys: Vec<&str> = tree
+            .sources
+            .iter()
+            .map(|s| s.key.as_str())
+            .filter(|k| k.contains("tarballs"))
+            .collect();
+        assert_eq!(keys, ["tarballs/sha512/abcd"]);
+        let dirs: Vec<&str> = tree
+            .dirs
+            .iter()
+            .map(|d| d.key.as_str())
+            .filter(|k| k.contains("tarballs"))
+            .collect();
+        assert_eq!(dirs, ["tarballs/sha256", "tarballs/sha512", "tarballs"]);
     }
 
     #[test]
