@@ -375,6 +375,15 @@ impl DirLock {
     }
 }
 
+/// Removes the file at its path when dropped (a temporary download, whatever becomes of it).
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -286,15 +286,12 @@ pub fn add_to_release(
     let report = build_database(top, systems, cache, &db)?;
     let mut tmp = fsutil::temp_file_in(release_dir)?;
     let sha = {
-        let hashing = HashingWriter {
-            inner: std::io::BufWriter::new(tmp.as_file_mut()),
-            hasher: crate::hash::Sha256Hasher::new(),
-        };
+        let hashing = crate::hash::HashingWriter::new(std::io::BufWriter::new(tmp.as_file_mut()));
         let xz = xz2::write::XzEncoder::new(hashing, 6);
         let xz = pack_sorted(&unpacked, xz)?;
-        let mut hashing = xz.finish()?;
-        std::io::Write::flush(&mut hashing.inner)?;
-        hashing.hasher.finish().0
+        let (mut out, sha, _) = xz.finish()?.finish();
+        std::io::Write::flush(&mut out)?;
+        sha
     };
     fsutil::persist(tmp, &tarball, true)
         .with_context(|| format!("cannot write {}", tarball.display()))?;
@@ -303,24 +300,6 @@ pub fn add_to_release(
         format!("{}  nixexprs.tar.xz\n", sha.to_hex()).as_bytes(),
     )?;
     Ok(report)
-}
-
-/// A writer that hashes what passes through it.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: crate::hash::Sha256Hasher,
-}
-
-impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Writes the tree under `root` as a tar stream: entries in byte order of their paths, owner

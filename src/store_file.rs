@@ -9,7 +9,7 @@
 //! it is complete and verified.
 
 use std::io::{BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -157,7 +157,7 @@ pub async fn fetch_store_file(
                     },
                 )
                 .await?;
-            (tmp.clone(), Some(RemoveOnDrop(tmp)), false)
+            (tmp.clone(), Some(fsutil::RemoveOnDrop(tmp)), false)
         }
     };
 
@@ -187,14 +187,6 @@ pub async fn fetch_store_file(
         tracing::info!("{}: taken from the staging area", file.store_path);
     }
     Ok(Fetched::File(size))
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 fn extract_verified(

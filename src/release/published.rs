@@ -321,19 +321,7 @@ pub async fn copy_latest(new: &PublishedRelease<'_>) -> Result<Outcome> {
         tokio::task::spawn_blocking(move || write_store_paths_from_xz(&dir2))
             .await
             .context("unpacking store-paths.xz failed")??;
-        let info = BuildInfo {
-            hydra: String::new(),
-            project: String::new(),
-            jobset: String::new(),
-            job: String::new(),
-            build_id: 0,
-            eval_id,
-            build_time: 0,
-            nixname: nixname.clone(),
-            git_revision: String::new(),
-            source: Some(new.source.to_string()),
-            published: Default::default(),
-        };
+        let info = build_info(new, &src_url, eval_id, &nixname, String::new(), &[]);
         return Ok(Outcome::Release(ChannelRelease {
             dir,
             info,
@@ -354,24 +342,7 @@ pub async fn copy_latest(new: &PublishedRelease<'_>) -> Result<Outcome> {
             .await
             .context("unpacking store-paths.xz failed")??;
     }
-    let info = BuildInfo {
-        hydra: src_url
-            .rsplit_once("/eval/")
-            .map_or(String::new(), |(base, _)| base.to_string()),
-        project: String::new(),
-        jobset: String::new(),
-        job: String::new(),
-        build_id: 0,
-        eval_id,
-        build_time: 0,
-        nixname: nixname.clone(),
-        git_revision,
-        source: Some(new.source.to_string()),
-        published: wanted
-            .iter()
-            .map(|f| (f.name.clone(), f.sha256.to_hex()))
-            .collect(),
-    };
+    let info = build_info(new, &src_url, eval_id, &nixname, git_revision, &wanted);
     write_build_info(&dir, &info)?;
     // Last: the marker that everything above is in place, as published (checked above).
     fsutil::atomic_write(&dir.join(COMPLETION_MARKER), &git_revision_bytes)?;
@@ -382,6 +353,36 @@ pub async fn copy_latest(new: &PublishedRelease<'_>) -> Result<Outcome> {
         listed: Vec::new(),
         complete: true,
     }))
+}
+
+/// What a release copied from `new.source` records: where it came from, and the published
+/// sha256 of each file of `wanted`.
+fn build_info(
+    new: &PublishedRelease<'_>,
+    src_url: &str,
+    eval_id: u64,
+    nixname: &str,
+    git_revision: String,
+    wanted: &[&PublishedFile],
+) -> BuildInfo {
+    BuildInfo {
+        hydra: src_url
+            .rsplit_once("/eval/")
+            .map_or(String::new(), |(base, _)| base.to_string()),
+        project: String::new(),
+        jobset: String::new(),
+        job: String::new(),
+        build_id: 0,
+        eval_id,
+        build_time: 0,
+        nixname: nixname.to_string(),
+        git_revision,
+        source: Some(new.source.to_string()),
+        published: wanted
+            .iter()
+            .map(|f| (f.name.clone(), f.sha256.to_hex()))
+            .collect(),
+    }
 }
 
 /// The last non-empty path segment of a URL.

@@ -5,7 +5,7 @@
 //! failure of the mirror's own disk is an error.
 
 use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -200,7 +200,7 @@ async fn from_cache(ctx: &FetchContext<'_>, src: &Source) -> Result<Result<Got, 
                 Err(e @ FetchError::Io { .. }) => return Err(e.into()),
                 Err(e) => return Ok(Err(e.to_string())),
             }
-            (tmp.clone(), Some(RemoveOnDrop(tmp)))
+            (tmp.clone(), Some(fsutil::RemoveOnDrop(tmp)))
         }
     };
     let tree = ctx.tree.clone();
@@ -216,14 +216,6 @@ async fn from_cache(ctx: &FetchContext<'_>, src: &Source) -> Result<Result<Got, 
         bytes,
         origin: Origin::Cache,
     }))
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// Reads the single file out of the NAR at `nar_path`, checking the NAR against `NarHash` and
@@ -312,7 +304,7 @@ async fn from_url(ctx: &FetchContext<'_>, src: &Source, url: &str) -> Result<Res
         Err(e @ FetchError::Io { .. }) => return Err(e.into()),
         Err(e) => return Ok(Err(e.to_string())),
     }
-    let _cleanup = RemoveOnDrop(dl.clone());
+    let _cleanup = fsutil::RemoveOnDrop(dl.clone());
     let path = dl.clone();
     let hashes = tokio::task::spawn_blocking(move || hash_file(&path))
         .await
