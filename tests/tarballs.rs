@@ -673,6 +673,22 @@ fn a_channel_without_find_tarballs_is_listed_by_nixipfs_own_expression_and_gc_ke
     }
     let v = run_nixipfs(["verify", "--dir", &w.d().display().to_string()]);
     assert_success(&v);
+
+    // The standalone garbage-collect collects the tarball tree too.
+    let orphan = w.tarballs().join("sha512").join("ef".repeat(64));
+    fs::write(&orphan, b"no release needs this either").unwrap();
+    let gc = run_nixipfs([
+        "garbage-collect".to_string(),
+        "--cache".into(),
+        w.d().join("binary_cache").display().to_string(),
+        "--releases".into(),
+        w.current_release().display().to_string(),
+    ]);
+    assert_success(&gc);
+    assert!(!orphan.exists(), "garbage-collect kept an orphan source");
+    for name in ["alpha-1.0.tar.gz", "beta-2.1.tar.xz", "delta-4.tar.gz"] {
+        w.assert_mirrored(name);
+    }
 }
 
 #[test]

@@ -454,6 +454,11 @@ fn closure_cases(
             vec!["--no-fsync".to_string()],
             "nixipfs update-binary-cache --no-fsync",
         ),
+        (
+            id("mirror-nocheck"),
+            vec!["--no-check-nar-hash".to_string()],
+            "nixipfs update-binary-cache --no-check-nar-hash (FileHash only)",
+        ),
     ] {
         let out = runs_dir.join("mirror");
         let release = out.join("releases/bench").join(RELEASE_NAME);

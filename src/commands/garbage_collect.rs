@@ -1,5 +1,6 @@
 //! `garbage-collect`: delete the narinfos and NARs of the global cache that no given release
-//! links to (the collector is [`crate::gc`]).
+//! links to (the collector is [`crate::gc`]), and the mirror's source tarballs that no release
+//! of the mirror names ([`crate::tarballs::collect`]).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use anyhow::{bail, Result};
 
 use crate::fsutil::{self, DirLock};
 use crate::gc::{self, GcReport};
+use crate::tarballs;
 
 /// Options of `garbage-collect`.
 #[derive(Clone, Debug)]
@@ -36,5 +38,12 @@ pub fn run(opts: &GarbageCollectOptions, out: &mut dyn Write) -> Result<GcReport
     }
     let mirror_dir = cache_dir.parent().unwrap_or(&cache_dir);
     let _lock = DirLock::acquire(mirror_dir, opts.wait_lock)?;
-    gc::collect_cache(&opts.cache, &opts.releases, opts.dry_run, out)
+    let report = gc::collect_cache(&opts.cache, &opts.releases, opts.dry_run, out)?;
+    // The mirror's source tarballs that no release in it names (with the refusals of
+    // `tarballs::collect`): each deleted file is printed too.
+    if mirror_dir.join(tarballs::TARBALLS_DIR).is_dir() {
+        let collected = tarballs::collect(mirror_dir, opts.dry_run, out)?;
+        tracing::info!("source tarballs: {}", collected.summary(opts.dry_run));
+    }
+    Ok(report)
 }
