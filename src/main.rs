@@ -27,12 +27,15 @@ use nixipfs::verify::NarCheck;
 /// largest block freed so far, and from then on keeps the NAR decoders' windows (8 MiB each,
 /// one per decoder) in its per-thread arenas, where they stay resident after the decoder is
 /// gone: with many download threads that alone was most of a mirror run's memory.
+/// An operator's own `MALLOC_MMAP_THRESHOLD_` (glibc's variable) is left to stand.
 fn return_large_allocations() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread
-    // exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; it is called before any other
+        // thread exists.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        }
     }
 }
 
