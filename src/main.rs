@@ -370,6 +370,20 @@ fn release_metrics(metrics: &mut Metrics, report: &release_nixos::ReleaseReport)
             &labels,
             if c.error.is_none() { 1.0 } else { 0.0 },
         );
+        if let Some(t) = &c.tarballs {
+            metrics.gauge(
+                "nixipfs_channel_tarballs",
+                "Source tarballs the channel's release needs (mirror: true).",
+                &labels,
+                t.sources as f64,
+            );
+            metrics.gauge(
+                "nixipfs_channel_tarballs_missing",
+                "Source tarballs of the channel's release that could not be had (missing-tarballs).",
+                &labels,
+                t.missing.len() as f64,
+            );
+        }
     }
     total.missing.sort();
     total.missing.dedup();

@@ -483,8 +483,22 @@ fn stderr(o: &Output) -> String {
 fn sources_come_from_the_cache_first_then_their_urls_and_the_unfetchable_are_listed() {
     let w = world("tarballs-first", &[(sources(), true)]);
     let config = w.mirrored(None);
-    let out = w.run(&config, &[]);
+    let metrics = w.dir.join("metrics.prom");
+    let out = w.run(&config, &["--metrics-file", metrics.to_str().unwrap()]);
     assert_success(&out);
+    let prom = fs::read_to_string(&metrics).unwrap();
+    let gauge = |name: &str| {
+        prom.lines()
+            .find(|l| l.starts_with(&format!("{name}{{channel=\"{CHANNEL}\"}} ")))
+            .unwrap_or_else(|| panic!("{name} not in\n{prom}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(gauge("nixipfs_channel_tarballs_missing"), 3.0, "{prom}");
+    assert_eq!(gauge("nixipfs_channel_tarballs"), 7.0, "{prom}");
     let log = stderr(&out);
     assert!(
         log.contains("listing sources with maintainers/scripts/find-tarballs.nix"),
