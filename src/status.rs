@@ -42,6 +42,20 @@ pub struct MirrorStatus {
     pub cache: CacheStatus,
     /// One entry per channel link, sorted by name.
     pub channels: Vec<ChannelStatus>,
+    /// What waits in the staging area (`DIR/.staging`): files another downloader is to fill
+    /// in or has put there after a `--print-only` run, not yet taken by a normal run.
+    pub staging: StagingStatus,
+}
+
+/// The staging area's contents.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StagingStatus {
+    /// Narinfos kept by `--print-only`.
+    pub narinfos: u64,
+    /// Other files (NARs, release files, source tarballs) put there.
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
 }
 
 /// The global binary cache's size.
@@ -142,6 +156,7 @@ pub fn read(dir: &Path) -> Result<MirrorStatus> {
         ipfs_root: read_trimmed(&dir.join("ipfs_root"))?,
         disk_bytes: disk_bytes(&dir)?,
         cache: cache_status(&dir.join(BINARY_CACHE_DIR))?,
+        staging: staging_status(&dir.join(crate::binary_cache::STAGING_DIR))?,
         channels,
         read_at,
         dir,
@@ -239,6 +254,27 @@ fn cache_status(cache: &Path) -> Result<CacheStatus> {
                 status.nars += 1;
                 status.nar_bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
             }
+        }
+    }
+    Ok(status)
+}
+
+fn staging_status(staging: &Path) -> Result<StagingStatus> {
+    let mut status = StagingStatus::default();
+    if !staging.is_dir() {
+        return Ok(status);
+    }
+    for entry in walkdir::WalkDir::new(staging).min_depth(1) {
+        let entry = entry.with_context(|| format!("cannot list {}", staging.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy();
+        if name.ends_with(".narinfo") {
+            status.narinfos += 1;
+        } else if !fsutil::is_temp_name(&name) {
+            status.files += 1;
+            status.bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
         }
     }
     Ok(status)

@@ -777,6 +777,17 @@ fn print_only_round_trip_through_aria2c_downloads_each_nar_once() {
     );
     assert_success(&fetched);
     assert_eq!(nar_requests(), entries, "aria2c fetched another number");
+    let staging = || -> Value {
+        let out = run_nixipfs(["status", "--json", "--dir", m.d().to_str().unwrap()]);
+        assert_success(&out);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["staging"].clone()
+    };
+    let waiting = staging();
+    assert_eq!(waiting["files"], json!(entries), "status: {waiting}");
+    assert!(
+        waiting["narinfos"].as_u64().unwrap() > 0,
+        "status: {waiting}"
+    );
 
     m.run_ok(&[]);
     assert_eq!(
@@ -793,6 +804,11 @@ fn print_only_round_trip_through_aria2c_downloads_each_nar_once() {
     assert!(
         !m.d().join(".staging").exists(),
         "the staging area outlived a complete run"
+    );
+    assert_eq!(
+        staging(),
+        json!({"narinfos": 0, "files": 0, "bytes": 0}),
+        "status after the run"
     );
 }
 

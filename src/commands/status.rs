@@ -50,6 +50,15 @@ fn print_lines(s: &MirrorStatus, out: &mut dyn Write) -> Result<()> {
     if let Some(root) = &s.ipfs_root {
         writeln!(out, "  IPFS root: /ipfs/{root}")?;
     }
+    if s.staging.narinfos + s.staging.files > 0 {
+        writeln!(
+            out,
+            "  staging area: {} narinfos and {} files ({}) wait for a normal run",
+            s.staging.narinfos,
+            s.staging.files,
+            human_bytes(s.staging.bytes)
+        )?;
+    }
     if s.channels.is_empty() {
         writeln!(out, "  no channel yet")?;
     }
