@@ -21,7 +21,7 @@ mod batch;
 mod nars;
 pub mod walk;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -197,10 +197,12 @@ pub async fn mirror_closure(
         NarInfoBatch::new(cache.clone(), Some(staging.clone()), view, fsync)
     };
     let mut walk_done = false;
-    // Every path the walk was to report (the roots and every reference of a found narinfo),
-    // and those it did: should the walk fail, the difference is what it left unvisited.
-    let mut announced: HashSet<StorePath> = job.roots.iter().cloned().collect();
-    let mut reported: HashSet<StorePath> = HashSet::new();
+    // The paths the walk reported (by digest, to keep the memory per path small), and those it
+    // is yet to report (the roots and the references of found narinfos not reported yet):
+    // should the walk fail, the latter are what it left unvisited.
+    let mut reported: HashSet<[u8; 20]> = HashSet::new();
+    let mut unreported: HashMap<[u8; 20], StorePath> =
+        job.roots.iter().map(|p| (*p.digest(), p.clone())).collect();
 
     while !walk_done || !nars.is_idle() {
         tokio::select! {
@@ -212,11 +214,14 @@ pub async fn mirror_closure(
                     bail!("{error}");
                 }
                 narinfo_phase.inc(1);
-                reported.insert(match &ev {
-                    Event::Missing(p) | Event::Failed { path: p, .. } => p.clone(),
-                    Event::Found(found) => found.narinfo.store_path.clone(),
+                let digest = *match &ev {
+                    Event::Missing(p) | Event::Failed { path: p, .. } => p,
+                    Event::Found(found) => &found.narinfo.store_path,
                     Event::HostDown(_) => unreachable!("handled above"),
-                });
+                }
+                .digest();
+                reported.insert(digest);
+                unreported.remove(&digest);
                 match ev {
                     Event::Missing(p) => {
                         tracing::warn!("{p}: the upstream cache has no narinfo for it (404); it is listed in missing-store-paths");
@@ -226,7 +231,11 @@ pub async fn mirror_closure(
                     Event::HostDown(_) => unreachable!("handled above"),
                     Event::Found(found) => {
                         let Found { narinfo, origin } = *found;
-                        announced.extend(narinfo.references.iter().cloned());
+                        for r in &narinfo.references {
+                            if !reported.contains(r.digest()) {
+                                unreported.entry(*r.digest()).or_insert_with(|| r.clone());
+                            }
+                        }
                         narinfo_phase.inc_total(narinfo.references.len() as u64);
                         report.paths += 1;
                         match origin {
@@ -272,7 +281,7 @@ pub async fn mirror_closure(
         }
     }
     if let Err(e) = walker.await {
-        let mut unvisited: Vec<&StorePath> = announced.difference(&reported).collect();
+        let mut unvisited: Vec<&StorePath> = unreported.values().collect();
         unvisited.sort();
         for path in unvisited {
             report.fail(format!(

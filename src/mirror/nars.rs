@@ -77,9 +77,10 @@ pub(super) struct Nars<'a> {
     check_nar_hash: bool,
     /// NAR path -> the narinfos waiting for it (stored, if fetched, once it is verified).
     waiting: HashMap<PathBuf, Vec<(NarInfo, Origin)>>,
-    /// NAR path -> the FileHash and FileSize the first narinfo of this run gave it. Another
-    /// narinfo naming the same file must agree, or it would be stored unverified.
-    claims: HashMap<PathBuf, (Option<Sha256Hash>, Option<u64>)>,
+    /// The sha256 of a NAR's path -> the FileHash and FileSize the first narinfo of this run
+    /// gave it. Another narinfo naming the same file must agree, or it would be stored
+    /// unverified. (Keyed by a digest: there is an entry per path of the closure.)
+    claims: HashMap<Sha256Hash, (Option<Sha256Hash>, Option<u64>)>,
     tasks: JoinSet<(PathBuf, Result<NarGot, String>)>,
     /// Task -> the NAR path it works on, to name the file of a task that panicked.
     task_files: HashMap<tokio::task::Id, PathBuf>,
@@ -145,7 +146,9 @@ impl<'a> Nars<'a> {
             )));
         }
         let claim = (narinfo.file_hash, narinfo.file_size);
-        match self.claims.get(&nar) {
+        let claim_key =
+            crate::hash::sha256(std::os::unix::ffi::OsStrExt::as_bytes(nar.as_os_str()));
+        match self.claims.get(&claim_key) {
             Some(first) if *first != claim => {
                 return Ok(Admitted::Refused(format!(
                     "{}: {}: names the NAR {} with FileHash {} and FileSize {}, but another \
@@ -161,7 +164,7 @@ impl<'a> Nars<'a> {
             }
             Some(_) => {}
             None => {
-                self.claims.insert(nar.clone(), claim);
+                self.claims.insert(claim_key, claim);
             }
         }
         let nar_check = if self.check_nar_hash {

@@ -162,10 +162,11 @@ pub async fn walk(
     let max_in_flight = source.upstream.fetcher().config().concurrency.max(1) * 2;
     let check_sigs = !source.upstream.trusted_keys().is_empty();
     let mut stats = WalkStats::default();
-    let mut seen: HashSet<StorePath> = HashSet::new();
+    // Digests only: the walk's memory is per path, and a closure has hundreds of thousands.
+    let mut seen: HashSet<[u8; 20]> = HashSet::new();
     let mut queue: VecDeque<StorePath> = VecDeque::new();
     for r in roots {
-        if seen.insert(r.clone()) {
+        if seen.insert(*r.digest()) {
             queue.push_back(r);
         }
     }
@@ -278,7 +279,7 @@ pub async fn walk(
 /// receiver is gone.
 async fn handle(
     event: Event,
-    seen: &mut HashSet<StorePath>,
+    seen: &mut HashSet<[u8; 20]>,
     queue: &mut VecDeque<StorePath>,
     stats: &mut WalkStats,
     events: &mpsc::Sender<Event>,
@@ -287,8 +288,7 @@ async fn handle(
         Event::Found(found) => {
             failpoint("walk", &found.narinfo.store_path);
             for r in &found.narinfo.references {
-                if !seen.contains(r) {
-                    seen.insert(r.clone());
+                if seen.insert(*r.digest()) {
                     queue.push_back(r.clone());
                 }
             }
