@@ -30,7 +30,6 @@ use crate::binary_cache::{LocalCache, Upstream};
 use crate::compression::Compression;
 use crate::fetch::{self, Expected, ExpectedNar};
 use crate::fsutil;
-use crate::hash::Sha256Hash;
 use crate::narinfo::NarInfo;
 use crate::progress::Phase;
 
@@ -80,7 +79,9 @@ pub(super) struct Nars<'a> {
     /// The sha256 of a NAR's path -> the FileHash and FileSize the first narinfo of this run
     /// gave it. Another narinfo naming the same file must agree, or it would be stored
     /// unverified. (Keyed by a digest: there is an entry per path of the closure.)
-    claims: HashMap<Sha256Hash, (Option<Sha256Hash>, Option<u64>)>,
+    /// Both sides are fingerprints (the first 16 and 8 bytes of a sha256), so that an entry
+    /// takes 24 bytes.
+    claims: HashMap<u128, u64>,
     tasks: JoinSet<(PathBuf, Result<NarGot, String>)>,
     /// Task -> the NAR path it works on, to name the file of a task that panicked.
     task_files: HashMap<tokio::task::Id, PathBuf>,
@@ -145,21 +146,17 @@ impl<'a> Nars<'a> {
                 self.upstream.narinfo_url(&narinfo.store_path)
             )));
         }
-        let claim = (narinfo.file_hash, narinfo.file_size);
-        let claim_key =
-            crate::hash::sha256(std::os::unix::ffi::OsStrExt::as_bytes(nar.as_os_str()));
+        let (claim_key, claim) = claim_of(&nar, &narinfo);
         match self.claims.get(&claim_key) {
             Some(first) if *first != claim => {
                 return Ok(Admitted::Refused(format!(
                     "{}: {}: names the NAR {} with FileHash {} and FileSize {}, but another \
-                     narinfo of the closure gives it {} and {}",
+                     narinfo of the closure gives it another FileHash or FileSize",
                     narinfo.store_path,
                     self.upstream.narinfo_url(&narinfo.store_path),
                     narinfo.url,
-                    describe(claim.0),
-                    describe(claim.1),
-                    describe(first.0),
-                    describe(first.1),
+                    describe(narinfo.file_hash),
+                    describe(narinfo.file_size),
                 )))
             }
             Some(_) => {}
@@ -364,6 +361,33 @@ async fn take_staged(staged: &Path, nar: &Path, expected: Expected) -> bool {
             false
         }
     }
+}
+
+/// The claim `narinfo` makes on the NAR file at `nar`, as fingerprints: of the file's path,
+/// and of the `FileHash` and `FileSize` it gives the file.
+fn claim_of(nar: &Path, narinfo: &NarInfo) -> (u128, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let key = crate::hash::sha256(nar.as_os_str().as_bytes());
+    let mut fields = Vec::with_capacity(48);
+    match narinfo.file_hash {
+        Some(h) => {
+            fields.push(1);
+            fields.extend_from_slice(&h.0);
+        }
+        None => fields.push(0),
+    }
+    match narinfo.file_size {
+        Some(n) => {
+            fields.push(1);
+            fields.extend_from_slice(&n.to_le_bytes());
+        }
+        None => fields.push(0),
+    }
+    let value = crate::hash::sha256(&fields);
+    (
+        u128::from_le_bytes(key.0[..16].try_into().expect("16 bytes")),
+        u64::from_le_bytes(value.0[..8].try_into().expect("8 bytes")),
+    )
 }
 
 /// A narinfo field's value for messages, or `none`.
