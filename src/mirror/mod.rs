@@ -21,7 +21,7 @@ mod batch;
 mod nars;
 pub mod walk;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -197,10 +197,9 @@ pub async fn mirror_closure(
         NarInfoBatch::new(cache.clone(), Some(staging.clone()), view, fsync)
     };
     let mut walk_done = false;
-    // The paths the walk reported (by digest, to keep the memory per path small), and those it
-    // is yet to report (the roots and the references of found narinfos not reported yet):
-    // should the walk fail, the latter are what it left unvisited.
-    let mut reported: HashSet<[u8; 20]> = HashSet::new();
+    // The paths the walk is yet to report: the roots, and the references it queued on the
+    // narinfos it reported (each path is queued once, before it is reported, so this is the
+    // walk's frontier, not the closure). Should the walk fail, these are what it left unvisited.
     let mut unreported: HashMap<[u8; 20], StorePath> =
         job.roots.iter().map(|p| (*p.digest(), p.clone())).collect();
 
@@ -220,7 +219,6 @@ pub async fn mirror_closure(
                     Event::HostDown(_) => unreachable!("handled above"),
                 }
                 .digest();
-                reported.insert(digest);
                 unreported.remove(&digest);
                 match ev {
                     Event::Missing(p) => {
@@ -230,11 +228,10 @@ pub async fn mirror_closure(
                     Event::Failed { path, error } => report.fail(format!("{path}: {error}")),
                     Event::HostDown(_) => unreachable!("handled above"),
                     Event::Found(found) => {
-                        let Found { narinfo, origin } = *found;
-                        for r in &narinfo.references {
-                            if !reported.contains(r.digest()) {
-                                unreported.entry(*r.digest()).or_insert_with(|| r.clone());
-                            }
+                        let Found { narinfo, origin, queued } = *found;
+                        for i in queued {
+                            let r = &narinfo.references[i as usize];
+                            unreported.insert(*r.digest(), r.clone());
                         }
                         narinfo_phase.inc_total(narinfo.references.len() as u64);
                         report.paths += 1;

@@ -40,6 +40,10 @@ pub struct Found {
     pub narinfo: NarInfo,
     /// Where it came from.
     pub origin: Origin,
+    /// Indexes into `narinfo.references` of the paths the walk queued on this narinfo, i.e.
+    /// met for the first time: each path of the closure is queued once, before it is reported,
+    /// so a receiver can know what is yet to come without a set of its own.
+    pub queued: Vec<u32>,
 }
 
 /// One result of the walk.
@@ -138,7 +142,11 @@ impl Source {
             .into_iter()
             .zip(origins)
             .map(|(checked, origin)| match checked {
-                Ok(narinfo) => Ok(Found { narinfo, origin }),
+                Ok(narinfo) => Ok(Found {
+                    narinfo,
+                    origin,
+                    queued: Vec::new(),
+                }),
                 Err((path, error)) => Err((path, origin, error)),
             })
     }
@@ -190,6 +198,7 @@ pub async fn walk(
                 let event = Event::Found(Box::new(Found {
                     narinfo: info,
                     origin,
+                    queued: Vec::new(),
                 }));
                 if !handle(event, &mut seen, &mut queue, &mut stats, &events).await {
                     return stats;
@@ -253,6 +262,7 @@ pub async fn walk(
                         Event::Found(Box::new(Found {
                             narinfo: info,
                             origin: Origin::Remote,
+                            queued: Vec::new(),
                         }))
                     }
                     Err(event) => event,
@@ -278,18 +288,20 @@ pub async fn walk(
 /// Queues the references of a found narinfo and passes the event on. Returns false when the
 /// receiver is gone.
 async fn handle(
-    event: Event,
+    mut event: Event,
     seen: &mut HashSet<[u8; 20]>,
     queue: &mut VecDeque<StorePath>,
     stats: &mut WalkStats,
     events: &mpsc::Sender<Event>,
 ) -> bool {
-    match &event {
+    match &mut event {
         Event::Found(found) => {
             failpoint("walk", &found.narinfo.store_path);
-            for r in &found.narinfo.references {
+            found.queued.clear();
+            for (i, r) in found.narinfo.references.iter().enumerate() {
                 if seen.insert(*r.digest()) {
                     queue.push_back(r.clone());
+                    found.queued.push(i as u32);
                 }
             }
         }
