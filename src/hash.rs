@@ -216,6 +216,14 @@ pub fn sha256(bytes: &[u8]) -> Sha256Hash {
     Sha256Hash(Sha256::digest(bytes).into())
 }
 
+/// The first 16 bytes of the SHA-256 of `bytes`: a key for sets with an entry per store path,
+/// where a full path or digest would cost several times the memory. Two different inputs share
+/// one with a probability of 2^-128.
+pub fn fingerprint128(bytes: &[u8]) -> u128 {
+    let digest = Sha256::digest(bytes);
+    u128::from_le_bytes(digest[..16].try_into().expect("a SHA-256 has 32 bytes"))
+}
+
 /// Incremental SHA-256 that also counts the bytes it has seen.
 #[derive(Clone, Default)]
 pub struct Sha256Hasher {

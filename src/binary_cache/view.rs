@@ -32,8 +32,10 @@ pub struct LinkStats {
 pub struct ReleaseView {
     view: PathBuf,
     cache_root: PathBuf,
-    /// What was linked since `open` (not kept for a fresh view).
-    wanted: HashSet<PathBuf>,
+    /// What was linked since `open` (not kept for a fresh view), as fingerprints of the paths
+    /// relative to the view ([`fingerprint`]): 16 bytes an entry, for closures of hundreds of
+    /// thousands of paths.
+    wanted: HashSet<u128>,
     /// Whether the view did not exist before `open`.
     fresh: bool,
     dirs_made: HashSet<PathBuf>,
@@ -55,7 +57,7 @@ impl ReleaseView {
         fsutil::create_dir_all_within(&release_dir, &view)?;
         fsutil::write_if_changed(&view.join("nix-cache-info"), NIX_CACHE_INFO.as_bytes())?;
         let mut wanted = HashSet::new();
-        wanted.insert(PathBuf::from("nix-cache-info"));
+        wanted.insert(fingerprint(Path::new("nix-cache-info")));
         Ok(ReleaseView {
             view,
             cache_root: cache.root().to_path_buf(),
@@ -96,7 +98,7 @@ impl ReleaseView {
                 }
             }
             if !self.fresh {
-                self.wanted.insert(rel);
+                self.wanted.insert(fingerprint(&rel));
             }
         }
         Ok(())
@@ -119,7 +121,7 @@ impl ReleaseView {
                 let _ = fs::remove_dir(entry.path());
                 continue;
             }
-            if !self.wanted.contains(rel) {
+            if !self.wanted.contains(&fingerprint(rel)) {
                 fs::remove_file(entry.path())
                     .with_context(|| format!("cannot remove {}", entry.path().display()))?;
                 self.stats.removed += 1;
@@ -127,6 +129,12 @@ impl ReleaseView {
         }
         Ok(self.stats)
     }
+}
+
+/// A relative path as the set of wanted entries keeps it.
+fn fingerprint(rel: &Path) -> u128 {
+    use std::os::unix::ffi::OsStrExt;
+    crate::hash::fingerprint128(rel.as_os_str().as_bytes())
 }
 
 /// Everything a release's `binary_cache/` view links to, as paths relative to the cache root

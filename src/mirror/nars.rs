@@ -367,7 +367,7 @@ async fn take_staged(staged: &Path, nar: &Path, expected: Expected) -> bool {
 /// and of the `FileHash` and `FileSize` it gives the file.
 fn claim_of(nar: &Path, narinfo: &NarInfo) -> (u128, u64) {
     use std::os::unix::ffi::OsStrExt;
-    let key = crate::hash::sha256(nar.as_os_str().as_bytes());
+    let key = crate::hash::fingerprint128(nar.as_os_str().as_bytes());
     let mut fields = Vec::with_capacity(48);
     match narinfo.file_hash {
         Some(h) => {
@@ -383,11 +383,7 @@ fn claim_of(nar: &Path, narinfo: &NarInfo) -> (u128, u64) {
         }
         None => fields.push(0),
     }
-    let value = crate::hash::sha256(&fields);
-    (
-        u128::from_le_bytes(key.0[..16].try_into().expect("16 bytes")),
-        u64::from_le_bytes(value.0[..8].try_into().expect("8 bytes")),
-    )
+    (key, crate::hash::fingerprint128(&fields) as u64)
 }
 
 /// A narinfo field's value for messages, or `none`.
