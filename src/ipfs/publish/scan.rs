@@ -212,6 +212,17 @@ impl<'a> Scanner<'a> {
             }
             Err(e) => return Err(io_error(path)(e)),
         };
+        self.source_at(path, real, meta, narinfo)
+    }
+
+    /// [`Scanner::source`] of `path`, resolved to `real` whose metadata is `meta`.
+    fn source_at(
+        &mut self,
+        path: &Path,
+        real: PathBuf,
+        meta: fs::Metadata,
+        narinfo: bool,
+    ) -> Result<Option<usize>, PublishError> {
         let key = self.key_of(&real);
         if let Some(i) = self.known_source(&key, meta.ino()) {
             return Ok(Some(i));
@@ -329,15 +340,18 @@ impl<'a> Scanner<'a> {
                 real.parent().unwrap_or(Path::new("/")).join(&info.url)
             }
         };
-        if !nar_path.exists() {
-            self.warn(format!(
-                "{}: skipped: its NAR {} is missing",
-                real.display(),
-                nar_path.display()
-            ));
-            return Ok(None);
+        match self.resolve(&nar_path) {
+            Ok((nar_real, meta)) => self.source_at(&nar_path, nar_real, meta, false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warn(format!(
+                    "{}: skipped: its NAR {} is missing",
+                    real.display(),
+                    nar_path.display()
+                ));
+                Ok(None)
+            }
+            Err(e) => Err(io_error(&nar_path)(e)),
         }
-        self.source(&nar_path, false)
     }
 
     fn push_dir(&mut self, key: String, entries: BTreeMap<String, Entry>) -> Entry {
