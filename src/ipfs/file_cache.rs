@@ -416,6 +416,19 @@ impl FileCache {
             .filter(|e| e.stamp == *stamp && e.options == options)
     }
 
+    /// Whether there is an entry for `key` (whatever its stamp).
+    pub fn has_file(&self, key: &str) -> bool {
+        self.files
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .is_ok()
+    }
+
+    /// Makes room for `additional` more file entries at once (the list then does not grow by
+    /// doubling, which for a while holds it twice).
+    pub fn reserve_files(&mut self, additional: usize) {
+        self.files.reserve_exact(additional);
+    }
+
     /// Records what `key` hashed to.
     pub fn insert_file(&mut self, key: String, entry: FileEntry) {
         self.insert_files(std::iter::once((key, entry)));
@@ -435,17 +448,31 @@ impl FileCache {
         }
     }
 
-    /// Sorts the file entries by key and keeps the last one given of each key.
+    /// Sorts the file entries by key and keeps the last one given of each key, without a
+    /// second copy of the entries (a stable sort of the entries themselves would take scratch
+    /// space for half of them): the duplicates are found on a list of indices first.
     fn normalize(&mut self) {
-        // Stable and adaptive: a sorted list with new entries after it is two runs.
-        self.files.sort_by(|a, b| a.0.cmp(&b.0));
-        self.files.dedup_by(|later, earlier| {
-            let same = later.0 == earlier.0;
-            if same {
-                std::mem::swap(later, earlier);
+        if self.files.is_sorted_by(|a, b| a.0 < b.0) {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.files.len()).collect();
+        order.sort_by(|&a, &b| self.files[a].0.cmp(&self.files[b].0));
+        let mut dropped = vec![false; self.files.len()];
+        let mut any = false;
+        for pair in order.windows(2) {
+            if self.files[pair[0]].0 == self.files[pair[1]].0 {
+                dropped[pair[0]] = true;
+                any = true;
             }
-            same
-        });
+        }
+        if any {
+            let mut i = 0;
+            self.files.retain(|_| {
+                i += 1;
+                !dropped[i - 1]
+            });
+        }
+        self.files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     }
 
     /// The recorded CID and cumulative size of the directory published at `key`.

@@ -440,6 +440,13 @@ pub fn update_cache(cache: &mut FileCache, tree: &MirrorTree, built: &Built) {
         };
         (source.key.clone(), entry)
     };
+    let new_keys = tree
+        .sources
+        .iter()
+        .enumerate()
+        .filter(|&(i, source)| built.fresh[i] && !cache.has_file(&source.key))
+        .count();
+    cache.reserve_files(new_keys);
     cache.insert_files(
         tree.sources
             .iter()
