@@ -452,7 +452,7 @@ impl FileCache {
     /// second copy of the entries (a stable sort of the entries themselves would take scratch
     /// space for half of them): the duplicates are found on a list of indices first.
     fn normalize(&mut self) {
-        if self.files.is_sorted_by(|a, b| a.0 < b.0) {
+        if self.files.windows(2).all(|w| w[0].0 < w[1].0) {
             return;
         }
         let mut order: Vec<usize> = (0..self.files.len()).collect();
