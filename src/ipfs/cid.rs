@@ -285,8 +285,110 @@ impl<'de> serde::Deserialize<'de> for Cid {
     }
 }
 
+/// A set of CIDs that holds the common ones compactly: a sha2-256 CID whose codec fits in a
+/// byte (every block this crate makes, and most a node lists) takes 34 bytes (version, codec,
+/// digest) instead of a whole [`Cid`]; any other CID is kept as it is. Membership is exact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CidSet {
+    short: std::collections::HashSet<[u8; 34]>,
+    long: std::collections::HashSet<Cid>,
+}
+
+/// The compact form of `cid` when it has one (see [`CidSet`]).
+fn short_key(cid: &Cid) -> Option<[u8; 34]> {
+    let digest = cid.digest();
+    let codec = u8::try_from(cid.codec()).ok()?;
+    if cid.hash_code() != SHA2_256 || digest.len() != 32 {
+        return None;
+    }
+    let mut key = [0u8; 34];
+    key[0] = cid.version();
+    key[1] = codec;
+    key[2..].copy_from_slice(digest);
+    Some(key)
+}
+
+impl CidSet {
+    /// An empty set.
+    pub fn new() -> CidSet {
+        CidSet::default()
+    }
+
+    /// Adds `cid`; false if it was there already.
+    pub fn insert(&mut self, cid: Cid) -> bool {
+        match short_key(&cid) {
+            Some(key) => self.short.insert(key),
+            None => self.long.insert(cid),
+        }
+    }
+
+    /// Whether `cid` is in the set.
+    pub fn contains(&self, cid: &Cid) -> bool {
+        match short_key(cid) {
+            Some(key) => self.short.contains(&key),
+            None => self.long.contains(cid),
+        }
+    }
+
+    /// Number of CIDs.
+    pub fn len(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every CID of the set, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = Cid> + '_ {
+        self.short
+            .iter()
+            .filter_map(|k| Cid::new(k[0], u64::from(k[1]), SHA2_256, &k[2..]).ok())
+            .chain(self.long.iter().copied())
+    }
+}
+
+impl FromIterator<Cid> for CidSet {
+    fn from_iter<I: IntoIterator<Item = Cid>>(iter: I) -> CidSet {
+        let mut set = CidSet::new();
+        set.extend(iter);
+        set
+    }
+}
+
+impl Extend<Cid> for CidSet {
+    fn extend<I: IntoIterator<Item = Cid>>(&mut self, iter: I) {
+        for cid in iter {
+            self.insert(cid);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cid_sets_tell_versions_codecs_and_hashes_apart() {
+        let block = b"block";
+        let v0 = Cid::sha2_256(0, DAG_PB, block).unwrap();
+        let v1 = v0.to_v1();
+        let raw = Cid::sha2_256(1, RAW, block).unwrap();
+        let identity = Cid::new(1, RAW, IDENTITY, block).unwrap();
+        let mut set = CidSet::new();
+        assert!(set.insert(v0));
+        assert!(!set.insert(v0));
+        assert!(set.contains(&v0));
+        assert!(!set.contains(&v1) && !set.contains(&raw) && !set.contains(&identity));
+        set.extend([raw, identity]);
+        assert!(set.contains(&raw) && set.contains(&identity) && !set.contains(&v1));
+        assert_eq!(set.len(), 3);
+        let mut all: Vec<Cid> = set.iter().collect();
+        all.sort();
+        let mut expected = vec![v0, raw, identity];
+        expected.sort();
+        assert_eq!(all, expected);
+    }
+
     use super::*;
 
     const HELLO_V0: &str = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN";

@@ -29,13 +29,13 @@
 //! (`DEP_CID` and `DEP_KEY` are `-` for files that depend on nothing.) The original scripts'
 //! `NAME:CID` file carries no size or time, so it is not trusted: it is replaced.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::cid::Cid;
+use super::cid::{Cid, CidSet};
 use super::unixfs::{AddOptions, Added};
 
 /// Name of the cache file in the mirror directory.
@@ -117,10 +117,12 @@ pub enum LoadOutcome {
 /// The cache (see the module documentation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileCache {
-    files: HashMap<String, FileEntry>,
+    /// File entries sorted by key, each key once (a sorted list takes a third of the memory
+    /// of a hash map of the same entries, and the file is written in this order).
+    files: Vec<(String, FileEntry)>,
     dirs: HashMap<String, Added>,
     node: Option<String>,
-    on_node: HashSet<Cid>,
+    on_node: CidSet,
     layout: Option<String>,
 }
 
@@ -188,8 +190,9 @@ impl FileCache {
     /// empty cache; a file in another format, with a damaged line or made with another layout
     /// gives an empty cache and [`LoadOutcome::Ignored`]. Only a read error fails.
     pub fn load(path: &Path, layout: &str) -> io::Result<(FileCache, LoadOutcome)> {
-        let text = match fs::read(path) {
-            Ok(bytes) => bytes,
+        use io::BufRead;
+        let file = match fs::File::open(path) {
+            Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok((FileCache::for_layout(layout), LoadOutcome::Missing))
             }
@@ -201,29 +204,59 @@ impl FileCache {
                 LoadOutcome::Ignored { reason },
             ))
         };
-        let Ok(text) = String::from_utf8(text) else {
-            return ignored("not UTF-8 text".to_string());
+        // Read line by line: the file is as long as the mirror has files.
+        let mut reader = io::BufReader::with_capacity(1 << 16, file);
+        let mut buf = String::new();
+        let mut next_line = |buf: &mut String| -> io::Result<Option<()>> {
+            buf.clear();
+            match reader.read_line(buf) {
+                Ok(0) => Ok(None),
+                Ok(_) => {
+                    if buf.ends_with('\n') {
+                        buf.pop();
+                        if buf.ends_with('\r') {
+                            buf.pop();
+                        }
+                    }
+                    Ok(Some(()))
+                }
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    Err(io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
+                }
+                Err(e) => Err(e),
+            }
         };
-        let mut lines = text.lines();
-        match lines.next() {
-            Some(HEADER) => {}
-            Some(first) if first.contains(':') => {
+        let not_utf8 = |e: &io::Error| e.kind() == io::ErrorKind::InvalidData;
+        match next_line(&mut buf) {
+            Ok(Some(())) if buf == HEADER => {}
+            Ok(Some(())) if buf.contains(':') => {
                 return ignored(
                     "NAME:CID lines of the original scripts (no size or time to check them by)"
                         .to_string(),
                 )
             }
-            _ => return ignored(format!("the first line is not {HEADER:?}")),
+            Ok(_) => return ignored(format!("the first line is not {HEADER:?}")),
+            Err(e) if not_utf8(&e) => return ignored("not UTF-8 text".to_string()),
+            Err(e) => return Err(e),
         }
         let mut cache = FileCache::new();
-        for (n, line) in lines.enumerate() {
-            if line.is_empty() {
+        let mut n = 1;
+        loop {
+            n += 1;
+            match next_line(&mut buf) {
+                Ok(None) => break,
+                Ok(Some(())) => {}
+                Err(e) if not_utf8(&e) => return ignored("not UTF-8 text".to_string()),
+                Err(e) => return Err(e),
+            }
+            if buf.is_empty() {
                 continue;
             }
-            if cache.parse_line(line).is_none() {
-                return ignored(format!("line {} is damaged: {line:?}", n + 2));
+            if cache.parse_line(&buf).is_none() {
+                return ignored(format!("line {n} is damaged: {buf:?}"));
             }
         }
+        cache.normalize();
         let made_with = match cache.layout.as_deref() {
             Some(made_with) => made_with == layout,
             None => LEGACY_LAYOUTS.contains(&layout),
@@ -243,8 +276,13 @@ impl FileCache {
     }
 
     fn parse_line(&mut self, line: &str) -> Option<()> {
-        let fields: Vec<&str> = line.split(' ').collect();
-        match fields.as_slice() {
+        let mut fields = [""; 13];
+        let mut count = 0;
+        for field in line.split(' ') {
+            *fields.get_mut(count)? = field;
+            count += 1;
+        }
+        match &fields[..count] {
             ["node", id] if !id.is_empty() => self.node = Some(id.to_string()),
             ["layout", layout] if !layout.is_empty() => self.layout = Some(layout.to_string()),
             ["f", size, msec, mnsec, inode, version, raw, cid, tsize, on, dep_cid, dep_key, key] => {
@@ -280,7 +318,7 @@ impl FileCache {
                 if flag(on)? {
                     self.on_node.insert(cid);
                 }
-                self.files.insert(unescape(key)?, entry);
+                self.files.push((unescape(key)?, entry));
             }
             ["d", cid, tsize, on, key] => {
                 let cid = Cid::parse(cid).ok()?;
@@ -302,25 +340,26 @@ impl FileCache {
 
     /// The text of the cache file (entries sorted by key).
     pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        out.push_str(HEADER);
-        out.push('\n');
+        let mut out = Vec::new();
+        self.write_to(&mut out)
+            .expect("writing to a Vec<u8> cannot fail");
+        String::from_utf8(out).expect("the cache text is UTF-8")
+    }
+
+    /// Writes the text of the cache file to `out`, line by line (see [`FileCache::to_text`]).
+    pub fn write_to(&self, out: &mut impl io::Write) -> io::Result<()> {
+        writeln!(out, "{HEADER}")?;
         if let Some(layout) = &self.layout {
-            out.push_str(&format!("layout {layout}\n"));
+            writeln!(out, "layout {layout}")?;
         }
         if let Some(node) = &self.node {
-            out.push_str(&format!("node {node}\n"));
+            writeln!(out, "node {node}")?;
         }
         let on = |cid: &Cid| u8::from(self.on_node.contains(cid));
-        let mut files: Vec<_> = self.files.iter().collect();
-        files.sort_by(|a, b| a.0.cmp(b.0));
-        for (key, e) in files {
-            let (dep_cid, dep_key) = match &e.dep {
-                Some(d) => (d.cid.to_string(), escape(&d.key)),
-                None => ("-".to_string(), "-".to_string()),
-            };
-            out.push_str(&format!(
-                "f {} {} {} {} {} {} {} {} {} {dep_cid} {dep_key} {}\n",
+        for (key, e) in &self.files {
+            write!(
+                out,
+                "f {} {} {} {} {} {} {} {} {} ",
                 e.stamp.size,
                 e.stamp.mtime_sec,
                 e.stamp.mtime_nsec,
@@ -330,38 +369,110 @@ impl FileCache {
                 e.root.cid,
                 e.root.tsize,
                 on(&e.root.cid),
-                escape(key)
-            ));
+            )?;
+            match &e.dep {
+                Some(d) => write!(out, "{} {} ", d.cid, escape(&d.key))?,
+                None => out.write_all(b"- - ")?,
+            }
+            writeln!(out, "{}", escape(key))?;
         }
         let mut dirs: Vec<_> = self.dirs.iter().collect();
-        dirs.sort_by(|a, b| a.0.cmp(b.0));
+        dirs.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (key, d) in dirs {
-            out.push_str(&format!(
-                "d {} {} {} {}\n",
+            writeln!(
+                out,
+                "d {} {} {} {}",
                 d.cid,
                 d.tsize,
                 on(&d.cid),
                 escape(key)
-            ));
+            )?;
         }
-        out
+        Ok(())
     }
 
-    /// Writes the cache to `path` atomically.
+    /// Writes the cache to `path` atomically, streaming (the text is never whole in memory).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        crate::fsutil::atomic_write(path, self.to_text().as_bytes())
+        use anyhow::Context;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let written = crate::fsutil::temp_file_in(dir).and_then(|tmp| {
+            let mut out = io::BufWriter::with_capacity(1 << 16, tmp);
+            self.write_to(&mut out)?;
+            let tmp = out.into_inner().map_err(|e| e.into_error())?;
+            crate::fsutil::persist(tmp, path, true)
+        });
+        written.with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// The entry of `key` if it still describes the file (same stamp and options).
     pub fn file(&self, key: &str, stamp: &FileStamp, options: AddOptions) -> Option<&FileEntry> {
         self.files
-            .get(key)
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| &self.files[i].1)
             .filter(|e| e.stamp == *stamp && e.options == options)
+    }
+
+    /// Whether there is an entry for `key` (whatever its stamp).
+    pub fn has_file(&self, key: &str) -> bool {
+        self.files
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .is_ok()
+    }
+
+    /// Makes room for `additional` more file entries at once (the list then does not grow by
+    /// doubling, which for a while holds it twice).
+    pub fn reserve_files(&mut self, additional: usize) {
+        self.files.reserve_exact(additional);
     }
 
     /// Records what `key` hashed to.
     pub fn insert_file(&mut self, key: String, entry: FileEntry) {
-        self.files.insert(key, entry);
+        self.insert_files(std::iter::once((key, entry)));
+    }
+
+    /// Records what each key hashed to (insert many at once: one pass over the entries).
+    pub fn insert_files(&mut self, entries: impl IntoIterator<Item = (String, FileEntry)>) {
+        let known = self.files.len();
+        for (key, entry) in entries {
+            match self.files[..known].binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
+                Ok(i) => self.files[i].1 = entry,
+                Err(_) => self.files.push((key, entry)),
+            }
+        }
+        if self.files.len() > known {
+            self.normalize();
+        }
+    }
+
+    /// Sorts the file entries by key and keeps the last one given of each key, without a
+    /// second copy of the entries (a stable sort of the entries themselves would take scratch
+    /// space for half of them): the duplicates are found on a list of indices first.
+    fn normalize(&mut self) {
+        if self.files.windows(2).all(|w| w[0].0 < w[1].0) {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.files.len()).collect();
+        order.sort_by(|&a, &b| self.files[a].0.cmp(&self.files[b].0));
+        let mut dropped = vec![false; self.files.len()];
+        let mut any = false;
+        for pair in order.windows(2) {
+            if self.files[pair[0]].0 == self.files[pair[1]].0 {
+                dropped[pair[0]] = true;
+                any = true;
+            }
+        }
+        if any {
+            let mut i = 0;
+            self.files.retain(|_| {
+                i += 1;
+                !dropped[i - 1]
+            });
+        }
+        self.files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     }
 
     /// The recorded CID and cumulative size of the directory published at `key`.
@@ -377,7 +488,7 @@ impl FileCache {
     /// Keeps only the entries whose key `keep` accepts (drops files and directories that are
     /// no longer part of the mirror).
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.files.retain(|k, _| keep(k));
+        self.files.retain(|(k, _)| keep(k));
         self.dirs.retain(|k, _| keep(k));
     }
 
@@ -392,17 +503,17 @@ impl FileCache {
     }
 
     /// The CIDs whose whole DAG node `node_id` holds; empty for any other node.
-    pub fn known_on_node(&self, node_id: &str) -> HashSet<Cid> {
+    pub fn known_on_node(&self, node_id: &str) -> CidSet {
         if self.node.as_deref() == Some(node_id) {
             self.on_node.clone()
         } else {
-            HashSet::new()
+            CidSet::new()
         }
     }
 
     /// Records that `node_id` holds the whole DAG of each CID in `cids` (replacing the marks
     /// of any other node).
-    pub fn set_known_on_node(&mut self, node_id: &str, cids: HashSet<Cid>) {
+    pub fn set_known_on_node(&mut self, node_id: &str, cids: CidSet) {
         self.node = Some(node_id.to_string());
         self.on_node = cids;
     }
@@ -488,7 +599,13 @@ mod tests {
     fn entries_are_trusted_only_for_the_same_stamp_and_options() {
         let cache = sample();
         let key = "binary_cache/nar/a b%.nar.xz";
-        let entry = cache.files[key].clone();
+        let entry = cache
+            .files
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap()
+            .1
+            .clone();
         assert!(cache
             .file(key, &entry.stamp, AddOptions::V0_RAW_LEAVES)
             .is_some());
@@ -617,6 +734,35 @@ mod tests {
         }
         assert_eq!(unescape("%zz"), None);
         assert_eq!(unescape("%4"), None);
+    }
+
+    #[test]
+    fn entries_stay_sorted_and_the_last_given_wins() {
+        let mut cache = sample();
+        let key = "binary_cache/nar/a b%.nar.xz";
+        let old = cache
+            .files
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap()
+            .1
+            .clone();
+        let mut newer = old.clone();
+        newer.stamp.size += 1;
+        cache.insert_files([
+            ("zz".to_string(), old.clone()),
+            (key.to_string(), old.clone()),
+            (key.to_string(), newer.clone()),
+            ("a".to_string(), old.clone()),
+        ]);
+        let keys: Vec<&str> = cache.files.iter().map(|(k, _)| k.as_str()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(keys, sorted);
+        assert!(cache.file(key, &newer.stamp, newer.options).is_some());
+        assert!(cache.file(key, &old.stamp, old.options).is_none());
+        assert!(cache.file("a", &old.stamp, old.options).is_some());
     }
 
     #[test]

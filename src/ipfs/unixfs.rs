@@ -352,21 +352,32 @@ impl FileHasher {
             blocks: 0,
             file_size: 0,
         };
-        let mut chunk = vec![0u8; self.chunk_size];
-        let mut leaf = Vec::new();
-        loop {
-            let n = read_full(&mut reader, &mut chunk).map_err(ImportError::Read)?;
-            if n == 0 && state.file_size > 0 {
-                break;
-            }
-            let link = state.leaf(&chunk[..n], &mut leaf, sink)?;
-            state.file_size += n as u64;
-            state.push(0, link, sink)?;
-            if n < self.chunk_size {
-                break;
-            }
+        // One chunk buffer per thread, kept across files: most files of a mirror are far
+        // smaller than a chunk, and a fresh zeroed chunk per file costs more than hashing them.
+        // (Taken out while in use, so that a sink that adds a file itself gets buffers of its
+        // own.)
+        let (mut chunk, mut leaf) = CHUNK_BUFFERS.with(|b| b.take());
+        if chunk.len() != self.chunk_size {
+            chunk = vec![0u8; self.chunk_size];
         }
-        let root = state.finish(sink)?;
+        let mut fill = || -> Result<Added, ImportError> {
+            loop {
+                let n = read_full(&mut reader, &mut chunk).map_err(ImportError::Read)?;
+                if n == 0 && state.file_size > 0 {
+                    break;
+                }
+                let link = state.leaf(&chunk[..n], &mut leaf, sink)?;
+                state.file_size += n as u64;
+                state.push(0, link, sink)?;
+                if n < self.chunk_size {
+                    break;
+                }
+            }
+            state.finish(sink)
+        };
+        let root = fill();
+        CHUNK_BUFFERS.with(|b| b.replace((chunk, leaf)));
+        let root = root?;
         Ok(AddedFile {
             cid: root.cid,
             tsize: root.tsize,
@@ -374,6 +385,12 @@ impl FileHasher {
             blocks: state.blocks,
         })
     }
+}
+
+thread_local! {
+    /// The chunk and dag-pb leaf buffers of [`FileHasher::add`] on this thread.
+    static CHUNK_BUFFERS: std::cell::Cell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// The right edge of the balanced tree being built: `levels[0]` holds leaf links, `levels[i]`
@@ -446,11 +463,10 @@ impl Tree {
         sink: &mut S,
     ) -> Result<(), ImportError> {
         if self.levels.len() <= level {
-            self.levels.push(Vec::with_capacity(self.max_links));
+            self.levels.push(Vec::new());
         }
         if self.levels[level].len() == self.max_links {
-            let full =
-                std::mem::replace(&mut self.levels[level], Vec::with_capacity(self.max_links));
+            let full = std::mem::take(&mut self.levels[level]);
             let parent = self.node(&full, sink)?;
             self.push(level + 1, parent, sink)?;
         }

@@ -31,7 +31,6 @@
 //! blocks (a hashing thread waits only when that queue is full), and `add` and `block/put`
 //! run on the calling thread, several at once.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
@@ -42,7 +41,7 @@ use std::thread::JoinHandle;
 use tempfile::NamedTempFile;
 
 use super::car::{self, CarError, CarWriter};
-use super::cid::Cid;
+use super::cid::{Cid, CidSet};
 use super::client::{block_key, DagImport, IpfsClient, IpfsError};
 use super::profile::Layout;
 use crate::progress::{Phase, Unit};
@@ -51,9 +50,9 @@ use crate::progress::{Phase, Unit};
 #[derive(Debug, Clone, Default)]
 pub struct NodeKnowledge {
     /// CIDs whose whole DAG the node holds.
-    pub known: HashSet<Cid>,
+    pub known: CidSet,
     /// Every block the node holds ([`block_key`]s), when it was asked (`refs/local`).
-    pub blocks: Option<HashSet<Cid>>,
+    pub blocks: Option<CidSet>,
     /// Whether a DAG whose root block the node holds counts as complete. True for a first
     /// publication (an import sends a file's root block after its leaves); false when
     /// repairing.
@@ -168,7 +167,7 @@ pub enum UploadError {
 struct CarOut {
     path: PathBuf,
     writer: CarWriter<BufWriter<NamedTempFile>>,
-    written: HashSet<Cid>,
+    written: CidSet,
 }
 
 /// Blocks queued for the thread that streams them to `dag/import`: enough to keep it busy,
@@ -186,7 +185,7 @@ struct NodeSide {
     runtime: tokio::runtime::Handle,
     knowledge: NodeKnowledge,
     /// Blocks already given to the node in this run ([`block_key`]s).
-    sent: Mutex<HashSet<Cid>>,
+    sent: Mutex<CidSet>,
     phase: Phase,
     /// The queue of the `dag/import` thread, and the thread.
     import: Option<(SyncSender<QueuedBlock>, JoinHandle<SendStats>)>,
@@ -263,7 +262,7 @@ impl Router {
                 client: target.client,
                 runtime: target.runtime,
                 knowledge: target.knowledge,
-                sent: Mutex::new(HashSet::new()),
+                sent: Mutex::new(CidSet::new()),
                 phase,
                 import,
             }
@@ -532,7 +531,7 @@ fn open_car(path: &Path, cid_version: u8) -> Result<CarOut, UploadError> {
     Ok(CarOut {
         path: path.to_path_buf(),
         writer,
-        written: HashSet::new(),
+        written: CidSet::new(),
     })
 }
 

@@ -24,7 +24,6 @@
 //! and its deadline, then the answer read as JSON, JSON lines, bytes or nothing. The streamed
 //! `dag/import` ([`DagImport`]) is in the `dag_import` submodule.
 
-use std::collections::HashSet;
 use std::io;
 use std::path::Path;
 use std::time::Duration;
@@ -34,7 +33,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 
 use super::api_addr::ApiAddr;
-use super::cid::{Cid, DAG_PB, RAW};
+use super::cid::{Cid, CidSet, DAG_PB, RAW};
 use super::unixfs::AddOptions;
 
 mod call;
@@ -662,7 +661,7 @@ impl IpfsClient {
     }
 
     /// `refs/local`: every block the node has, as [`block_key`]s.
-    pub async fn refs_local(&self) -> Result<HashSet<Cid>, IpfsError> {
+    pub async fn refs_local(&self) -> Result<CidSet, IpfsError> {
         #[derive(Deserialize)]
         struct Line {
             #[serde(rename = "Ref")]
@@ -671,7 +670,7 @@ impl IpfsClient {
             err: Option<String>,
         }
         // As long as the node's content: read line by line, never held whole.
-        let mut keys = HashSet::new();
+        let mut keys = CidSet::new();
         self.call("refs/local")
             .long()
             .for_each_line(|text| {

@@ -3,7 +3,6 @@
 //! built bottom up, each block handed to a [`Router`] on its way to the CAR file and the node.
 //! A source whose cache entry still matches is not read unless its blocks are needed.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -11,13 +10,13 @@ use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 
-use super::scan::{join_key, Entry, MirrorTree, SourceKind};
+use super::scan::{Entry, MirrorTree, Source, SourceKind};
 use super::{io_error, PublishError, IPFS_HASH_FIELD};
-use crate::ipfs::cid::Cid;
+use crate::ipfs::cid::{Cid, CidSet};
 use crate::ipfs::directory::DirectoryError;
 use crate::ipfs::file_cache::{Dependency, FileCache, FileEntry};
 use crate::ipfs::profile::Layout;
-use crate::ipfs::unixfs::{Added, ImportError};
+use crate::ipfs::unixfs::{AddOptions, Added, ImportError};
 use crate::ipfs::upload::{AddSource, NodeMethod, Router};
 use crate::narinfo::NarInfo;
 use crate::progress::{Phase, Unit};
@@ -58,8 +57,12 @@ pub struct Built {
     pub dirs: Vec<Added>,
     /// The root.
     pub root: Added,
-    /// New cache entries for the files read.
-    pub file_entries: Vec<(String, FileEntry)>,
+    /// Per source: whether it was read, so that its cache entry is new (see [`update_cache`]).
+    pub fresh: Vec<bool>,
+    /// The options the files were hashed with.
+    pub options: AddOptions,
+    /// The directories taken as they are ([`MirrorTree::fixed`]).
+    pub fixed: Vec<Added>,
     /// What was done.
     pub stats: HashStats,
 }
@@ -70,14 +73,14 @@ impl Built {
         match entry {
             Entry::File(i) => self.files[i],
             Entry::Dir(i) => self.dirs[i],
-            Entry::Fixed(added) => added,
+            Entry::Fixed(i) => self.fixed[i],
         }
     }
 
     /// Every CID of a file or directory root in the tree (what the node holds entirely once
     /// the root is pinned).
-    pub fn all_cids(&self, tree: &MirrorTree) -> HashSet<Cid> {
-        let mut cids: HashSet<Cid> = self.files.iter().map(|a| a.cid).collect();
+    pub fn all_cids(&self, tree: &MirrorTree) -> CidSet {
+        let mut cids: CidSet = self.files.iter().map(|a| a.cid).collect();
         cids.extend(self.dirs.iter().map(|a| a.cid));
         for release in &tree.releases {
             cids.insert(self.entry(release.entry).cid);
@@ -89,39 +92,55 @@ impl Built {
     /// directories). Directories taken by CID are listed, not their insides.
     pub fn paths(&self, tree: &MirrorTree) -> Vec<(String, Cid, bool)> {
         let mut out = Vec::new();
-        if let Some(root) = tree.dirs.len().checked_sub(1) {
-            self.walk(tree, root, "", &mut out);
-        }
+        self.visit(tree, &mut |path, cid, is_dir| {
+            out.push((path.to_string(), *cid, is_dir))
+        });
         out
+    }
+
+    /// Calls `f` with every published path below the root, its CID and whether it is a
+    /// directory, in the order of [`Built::paths`], without listing them in memory.
+    pub fn visit(&self, tree: &MirrorTree, f: &mut dyn FnMut(&str, &Cid, bool)) {
+        if let Some(root) = tree.dirs.len().checked_sub(1) {
+            let mut path = String::new();
+            self.walk(tree, root, &mut path, f);
+        }
     }
 
     fn walk(
         &self,
         tree: &MirrorTree,
         dir: usize,
-        prefix: &str,
-        out: &mut Vec<(String, Cid, bool)>,
+        path: &mut String,
+        f: &mut dyn FnMut(&str, &Cid, bool),
     ) {
+        let prefix = path.len();
         for (name, entry) in &tree.dirs[dir].entries {
-            let path = join_key(prefix, name);
+            path.truncate(prefix);
+            if prefix > 0 {
+                path.push('/');
+            }
+            path.push_str(name);
             match *entry {
-                Entry::File(i) => out.push((path, self.files[i].cid, false)),
-                Entry::Fixed(added) => out.push((path, added.cid, true)),
+                Entry::File(i) => f(path, &self.files[i].cid, false),
+                Entry::Fixed(k) => f(path, &self.fixed[k].cid, true),
                 Entry::Dir(j) => {
-                    out.push((path.clone(), self.dirs[j].cid, true));
-                    self.walk(tree, j, &path, out);
+                    f(path, &self.dirs[j].cid, true);
+                    self.walk(tree, j, path, f);
                 }
             }
         }
+        path.truncate(prefix);
     }
 }
 
-/// The root of `entry`, given the roots of the files and of the directories built so far.
-fn entry_root(entry: Entry, files: &[Added], dirs: &[Added]) -> Added {
+/// The root of `entry`, given the roots of the files, of the directories built so far and of
+/// the directories taken as they are.
+fn entry_root(entry: Entry, files: &[Added], dirs: &[Added], fixed: &[Added]) -> Added {
     match entry {
         Entry::File(i) => files[i],
         Entry::Dir(j) => dirs[j],
-        Entry::Fixed(added) => added,
+        Entry::Fixed(k) => fixed[k],
     }
 }
 
@@ -166,7 +185,8 @@ struct Builder<'a> {
     router: &'a Router,
     opts: BuildOptions,
     phase: Phase,
-    results: Vec<OnceLock<(Added, Option<FileEntry>)>>,
+    /// Per source: its root, and whether it was read.
+    results: Vec<OnceLock<(Added, bool)>>,
     stats: Mutex<HashStats>,
 }
 
@@ -205,6 +225,7 @@ impl Builder<'_> {
 
     fn hash(&self, i: usize, plan: &Plan) -> Result<Added, PublishError> {
         let source = &self.tree.sources[i];
+        let path = source.path(&self.tree.mirror);
         // Blocks go to the node unless it holds the file's whole DAG already.
         let to_node = match plan.cached {
             None => true,
@@ -215,38 +236,38 @@ impl Builder<'_> {
         let mut sink = |cid: &Cid, block: &[u8]| self.router.put(cid, block, blocks_to_node);
         let hasher = self.opts.layout.file_hasher();
         let hash_err = |error: ImportError| PublishError::Hash {
-            path: source.path.clone(),
+            path: path.clone(),
             source: error,
         };
         let name;
         let published;
         let (file, read, add_source) = match self.dependency(i) {
             None => {
-                let file = fs::File::open(&source.path).map_err(io_error(&source.path))?;
+                let file = fs::File::open(&path).map_err(io_error(&path))?;
                 let mut reader = Counting {
                     inner: file,
                     phase: &self.phase,
                     count: 0,
                 };
                 let file = hasher.add(&mut reader, &mut sink).map_err(hash_err)?;
-                (file, reader.count, AddSource::Path(&source.path))
+                (file, reader.count, AddSource::Path(&path))
             }
             Some(nar) => {
-                let text = fs::read(&source.path).map_err(io_error(&source.path))?;
+                let text = fs::read(&path).map_err(io_error(&path))?;
                 self.phase.inc(text.len() as u64);
                 let text = String::from_utf8(text).map_err(|_| PublishError::Io {
-                    path: source.path.clone(),
+                    path: path.clone(),
                     source: io::Error::new(io::ErrorKind::InvalidData, "narinfo is not UTF-8"),
                 })?;
                 let info = NarInfo::parse(&text).map_err(|e| PublishError::Narinfo {
-                    path: source.path.clone(),
+                    path: path.clone(),
                     source: e,
                 })?;
                 published = info.with_extra_field(IPFS_HASH_FIELD, &nar.cid.to_string());
                 let file = hasher
                     .add(published.as_bytes(), &mut sink)
                     .map_err(hash_err)?;
-                name = source.path.file_name().map(|n| n.to_string_lossy());
+                name = path.file_name().map(|n| n.to_string_lossy());
                 let name = name.as_deref().unwrap_or("narinfo");
                 let bytes = AddSource::Bytes(name, published.as_bytes());
                 (file, text.len() as u64, bytes)
@@ -265,14 +286,13 @@ impl Builder<'_> {
             stats.cache_mismatches += 1;
             tracing::warn!(
                 "{}: its content changed without a change of size or time; hashed again",
-                source.path.display()
+                path.display()
             );
         }
         Ok(added)
     }
 
     fn process(&self, i: usize, plan: &Plan) -> Result<(), PublishError> {
-        let source = &self.tree.sources[i];
         let (added, fresh) = match (plan.read, plan.cached) {
             (false, Some(cached)) => {
                 self.stats
@@ -283,13 +303,7 @@ impl Builder<'_> {
             }
             _ => (self.hash(i, plan)?, true),
         };
-        let entry = fresh.then(|| FileEntry {
-            stamp: source.stamp,
-            options: self.opts.layout.add,
-            root: added,
-            dep: self.dependency(i),
-        });
-        let _ = self.results[i].set((added, entry));
+        let _ = self.results[i].set((added, fresh));
         Ok(())
     }
 
@@ -350,18 +364,16 @@ pub fn build(
     builder.phase.finish();
 
     let mut files = Vec::with_capacity(tree.sources.len());
-    let mut file_entries = Vec::new();
+    let mut fresh = Vec::with_capacity(tree.sources.len());
     for (i, slot) in builder.results.into_iter().enumerate() {
-        let Some((added, entry)) = slot.into_inner() else {
+        let Some((added, read)) = slot.into_inner() else {
             return Err(PublishError::Io {
-                path: tree.sources[i].path.clone(),
+                path: tree.sources[i].path(&tree.mirror),
                 source: io::Error::other("the file was not hashed"),
             });
         };
         files.push(added);
-        if let Some(entry) = entry {
-            file_entries.push((tree.sources[i].key.clone(), entry));
-        }
+        fresh.push(read);
     }
 
     let mut dirs: Vec<Added> = Vec::with_capacity(tree.dirs.len());
@@ -372,7 +384,7 @@ pub fn build(
         };
         let mut b = opts.layout.directory();
         for (name, entry) in &dir.entries {
-            let added = entry_root(*entry, &files, &dirs);
+            let added = entry_root(*entry, &files, &dirs, &tree.fixed);
             b.add(name, added.cid, added.tsize).map_err(dir_err)?;
         }
         let mut blocks = Vec::new();
@@ -402,27 +414,56 @@ pub fn build(
         files,
         dirs,
         root,
-        file_entries,
+        fresh,
+        options: opts.layout.add,
+        fixed: tree.fixed.clone(),
         stats,
     })
 }
 
-/// Records what was built in the cache: new file entries, every directory, and nothing that
-/// is no longer in the tree.
+/// Records what was built in the cache: the entries of the files read, every directory, and
+/// nothing that is no longer in the tree.
 pub fn update_cache(cache: &mut FileCache, tree: &MirrorTree, built: &Built) {
-    for (key, entry) in &built.file_entries {
-        cache.insert_file(key.clone(), entry.clone());
-    }
+    let entry = |(i, source): (usize, &Source)| {
+        let dep = match source.kind {
+            SourceKind::Narinfo { nar } => Some(Dependency {
+                key: tree.sources[nar].key.clone(),
+                cid: built.files[nar].cid,
+            }),
+            SourceKind::Plain => None,
+        };
+        let entry = FileEntry {
+            stamp: source.stamp,
+            options: built.options,
+            root: built.files[i],
+            dep,
+        };
+        (source.key.clone(), entry)
+    };
+    let new_keys = tree
+        .sources
+        .iter()
+        .enumerate()
+        .filter(|&(i, source)| built.fresh[i] && !cache.has_file(&source.key))
+        .count();
+    cache.reserve_files(new_keys);
+    cache.insert_files(
+        tree.sources
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| built.fresh[i])
+            .map(entry),
+    );
     for (dir, added) in tree.dirs.iter().zip(&built.dirs) {
         cache.insert_dir(dir.key.clone(), *added);
     }
     let keys = tree.keys();
     cache.retain(|k| {
         keys.contains(k)
-            || tree
-                .fixed_releases
-                .iter()
-                .any(|r| k == r || k.starts_with(&format!("{r}/")))
+            || tree.fixed_releases.iter().any(|r| {
+                k.strip_prefix(r.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
     });
 }
 

@@ -24,7 +24,6 @@
 //! The result lines `nixfs: /ipfs/<CID>`, `published: /ipns/<NAME>` and, with a CAR file,
 //! `car: <FILE>` go to the writer given. No lock is taken: the caller holds the mirror's lock.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,7 +36,7 @@ use super::{
     MirrorTree, PublishError, PublishReport, ScanOptions, IPFS_HASH_FILE, IPFS_ROOT_FILE,
 };
 use crate::ipfs::api_addr::ApiAddr;
-use crate::ipfs::cid::Cid;
+use crate::ipfs::cid::{Cid, CidSet};
 use crate::ipfs::client::{IpfsClient, IpfsError, Timeouts};
 use crate::ipfs::file_cache::{FileCache, LoadOutcome, CACHE_FILE};
 use crate::ipfs::profile::{Layout, Profile};
@@ -364,7 +363,7 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
     };
 
     let mut target = None;
-    let mut known_before = HashSet::new();
+    let mut known_before = CidSet::new();
     if let Some(node) = &node {
         let knowledge = knowledge_of(node, &cache).await;
         known_before = knowledge.known.clone();
@@ -443,7 +442,7 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
             // releases taken by their ipfs_hash, which this pass did not look at).
             Ok(None) => {
                 let mut known = built.all_cids(&tree);
-                known.extend(known_before);
+                known.extend(known_before.iter());
                 known
             }
         };
@@ -501,7 +500,7 @@ async fn finish_on_node(
     roots: &mut RootLog,
     begun: &mut Option<usize>,
     report: &mut PublishReport,
-) -> Result<Option<HashSet<Cid>>> {
+) -> Result<Option<CidSet>> {
     let root = built.root.cid;
     let mut repaired = None;
     // A root pinned recursively has every block on the node, and pinning it again makes
@@ -534,7 +533,7 @@ async fn finish_on_node(
             .await
             .context("listing the node's blocks to repair the publication")?;
         let knowledge = NodeKnowledge {
-            known: HashSet::new(),
+            known: CidSet::new(),
             blocks: Some(blocks),
             trust_roots: false,
         };
@@ -567,7 +566,7 @@ async fn finish_on_node(
     copy_to_mfs(&node.client, &root, &mfs_path).await?;
     report.mfs_path = Some(mfs_path.clone());
 
-    let sample = verification_sample(&built.paths(tree), opts.verify_files);
+    let sample = verification_sample(|f| built.visit(tree, f), opts.verify_files);
     report.verified_paths = verify_on_node(&node.client, &mfs_path, &root, &sample)
         .await
         .context("checking the published tree on the node")?;

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::{io_error, PublishError, IPFS_HASH_FILE};
@@ -26,8 +27,9 @@ pub enum Entry {
     File(usize),
     /// A directory ([`MirrorTree::dirs`] index).
     Dir(usize),
-    /// A directory taken as it is, by CID (a release with a trusted `ipfs_hash`).
-    Fixed(Added),
+    /// A directory taken as it is, by CID (a release with a trusted `ipfs_hash`): its
+    /// [`MirrorTree::fixed`] index (an index keeps every entry small).
+    Fixed(usize),
 }
 
 /// How a source's published bytes are made.
@@ -47,12 +49,23 @@ pub enum SourceKind {
 pub struct Source {
     /// Its real path relative to the mirror (or absolute, when a link leads out of it).
     pub key: String,
-    /// Its real path.
-    pub path: PathBuf,
+    /// Its real path when that is not the mirror joined with `key` (a name that is not
+    /// UTF-8); see [`Source::path`].
+    pub real_path: Option<PathBuf>,
     /// Size, time and inode when scanned.
     pub stamp: FileStamp,
     /// How its published bytes are made.
     pub kind: SourceKind,
+}
+
+impl Source {
+    /// Its real path, in the mirror whose real path is `mirror`.
+    pub fn path(&self, mirror: &Path) -> PathBuf {
+        match &self.real_path {
+            Some(path) => path.clone(),
+            None => mirror.join(&self.key),
+        }
+    }
 }
 
 /// One directory to build.
@@ -90,6 +103,8 @@ pub struct MirrorTree {
     pub warnings: Vec<String>,
     /// Published paths of releases taken by their `ipfs_hash` (their files were not scanned).
     pub fixed_releases: Vec<String>,
+    /// The CIDs and sizes of the directories taken as they are ([`Entry::Fixed`]).
+    pub fixed: Vec<Added>,
 }
 
 /// What [`MirrorTree::scan`] needs to know.
@@ -107,7 +122,10 @@ struct Scanner<'a> {
     mirror: PathBuf,
     opts: &'a ScanOptions<'a>,
     sources: Vec<Source>,
-    index: HashMap<String, usize>,
+    /// Sources by inode number, and by key those whose inode another source has already
+    /// (a hard link): a key is not kept twice.
+    by_inode: HashMap<u64, usize>,
+    by_key: HashMap<String, usize>,
     dirs: Vec<Dir>,
     releases: Vec<Release>,
     release_by_path: HashMap<PathBuf, Entry>,
@@ -115,6 +133,7 @@ struct Scanner<'a> {
     real_dirs: HashMap<PathBuf, PathBuf>,
     warnings: Vec<String>,
     fixed: Vec<String>,
+    fixed_roots: Vec<Added>,
 }
 
 pub(super) fn join_key(parent: &str, name: &str) -> String {
@@ -132,13 +151,15 @@ impl<'a> Scanner<'a> {
             mirror,
             opts,
             sources: Vec::new(),
-            index: HashMap::new(),
+            by_inode: HashMap::new(),
+            by_key: HashMap::new(),
             dirs: Vec::new(),
             releases: Vec::new(),
             release_by_path: HashMap::new(),
             real_dirs: HashMap::new(),
             warnings: Vec::new(),
             fixed: Vec::new(),
+            fixed_roots: Vec::new(),
         }
     }
 
@@ -191,8 +212,19 @@ impl<'a> Scanner<'a> {
             }
             Err(e) => return Err(io_error(path)(e)),
         };
+        self.source_at(path, real, meta, narinfo)
+    }
+
+    /// [`Scanner::source`] of `path`, resolved to `real` whose metadata is `meta`.
+    fn source_at(
+        &mut self,
+        path: &Path,
+        real: PathBuf,
+        meta: fs::Metadata,
+        narinfo: bool,
+    ) -> Result<Option<usize>, PublishError> {
         let key = self.key_of(&real);
-        if let Some(&i) = self.index.get(&key) {
+        if let Some(i) = self.known_source(&key, meta.ino()) {
             return Ok(Some(i));
         }
         if !meta.is_file() {
@@ -209,14 +241,28 @@ impl<'a> Scanner<'a> {
             SourceKind::Plain
         };
         let i = self.sources.len();
+        if let Some(j) = self.by_inode.insert(stamp.inode, i) {
+            // Keep the first source of this inode where it was; this one goes by its key.
+            self.by_inode.insert(stamp.inode, j);
+            self.by_key.insert(key.clone(), i);
+        }
+        let real_path = (self.mirror.join(&key) != real).then_some(real);
         self.sources.push(Source {
-            key: key.clone(),
-            path: real,
+            key,
+            real_path,
             stamp,
             kind,
         });
-        self.index.insert(key, i);
         Ok(Some(i))
+    }
+
+    /// The source of `key`, whose inode number is `inode`, if it was seen already.
+    fn known_source(&self, key: &str, inode: u64) -> Option<usize> {
+        self.by_inode
+            .get(&inode)
+            .copied()
+            .filter(|&i| self.sources[i].key == key)
+            .or_else(|| self.by_key.get(key).copied())
     }
 
     /// `path` with every symlink resolved, and the metadata of what it names. The same as
@@ -294,15 +340,18 @@ impl<'a> Scanner<'a> {
                 real.parent().unwrap_or(Path::new("/")).join(&info.url)
             }
         };
-        if !nar_path.exists() {
-            self.warn(format!(
-                "{}: skipped: its NAR {} is missing",
-                real.display(),
-                nar_path.display()
-            ));
-            return Ok(None);
+        match self.resolve(&nar_path) {
+            Ok((nar_real, meta)) => self.source_at(&nar_path, nar_real, meta, false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warn(format!(
+                    "{}: skipped: its NAR {} is missing",
+                    real.display(),
+                    nar_path.display()
+                ));
+                Ok(None)
+            }
+            Err(e) => Err(io_error(&nar_path)(e)),
         }
-        self.source(&nar_path, false)
     }
 
     fn push_dir(&mut self, key: String, entries: BTreeMap<String, Entry>) -> Entry {
@@ -363,7 +412,8 @@ impl<'a> Scanner<'a> {
         let entry = match self.trusted_ipfs_hash(&real, key) {
             Some(added) => {
                 self.fixed.push(key.to_string());
-                Entry::Fixed(added)
+                self.fixed_roots.push(added);
+                Entry::Fixed(self.fixed_roots.len() - 1)
             }
             None => {
                 let mut entries = BTreeMap::new();
@@ -489,6 +539,7 @@ impl MirrorTree {
             releases: s.releases,
             warnings: s.warnings,
             fixed_releases: s.fixed,
+            fixed: s.fixed_roots,
         })
     }
 

@@ -9,57 +9,64 @@ use crate::ipfs::client::IpfsClient;
 
 /// Picks the published paths to check on the node: every directory down to the releases and
 /// channels, the first and last narinfo and NAR, and files spread evenly over the rest, at
-/// most `max_files` files in all.
-pub fn verification_sample(paths: &[(String, Cid, bool)], max_files: usize) -> Vec<(String, Cid)> {
-    let mut picked: Vec<usize> = Vec::new();
-    let mut files = Vec::new();
-    for (i, (path, _, is_dir)) in paths.iter().enumerate() {
-        if *is_dir {
+/// most `max_files` files in all. `walk` calls its argument with every published path, its
+/// CID and whether it is a directory, in tree order (as [`super::Built::visit`] does); it is
+/// called twice, and only the paths picked are kept.
+pub fn verification_sample<W>(walk: W, max_files: usize) -> Vec<(String, Cid)>
+where
+    W: Fn(&mut dyn FnMut(&str, &Cid, bool)),
+{
+    // First pass: how many files, and the first and last of each kind, by file number.
+    let kinds: [&dyn Fn(&str) -> bool; 3] = [
+        &|p: &str| p.starts_with("binary_cache/") && p.ends_with(".narinfo"),
+        &|p: &str| p.starts_with("binary_cache/nar/"),
+        &|p: &str| p.starts_with("releases/") && !p.contains("/binary_cache/"),
+    ];
+    let mut firsts_and_lasts = [[None::<usize>; 2]; 3];
+    let mut files = 0usize;
+    walk(&mut |path, _, is_dir| {
+        if is_dir {
+            return;
+        }
+        for (kind, ends) in kinds.iter().zip(firsts_and_lasts.iter_mut()) {
+            if kind(path) {
+                ends[0].get_or_insert(files);
+                ends[1] = Some(files);
+            }
+        }
+        files += 1;
+    });
+    let mut chosen: Vec<usize> = Vec::new();
+    for n in firsts_and_lasts.into_iter().flatten().flatten() {
+        if !chosen.contains(&n) && chosen.len() < max_files {
+            chosen.push(n);
+        }
+    }
+    let room = max_files.saturating_sub(chosen.len());
+    if room > 0 && files > 0 {
+        let step = files.div_ceil(room).max(1);
+        for n in (0..files).step_by(step) {
+            if !chosen.contains(&n) && chosen.len() < max_files {
+                chosen.push(n);
+            }
+        }
+    }
+    // Second pass: the directories near the top and the files chosen, in tree order.
+    let mut picked = Vec::new();
+    let mut file = 0usize;
+    walk(&mut |path, cid, is_dir| {
+        if is_dir {
             if path.matches('/').count() <= 2 {
-                picked.push(i);
+                picked.push((path.to_string(), *cid));
             }
         } else {
-            files.push(i);
-        }
-    }
-    let mut chosen_files: Vec<usize> = Vec::new();
-    let firsts_and_lasts = |pred: &dyn Fn(&str) -> bool| {
-        let matching: Vec<usize> = files
-            .iter()
-            .copied()
-            .filter(|&i| pred(&paths[i].0))
-            .collect();
-        [matching.first().copied(), matching.last().copied()]
-    };
-    for i in firsts_and_lasts(&|p: &str| p.starts_with("binary_cache/") && p.ends_with(".narinfo"))
-        .into_iter()
-        .chain(firsts_and_lasts(&|p: &str| {
-            p.starts_with("binary_cache/nar/")
-        }))
-        .chain(firsts_and_lasts(&|p: &str| {
-            p.starts_with("releases/") && !p.contains("/binary_cache/")
-        }))
-        .flatten()
-    {
-        if !chosen_files.contains(&i) && chosen_files.len() < max_files {
-            chosen_files.push(i);
-        }
-    }
-    let room = max_files.saturating_sub(chosen_files.len());
-    if room > 0 && !files.is_empty() {
-        let step = files.len().div_ceil(room).max(1);
-        for &i in files.iter().step_by(step) {
-            if !chosen_files.contains(&i) && chosen_files.len() < max_files {
-                chosen_files.push(i);
+            if chosen.contains(&file) {
+                picked.push((path.to_string(), *cid));
             }
+            file += 1;
         }
-    }
-    picked.extend(chosen_files);
-    picked.sort_unstable();
+    });
     picked
-        .into_iter()
-        .map(|i| (paths[i].0.clone(), paths[i].1))
-        .collect()
 }
 
 /// Checks with `files/stat` that the node has `root` at `mfs_root`, and each sampled path
@@ -113,8 +120,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let (tree, built, _) =
             build_to_car(dir.path(), &FileCache::new(), &out.path().join("m.car"));
-        let paths = built.paths(&tree);
-        let sample = verification_sample(&paths, 4);
+        let sample = verification_sample(|f| built.visit(&tree, f), 4);
         let names: Vec<&str> = sample.iter().map(|(p, _)| p.as_str()).collect();
         for expected in [
             "binary_cache",
