@@ -42,6 +42,7 @@ pub mod progress;
 pub mod release;
 pub mod signature;
 pub mod status;
+pub mod storage;
 pub mod store_file;
 pub mod store_path;
 pub mod tarballs;
