@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use common::garage::{Garage, REGION};
 use common::nixcache::store_path_hash;
 use common::{
-    nix_cache, nix_install_from, output_text, Compression, NixCache, TestDir, TestServer,
+    nix_cache, nix_install_from, output_text, Compression, Fault, NixCache, TestDir, TestServer,
 };
 
 /// The prefix the tests mirror into.
@@ -63,13 +63,16 @@ impl Run {
             &cache.public_key,
             "--progress",
             "none",
-            "--retry-delay",
-            "0.05",
-            "--connect-timeout",
-            "5",
-            "--stall-timeout",
-            "5",
         ];
+        for (flag, value) in [
+            ("--retry-delay", "0.05"),
+            ("--stall-timeout", "5"),
+            ("--connect-timeout", "5"),
+        ] {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
         args.extend_from_slice(extra);
         let mut cmd = common::process::nixipfs_command(args);
         cmd.envs(garage.env());
@@ -418,4 +421,106 @@ fn bad_targets_are_refused_with_clear_errors() {
         );
         assert!(!PathBuf::from("x.car").exists());
     }
+}
+
+/// A server for `cache` whose NAR of the `app` top-level path answers only after `delay`, and
+/// that path's NAR URL.
+fn serve_with_slow_nar(cache: &NixCache, delay: std::time::Duration) -> (TestServer, String) {
+    let slow = cache.nar_url_path(cache.path_named("nixipfs-test-app"));
+    let srv = TestServer::builder()
+        .static_dir(&cache.dir)
+        .fault_always(&slow, Fault::DelayHeaders(delay))
+        .start();
+    (srv, slow)
+}
+
+/// Waits until `srv` has had a request for `path` (the run is past its lock and listing).
+fn wait_for_request(srv: &TestServer, path: &str) {
+    let start = std::time::Instant::now();
+    while srv.count(path) == 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "no request for {path}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_three_node_cluster_losing_one_node_mid_run_still_takes_the_mirror() {
+    let mut garage = Garage::start(3, "one-down");
+    let cache = nix_cache(Compression::Xz);
+    let (srv, slow) = serve_with_slow_nar(cache, std::time::Duration::from_secs(3));
+    let run = Run::new("s3-one-down", cache);
+    let extra = ["--stall-timeout", "30"];
+    let out = std::thread::scope(|s| {
+        let mirror =
+            s.spawn(|| run.mirror(&garage, &garage.endpoint(), cache, &srv.url(), &extra, &[]));
+        wait_for_request(&srv, &slow);
+        garage.signal_kill(2);
+        mirror.join().unwrap()
+    });
+    garage.kill(2);
+    assert_ok(&out);
+    assert_mirrored(&garage, cache);
+    assert_eq!(assert_no_narinfo_without_nar(&garage), cache.closure.len());
+}
+
+#[test]
+fn a_cluster_stopped_mid_run_fails_the_run_leaves_no_narinfo_without_its_nar_and_a_rerun_finishes()
+{
+    let mut garage = Garage::start(3, "all-down");
+    let cache = nix_cache(Compression::Xz);
+    let (srv, slow) = serve_with_slow_nar(cache, std::time::Duration::from_secs(3));
+    let run = Run::new("s3-all-down", cache);
+    let extra = ["--stall-timeout", "30"];
+    let out = std::thread::scope(|s| {
+        let mirror =
+            s.spawn(|| run.mirror(&garage, &garage.endpoint(), cache, &srv.url(), &extra, &[]));
+        wait_for_request(&srv, &slow);
+        // The other NARs are up and their narinfos written meanwhile.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        for i in 0..3 {
+            garage.signal_kill(i);
+        }
+        mirror.join().unwrap()
+    });
+    garage.kill_all();
+    assert!(
+        !out.status.success(),
+        "the run succeeded without storage\n{}",
+        output_text(&out)
+    );
+    let app = cache.path_named("nixipfs-test-app");
+    assert!(
+        output_text(&out).contains(store_path_hash(app)),
+        "{}",
+        output_text(&out)
+    );
+
+    for i in 0..3 {
+        garage.restart(i);
+    }
+    garage.wait_ready();
+    let narinfos = assert_no_narinfo_without_nar(&garage);
+    assert!(
+        narinfos < cache.closure.len(),
+        "the narinfo of the NAR that could not be uploaded is not there"
+    );
+    let prefix = format!("{PREFIX}/binary_cache");
+    assert!(
+        garage.get(&prefix, "lastsync").is_none(),
+        "no lastsync after a failed run"
+    );
+    // The run that failed could not give its lock up; the rerun, on the same host, sees that
+    // its process is gone and takes the lock over.
+    assert!(garage.get(PREFIX, ".lock").is_some());
+    let again = run.mirror(&garage, &garage.endpoint(), cache, &srv.url(), &extra, &[]);
+    assert_ok(&again);
+    assert!(
+        output_text(&again).contains("taking it over"),
+        "{}",
+        output_text(&again)
+    );
+    assert_mirrored(&garage, cache);
 }

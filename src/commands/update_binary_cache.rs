@@ -68,7 +68,7 @@ async fn run_bucket(
     out: &mut (dyn Write + Send),
 ) -> Result<MirrorReport> {
     let roots = release::read_store_paths(&opts.release)?;
-    let root = S3Store::connect(location)?;
+    let root = S3Store::connect(location, &opts.fetch)?;
     let lock = if opts.print_only {
         None
     } else {

@@ -48,6 +48,8 @@ pub(super) struct NarInfoBatch {
 impl NarInfoBatch {
     /// Entries stored per batch.
     const SIZE: usize = 2048;
+    /// Narinfos written to a bucket per batch.
+    const BUCKET_SIZE: usize = 64;
 
     pub(super) fn new(
         sink: Sink,
@@ -86,7 +88,15 @@ impl NarInfoBatch {
     }
 
     async fn flush_if_full(&mut self) -> Result<()> {
-        if self.pending.len() + self.links.len() >= Self::SIZE {
+        // A bucket has no syncfs to share: its narinfos go up as soon as the previous batch is
+        // written (at most 64 at a time), so that a run stopped late has published what it
+        // verified.
+        let size = match self.sink {
+            Sink::Bucket(_) if self.storing.as_ref().map_or(true, |t| t.is_finished()) => 1,
+            Sink::Bucket(_) => Self::BUCKET_SIZE,
+            _ => Self::SIZE,
+        };
+        if self.pending.len() + self.links.len() >= size {
             self.start_store().await?;
         }
         Ok(())

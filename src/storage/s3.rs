@@ -14,9 +14,11 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as Key;
-use object_store::{ObjectStore, WriteMultipart};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig, WriteMultipart};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
+
+use crate::fetch::FetchConfig;
 
 /// Files up to this size are uploaded with one PUT; larger ones in parts of this size.
 pub const SINGLE_PUT_MAX: usize = 8 << 20;
@@ -83,10 +85,23 @@ impl S3Store {
     /// Connects to the bucket at `location` (nothing is sent yet). Credentials come from
     /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), or else from the
     /// profile `AWS_PROFILE` (default `default`) of `~/.aws/credentials`.
-    pub fn connect(location: &S3Location) -> Result<S3Store> {
+    /// Requests are retried as `fetch` says (`--retries`, `--retry-delay`), and connections
+    /// given its connect timeout.
+    pub fn connect(location: &S3Location, fetch: &FetchConfig) -> Result<S3Store> {
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: fetch.backoff_base,
+                max_backoff: fetch.backoff_max,
+                base: 2.0,
+            },
+            max_retries: fetch.retries as usize,
+            retry_timeout: Duration::from_secs(180),
+        };
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&location.bucket)
-            .with_virtual_hosted_style_request(false);
+            .with_virtual_hosted_style_request(false)
+            .with_retry(retry)
+            .with_client_options(ClientOptions::new().with_connect_timeout(fetch.connect_timeout));
         if let Some(endpoint) = &location.endpoint {
             builder = builder
                 .with_endpoint(endpoint)
@@ -432,6 +447,14 @@ impl S3Lock {
             return Ok(None);
         };
         match parse_lock(&body) {
+            Some((token, _)) if holder_is_gone(&token) => {
+                tracing::warn!(
+                    "{}: the lock of {token} was left by a process of this host that is gone; \
+                     taking it over",
+                    store.url_of(Self::KEY)
+                );
+                Ok(None)
+            }
             Some((token, at)) if now_secs().saturating_sub(at) < Self::STALE.as_secs() => {
                 Ok(Some(token))
             }
@@ -461,6 +484,18 @@ impl S3Lock {
             self.store.delete(Self::KEY).await?;
         }
         Ok(())
+    }
+}
+
+/// Whether the lock token `HOST-PID-RANDOM` names a process of this host that no longer runs.
+fn holder_is_gone(token: &str) -> bool {
+    let mut parts = token.rsplitn(3, '-');
+    let (_, pid, host) = (parts.next(), parts.next(), parts.next());
+    match (host, pid.and_then(|p| p.parse::<u32>().ok())) {
+        (Some(host), Some(pid)) => {
+            host == hostname() && !Path::new(&format!("/proc/{pid}")).exists()
+        }
+        _ => false,
     }
 }
 
@@ -525,5 +560,13 @@ mod tests {
         assert_eq!(t, "h-1-ab");
         assert!(at > 0);
         assert_eq!(parse_lock(b"garbage"), None);
+    }
+
+    #[test]
+    fn a_lock_of_a_gone_process_of_this_host_is_stale() {
+        let me = format!("{}-{}-ab", hostname(), std::process::id());
+        assert!(!holder_is_gone(&me));
+        assert!(holder_is_gone(&format!("{}-4194304999-ab", hostname())));
+        assert!(!holder_is_gone("some-other-host-1-ab"));
     }
 }

@@ -128,19 +128,7 @@ admin_token = "{secret}"
                     d = d.display()
                 ),
             );
-            let log = fs::File::create(dir.join(format!("node{i}.log"))).unwrap();
-            let mut cmd = Command::new(&bin);
-            cmd.arg("-c")
-                .arg(&config)
-                .arg("server")
-                .env("RUST_LOG", "garage=warn")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log);
-            without_proxies(&mut cmd);
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+            let child = spawn_node(&bin, &config, &dir.join(format!("node{i}.log")));
             started.push(Node {
                 child: Some(child),
                 config,
@@ -343,6 +331,43 @@ admin_token = "{secret}"
         self.nodes[i].child.as_ref().map(|c| c.id())
     }
 
+    /// Starts node `i` again, on its data, and waits until the bucket answers through it.
+    pub fn restart(&mut self, i: usize) {
+        if self.nodes[i].child.is_none() {
+            let log = self.dir.join(format!("node{i}.log"));
+            self.nodes[i].child = Some(spawn_node(&garage_bin(), &self.nodes[i].config, &log));
+        }
+        wait_for_port(self.nodes[i].s3_port);
+    }
+
+    /// Waits until rclone can list the bucket through a live node (the cluster has its quorum
+    /// again), for at most 60 s.
+    pub fn wait_ready(&self) {
+        let start = Instant::now();
+        loop {
+            let mut cmd = Command::new(rclone());
+            cmd.args(["lsf", "--max-depth", "1"])
+                .arg(self.rclone_remote(self.live_node(), ""));
+            without_proxies(&mut cmd);
+            let out = run_with_timeout(&mut cmd, Duration::from_secs(60)).unwrap();
+            if out.status.success() {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!("the bucket did not answer again\n{}", output_text(&out));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Sends SIGKILL to node `i` without waiting (usable while the cluster is shared with a
+    /// running command); [`Garage::kill`] reaps it after.
+    pub fn signal_kill(&self, i: usize) {
+        if let Some(pid) = self.pid(i) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+
     /// Kills every node.
     pub fn kill_all(&mut self) {
         for i in 0..self.nodes.len() {
@@ -355,6 +380,26 @@ impl Drop for Garage {
     fn drop(&mut self) {
         self.kill_all();
     }
+}
+
+/// Starts `garage -c config server`, appending its output to `log`.
+fn spawn_node(bin: &std::path::Path, config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c")
+        .arg(config)
+        .arg("server")
+        .env("RUST_LOG", "garage=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    without_proxies(&mut cmd);
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()))
 }
 
 /// The value after `name:` on a line of `garage key create`'s output.
