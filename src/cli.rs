@@ -165,8 +165,16 @@ impl ProfileArg {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The mirror directory.
-    #[arg(long)]
-    pub dir: PathBuf,
+    #[arg(long, required_unless_present = "target", conflicts_with = "target")]
+    pub dir: Option<PathBuf>,
+    /// A binary cache in a bucket, s3://BUCKET/PREFIX (its PREFIX/binary_cache/), instead of a
+    /// mirror directory.
+    #[arg(long, value_name = "s3://BUCKET/PREFIX", conflicts_with = "repair")]
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
     /// Check NARs by size only, without hashing them.
     #[arg(long, conflicts_with = "full")]
     pub quick: bool,

@@ -318,20 +318,38 @@ fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
             })
         }
         Command::Verify(a) => {
-            let opts = verify::VerifyOptions {
-                dir: on_disk(a.dir, "verify")?,
-                nars: match (a.quick, a.full) {
-                    (true, _) => NarCheck::Size,
-                    (false, true) => NarCheck::Full,
-                    (false, false) => NarCheck::FileHash,
-                },
-                trusted_keys: cli::parse_keys(&a.trusted_public_keys)?,
-                repair: a.repair,
-                wait_lock: a.wait_lock,
+            let nars = match (a.quick, a.full) {
+                (true, _) => NarCheck::Size,
+                (false, true) => NarCheck::Full,
+                (false, false) => NarCheck::FileHash,
+            };
+            let trusted_keys = cli::parse_keys(&a.trusted_public_keys)?;
+            let target = match a.dir {
+                Some(dir) => nixipfs::storage::Target::Dir(on_disk(dir, "verify")?),
+                None => a.s3.target(None, a.target.as_deref())?,
             };
             let mut stdout = std::io::stdout().lock();
-            let outcome = verify::run(&opts, &mut stdout)?;
-            let report = outcome.report;
+            let report = match target {
+                nixipfs::storage::Target::Dir(dir) => {
+                    let opts = verify::VerifyOptions {
+                        dir,
+                        nars,
+                        trusted_keys,
+                        repair: a.repair,
+                        wait_lock: a.wait_lock,
+                    };
+                    verify::run(&opts, &mut stdout)?.report
+                }
+                nixipfs::storage::Target::S3(location) => {
+                    let opts = verify::VerifyBucketOptions {
+                        location,
+                        fetch: a.fetch.to_config(DEFAULT_CONCURRENCY)?,
+                        nars,
+                        trusted_keys,
+                    };
+                    runtime()?.block_on(verify::run_bucket(&opts, &mut stdout))?
+                }
+            };
             metrics.gauge(
                 "nixipfs_verify_problems",
                 "Problems the last verify found.",

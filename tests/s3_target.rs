@@ -329,6 +329,47 @@ fn a_live_lock_in_the_bucket_stops_a_run_and_a_stale_one_is_taken_over() {
         output_text(&out)
     );
     assert_mirrored(&garage, cache);
+
+    // `verify` reads the bucket back: clean, then a NAR object with one byte changed.
+    let verify = |extra: &[&str]| {
+        let target = format!("s3://{}/{PREFIX}", garage.bucket);
+        let endpoint = garage.endpoint();
+        let mut args = vec![
+            "verify",
+            "--target",
+            &target,
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-region",
+            REGION,
+            "--trusted-public-key",
+            &cache.public_key,
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = common::process::nixipfs_command(args);
+        cmd.envs(garage.env());
+        common::process::run_command(&mut cmd, common::process::DEFAULT_TIMEOUT)
+    };
+    assert_ok(&verify(&["--full"]));
+    let lib = cache.path_named("nixipfs-test-lib");
+    let url = cache.nar_url_path(lib).trim_start_matches('/').to_string();
+    let prefix = format!("{PREFIX}/binary_cache");
+    let mut bytes = garage.get(&prefix, &url).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    garage.put(&prefix, &url, &bytes);
+    for extra in [&[][..], &["--full"][..]] {
+        let out = verify(extra);
+        assert!(!out.status.success(), "{}", output_text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&url) && stdout.lines().count() == 1,
+            "{}",
+            output_text(&out)
+        );
+    }
+    // By size only, the changed byte goes unseen.
+    assert_ok(&verify(&["--quick"]));
 }
 
 #[test]
@@ -492,8 +533,9 @@ fn a_cluster_stopped_mid_run_fails_the_run_leaves_no_narinfo_without_its_nar_and
         output_text(&out)
     );
     let app = cache.path_named("nixipfs-test-app");
+    let app_nar = cache.nar_url_path(app);
     assert!(
-        output_text(&out).contains(store_path_hash(app)),
+        output_text(&out).contains(app_nar.trim_start_matches('/')),
         "{}",
         output_text(&out)
     );

@@ -640,7 +640,7 @@ fn closure_cases(
         discard(&out)?;
 
         // Into Garage: directly, and to disk then `rclone sync`.
-        if transport == Transport::Http1 {
+        if full && transport == Transport::Http1 {
             s3::cases(b, name, &base, &key, &ds.store_paths_file(), &runs_dir)?;
         }
 

@@ -174,6 +174,7 @@ impl Garage {
     /// Objects and bytes under `bench/prefix`, by rclone.
     fn size(&self, prefix: &str) -> String {
         Command::new("rclone")
+            .env_remove("AWS_CA_BUNDLE")
             .args(["size", "--json"])
             .arg(self.rclone_remote(prefix))
             .output()
@@ -295,7 +296,7 @@ pub fn cases(
                     .join(" ")
             };
             let script = format!(
-                "{} {} && rclone sync --transfers 32 --checkers 32 '{}' \"{}\"",
+                "{} {} && env -u AWS_CA_BUNDLE rclone sync --transfers 32 --checkers 32 '{}' \"{}\"",
                 s(&nixipfs),
                 quoted(&ubc),
                 s(two_step.join("binary_cache")),

@@ -80,6 +80,8 @@ struct Node {
 /// A running Garage cluster with one bucket (see the module documentation).
 pub struct Garage {
     nodes: Vec<Node>,
+    /// The node IDs.
+    ids: Vec<String>,
     /// The bucket.
     pub bucket: String,
     /// The access key allowed on the bucket.
@@ -139,6 +141,7 @@ admin_token = "{secret}"
         }
         let mut g = Garage {
             nodes: started,
+            ids: Vec::new(),
             bucket: bucket.to_string(),
             key_id: String::new(),
             secret: String::new(),
@@ -154,10 +157,8 @@ admin_token = "{secret}"
                 id.split('@').next().unwrap().to_string()
             })
             .collect();
-        for (i, id) in ids.iter().enumerate().skip(1) {
-            let addr = format!("{id}@127.0.0.1:{}", g.nodes[i].rpc_port);
-            g.cli_retrying(&["node", "connect", &addr]);
-        }
+        g.ids = ids.clone();
+        g.connect();
         for (i, id) in ids.iter().enumerate() {
             let zone = format!("dc{}", i + 1);
             g.cli_retrying(&["layout", "assign", "-z", &zone, "-c", "1G", id]);
@@ -248,6 +249,8 @@ admin_token = "{secret}"
     /// Every object under `prefix` (relative key → size), listed by rclone.
     pub fn list(&self, prefix: &str) -> BTreeMap<String, u64> {
         let mut cmd = Command::new(rclone());
+        // rclone cannot use a custom CA bundle with its HTTP transport; the endpoint is plain HTTP.
+        cmd.env_remove("AWS_CA_BUNDLE");
         cmd.args(["lsjson", "-R", "--files-only", "--no-modtime"])
             .arg(self.rclone_remote(self.live_node(), prefix));
         without_proxies(&mut cmd);
@@ -269,6 +272,8 @@ admin_token = "{secret}"
     /// rclone.
     pub fn list_times(&self, prefix: &str) -> BTreeMap<String, String> {
         let mut cmd = Command::new(rclone());
+        // rclone cannot use a custom CA bundle with its HTTP transport; the endpoint is plain HTTP.
+        cmd.env_remove("AWS_CA_BUNDLE");
         cmd.args(["lsjson", "-R", "--files-only"])
             .arg(self.rclone_remote(self.live_node(), prefix));
         without_proxies(&mut cmd);
@@ -288,7 +293,13 @@ admin_token = "{secret}"
 
     /// The object `prefix/rel`, read by rclone; `None` when there is none.
     pub fn get(&self, prefix: &str, rel: &str) -> Option<Vec<u8>> {
+        // `rclone cat` of a missing object prints nothing and succeeds.
+        if !self.list(prefix).contains_key(rel) {
+            return None;
+        }
         let mut cmd = Command::new(rclone());
+        // rclone cannot use a custom CA bundle with its HTTP transport; the endpoint is plain HTTP.
+        cmd.env_remove("AWS_CA_BUNDLE");
         cmd.arg("cat").arg(format!(
             "{}/{rel}",
             self.rclone_remote(self.live_node(), prefix)
@@ -302,6 +313,8 @@ admin_token = "{secret}"
     pub fn put(&self, prefix: &str, rel: &str, bytes: &[u8]) {
         let file = self.dir.write("upload.tmp", bytes);
         let mut cmd = Command::new(rclone());
+        // rclone cannot use a custom CA bundle with its HTTP transport; the endpoint is plain HTTP.
+        cmd.env_remove("AWS_CA_BUNDLE");
         cmd.arg("copyto").arg(&file).arg(format!(
             "{}/{rel}",
             self.rclone_remote(self.live_node(), prefix)
@@ -340,20 +353,44 @@ admin_token = "{secret}"
         wait_for_port(self.nodes[i].s3_port);
     }
 
-    /// Waits until rclone can list the bucket through a live node (the cluster has its quorum
-    /// again), for at most 60 s.
+    /// Connects the first live node to every other live one.
+    fn connect(&self) {
+        let first = self.live_node();
+        for (i, id) in self.ids.iter().enumerate() {
+            if i != first && self.nodes[i].child.is_some() {
+                let addr = format!("{id}@127.0.0.1:{}", self.nodes[i].rpc_port);
+                self.cli_retrying(&["node", "connect", &addr]);
+            }
+        }
+    }
+
+    /// Connects the live nodes again (as an operator would after restarting them all) and
+    /// waits until rclone can list the bucket through one (the cluster has its quorum again),
+    /// for at most 120 s.
     pub fn wait_ready(&self) {
+        self.connect();
         let start = Instant::now();
         loop {
             let mut cmd = Command::new(rclone());
-            cmd.args(["lsf", "--max-depth", "1"])
-                .arg(self.rclone_remote(self.live_node(), ""));
+            // rclone cannot use a custom CA bundle with its HTTP transport; the endpoint is plain HTTP.
+            cmd.env_remove("AWS_CA_BUNDLE");
+            cmd.args([
+                "lsf",
+                "--max-depth",
+                "1",
+                "--retries",
+                "1",
+                "--low-level-retries",
+                "1",
+            ])
+            .args(["--contimeout", "5s", "--timeout", "10s"])
+            .arg(self.rclone_remote(self.live_node(), ""));
             without_proxies(&mut cmd);
             let out = run_with_timeout(&mut cmd, Duration::from_secs(60)).unwrap();
             if out.status.success() {
                 return;
             }
-            if start.elapsed() > Duration::from_secs(60) {
+            if start.elapsed() > Duration::from_secs(120) {
                 panic!("the bucket did not answer again\n{}", output_text(&out));
             }
             std::thread::sleep(Duration::from_millis(500));
