@@ -872,95 +872,6 @@ impl Repairs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn touch(path: &Path) {
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, b"x").unwrap();
-    }
-
-    #[test]
-    fn problems_read_as_one_line_naming_the_file() {
-        let narinfos = vec![PathBuf::from("/m/binary_cache/a.narinfo")];
-        assert_eq!(
-            Problem::NarMissing {
-                nar: PathBuf::from("/m/binary_cache/nar/x.nar.xz"),
-                narinfos,
-            }
-            .to_string(),
-            "/m/binary_cache/nar/x.nar.xz: missing (named by /m/binary_cache/a.narinfo)"
-        );
-        assert_eq!(
-            Problem::NotSigned {
-                narinfo: PathBuf::from("/m/binary_cache/a.narinfo"),
-                keys: vec!["k1".into(), "k2".into()],
-            }
-            .to_string(),
-            "/m/binary_cache/a.narinfo: not signed by a trusted key (k1, k2)"
-        );
-    }
-
-    #[test]
-    fn repair_removes_narinfos_before_their_nar_and_spares_a_release_a_channel_points_at() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = fsutil::absolute(tmp.path()).unwrap();
-        let cache = dir.join(BINARY_CACHE_DIR);
-        let (a, b, nar) = (
-            cache.join("a.narinfo"),
-            cache.join("b.narinfo"),
-            cache.join("nar/x.nar.xz"),
-        );
-        let pointed = dir.join("releases/c/c-1");
-        let other = dir.join("releases/c/c-2");
-        for f in [&a, &b, &nar] {
-            touch(f);
-        }
-        touch(&pointed.join("git-revision"));
-        touch(&other.join("git-revision"));
-        fs::create_dir_all(dir.join("channels")).unwrap();
-        std::os::unix::fs::symlink("../releases/c/c-1", dir.join("channels/c")).unwrap();
-        let problems = vec![
-            Problem::NarMismatch {
-                nar: nar.clone(),
-                mismatch: "got size 2, expected 1".into(),
-                narinfos: vec![a.clone(), b.clone()],
-            },
-            Problem::ReleaseLacksFile {
-                release: pointed.clone(),
-                file: "src-url",
-            },
-            Problem::ReleaseLacksFile {
-                release: other.clone(),
-                file: "src-url",
-            },
-            Problem::ReleaseLacksFile {
-                release: other.clone(),
-                file: "store-paths",
-            },
-        ];
-        let done = repair(&dir, &problems).unwrap();
-        let removed: Vec<&Path> = done
-            .iter()
-            .filter_map(|r| match r {
-                Repair::Removed { path, .. } => Some(path.as_path()),
-                Repair::LeftAlone { .. } => None,
-            })
-            .collect();
-        let marker = other.join("git-revision");
-        assert_eq!(
-            removed,
-            vec![a.as_path(), b.as_path(), nar.as_path(), marker.as_path()]
-        );
-        assert!(pointed.join("git-revision").is_file());
-        assert!(done.iter().any(|r| matches!(r, Repair::LeftAlone { .. })));
-        for p in removed {
-            assert!(fs::symlink_metadata(p).is_err());
-        }
-    }
-}
-
 /// NAR objects read back at once by [`verify_bucket`].
 const BUCKET_READS: usize = 4;
 
@@ -1112,4 +1023,93 @@ pub async fn verify_bucket(cache: &S3Store, checks: &VerifyChecks) -> Result<Ver
     report.found.extend(problems);
     report.problems = report.found.iter().map(Problem::to_string).collect();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(path: &Path) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, b"x").unwrap();
+    }
+
+    #[test]
+    fn problems_read_as_one_line_naming_the_file() {
+        let narinfos = vec![PathBuf::from("/m/binary_cache/a.narinfo")];
+        assert_eq!(
+            Problem::NarMissing {
+                nar: PathBuf::from("/m/binary_cache/nar/x.nar.xz"),
+                narinfos,
+            }
+            .to_string(),
+            "/m/binary_cache/nar/x.nar.xz: missing (named by /m/binary_cache/a.narinfo)"
+        );
+        assert_eq!(
+            Problem::NotSigned {
+                narinfo: PathBuf::from("/m/binary_cache/a.narinfo"),
+                keys: vec!["k1".into(), "k2".into()],
+            }
+            .to_string(),
+            "/m/binary_cache/a.narinfo: not signed by a trusted key (k1, k2)"
+        );
+    }
+
+    #[test]
+    fn repair_removes_narinfos_before_their_nar_and_spares_a_release_a_channel_points_at() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = fsutil::absolute(tmp.path()).unwrap();
+        let cache = dir.join(BINARY_CACHE_DIR);
+        let (a, b, nar) = (
+            cache.join("a.narinfo"),
+            cache.join("b.narinfo"),
+            cache.join("nar/x.nar.xz"),
+        );
+        let pointed = dir.join("releases/c/c-1");
+        let other = dir.join("releases/c/c-2");
+        for f in [&a, &b, &nar] {
+            touch(f);
+        }
+        touch(&pointed.join("git-revision"));
+        touch(&other.join("git-revision"));
+        fs::create_dir_all(dir.join("channels")).unwrap();
+        std::os::unix::fs::symlink("../releases/c/c-1", dir.join("channels/c")).unwrap();
+        let problems = vec![
+            Problem::NarMismatch {
+                nar: nar.clone(),
+                mismatch: "got size 2, expected 1".into(),
+                narinfos: vec![a.clone(), b.clone()],
+            },
+            Problem::ReleaseLacksFile {
+                release: pointed.clone(),
+                file: "src-url",
+            },
+            Problem::ReleaseLacksFile {
+                release: other.clone(),
+                file: "src-url",
+            },
+            Problem::ReleaseLacksFile {
+                release: other.clone(),
+                file: "store-paths",
+            },
+        ];
+        let done = repair(&dir, &problems).unwrap();
+        let removed: Vec<&Path> = done
+            .iter()
+            .filter_map(|r| match r {
+                Repair::Removed { path, .. } => Some(path.as_path()),
+                Repair::LeftAlone { .. } => None,
+            })
+            .collect();
+        let marker = other.join("git-revision");
+        assert_eq!(
+            removed,
+            vec![a.as_path(), b.as_path(), nar.as_path(), marker.as_path()]
+        );
+        assert!(pointed.join("git-revision").is_file());
+        assert!(done.iter().any(|r| matches!(r, Repair::LeftAlone { .. })));
+        for p in removed {
+            assert!(fs::symlink_metadata(p).is_err());
+        }
+    }
 }
