@@ -165,8 +165,16 @@ impl ProfileArg {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The mirror directory.
-    #[arg(long)]
-    pub dir: PathBuf,
+    #[arg(long, required_unless_present = "target", conflicts_with = "target")]
+    pub dir: Option<PathBuf>,
+    /// A binary cache in a bucket, s3://BUCKET/PREFIX (its PREFIX/binary_cache/), instead of a
+    /// mirror directory.
+    #[arg(long, value_name = "s3://BUCKET/PREFIX", conflicts_with = "repair")]
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
     /// Check NARs by size only, without hashing them.
     #[arg(long, conflicts_with = "full")]
     pub quick: bool,
@@ -315,6 +323,50 @@ impl PrintFormatArg {
     }
 }
 
+/// How an s3:// target is reached.
+#[derive(Debug, Args, Clone)]
+pub struct S3Args {
+    /// The S3 API endpoint of an s3:// target, e.g. http://127.0.0.1:3900 (default: AWS).
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The region of an s3:// target (Garage: garage; default: AWS_REGION or us-east-1).
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+}
+
+impl S3Args {
+    /// The target named by `--outdir` or `--target`, with the endpoint and region.
+    pub fn target(
+        &self,
+        outdir: Option<PathBuf>,
+        target: Option<&str>,
+    ) -> Result<nixipfs::storage::Target> {
+        use nixipfs::storage::Target;
+        let target = match (outdir, target) {
+            (Some(dir), _) => Target::Dir(dir),
+            (None, Some(t)) => Target::parse(t).context("--target")?,
+            (None, None) => anyhow::bail!("--outdir or --target is required"),
+        };
+        match target {
+            Target::S3(mut location) => {
+                location.endpoint = self.s3_endpoint.clone();
+                location.region = self.s3_region.clone();
+                Ok(Target::S3(location))
+            }
+            Target::Dir(dir) => {
+                if self.s3_endpoint.is_some() || self.s3_region.is_some() {
+                    anyhow::bail!(
+                        "--s3-endpoint and --s3-region are for an s3:// target, not the \
+                         directory {}",
+                        dir.display()
+                    );
+                }
+                Ok(Target::Dir(dir))
+            }
+        }
+    }
+}
+
 /// Turning the NAR check off.
 #[derive(Debug, Args, Clone)]
 pub struct NarCheckArgs {
@@ -365,8 +417,15 @@ pub struct UpdateBinaryCacheArgs {
     #[arg(long)]
     pub release: PathBuf,
     /// The mirror directory; the cache goes to OUTDIR/binary_cache.
-    #[arg(long)]
-    pub outdir: PathBuf,
+    #[arg(long, required_unless_present = "target", conflicts_with = "target")]
+    pub outdir: Option<PathBuf>,
+    /// Where the cache goes: a mirror directory (as --outdir) or s3://BUCKET/PREFIX (the cache
+    /// is PREFIX/binary_cache/, the lock PREFIX/.lock; credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY, or the AWS_PROFILE profile of ~/.aws/credentials).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Upstream binary cache.
     #[arg(long, default_value = config::DEFAULT_CACHE)]
     pub cache: String,

@@ -12,7 +12,8 @@
 //! - remote services and inputs: [`hydra`] (the CI server's JSON API and client), the IPFS
 //!   node's client in [`ipfs`], and the release configuration in [`config`];
 //! - storage: [`binary_cache`] (the local cache, a release's view of it, the upstream narinfo
-//!   client) and [`store_file`] (one file out of a store path);
+//!   client), [`store_file`] (one file out of a store path) and [`storage`] (the cache store the
+//!   mirror writes through: that directory, or an S3-compatible bucket);
 //! - pipelines: [`mirror`] (a closure into the cache), [`release`] (release directories and
 //!   channel links, made from Hydra builds), [`gc`], [`verify`], and `ipfs::publish`; what a
 //!   mirror holds, read back: [`status`], shown by the [`front_page`];
@@ -42,6 +43,7 @@ pub mod progress;
 pub mod release;
 pub mod signature;
 pub mod status;
+pub mod storage;
 pub mod store_file;
 pub mod store_path;
 pub mod tarballs;

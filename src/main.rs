@@ -6,6 +6,7 @@
 mod cli;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -179,8 +180,8 @@ fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
     match cli.command {
         Command::UpdateBinaryCache(a) => {
             let opts = update_binary_cache::UpdateBinaryCacheOptions {
+                target: a.s3.target(a.outdir, a.target.as_deref())?,
                 release: a.release,
-                outdir: a.outdir,
                 cache_url: a.cache,
                 fetch: a.fetch.to_config(DEFAULT_CONCURRENCY)?,
                 print_only: a.print.print_only,
@@ -211,7 +212,7 @@ fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
         }
         Command::GarbageCollect(a) => {
             let opts = garbage_collect::GarbageCollectOptions {
-                cache: a.cache,
+                cache: on_disk(a.cache, "garbage-collect")?,
                 releases: a.releases,
                 dry_run: a.dry_run,
                 wait_lock: a.wait_lock,
@@ -263,9 +264,12 @@ fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
         }
         Command::CreateNixipfs(a) => {
             let opts = create_nixipfs::CreateNixipfsOptions {
-                publish: a
-                    .ipfs
-                    .to_options(a.dir.clone(), !a.no_node, 4, Profile::DEFAULT)?,
+                publish: a.ipfs.to_options(
+                    on_disk(a.dir.clone(), "create-nixipfs")?,
+                    !a.no_node,
+                    4,
+                    Profile::DEFAULT,
+                )?,
                 wait_lock: a.wait_lock,
             };
             let mut stdout = std::io::stdout();
@@ -277,7 +281,7 @@ fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
         Command::ReleaseNixos(a) => release_nixos_cmd(a, metrics),
         Command::Status(a) => {
             let opts = status::StatusOptions {
-                dir: a.dir,
+                dir: on_disk(a.dir, "status")?,
                 json: a.json,
             };
             let mut stdout = std::io::stdout().lock();
@@ -314,20 +318,38 @@ fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
             })
         }
         Command::Verify(a) => {
-            let opts = verify::VerifyOptions {
-                dir: a.dir,
-                nars: match (a.quick, a.full) {
-                    (true, _) => NarCheck::Size,
-                    (false, true) => NarCheck::Full,
-                    (false, false) => NarCheck::FileHash,
-                },
-                trusted_keys: cli::parse_keys(&a.trusted_public_keys)?,
-                repair: a.repair,
-                wait_lock: a.wait_lock,
+            let nars = match (a.quick, a.full) {
+                (true, _) => NarCheck::Size,
+                (false, true) => NarCheck::Full,
+                (false, false) => NarCheck::FileHash,
+            };
+            let trusted_keys = cli::parse_keys(&a.trusted_public_keys)?;
+            let target = match a.dir {
+                Some(dir) => nixipfs::storage::Target::Dir(on_disk(dir, "verify")?),
+                None => a.s3.target(None, a.target.as_deref())?,
             };
             let mut stdout = std::io::stdout().lock();
-            let outcome = verify::run(&opts, &mut stdout)?;
-            let report = outcome.report;
+            let report = match target {
+                nixipfs::storage::Target::Dir(dir) => {
+                    let opts = verify::VerifyOptions {
+                        dir,
+                        nars,
+                        trusted_keys,
+                        repair: a.repair,
+                        wait_lock: a.wait_lock,
+                    };
+                    verify::run(&opts, &mut stdout)?.report
+                }
+                nixipfs::storage::Target::S3(location) => {
+                    let opts = verify::VerifyBucketOptions {
+                        location,
+                        fetch: a.fetch.to_config(DEFAULT_CONCURRENCY)?,
+                        nars,
+                        trusted_keys,
+                    };
+                    runtime()?.block_on(verify::run_bucket(&opts, &mut stdout))?
+                }
+            };
             metrics.gauge(
                 "nixipfs_verify_problems",
                 "Problems the last verify found.",
@@ -433,7 +455,17 @@ fn release_metrics(metrics: &mut Metrics, report: &release_nixos::ReleaseReport)
     }
 }
 
+/// A directory argument of a command that works on disk only: an `s3://` URL is refused with
+/// an error naming the command.
+fn on_disk(dir: PathBuf, command: &str) -> Result<PathBuf> {
+    if let Some(url) = dir.to_str().filter(|s| s.starts_with("s3://")) {
+        nixipfs::storage::Target::parse(url)?.dir(command)?;
+    }
+    Ok(dir)
+}
+
 fn release_nixos_cmd(a: cli::ReleaseNixosArgs, metrics: &mut Metrics) -> Result<ExitCode> {
+    on_disk(a.dir.clone(), "release-nixos")?;
     let config = nixipfs::config::load(&a.config)?;
     let ipfs = if !a.no_ipfs && !a.print.print_only {
         let threads = config.max_ipfs_threads.unwrap_or(4);

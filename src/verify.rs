@@ -34,6 +34,7 @@ use crate::fsutil;
 use crate::hash::Sha256Hash;
 use crate::narinfo::{NarInfo, SignatureCheck};
 use crate::signature::PublicKey;
+use crate::storage::S3Store;
 use crate::store_path::StorePath;
 
 /// How far the NARs of the cache are checked.
@@ -869,6 +870,159 @@ impl Repairs {
             why: why.to_string(),
         });
     }
+}
+
+/// NAR objects read back at once by [`verify_bucket`].
+const BUCKET_READS: usize = 4;
+
+/// Checks the binary cache in a bucket (`cache` is `PREFIX/binary_cache`) as
+/// [`verify_mirror_with`] checks a directory's (point 1 of the module documentation): every
+/// narinfo object parses, is named for its store path, names a safe URL and, with keys, carries
+/// a valid signature; every NAR object it names is listed with its `FileSize` and, unless
+/// `checks.nars` is [`NarCheck::Size`], is read back into a scratch file under `TMPDIR` and
+/// checked like a file on disk. Objects are named by their `s3://` URLs. What is there comes
+/// from one listing.
+pub async fn verify_bucket(cache: &S3Store, checks: &VerifyChecks) -> Result<VerifyReport> {
+    use futures::StreamExt;
+    let listing = cache.list().await?;
+    let mut report = VerifyReport::default();
+    let mut nars: Vec<(String, NarToCheck)> = Vec::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut signed: Vec<(NarInfo, PathBuf)> = Vec::new();
+    let names: BTreeSet<&String> = listing.keys().filter(|k| !k.contains('/')).collect();
+    for key in names {
+        let Some(hash) = key.strip_suffix(".narinfo") else {
+            continue;
+        };
+        report.narinfos += 1;
+        let name = PathBuf::from(cache.url_of(key));
+        let info = match cache.get(key).await.and_then(|b| {
+            let b = b.context("listed, but gone when read")?;
+            let text = String::from_utf8(b.to_vec()).context("not UTF-8")?;
+            NarInfo::parse(&text).map_err(anyhow::Error::from)
+        }) {
+            Ok(i) => i,
+            Err(e) => {
+                report.found.push(Problem::NarInfoUnreadable {
+                    narinfo: name,
+                    error: format!("{e:#}"),
+                });
+                continue;
+            }
+        };
+        if info.hash_part() != hash {
+            report.found.push(Problem::NarInfoMisnamed {
+                narinfo: name.clone(),
+                store_path: info.store_path.to_string(),
+                hash_part: info.hash_part().to_string(),
+            });
+        }
+        if let Err(e) = fsutil::check_relative_path(&info.url) {
+            report.found.push(Problem::UnsafeUrl {
+                narinfo: name.clone(),
+                error: e.to_string(),
+            });
+        } else if let Some(&i) = seen.get(&info.url) {
+            nars[i].1.narinfos.push(name.clone());
+        } else {
+            let full = match (checks.nars, Compression::from_narinfo(&info.compression)) {
+                (NarCheck::Full, Ok(compression)) => Some(ExpectedNar {
+                    compression,
+                    hash: info.nar_hash,
+                    size: info.nar_size,
+                }),
+                (NarCheck::Full, Err(e)) => {
+                    report.found.push(Problem::UnknownCompression {
+                        narinfo: name.clone(),
+                        error: e.to_string(),
+                    });
+                    None
+                }
+                _ => None,
+            };
+            let expected = Expected {
+                size: info.file_size,
+                sha256: match checks.nars {
+                    NarCheck::Size => None,
+                    _ => info.file_hash,
+                },
+                nar: full,
+            };
+            seen.insert(info.url.clone(), nars.len());
+            nars.push((
+                info.url.clone(),
+                NarToCheck {
+                    nar: PathBuf::from(cache.url_of(&info.url)),
+                    expected,
+                    narinfos: vec![name.clone()],
+                },
+            ));
+        }
+        if !checks.trusted_keys.is_empty() {
+            signed.push((info, name));
+        }
+    }
+    check_signatures(&signed, &checks.trusted_keys, &mut report);
+    report.nars = nars.len();
+    let scratch = tempfile::Builder::new()
+        .prefix("nixipfs-verify-")
+        .tempdir()
+        .context("cannot create a scratch directory")?;
+    let listing = &listing;
+    let scratch_dir = scratch.path();
+    let mut problems: Vec<Problem> = futures::stream::iter(nars.into_iter().enumerate())
+        .map(|(i, (rel, check))| async move {
+            let size = listing.get(&rel).copied();
+            let (nar, narinfos) = (check.nar.clone(), check.narinfos.clone());
+            match (size, check.expected.size) {
+                (None, _) => return Some(Problem::NarMissing { nar, narinfos }),
+                (Some(got), Some(want)) if got != want => {
+                    return Some(Problem::NarMismatch {
+                        nar,
+                        mismatch: format!("{got} bytes, FileSize says {want}"),
+                        narinfos,
+                    })
+                }
+                _ if check.expected.sha256.is_none() && check.expected.nar.is_none() => {
+                    return None
+                }
+                _ => {}
+            }
+            let file = scratch_dir.join(format!("nar-{i}"));
+            let _remove = fsutil::RemoveOnDrop(file.clone());
+            if let Err(e) = cache.download_file(&rel, &file).await {
+                return Some(Problem::NarUnreadable {
+                    nar,
+                    error: format!("{e:#}"),
+                });
+            }
+            let expected = check.expected;
+            let checked = tokio::task::spawn_blocking(move || verify_file(&file, expected)).await;
+            match checked {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(mismatch))) => Some(Problem::NarMismatch {
+                    nar,
+                    mismatch: mismatch.to_string(),
+                    narinfos,
+                }),
+                Ok(Err(e)) => Some(Problem::NarUnreadable {
+                    nar,
+                    error: e.to_string(),
+                }),
+                Err(e) => Some(Problem::NarUnreadable {
+                    nar,
+                    error: e.to_string(),
+                }),
+            }
+        })
+        .buffer_unordered(BUCKET_READS)
+        .filter_map(|p| async move { p })
+        .collect()
+        .await;
+    problems.sort_by_cached_key(Problem::to_string);
+    report.found.extend(problems);
+    report.problems = report.found.iter().map(Problem::to_string).collect();
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -1496,7 +1496,7 @@ fn without_nar_hash_checks_the_library_takes_what_file_hash_allows() {
     let m = Mirror::new("ubc-swapped-nar-unchecked");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let run = |check_nar_hash: bool| {
-        let local = LocalCache::create(&m.cache_dir()).unwrap();
+        let local = nixipfs::storage::CacheStore::dir(LocalCache::create(&m.cache_dir()).unwrap());
         let fetcher = Fetcher::new(FetchConfig {
             backoff_base: Duration::from_millis(10),
             ..FetchConfig::default()

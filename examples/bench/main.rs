@@ -16,6 +16,7 @@
 mod dataset;
 mod ipfs;
 mod measure;
+mod s3;
 mod server;
 mod tarballs;
 
@@ -637,6 +638,11 @@ fn closure_cases(
             },
         )?;
         discard(&out)?;
+
+        // Into Garage: directly, and to disk then `rclone sync`.
+        if full && transport == Transport::Http1 {
+            s3::cases(b, name, &base, &key, &ds.store_paths_file(), &runs_dir)?;
+        }
 
         // No-change reruns: update-binary-cache, then release-nixos against a one-file Hydra;
         // the mirror they keep is the one the ipfs cases publish.

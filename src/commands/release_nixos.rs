@@ -27,6 +27,7 @@ use crate::mirror::{self, MirrorJob, MirrorReport, PrintFormat};
 use crate::release::{self, create::NewRelease};
 use crate::signature::PublicKey;
 use crate::status::{self, MirrorStatus};
+use crate::storage::CacheStore;
 use crate::tarballs::{self, TarballGcReport, TarballJob, TarballReport};
 
 /// Options of `release-nixos`.
@@ -365,9 +366,10 @@ async fn mirror_channel(
     fsutil::remove_stale_temp_files(&release.dir)?;
 
     let roots = release::read_store_paths(&release.dir)?;
+    let store = CacheStore::dir(cache.clone());
     let mirror = mirror::mirror_closure(
         &MirrorJob {
-            cache,
+            cache: &store,
             upstream,
             roots,
             release: Some(&release.dir),

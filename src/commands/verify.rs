@@ -6,9 +6,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use crate::binary_cache::BINARY_CACHE_DIR;
+use crate::fetch::FetchConfig;
 use crate::fsutil::DirLock;
 use crate::signature::PublicKey;
-use crate::verify::{repair, verify_mirror_with, NarCheck, Repair, VerifyChecks, VerifyReport};
+use crate::storage::{S3Location, S3Store};
+use crate::verify::{
+    repair, verify_bucket, verify_mirror_with, NarCheck, Repair, VerifyChecks, VerifyReport,
+};
 
 /// Options of `verify`.
 #[derive(Clone, Debug)]
@@ -32,6 +37,34 @@ pub struct VerifyOutcome {
     pub report: VerifyReport,
     /// What was done about each problem of the first check (empty without `repair`).
     pub repairs: Vec<Repair>,
+}
+
+/// Options of `verify --target s3://BUCKET/PREFIX`.
+#[derive(Clone, Debug)]
+pub struct VerifyBucketOptions {
+    /// The bucket and prefix; the cache checked is `PREFIX/binary_cache/`.
+    pub location: S3Location,
+    /// Retries and timeouts of the requests.
+    pub fetch: FetchConfig,
+    /// How far each NAR is checked.
+    pub nars: NarCheck,
+    /// Keys every narinfo must carry a valid signature by (empty: signatures not checked).
+    pub trusted_keys: Vec<PublicKey>,
+}
+
+/// Checks the binary cache in a bucket ([`verify_bucket`]); each problem is printed to `out`,
+/// one per line. Only reads: no lock is taken.
+pub async fn run_bucket(opts: &VerifyBucketOptions, out: &mut dyn Write) -> Result<VerifyReport> {
+    let store = S3Store::connect(&opts.location, &opts.fetch)?.sub(BINARY_CACHE_DIR);
+    let checks = VerifyChecks {
+        nars: opts.nars,
+        trusted_keys: opts.trusted_keys.clone(),
+    };
+    let report = verify_bucket(&store, &checks).await?;
+    for p in &report.problems {
+        writeln!(out, "{p}")?;
+    }
+    Ok(report)
 }
 
 /// Runs the checks; each problem is printed to `out`, one per line. With `repair`, each repair

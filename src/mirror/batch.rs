@@ -13,11 +13,22 @@ use anyhow::{Context, Result};
 use crate::binary_cache::{LocalCache, ReleaseView};
 use crate::fsutil;
 use crate::narinfo::NarInfo;
+use crate::storage::CacheStore;
 use crate::store_path::StorePath;
+
+/// Where a batch's narinfos go.
+pub(super) enum Sink {
+    /// A cache directory (or the staging area).
+    Dir(LocalCache),
+    /// A bucket: written there, several at once, on the async threads.
+    Bucket(CacheStore),
+    /// Nowhere (`--print-only` for a bucket).
+    Nowhere,
+}
 
 /// Narinfos (and view links) waiting to be stored.
 pub(super) struct NarInfoBatch {
-    cache: LocalCache,
+    sink: Sink,
     /// The staging area whose copy of each narinfo stored goes, if it has one.
     staging: Option<LocalCache>,
     /// Narinfos to store.
@@ -37,15 +48,17 @@ pub(super) struct NarInfoBatch {
 impl NarInfoBatch {
     /// Entries stored per batch.
     const SIZE: usize = 2048;
+    /// Narinfos written to a bucket per batch.
+    const BUCKET_SIZE: usize = 64;
 
     pub(super) fn new(
-        cache: LocalCache,
+        sink: Sink,
         staging: Option<LocalCache>,
         view: Option<ReleaseView>,
         fsync: bool,
     ) -> NarInfoBatch {
         NarInfoBatch {
-            cache,
+            sink,
             // Nothing to remove from a staging area that does not exist.
             staging: staging.filter(|s| s.exists()),
             pending: Vec::new(),
@@ -75,7 +88,15 @@ impl NarInfoBatch {
     }
 
     async fn flush_if_full(&mut self) -> Result<()> {
-        if self.pending.len() + self.links.len() >= Self::SIZE {
+        // A bucket has no syncfs to share: its narinfos go up as soon as the previous batch is
+        // written (at most 64 at a time), so that a run stopped late has published what it
+        // verified.
+        let size = match self.sink {
+            Sink::Bucket(_) if self.storing.as_ref().map_or(true, |t| t.is_finished()) => 1,
+            Sink::Bucket(_) => Self::BUCKET_SIZE,
+            _ => Self::SIZE,
+        };
+        if self.pending.len() + self.links.len() >= size {
             self.start_store().await?;
         }
         Ok(())
@@ -101,7 +122,17 @@ impl NarInfoBatch {
         let batch = std::mem::take(&mut self.pending);
         let links = std::mem::take(&mut self.links);
         let mut view = self.view.take();
-        let cache = self.cache.clone();
+        let cache = match &self.sink {
+            Sink::Dir(cache) => cache.clone(),
+            Sink::Bucket(store) => {
+                let store = store.clone();
+                self.storing = Some(tokio::spawn(async move {
+                    (view, store.write_narinfos(batch).await)
+                }));
+                return Ok(());
+            }
+            Sink::Nowhere => return Ok(()),
+        };
         let staging = self.staging.clone();
         let fsync = self.fsync;
         self.storing = Some(tokio::task::spawn_blocking(move || {
@@ -132,8 +163,8 @@ impl NarInfoBatch {
     pub(super) async fn finish(mut self) -> Result<Option<ReleaseView>> {
         self.start_store().await?;
         self.wait().await?;
-        if self.fsync {
-            let root = self.cache.root().to_path_buf();
+        if let (true, Sink::Dir(cache)) = (self.fsync, &self.sink) {
+            let root = cache.root().to_path_buf();
             tokio::task::spawn_blocking(move || fsutil::sync_filesystem(&root))
                 .await
                 .context("the narinfo writer failed")??;

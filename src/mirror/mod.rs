@@ -30,19 +30,20 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use tokio::sync::mpsc;
 
-use crate::binary_cache::{LocalCache, ReleaseView, Upstream};
+use crate::binary_cache::{ReleaseView, Upstream};
 use crate::fsutil;
 use crate::progress::{self, Phase, Unit};
 use crate::release;
+use crate::storage::CacheStore;
 use crate::store_path::StorePath;
-use batch::NarInfoBatch;
+use batch::{NarInfoBatch, Sink};
 use nars::{Admitted, NarGot, Nars};
 use walk::{Event, Found, Origin};
 
-/// One closure to mirror into a local cache.
+/// One closure to mirror into a cache.
 pub struct MirrorJob<'a> {
-    /// The global cache.
-    pub cache: &'a LocalCache,
+    /// The global cache: a directory or a bucket.
+    pub cache: &'a CacheStore,
     /// The upstream cache and the keys its narinfos must be signed by.
     pub upstream: &'a Upstream,
     /// Where the closure starts.
@@ -151,19 +152,23 @@ pub async fn mirror_closure(
     out: &mut (dyn Write + Send),
 ) -> Result<MirrorReport> {
     let start = Instant::now();
-    let cache = job.cache;
+    let store = job.cache;
+    let bucket = store.is_bucket();
+    let cache = store.work();
     fsutil::remove_stale_temp_files(cache.root())?;
     fsutil::remove_stale_temp_files(&cache.root().join("nar"))?;
     let staging = cache.staging();
-    if job.print_only {
+    // For a bucket, `--print-only` writes nothing at all: it only lists what is missing.
+    if job.print_only && !bucket {
         staging.create_dirs()?;
     }
     fsutil::remove_stale_temp_files(staging.root())?;
     fsutil::remove_stale_temp_files(&staging.root().join("nar"))?;
     let source = Arc::new(walk::Source {
         upstream: job.upstream.clone(),
-        local: Some(cache.clone()),
+        local: (!bucket).then(|| cache.clone()),
         staged: Some(staging.clone()),
+        bucket: bucket.then(|| store.clone()),
     });
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
     if !job.check_nar_hash && !job.print_only {
@@ -178,23 +183,26 @@ pub async fn mirror_closure(
     let bytes_phase = Phase::new("NAR bytes", Unit::Bytes, 0);
     let mut report = MirrorReport::default();
     let mut nars = Nars::new(
-        cache,
+        store,
         job.upstream,
         job.print_only.then_some(job.print_format),
         job.check_nar_hash,
         bytes_phase.clone(),
     );
     let view = match job.release {
-        Some(release) if !job.print_only => Some(ReleaseView::open(release, cache)?),
+        Some(release) if !job.print_only && !bucket => Some(ReleaseView::open(release, cache)?),
         _ => None,
     };
     let fsync = job.upstream.fetcher().config().fsync;
     // `--print-only` stores the narinfos it fetched in the staging area, never in the cache;
     // a normal run removes those it takes from there.
-    let mut batch = if job.print_only {
-        NarInfoBatch::new(staging.clone(), None, None, fsync)
-    } else {
-        NarInfoBatch::new(cache.clone(), Some(staging.clone()), view, fsync)
+    let mut batch = match (job.print_only, bucket) {
+        (true, true) => NarInfoBatch::new(Sink::Nowhere, None, None, fsync),
+        (true, false) => NarInfoBatch::new(Sink::Dir(staging.clone()), None, None, fsync),
+        (false, true) => NarInfoBatch::new(Sink::Bucket(store.clone()), None, None, fsync),
+        (false, false) => {
+            NarInfoBatch::new(Sink::Dir(cache.clone()), Some(staging.clone()), view, fsync)
+        }
     };
     let mut walk_done = false;
     // The paths the walk is yet to report: the roots, and the references it queued on the
@@ -292,7 +300,8 @@ pub async fn mirror_closure(
     bytes_phase.finish();
 
     report.missing.sort();
-    if let Some(release) = job.release {
+    // A bucket's `--print-only` writes nothing anywhere.
+    if let Some(release) = job.release.filter(|_| !(bucket && job.print_only)) {
         release::write_missing_store_paths(release, &report.missing)?;
     }
     if let Some(view) = view {

@@ -32,6 +32,7 @@ use crate::fetch::{self, Expected, ExpectedNar};
 use crate::fsutil;
 use crate::narinfo::NarInfo;
 use crate::progress::Phase;
+use crate::storage::CacheStore;
 
 /// What became of an admitted narinfo.
 pub(super) enum Admitted {
@@ -67,6 +68,9 @@ pub(super) struct NarDone {
 
 /// The NAR files of one run: what is fetched, checked or listed, and for which narinfos.
 pub(super) struct Nars<'a> {
+    /// The cache's store: the directory itself, or a bucket.
+    store: &'a CacheStore,
+    /// Where NAR files are verified: the cache directory, or a bucket's scratch directory.
     cache: &'a LocalCache,
     /// Where another downloader puts the NARs `--print-only` lists.
     staging: LocalCache,
@@ -92,14 +96,16 @@ pub(super) struct Nars<'a> {
 
 impl<'a> Nars<'a> {
     pub(super) fn new(
-        cache: &'a LocalCache,
+        store: &'a CacheStore,
         upstream: &'a Upstream,
         print: Option<PrintFormat>,
         check_nar_hash: bool,
         bytes_phase: Phase,
     ) -> Nars<'a> {
         let slots = upstream.fetcher().config().concurrency.max(1) * 2;
+        let cache = store.work();
         Nars {
+            store,
             cache,
             staging: cache.staging(),
             upstream,
@@ -187,7 +193,7 @@ impl<'a> Nars<'a> {
             sha256: narinfo.file_hash,
             nar: nar_check,
         };
-        let present = self.cache.nar_present(&nar, &narinfo);
+        let present = self.store.nar_present(&nar, &narinfo);
         // Where another downloader was to put the file; refused like `nar` when unsafe.
         let staged = self
             .staging
@@ -222,7 +228,7 @@ impl<'a> Nars<'a> {
         }
         if present
             && origin == Origin::Local
-            && (expected.nar.is_none() || fetch::nar_checked(&nar, &expected))
+            && (expected.nar.is_none() || self.store.nar_trusted(&nar, &expected))
         {
             // Stored together, each verified against the other when written.
             report.nars_present += 1;
@@ -242,8 +248,21 @@ impl<'a> Nars<'a> {
             self.waiting.insert(nar.clone(), vec![(narinfo, origin)]);
             let file_of_task = nar.clone();
             let fetcher = self.upstream.fetcher().clone();
+            let store = self.store.clone();
+            let info = self.waiting[&nar][0].0.clone();
+            let where_ = store.describe(&info.url);
+            if let Some(dir) = nar.parent() {
+                if store.is_bucket() && self.dirs_made.insert(dir.to_path_buf()) {
+                    fsutil::create_dir_all_within(self.cache.root(), dir)?;
+                }
+            }
             let handle = self.tasks.spawn(async move {
                 let _permit = permit;
+                // A bucket's object is brought here to be checked, and removed after.
+                let _removed = store.is_bucket().then(|| fsutil::RemoveOnDrop(nar.clone()));
+                if let Err(e) = store.fetch_for_check(&nar, &info).await {
+                    return (nar, Err(format!("{e:#}")));
+                }
                 let _decoding = fetcher.decode_permit(expected.nar).await;
                 let file = nar.clone();
                 let checked =
@@ -252,8 +271,8 @@ impl<'a> Nars<'a> {
                 let result = match checked {
                     Ok(Ok(Ok(()))) => Ok(NarGot::Present),
                     Ok(Ok(Err(mismatch))) => Err(format!(
-                        "{} is already in the cache and does not match this narinfo: {mismatch}",
-                        nar.display()
+                        "{where_} is already in the cache and does not match this narinfo: \
+                         {mismatch}"
                     )),
                     Ok(Err(e)) => Err(format!("cannot read {}: {e}", nar.display())),
                     Err(e) => Err(format!("checking {url} failed: {e}")),
@@ -273,6 +292,8 @@ impl<'a> Nars<'a> {
         let fetcher = self.upstream.fetcher().clone();
         let phase = self.bytes_phase.clone();
         let store_path = narinfo.store_path.clone();
+        let store = self.store.clone();
+        let info = narinfo.clone();
         self.waiting.insert(nar.clone(), vec![(narinfo, origin)]);
         let file_of_task = nar.clone();
         let handle = self.tasks.spawn(async move {
@@ -282,7 +303,10 @@ impl<'a> Nars<'a> {
                 let taken = take_staged(&staged, &nar, expected).await;
                 drop(decoding);
                 if taken {
-                    return (nar, Ok(NarGot::Staged));
+                    return match store.commit_nar(&nar, &info).await {
+                        Ok(()) => (nar, Ok(NarGot::Staged)),
+                        Err(e) => (nar, Err(format!("{e:#}"))),
+                    };
                 }
             }
             super::failpoint("nar-download", &store_path);
@@ -297,7 +321,11 @@ impl<'a> Nars<'a> {
             let result = match result {
                 Ok(d) => {
                     phase.inc(d.size);
-                    Ok(NarGot::Downloaded(d.size))
+                    // Verified: now the cache's (uploaded, for a bucket).
+                    match store.commit_nar(&nar, &info).await {
+                        Ok(()) => Ok(NarGot::Downloaded(d.size)),
+                        Err(e) => Err(format!("{e:#}")),
+                    }
                 }
                 Err(e) => Err(e.to_string()),
             };

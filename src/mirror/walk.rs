@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use super::failpoint;
 use crate::binary_cache::{LocalCache, Upstream, UpstreamNarInfoError};
 use crate::narinfo::NarInfo;
+use crate::storage::CacheStore;
 use crate::store_path::StorePath;
 
 /// Where a narinfo was found.
@@ -87,6 +88,8 @@ pub struct Source {
     pub local: Option<LocalCache>,
     /// A staging area whose narinfos are used when the local cache has none.
     pub staged: Option<LocalCache>,
+    /// A bucket whose narinfos are used when present (read concurrently, like fetches).
+    pub bucket: Option<CacheStore>,
 }
 
 impl Source {
@@ -101,6 +104,9 @@ impl Source {
 
     /// The file a narinfo of `origin` was read from.
     fn file_of(&self, path: &StorePath, origin: Origin) -> String {
+        if let (Origin::Local, Some(bucket)) = (origin, &self.bucket) {
+            return bucket.narinfo_location(path);
+        }
         let cache = match origin {
             Origin::Local => self.local.as_ref(),
             Origin::Staged => self.staged.as_ref(),
@@ -113,6 +119,23 @@ impl Source {
 }
 
 impl Source {
+    /// The narinfo of `path` from the bucket when it has one, else from upstream.
+    async fn fetch(&self, path: &StorePath) -> Result<(NarInfo, Origin), Event> {
+        if let Some(bucket) = self.bucket.as_ref().filter(|b| b.has_narinfo(path)) {
+            match bucket.read_bucket_narinfo(path).await {
+                Ok(Some(info)) => return Ok((info, Origin::Local)),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Event::Failed {
+                        path: path.clone(),
+                        error: format!("{e:#}"),
+                    })
+                }
+            }
+        }
+        self.fetch_remote(path).await.map(|i| (i, Origin::Remote))
+    }
+
     /// Fetches the upstream narinfo of `path`; its signatures are checked by the caller, in
     /// batches.
     async fn fetch_remote(&self, path: &StorePath) -> Result<NarInfo, Event> {
@@ -178,7 +201,7 @@ pub async fn walk(
             queue.push_back(r);
         }
     }
-    let mut in_flight: JoinSet<Result<NarInfo, Event>> = JoinSet::new();
+    let mut in_flight: JoinSet<Result<(NarInfo, Origin), Event>> = JoinSet::new();
     // The path each fetch task is for, to name it should the task panic.
     let mut task_paths: HashMap<tokio::task::Id, StorePath> = HashMap::new();
     // Narinfos whose signatures are still to be checked; their references are only followed
@@ -207,7 +230,7 @@ pub async fn walk(
             }
             let src = source.clone();
             let fetched = path.clone();
-            let task = in_flight.spawn(async move { src.fetch_remote(&fetched).await });
+            let task = in_flight.spawn(async move { src.fetch(&fetched).await });
             task_paths.insert(task.id(), path);
         }
         // Check a full batch, or what there is when the fetches run short of work.
@@ -231,7 +254,11 @@ pub async fn walk(
                         );
                         let src = source.clone();
                         let fetched = path.clone();
-                        let task = in_flight.spawn(async move { src.fetch_remote(&fetched).await });
+                        let task = in_flight.spawn(async move {
+                            src.fetch_remote(&fetched)
+                                .await
+                                .map(|i| (i, Origin::Remote))
+                        });
                         task_paths.insert(task.id(), path);
                         continue;
                     }
@@ -253,15 +280,18 @@ pub async fn walk(
             Ok((id, result)) => {
                 task_paths.remove(&id);
                 match result {
-                    Ok(info) if check_sigs => {
-                        unchecked.push((info, Origin::Remote));
+                    Ok((info, origin)) if check_sigs => {
+                        unchecked.push((info, origin));
                         continue;
                     }
-                    Ok(info) => {
-                        stats.remote += 1;
+                    Ok((info, origin)) => {
+                        match origin {
+                            Origin::Local | Origin::Staged => stats.local += 1,
+                            Origin::Remote => stats.remote += 1,
+                        }
                         Event::Found(Box::new(Found {
                             narinfo: info,
-                            origin: Origin::Remote,
+                            origin,
                             queued: Vec::new(),
                         }))
                     }

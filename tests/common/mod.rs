@@ -11,6 +11,7 @@
 
 pub mod certs;
 pub mod dirs;
+pub mod garage;
 pub mod hydra;
 pub mod ipfs_node;
 pub mod mirror;
