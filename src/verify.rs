@@ -451,31 +451,13 @@ fn check_cache(cache: &Path, checks: &VerifyChecks, report: &mut VerifyReport) -
                 if let Some(&i) = seen_nars.get(&nar) {
                     nars[i].narinfos.push(path.clone());
                 } else {
-                    let full = match checks.nars {
-                        NarCheck::Full => match Compression::from_narinfo(&info.compression) {
-                            Ok(compression) => Some(ExpectedNar {
-                                compression,
-                                hash: info.nar_hash,
-                                size: info.nar_size,
-                            }),
-                            Err(e) => {
-                                report.found.push(Problem::UnknownCompression {
-                                    narinfo: path.clone(),
-                                    error: e.to_string(),
-                                });
-                                None
-                            }
-                        },
-                        _ => None,
-                    };
-                    let expected = Expected {
-                        size: info.file_size,
-                        sha256: match checks.nars {
-                            NarCheck::Size => None,
-                            _ => info.file_hash,
-                        },
-                        nar: full,
-                    };
+                    let (expected, error) = expected_nar(&info, checks.nars);
+                    if let Some(error) = error {
+                        report.found.push(Problem::UnknownCompression {
+                            narinfo: path.clone(),
+                            error,
+                        });
+                    }
                     seen_nars.insert(nar.clone(), nars.len());
                     nars.push(NarToCheck {
                         nar,
@@ -925,29 +907,13 @@ pub async fn verify_bucket(cache: &S3Store, checks: &VerifyChecks) -> Result<Ver
         } else if let Some(&i) = seen.get(&info.url) {
             nars[i].1.narinfos.push(name.clone());
         } else {
-            let full = match (checks.nars, Compression::from_narinfo(&info.compression)) {
-                (NarCheck::Full, Ok(compression)) => Some(ExpectedNar {
-                    compression,
-                    hash: info.nar_hash,
-                    size: info.nar_size,
-                }),
-                (NarCheck::Full, Err(e)) => {
-                    report.found.push(Problem::UnknownCompression {
-                        narinfo: name.clone(),
-                        error: e.to_string(),
-                    });
-                    None
-                }
-                _ => None,
-            };
-            let expected = Expected {
-                size: info.file_size,
-                sha256: match checks.nars {
-                    NarCheck::Size => None,
-                    _ => info.file_hash,
-                },
-                nar: full,
-            };
+            let (expected, error) = expected_nar(&info, checks.nars);
+            if let Some(error) = error {
+                report.found.push(Problem::UnknownCompression {
+                    narinfo: name.clone(),
+                    error,
+                });
+            }
             seen.insert(info.url.clone(), nars.len());
             nars.push((
                 info.url.clone(),
@@ -1023,6 +989,32 @@ pub async fn verify_bucket(cache: &S3Store, checks: &VerifyChecks) -> Result<Ver
     report.found.extend(problems);
     report.problems = report.found.iter().map(Problem::to_string).collect();
     Ok(report)
+}
+
+/// What the NAR of `info` must match under `check`, and, under [`NarCheck::Full`], the error of
+/// a compression that cannot be decoded (the file itself is still checked then).
+fn expected_nar(info: &NarInfo, check: NarCheck) -> (Expected, Option<String>) {
+    let (nar, error) = match (check, Compression::from_narinfo(&info.compression)) {
+        (NarCheck::Full, Ok(compression)) => (
+            Some(ExpectedNar {
+                compression,
+                hash: info.nar_hash,
+                size: info.nar_size,
+            }),
+            None,
+        ),
+        (NarCheck::Full, Err(e)) => (None, Some(e.to_string())),
+        _ => (None, None),
+    };
+    let expected = Expected {
+        size: info.file_size,
+        sha256: match check {
+            NarCheck::Size => None,
+            _ => info.file_hash,
+        },
+        nar,
+    };
+    (expected, error)
 }
 
 #[cfg(test)]

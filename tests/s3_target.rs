@@ -64,16 +64,7 @@ impl Run {
             "--progress",
             "none",
         ];
-        for (flag, value) in [
-            ("--retry-delay", "0.05"),
-            ("--stall-timeout", "5"),
-            ("--connect-timeout", "5"),
-        ] {
-            if !extra.contains(&flag) {
-                args.extend([flag, value]);
-            }
-        }
-        args.extend_from_slice(extra);
+        common::process::with_test_timeouts(&mut args, extra);
         let mut cmd = common::process::nixipfs_command(args);
         cmd.envs(garage.env());
         cmd.envs(env.iter().copied());

@@ -81,16 +81,7 @@ impl Mirror {
             "--progress",
             "none",
         ];
-        for (flag, value) in [
-            ("--retry-delay", "0.05"),
-            ("--stall-timeout", "5"),
-            ("--connect-timeout", "5"),
-        ] {
-            if !extra.contains(&flag) {
-                args.extend([flag, value]);
-            }
-        }
-        args.extend_from_slice(extra);
+        common::process::with_test_timeouts(&mut args, extra);
         let mut cmd = common::process::nixipfs_command(args);
         cmd.envs(env.iter().copied());
         common::process::run_command(&mut cmd, common::process::DEFAULT_TIMEOUT)

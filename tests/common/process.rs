@@ -124,6 +124,21 @@ fn reader_thread(child: &mut Child, stdout: bool) -> thread::JoinHandle<Vec<u8>>
     })
 }
 
+/// Appends the short retry delay and timeouts the mirroring tests run with, for each of these
+/// flags `extra` does not give, and then `extra`.
+pub fn with_test_timeouts<'a>(args: &mut Vec<&'a str>, extra: &[&'a str]) {
+    for (flag, value) in [
+        ("--retry-delay", "0.05"),
+        ("--stall-timeout", "5"),
+        ("--connect-timeout", "5"),
+    ] {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend_from_slice(extra);
+}
+
 /// A `Command` for the `nixipfs` binary of this package with `args`, without proxy settings
 /// with stdin closed and `RUST_BACKTRACE=1`; add environment or a working directory, then pass it to
 /// [`run_command`].
