@@ -422,26 +422,12 @@ fn check_cache(cache: &Path, checks: &VerifyChecks, report: &mut VerifyReport) -
             continue;
         };
         report.narinfos += 1;
-        let info = match fs::read_to_string(&path)
+        let parsed = fs::read_to_string(&path)
             .map_err(anyhow::Error::from)
-            .and_then(|t| NarInfo::parse(&t).map_err(anyhow::Error::from))
-        {
-            Ok(i) => i,
-            Err(e) => {
-                report.found.push(Problem::NarInfoUnreadable {
-                    narinfo: path,
-                    error: format!("{e:#}"),
-                });
-                continue;
-            }
+            .and_then(|t| NarInfo::parse(&t).map_err(anyhow::Error::from));
+        let Some(info) = read_narinfo(&mut report.found, &path, hash, parsed) else {
+            continue;
         };
-        if info.hash_part() != hash {
-            report.found.push(Problem::NarInfoMisnamed {
-                narinfo: path.clone(),
-                store_path: info.store_path.to_string(),
-                hash_part: info.hash_part().to_string(),
-            });
-        }
         match fsutil::safe_join(cache, &info.url) {
             Err(e) => report.found.push(Problem::UnsafeUrl {
                 narinfo: path.clone(),
@@ -878,27 +864,14 @@ pub async fn verify_bucket(cache: &S3Store, checks: &VerifyChecks) -> Result<Ver
         };
         report.narinfos += 1;
         let name = PathBuf::from(cache.url_of(key));
-        let info = match cache.get(key).await.and_then(|b| {
+        let parsed = cache.get(key).await.and_then(|b| {
             let b = b.context("listed, but gone when read")?;
             let text = String::from_utf8(b.to_vec()).context("not UTF-8")?;
             NarInfo::parse(&text).map_err(anyhow::Error::from)
-        }) {
-            Ok(i) => i,
-            Err(e) => {
-                report.found.push(Problem::NarInfoUnreadable {
-                    narinfo: name,
-                    error: format!("{e:#}"),
-                });
-                continue;
-            }
+        });
+        let Some(info) = read_narinfo(&mut report.found, &name, hash, parsed) else {
+            continue;
         };
-        if info.hash_part() != hash {
-            report.found.push(Problem::NarInfoMisnamed {
-                narinfo: name.clone(),
-                store_path: info.store_path.to_string(),
-                hash_part: info.hash_part().to_string(),
-            });
-        }
         if let Err(e) = fsutil::check_relative_path(&info.url) {
             report.found.push(Problem::UnsafeUrl {
                 narinfo: name.clone(),
@@ -989,6 +962,34 @@ pub async fn verify_bucket(cache: &S3Store, checks: &VerifyChecks) -> Result<Ver
     report.found.extend(problems);
     report.problems = report.found.iter().map(Problem::to_string).collect();
     Ok(report)
+}
+
+/// The narinfo `narinfo` (named by `hash`) as read and parsed into `parsed`, or `None` when it
+/// could not be; a narinfo that cannot be read or describes another path is a problem.
+fn read_narinfo(
+    found: &mut Vec<Problem>,
+    narinfo: &Path,
+    hash: &str,
+    parsed: Result<NarInfo>,
+) -> Option<NarInfo> {
+    let info = match parsed {
+        Ok(i) => i,
+        Err(e) => {
+            found.push(Problem::NarInfoUnreadable {
+                narinfo: narinfo.to_path_buf(),
+                error: format!("{e:#}"),
+            });
+            return None;
+        }
+    };
+    if info.hash_part() != hash {
+        found.push(Problem::NarInfoMisnamed {
+            narinfo: narinfo.to_path_buf(),
+            store_path: info.store_path.to_string(),
+            hash_part: info.hash_part().to_string(),
+        });
+    }
+    Some(info)
 }
 
 /// What the NAR of `info` must match under `check`, and, under [`NarCheck::Full`], the error of

@@ -277,6 +277,22 @@ fn command_line(program: &str, args: &[&str]) -> String {
 }
 
 /// Writes a release directory for `ds` under `outdir/releases/bench/NAME` and returns it.
+/// Under the web root `hydra` of a stand-in Hydra, the answer to
+/// `job/bench/trunk/tested/latest-finished`: build 1 of the bench's release, finished, with no
+/// products (the runs take the release from its directory).
+fn write_latest_finished(hydra: &Path) -> Result<()> {
+    let job = hydra.join("job/bench/trunk/tested");
+    fs::create_dir_all(&job)?;
+    let build = serde_json::json!({
+        "id": 1, "finished": 1, "buildstatus": 0, "timestamp": 1_700_000_000,
+        "stoptime": 1_700_000_000, "project": "bench", "jobset": "trunk", "job": "tested",
+        "nixname": RELEASE_NAME, "system": "x86_64-linux", "jobsetevals": [1],
+        "buildoutputs": {}, "buildproducts": {}, "buildmetrics": {},
+    });
+    fs::write(job.join("latest-finished"), build.to_string())?;
+    Ok(())
+}
+
 fn make_release(outdir: &Path, ds: &Dataset, hydra: &str) -> Result<PathBuf> {
     let release = outdir.join("releases/bench").join(RELEASE_NAME);
     fs::create_dir_all(&release)?;
@@ -652,15 +668,7 @@ fn closure_cases(
             discard(&dir)?;
             let hydra = format!("{}/hydra", b.nginx.http1);
             let release = make_release(&dir, ds, &hydra)?;
-            let job = b.nginx.root.join("hydra/job/bench/trunk/tested");
-            fs::create_dir_all(&job)?;
-            let build = serde_json::json!({
-                "id": 1, "finished": 1, "buildstatus": 0, "timestamp": 1_700_000_000,
-                "stoptime": 1_700_000_000, "project": "bench", "jobset": "trunk", "job": "tested",
-                "nixname": RELEASE_NAME, "system": "x86_64-linux", "jobsetevals": [1],
-                "buildoutputs": {}, "buildproducts": {}, "buildmetrics": {},
-            });
-            fs::write(job.join("latest-finished"), build.to_string())?;
+            write_latest_finished(&b.nginx.root.join("hydra"))?;
             let config = dir.join("nixos_release.json");
             let cfg = serde_json::json!({
                 "hydra": hydra, "cache": base, "trusted_public_keys": [key],

@@ -151,15 +151,7 @@ fn prepare_mirror(
         release.join("git-revision"),
         "0123456789abcdef0123456789abcdef01234567",
     )?;
-    let job = www.join("hydra-sources/job/bench/trunk/tested");
-    fs::create_dir_all(&job)?;
-    let build = serde_json::json!({
-        "id": 1, "finished": 1, "buildstatus": 0, "timestamp": 1_700_000_000,
-        "stoptime": 1_700_000_000, "project": "bench", "jobset": "trunk", "job": "tested",
-        "nixname": RELEASE_NAME, "system": "x86_64-linux", "jobsetevals": [1],
-        "buildoutputs": {}, "buildproducts": {}, "buildmetrics": {},
-    });
-    fs::write(job.join("latest-finished"), build.to_string())?;
+    super::write_latest_finished(&www.join("hydra-sources"))?;
     let config = dir.join("nixos_release.json");
     let cfg = serde_json::json!({
         "hydra": hydra, "cache": format!("{base}/cache"),

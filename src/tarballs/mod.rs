@@ -365,11 +365,7 @@ pub fn collect(dir: &Path, dry_run: bool, out: &mut dyn Write) -> Result<Tarball
     };
     // Files first (each link then still leads to its file or to nothing), then links.
     let mut gone = BTreeSet::new();
-    for path in fsutil::read_dir_sorted(&tree.root().join("sha512"))? {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    for (path, name) in tree.entries(source::HashAlgo::Sha512)? {
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
@@ -387,11 +383,7 @@ pub fn collect(dir: &Path, dry_run: bool, out: &mut dyn Write) -> Result<Tarball
         gone.insert(name);
     }
     for algo in source::HashAlgo::ALL {
-        for path in fsutil::read_dir_sorted(&tree.root().join(algo.name()))? {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+        for (path, name) in tree.entries(algo)? {
             if fsutil::is_temp_name(&name) {
                 if !dry_run {
                     fsutil::remove_stale_temp_files(path.parent().unwrap_or(tree.root()))?;
@@ -455,11 +447,7 @@ pub fn verify(dir: &Path, quick: bool) -> Result<Vec<TreeProblem>> {
     let mut problems = Vec::new();
     if tree.root().is_dir() {
         for algo in source::HashAlgo::ALL {
-            for path in fsutil::read_dir_sorted(&tree.root().join(algo.name()))? {
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+            for (path, name) in tree.entries(algo)? {
                 if fsutil::is_temp_name(&name) {
                     continue; // reported as a temporary file
                 }
@@ -549,11 +537,7 @@ pub fn published_files(
     }
     for algo in source::HashAlgo::ALL {
         let mut files = std::collections::BTreeMap::new();
-        for path in fsutil::read_dir_sorted(&tree.root().join(algo.name()))? {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+        for (path, name) in tree.entries(algo)? {
             if fsutil::is_temp_name(&name) || name.starts_with('.') {
                 continue;
             }

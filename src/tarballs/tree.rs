@@ -41,6 +41,21 @@ impl Tree {
         Ok(())
     }
 
+    /// The entries of the directory of `algo` (`DIR/tarballs/ALGO/`), sorted, each with its
+    /// file name (lossily as text); none when the directory does not exist.
+    pub fn entries(&self, algo: HashAlgo) -> Result<Vec<(PathBuf, String)>> {
+        Ok(fsutil::read_dir_sorted(&self.root.join(algo.name()))?
+            .into_iter()
+            .map(|path| {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (path, name)
+            })
+            .collect())
+    }
+
     /// `DIR/tarballs`.
     pub fn root(&self) -> &Path {
         &self.root

@@ -248,16 +248,7 @@ admin_token = "{secret}"
 
     /// Every object under `prefix` (relative key → size), listed by rclone.
     pub fn list(&self, prefix: &str) -> BTreeMap<String, u64> {
-        let mut cmd = Command::new(rclone());
-        // rclone cannot use a custom CA bundle with its HTTP transport; the endpoint is plain HTTP.
-        cmd.env_remove("AWS_CA_BUNDLE");
-        cmd.args(["lsjson", "-R", "--files-only", "--no-modtime"])
-            .arg(self.rclone_remote(self.live_node(), prefix));
-        without_proxies(&mut cmd);
-        let out = run_with_timeout(&mut cmd, Duration::from_secs(60)).unwrap();
-        assert!(out.status.success(), "rclone lsjson\n{}", output_text(&out));
-        let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-        items
+        self.lsjson(prefix, &["--no-modtime"])
             .iter()
             .map(|v| {
                 (
@@ -271,16 +262,7 @@ admin_token = "{secret}"
     /// Every object under `prefix`: relative key → its size and modification time, listed by
     /// rclone.
     pub fn list_times(&self, prefix: &str) -> BTreeMap<String, String> {
-        let mut cmd = Command::new(rclone());
-        // rclone cannot use a custom CA bundle with its HTTP transport; the endpoint is plain HTTP.
-        cmd.env_remove("AWS_CA_BUNDLE");
-        cmd.args(["lsjson", "-R", "--files-only"])
-            .arg(self.rclone_remote(self.live_node(), prefix));
-        without_proxies(&mut cmd);
-        let out = run_with_timeout(&mut cmd, Duration::from_secs(60)).unwrap();
-        assert!(out.status.success(), "rclone lsjson\n{}", output_text(&out));
-        let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-        items
+        self.lsjson(prefix, &[])
             .iter()
             .map(|v| {
                 (
@@ -289,6 +271,21 @@ admin_token = "{secret}"
                 )
             })
             .collect()
+    }
+
+    /// The objects under `prefix` as `rclone lsjson -R --files-only` (with `extra` flags)
+    /// describes them.
+    fn lsjson(&self, prefix: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+        let mut cmd = Command::new(rclone());
+        // rclone cannot use a custom CA bundle with its HTTP transport; the endpoint is plain HTTP.
+        cmd.env_remove("AWS_CA_BUNDLE");
+        cmd.args(["lsjson", "-R", "--files-only"])
+            .args(extra)
+            .arg(self.rclone_remote(self.live_node(), prefix));
+        without_proxies(&mut cmd);
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(60)).unwrap();
+        assert!(out.status.success(), "rclone lsjson\n{}", output_text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     /// The object `prefix/rel`, read by rclone; `None` when there is none.
