@@ -1198,6 +1198,41 @@ fn a_narinfo_is_only_stored_with_a_file_hash_its_nar_has() {
         assert!(fs::read(m.cache_dir().join(&nar)).unwrap() == nar_bytes);
     }
     assert_no_temp_files(m.dir.path());
+
+    // The wrong one arriving while the good one's download is under way: it is refused, and
+    // the good one is stored with its NAR.
+    let slow = TestServer::builder()
+        .static_dir(&cache.dir)
+        .route(
+            &cache.narinfo_url_path(bad),
+            narinfo_response(twin_narinfo(cache, bad, Some(&wrong_hash))),
+        )
+        .fault_always(
+            &cache.narinfo_url_path(bad),
+            Fault::DelayHeaders(Duration::from_millis(300)),
+        )
+        .fault_always(
+            &format!("/{nar}"),
+            Fault::DelayHeaders(Duration::from_secs(2)),
+        )
+        .start();
+    let m = Mirror::new("ubc-file-hash-joined");
+    m.write_store_paths(&format!("{tool}\n{bad}\n"));
+    let out = m.run(&slow.url(), &["--no-check-sigs"]);
+    assert_failed(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{bad}: ")) && err.contains(&format!("but {tool} gives it")),
+        "the error names {bad} and {tool}:\n{err}"
+    );
+    assert!(!m.cache_dir().join(narinfo_name(bad)).exists());
+    assert!(
+        fs::read(&m.cache_dir().join(narinfo_name(&tool))).unwrap()
+            == fs::read(cache.narinfo_file(&tool)).unwrap()
+    );
+    assert!(fs::read(m.cache_dir().join(&nar)).unwrap() == nar_bytes);
+    assert_eq!(slow.count(&format!("/{nar}")), 1, "{}", slow.log_summary());
+    assert_no_temp_files(m.dir.path());
 }
 
 /// Runs `update-binary-cache` for `m`'s release against `http://cache.nixos.org`, reaching it
@@ -1653,4 +1688,22 @@ fn a_panicking_task_fails_the_path_it_was_for() {
             .join(narinfo_name(&hello))
             .exists());
     }
+    // A walk that dies: the paths it had yet to visit are failed, named by their hash parts.
+    let m = Mirror::new("ubc-panic-walk");
+    m.write_store_paths(&cache.store_paths_text());
+    let hook = format!("walk-queue:{}", store_path_hash(&hello));
+    let out = m.run_with_env(
+        &srv.url(),
+        &["--trusted-public-key", &cache.public_key],
+        &[("NIXIPFS_TEST_PANIC", &hook)],
+    );
+    assert_failed(&out);
+    let err = stderr(&out);
+    let named = format!("/nix/store/{}: not mirrored", store_path_hash(&hello));
+    assert!(err.contains(&named), "the error names {named}:\n{err}");
+    assert!(!m
+        .release()
+        .join("binary_cache")
+        .join(narinfo_name(&hello))
+        .exists());
 }

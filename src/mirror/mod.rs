@@ -21,7 +21,7 @@ mod batch;
 mod nars;
 pub mod walk;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -208,8 +208,8 @@ pub async fn mirror_closure(
     // The paths the walk is yet to report: the roots, and the references it queued on the
     // narinfos it reported (each path is queued once, before it is reported, so this is the
     // walk's frontier, not the closure). Should the walk fail, these are what it left unvisited.
-    let mut unreported: HashMap<[u8; 20], StorePath> =
-        job.roots.iter().map(|p| (*p.digest(), p.clone())).collect();
+    // Digests only (20 bytes a path): the frontier of a wide closure holds tens of thousands.
+    let mut unreported: HashSet<[u8; 20]> = job.roots.iter().map(|p| *p.digest()).collect();
 
     while !walk_done || !nars.is_idle() {
         tokio::select! {
@@ -238,8 +238,7 @@ pub async fn mirror_closure(
                     Event::Found(found) => {
                         let Found { narinfo, origin, queued } = *found;
                         for i in queued {
-                            let r = &narinfo.references[i as usize];
-                            unreported.insert(*r.digest(), r.clone());
+                            unreported.insert(*narinfo.references[i as usize].digest());
                         }
                         narinfo_phase.inc_total(narinfo.references.len() as u64);
                         report.paths += 1;
@@ -286,11 +285,16 @@ pub async fn mirror_closure(
         }
     }
     if let Err(e) = walker.await {
-        let mut unvisited: Vec<&StorePath> = unreported.values().collect();
+        // Named by their hash parts: the frontier keeps no names.
+        let mut unvisited: Vec<String> = unreported
+            .iter()
+            .map(|d| crate::nixbase32::encode(d))
+            .collect();
         unvisited.sort();
-        for path in unvisited {
+        for hash in unvisited {
             report.fail(format!(
-                "{path}: not mirrored: the closure walk failed before it got there ({e})"
+                "{}/{hash}: not mirrored: the closure walk failed before it got there ({e})",
+                crate::store_path::STORE_DIR
             ));
         }
         report.fail(format!("the closure walk failed: {e}"));

@@ -1,10 +1,12 @@
 //! Fetching and verifying the NARs of the closure.
 //!
 //! Each narinfo the walk finds is admitted here: refused when its URL would leave the cache,
-//! when it has no `FileHash`, or when it gives a NAR another narinfo of the run names with
-//! another `FileHash` or `FileSize`; otherwise its NAR is found in place, joined to a download
-//! or check of the same file under way, listed for another downloader (`--print-only`), hashed
-//! on disk (a narinfo fetched now for a NAR already here), or downloaded. Downloads and checks
+//! when it has no `FileHash`, or when it gives a NAR whose download or check is under way for
+//! another narinfo another `FileHash` or `FileSize`; otherwise its NAR is found in place,
+//! joined to a download or check of the same file under way, listed for another downloader
+//! (`--print-only`), hashed on disk (a narinfo fetched now for a NAR already here), or
+//! downloaded. So every narinfo stored has had its NAR checked against its own fields, and no
+//! table of the fields each file was given is kept (a closure has hundreds of thousands). Downloads and checks
 //! run as tasks, at most twice the fetcher's concurrency at once; each finished one hands back
 //! the narinfos that were waiting for its file.
 //!
@@ -14,7 +16,6 @@
 //! only when it carries the marker of such a check against the same fields
 //! ([`fetch::nar_checked`]); otherwise it is checked again, and marked when it passes.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -80,12 +81,9 @@ pub(super) struct Nars<'a> {
     check_nar_hash: bool,
     /// NAR path -> the narinfos waiting for it (stored, if fetched, once it is verified).
     waiting: HashMap<PathBuf, Vec<(NarInfo, Origin)>>,
-    /// The sha256 of a NAR's path -> the FileHash and FileSize the first narinfo of this run
-    /// gave it. Another narinfo naming the same file must agree, or it would be stored
-    /// unverified. (Keyed by a digest: there is an entry per path of the closure.)
-    /// Both sides are fingerprints (the first 16 and 8 bytes of a sha256), so that an entry
-    /// takes 24 bytes.
-    claims: HashMap<u128, u64>,
+    /// `--print-only`: fingerprints of the NAR paths listed (or found staged) in this run, so
+    /// that a file two narinfos name is listed once (16 bytes a NAR).
+    listed: HashSet<u128>,
     tasks: JoinSet<(PathBuf, Result<NarGot, String>)>,
     /// Task -> the NAR path it works on, to name the file of a task that panicked.
     task_files: HashMap<tokio::task::Id, PathBuf>,
@@ -112,7 +110,7 @@ impl<'a> Nars<'a> {
             print,
             check_nar_hash,
             waiting: HashMap::new(),
-            claims: HashMap::new(),
+            listed: HashSet::new(),
             tasks: JoinSet::new(),
             task_files: HashMap::new(),
             slots: Arc::new(Semaphore::new(slots)),
@@ -152,24 +150,6 @@ impl<'a> Nars<'a> {
                 self.upstream.narinfo_url(&narinfo.store_path)
             )));
         }
-        let (claim_key, claim) = claim_of(&nar, &narinfo);
-        match self.claims.get(&claim_key) {
-            Some(first) if *first != claim => {
-                return Ok(Admitted::Refused(format!(
-                    "{}: {}: names the NAR {} with FileHash {} and FileSize {}, but another \
-                     narinfo of the closure gives it another FileHash or FileSize",
-                    narinfo.store_path,
-                    self.upstream.narinfo_url(&narinfo.store_path),
-                    narinfo.url,
-                    describe(narinfo.file_hash),
-                    describe(narinfo.file_size),
-                )))
-            }
-            Some(_) => {}
-            None => {
-                self.claims.insert(claim_key, claim);
-            }
-        }
         let nar_check = if self.check_nar_hash {
             match Compression::from_narinfo(&narinfo.compression) {
                 Ok(compression) => Some(ExpectedNar {
@@ -203,8 +183,7 @@ impl<'a> Nars<'a> {
         if let Some(format) = self.print {
             if present {
                 report.nars_present += 1;
-            } else if let Entry::Vacant(slot) = self.waiting.entry(nar) {
-                slot.insert(Vec::new());
+            } else if self.listed.insert(fingerprint_of(&nar)) {
                 if staged.is_some() {
                     report.nars_staged += 1;
                     return Ok(match origin {
@@ -235,7 +214,25 @@ impl<'a> Nars<'a> {
             return Ok(Admitted::Stored(narinfo));
         }
         if let Some(list) = self.waiting.get_mut(&nar) {
-            // Another narinfo's download or check of the same file is under way.
+            // Another narinfo's download or check of the same file is under way: it checks
+            // the file against the first narinfo, so this one must give the file the same
+            // FileHash and FileSize, or it would be stored unverified.
+            if let Some((first, _)) = list.first() {
+                if (first.file_hash, first.file_size) != (narinfo.file_hash, narinfo.file_size) {
+                    return Ok(Admitted::Refused(format!(
+                        "{}: {}: names the NAR {} with FileHash {} and FileSize {}, but {} \
+                         gives it FileHash {} and FileSize {}",
+                        narinfo.store_path,
+                        self.upstream.narinfo_url(&narinfo.store_path),
+                        narinfo.url,
+                        describe(narinfo.file_hash),
+                        describe(narinfo.file_size),
+                        first.store_path,
+                        describe(first.file_hash),
+                        describe(first.file_size),
+                    )));
+                }
+            }
             list.push((narinfo, origin));
             return Ok(Admitted::Pending);
         }
@@ -391,27 +388,10 @@ async fn take_staged(staged: &Path, nar: &Path, expected: Expected) -> bool {
     }
 }
 
-/// The claim `narinfo` makes on the NAR file at `nar`, as fingerprints: of the file's path,
-/// and of the `FileHash` and `FileSize` it gives the file.
-fn claim_of(nar: &Path, narinfo: &NarInfo) -> (u128, u64) {
+/// A fingerprint of a NAR file's path.
+fn fingerprint_of(nar: &Path) -> u128 {
     use std::os::unix::ffi::OsStrExt;
-    let key = crate::hash::fingerprint128(nar.as_os_str().as_bytes());
-    let mut fields = Vec::with_capacity(48);
-    match narinfo.file_hash {
-        Some(h) => {
-            fields.push(1);
-            fields.extend_from_slice(&h.0);
-        }
-        None => fields.push(0),
-    }
-    match narinfo.file_size {
-        Some(n) => {
-            fields.push(1);
-            fields.extend_from_slice(&n.to_le_bytes());
-        }
-        None => fields.push(0),
-    }
-    (key, crate::hash::fingerprint128(&fields) as u64)
+    crate::hash::fingerprint128(nar.as_os_str().as_bytes())
 }
 
 /// A narinfo field's value for messages, or `none`.

@@ -212,6 +212,7 @@ pub async fn walk(
         // signatures is waiting.
         while in_flight.len() < max_in_flight && unchecked.len() < SIGNATURE_BATCH {
             let Some(path) = queue.pop_front() else { break };
+            failpoint("walk-queue", &path);
             if let Some((info, origin)) = source.read_local(&path) {
                 if check_sigs {
                     unchecked.push((info, origin));
@@ -324,17 +325,36 @@ async fn handle(
     stats: &mut WalkStats,
     events: &mpsc::Sender<Event>,
 ) -> bool {
-    match &mut event {
-        Event::Found(found) => {
+    if let Event::Found(found) = &mut event {
+        // A panic while queuing fails this path, not the walk: the rest of the closure goes on.
+        let queued = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             failpoint("walk", &found.narinfo.store_path);
-            found.queued.clear();
+            let mut queued = Vec::new();
             for (i, r) in found.narinfo.references.iter().enumerate() {
                 if seen.insert(*r.digest()) {
                     queue.push_back(r.clone());
-                    found.queued.push(i as u32);
+                    queued.push(i as u32);
                 }
             }
+            queued
+        }));
+        match queued {
+            Ok(queued) => found.queued = queued,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                event = Event::Failed {
+                    path: found.narinfo.store_path.clone(),
+                    error: format!("following its references failed: {why}"),
+                };
+            }
         }
+    }
+    match &event {
+        Event::Found(_) => {}
         Event::Missing(_) => stats.missing += 1,
         Event::Failed { .. } | Event::HostDown(_) => stats.failed += 1,
     }
