@@ -1227,7 +1227,7 @@ fn a_narinfo_is_only_stored_with_a_file_hash_its_nar_has() {
     );
     assert!(!m.cache_dir().join(narinfo_name(bad)).exists());
     assert!(
-        fs::read(&m.cache_dir().join(narinfo_name(&tool))).unwrap()
+        fs::read(m.cache_dir().join(narinfo_name(&tool))).unwrap()
             == fs::read(cache.narinfo_file(&tool)).unwrap()
     );
     assert!(fs::read(m.cache_dir().join(&nar)).unwrap() == nar_bytes);
