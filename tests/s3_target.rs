@@ -557,3 +557,309 @@ fn a_cluster_stopped_mid_run_fails_the_run_leaves_no_narinfo_without_its_nar_and
     );
     assert_mirrored(&garage, cache);
 }
+
+/// `GET path` on `base` (`http://localhost:PORT`) over HTTP/1.0, redirects not followed: the
+/// status, the `location` header and the body.
+fn web_get(base: &str, path: &str) -> (u16, Option<String>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("website endpoint");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let location = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("location")
+            .then(|| v.trim().to_string())
+    });
+    (status, location, raw[end + 4..].to_vec())
+}
+
+/// The fake Hydra's two channels mirrored by `release-nixos` into a bucket named in the config.
+struct BucketMirror {
+    garage: Garage,
+    hydra: common::hydra::FakeHydra,
+    hydra_srv: TestServer,
+    _cache_srv: TestServer,
+    dir: TestDir,
+    config: PathBuf,
+}
+
+impl BucketMirror {
+    fn new(label: &str) -> BucketMirror {
+        use common::hydra::names::*;
+        let garage = Garage::start(1, "localhost");
+        let data = common::hydra::release_data();
+        let hydra = common::hydra::FakeHydra::standard(data);
+        let hydra_srv = hydra.start();
+        let cache_srv = TestServer::builder().static_dir(&data.cache).start();
+        let dir = TestDir::new(label);
+        let config = serde_json::json!({
+            "hydra": hydra_srv.url(),
+            "cache": cache_srv.url(),
+            "target_cache": format!("{}/{PREFIX}/binary_cache", garage.web_url_of(0)),
+            "trusted_public_keys": [data.public_key],
+            "target": format!("s3://{}/{PREFIX}", garage.bucket),
+            "s3_endpoint": garage.endpoint(),
+            "s3_region": REGION,
+            "releases": [
+                {"channel": NIXOS_CHANNEL, "project": NIXOS_PROJECT, "jobset": NIXOS_JOBSET,
+                 "job": NIXOS_JOB, "keep": 1, "programs": false},
+                {"channel": NIXPKGS_CHANNEL, "project": NIXPKGS_PROJECT,
+                 "jobset": NIXPKGS_JOBSET, "job": NIXPKGS_JOB, "keep": 1, "programs": false},
+            ],
+        });
+        let config = dir.write(
+            "nixos_release.json",
+            serde_json::to_string_pretty(&config).unwrap(),
+        );
+        BucketMirror {
+            garage,
+            hydra,
+            hydra_srv,
+            _cache_srv: cache_srv,
+            dir,
+            config,
+        }
+    }
+
+    fn run(&self, extra: &[&str]) -> Output {
+        let tmp = self.dir.join("tmp");
+        let mut args = vec![
+            "release-nixos",
+            "--tmpdir",
+            tmp.to_str().unwrap(),
+            "--config",
+            self.config.to_str().unwrap(),
+            "--no-ipfs",
+            "--progress",
+            "none",
+        ];
+        args.extend(extra);
+        let mut cmd = common::process::nixipfs_command(args);
+        cmd.envs(self.garage.env());
+        common::process::run_command(&mut cmd, common::process::DEFAULT_TIMEOUT)
+    }
+
+    fn nixname(&self, build: u64) -> String {
+        self.hydra.builds[&build].nixname.clone()
+    }
+
+    /// The closure of an evaluation's store paths.
+    fn eval_closure(&self, eval: u64) -> Vec<String> {
+        let mut roots = self.hydra.evals[&eval].store_paths.clone();
+        roots.sort();
+        roots.dedup();
+        common::hydra::release_data().closure_of(&roots)
+    }
+}
+
+#[test]
+fn release_nixos_into_a_bucket_serves_channels_as_redirects_and_gc_keeps_what_releases_need() {
+    use common::hydra::names::*;
+    let m = BucketMirror::new("s3-release");
+    let data = common::hydra::release_data();
+    let out = m.run(&[]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let web = m.garage.web_url_of(0);
+    let first = m.nixname(NIXOS_TESTED[0]);
+    let release_key = format!("releases/{NIXOS_CHANNEL}/{first}");
+    let objects = m.garage.list(PREFIX);
+    for file in [
+        "git-revision",
+        "store-paths",
+        "store-paths.xz",
+        "build-info.json",
+        "binary-cache-url",
+        "nixexprs.tar.xz",
+    ] {
+        assert!(
+            objects.contains_key(&format!("{release_key}/{file}")),
+            "{release_key}/{file} is not in the bucket: {objects:?}"
+        );
+    }
+    assert!(
+        !objects
+            .keys()
+            .any(|k| k.contains("/binary_cache/") && k.starts_with("releases/")),
+        "no release view goes to the bucket"
+    );
+    for stamp in [
+        "lastsync",
+        "binary_cache/lastsync",
+        "channels/lastsync",
+        "releases/lastsync",
+    ] {
+        assert!(objects.contains_key(stamp), "{stamp} after a complete run");
+    }
+    assert!(!objects.contains_key(".lock"), "the lock is given up");
+
+    // The channel, as channels.nixos.org serves it: a redirect to the release.
+    let (status, location, _) = web_get(&web, &format!("/{PREFIX}/channels/{NIXOS_CHANNEL}"));
+    assert_eq!(status, 301, "the website endpoint redirects the channel");
+    let location = location.expect("a location");
+    assert_eq!(location, format!("/{PREFIX}/{release_key}"));
+    let (status, _, tarball) = web_get(&web, &format!("{location}/nixexprs.tar.xz"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        tarball,
+        data.tarball1.bytes(),
+        "the channel's nixexprs.tar.xz"
+    );
+    let (status, _, cache_url) = web_get(&web, &format!("{location}/binary-cache-url"));
+    assert_eq!(status, 200);
+    let cache_url = String::from_utf8(cache_url).unwrap();
+    assert_eq!(cache_url.trim(), format!("{web}/{PREFIX}/binary_cache"));
+
+    // A real Nix client, signatures required, installs the release from the bucket's cache.
+    let mut roots = m.hydra.evals[&NIXOS_EVALS[0]].store_paths.clone();
+    roots.sort();
+    roots.dedup();
+    let store = nix_install_from(cache_url.trim(), &data.public_key, &roots)
+        .unwrap_or_else(|e| panic!("installing from {cache_url}: {e}"));
+    assert_eq!(store.closure, m.eval_closure(NIXOS_EVALS[0]));
+    assert_no_narinfo_without_nar(&m.garage);
+
+    // A rerun rewrites nothing: no release file, no NAR, not the channel.
+    let before: BTreeMap<String, String> = m
+        .garage
+        .list_times(PREFIX)
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("lastsync"))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let again = m.run(&[]);
+    assert!(again.status.success(), "{}", output_text(&again));
+    let after: BTreeMap<String, String> = m
+        .garage
+        .list_times(PREFIX)
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("lastsync"))
+        .collect();
+    assert_eq!(after, before, "the rerun rewrote no object");
+
+    // A new evaluation: the channel moves, and --gc deletes the old release and what only it
+    // needed, keeping what the releases left need.
+    common::hydra::FakeHydra::point_latest(
+        &m.hydra_srv,
+        NIXOS_PROJECT,
+        NIXOS_JOBSET,
+        NIXOS_JOB,
+        NIXOS_TESTED[1],
+    );
+    let gc = m.run(&["--gc"]);
+    assert!(gc.status.success(), "{}", output_text(&gc));
+    let second = m.nixname(NIXOS_TESTED[1]);
+    let (status, location, _) = web_get(&web, &format!("/{PREFIX}/channels/{NIXOS_CHANNEL}"));
+    assert_eq!(status, 301);
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("/{PREFIX}/releases/{NIXOS_CHANNEL}/{second}").as_str())
+    );
+    let objects = m.garage.list(PREFIX);
+    assert!(
+        !objects
+            .keys()
+            .any(|k| k.starts_with(&format!("{release_key}/"))),
+        "the old release was kept with keep = 1"
+    );
+    let mut live = m.eval_closure(NIXOS_EVALS[1]);
+    live.extend(m.eval_closure(NIXPKGS_EVAL));
+    live.sort();
+    live.dedup();
+    let mut want: Vec<String> = Vec::new();
+    for p in &live {
+        want.push(format!("{}.narinfo", store_path_hash(p)));
+        want.push(data.nar_url(p));
+    }
+    want.sort();
+    want.dedup();
+    let cache_objects: Vec<String> = m
+        .garage
+        .list(&format!("{PREFIX}/binary_cache"))
+        .into_keys()
+        .filter(|k| k.ends_with(".narinfo") || k.starts_with("nar/"))
+        .collect();
+    assert_eq!(
+        cache_objects, want,
+        "exactly the narinfos and NARs of the releases left stay"
+    );
+    assert!(
+        !cache_objects.contains(&data.nar_url(&data.paths.pkg1)),
+        "the NAR only the old release needed is gone"
+    );
+    assert_no_narinfo_without_nar(&m.garage);
+}
+
+#[test]
+fn release_nixos_with_a_bucket_refuses_what_needs_a_disk() {
+    let m = BucketMirror::new("s3-release-refusals");
+    let tmp = m.dir.join("tmp");
+    // IPFS publishing reads the mirror from disk.
+    let mut cmd = common::process::nixipfs_command([
+        "release-nixos",
+        "--tmpdir",
+        tmp.to_str().unwrap(),
+        "--config",
+        m.config.to_str().unwrap(),
+        "--progress",
+        "none",
+    ]);
+    cmd.envs(m.garage.env());
+    let out = common::process::run_command(&mut cmd, common::process::DEFAULT_TIMEOUT);
+    assert!(!out.status.success());
+    assert!(
+        output_text(&out).contains("needs the disk target; pass --no-ipfs"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(
+        m.garage.list(PREFIX).is_empty(),
+        "nothing was written to the bucket"
+    );
+}
+
+#[test]
+fn a_release_object_with_other_bytes_is_never_replaced_and_the_release_stays_incomplete() {
+    use common::hydra::names::*;
+    let m = BucketMirror::new("s3-release-conflict");
+    let first = m.nixname(NIXOS_TESTED[0]);
+    let release = format!("{PREFIX}/releases/{NIXOS_CHANNEL}/{first}");
+    // What another writer left where this run's release goes.
+    m.garage.put(&release, "store-paths", b"not these bytes\n");
+    let out = m.run(&[]);
+    let text = output_text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("is in the bucket with other bytes") && text.contains("store-paths"),
+        "{text}"
+    );
+    assert_eq!(
+        m.garage.get(&release, "store-paths").as_deref(),
+        Some(&b"not these bytes\n"[..]),
+        "the object was not replaced"
+    );
+    let objects = m.garage.list(PREFIX);
+    assert!(
+        !objects.contains_key(&format!("releases/{NIXOS_CHANNEL}/{first}/git-revision")),
+        "a release whose files did not all go up has no git-revision"
+    );
+    assert!(
+        !objects.contains_key(&format!("channels/{NIXOS_CHANNEL}")),
+        "the channel does not point at an incomplete release"
+    );
+    // The other channel is complete and points at its release.
+    assert!(
+        objects.contains_key(&format!("channels/{NIXPKGS_CHANNEL}")),
+        "{objects:?}"
+    );
+    assert!(!objects.contains_key("lastsync"), "not a complete run");
+}

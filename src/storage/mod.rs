@@ -25,7 +25,7 @@ use crate::binary_cache::{narinfo_text, LocalCache, NIX_CACHE_INFO};
 use crate::fetch::{self, Expected};
 use crate::narinfo::NarInfo;
 use crate::store_path::StorePath;
-pub use s3::{S3Location, S3Lock, S3Store};
+pub use s3::{ObjectHead, S3Location, S3Lock, S3Store};
 
 /// Where a command writes: a mirror directory, or a prefix in a bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
