@@ -863,3 +863,155 @@ fn a_release_object_with_other_bytes_is_never_replaced_and_the_release_stays_inc
     );
     assert!(!objects.contains_key("lastsync"), "not a complete run");
 }
+
+/// The closure of `roots` in `cache`, from its narinfos' `References`.
+fn closure_in(cache: &NixCache, roots: &[&str]) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut queue: Vec<String> = roots.iter().map(|r| r.to_string()).collect();
+    while let Some(p) = queue.pop() {
+        if seen.contains(&p) {
+            continue;
+        }
+        let refs = cache.narinfo_field(&p, "References").unwrap_or_default();
+        for r in refs.split_whitespace() {
+            queue.push(format!("/nix/store/{r}"));
+        }
+        seen.push(p);
+    }
+    seen.sort();
+    seen
+}
+
+#[test]
+fn garbage_collect_in_a_bucket_deletes_only_what_no_release_needs_and_refuses_a_partial_view() {
+    let garage = Garage::start(1, "collect");
+    let cache = nix_cache(Compression::Xz);
+    let srv = TestServer::builder().static_dir(&cache.dir).start();
+    let run = Run::new("s3-gc", cache);
+    assert_ok(&run.mirror(&garage, &garage.endpoint(), cache, &srv.url(), &[], &[]));
+    let prefix = format!("{PREFIX}/binary_cache");
+    let all = garage.list(&prefix);
+
+    // The release kept: `tool` and a path upstream lacks (so the bucket lacks it too).
+    let tool = cache.path_named("nixipfs-test-tool").to_string();
+    let unrelated = cache.unrelated[0].clone();
+    let kept = run.dir.join("kept");
+    run.dir
+        .write("kept/store-paths", format!("{tool}\n{unrelated}\n"));
+    let gc = |releases: &[&str], extra: &[&str]| {
+        let target = format!("s3://{}/{PREFIX}", garage.bucket);
+        let endpoint = garage.endpoint();
+        let mut args = vec![
+            "garbage-collect",
+            "--target",
+            &target,
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-region",
+            REGION,
+            "--releases",
+        ];
+        args.extend_from_slice(releases);
+        args.extend_from_slice(extra);
+        let mut cmd = common::process::nixipfs_command(args);
+        cmd.envs(garage.env());
+        common::process::run_command(&mut cmd, common::process::DEFAULT_TIMEOUT)
+    };
+    let kept_arg = kept.to_str().unwrap();
+    let refused = |out: &Output, message: &str| {
+        let text = output_text(out);
+        assert!(!out.status.success(), "{text}");
+        assert!(text.contains(message), "expected {message:?}: {text}");
+        assert_eq!(garage.list(&prefix), all, "nothing is deleted: {text}");
+    };
+
+    // A release that is not there, one without store-paths, one whose closure needs a narinfo
+    // the bucket lacks (upstream's lack is not recorded yet): nothing is deleted.
+    refused(
+        &gc(&["releases/none/x"], &[]),
+        "neither a release directory",
+    );
+    run.dir.write("empty/nix-cache-info", "");
+    let empty = run.dir.join("empty");
+    refused(
+        &gc(&[kept_arg, empty.to_str().unwrap()], &[]),
+        "no readable store-paths",
+    );
+    refused(
+        &gc(&[kept_arg], &[]),
+        &format!(
+            "{}.narinfo, which is not in the bucket",
+            store_path_hash(&unrelated)
+        ),
+    );
+    run.dir
+        .write("kept/missing-store-paths", format!("{unrelated}\n"));
+    // A narinfo of the closure whose NAR object is gone.
+    let lib = cache.path_named("nixipfs-test-lib");
+    assert!(closure_in(cache, &[&tool]).contains(&lib.to_string()));
+    let lib_nar = cache.nar_url_path(lib).trim_start_matches('/').to_string();
+    let lib_bytes = garage.get(&prefix, &lib_nar).unwrap();
+    garage.delete(&prefix, &lib_nar);
+    let without_nar = garage.list(&prefix);
+    let out = gc(&[kept_arg], &[]);
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains(&format!(
+            "names the NAR s3://collect/{PREFIX}/binary_cache/{lib_nar}"
+        )),
+        "{}",
+        output_text(&out)
+    );
+    assert_eq!(garage.list(&prefix), without_nar, "nothing is deleted");
+    garage.put(&prefix, &lib_nar, &lib_bytes);
+    assert_eq!(garage.list(&prefix), all);
+
+    // A dry run lists what would go; the run deletes exactly that, under the lock.
+    let live = closure_in(cache, &[&tool]);
+    let mut dead: Vec<String> = Vec::new();
+    for p in cache.closure.iter().filter(|p| !live.contains(p)) {
+        dead.push(format!("{}.narinfo", store_path_hash(p)));
+        dead.push(cache.nar_url_path(p).trim_start_matches('/').to_string());
+    }
+    assert!(!dead.is_empty());
+    let dry = gc(&[kept_arg], &["--dry-run"]);
+    assert_ok(&dry);
+    let printed = String::from_utf8_lossy(&dry.stdout).to_string();
+    for key in &dead {
+        assert!(
+            printed.contains(&format!("would delete s3://collect/{prefix}/{key}")),
+            "{key}: {printed}"
+        );
+    }
+    assert_eq!(garage.list(&prefix), all, "a dry run deletes nothing");
+    let out = gc(&[kept_arg], &[]);
+    assert_ok(&out);
+    let left = garage.list(&prefix);
+    let mut want: Vec<String> = all.keys().filter(|k| !dead.contains(k)).cloned().collect();
+    want.sort();
+    assert_eq!(left.keys().cloned().collect::<Vec<_>>(), want);
+    assert!(left.contains_key("nix-cache-info"));
+    assert!(
+        garage.get(PREFIX, ".lock").is_none(),
+        "the lock is given up"
+    );
+    assert_no_narinfo_without_nar(&garage);
+
+    // The release in the bucket can be named by its key too; a held lock stops the collector.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    garage.put(
+        PREFIX,
+        ".lock",
+        format!("otherhost-42-ab {now}\n").as_bytes(),
+    );
+    let out = gc(&[kept_arg], &[]);
+    assert!(!out.status.success());
+    assert!(
+        output_text(&out).contains("holds the lock"),
+        "{}",
+        output_text(&out)
+    );
+}
