@@ -27,7 +27,7 @@ use crate::fsutil;
 use crate::narinfo::NarInfo;
 use crate::progress::human_bytes;
 use crate::release::{self, BuildInfo, COMPLETION_MARKER};
-use crate::storage::{narinfo_key, S3Store};
+use crate::storage::{marker_subject, narinfo_key, S3Store};
 use crate::store_path::StorePath;
 
 /// What a collection did (or would do).
@@ -336,7 +336,8 @@ const DELETES: usize = 16;
 /// release's store paths, read from the cache's own narinfos, with the NAR of every live
 /// narinfo. Deletes nothing when no release is given, or when a release needs a narinfo or NAR
 /// the bucket lacks (a path upstream lacks, listed in `missing-store-paths`, excepted).
-/// Narinfos go before NARs, so that each narinfo left has its NAR at every moment.
+/// Narinfos go before NARs, so that each narinfo left has its NAR at every moment; the
+/// markers of deleted NARs ([`crate::storage::CHECKED_PREFIX`]) go last.
 pub async fn collect_bucket_cache(
     cache: &S3Store,
     listing: &HashMap<String, u64>,
@@ -428,9 +429,17 @@ pub async fn collect_bucket_cache(
     let mut report = GcReport::default();
     let mut dead_narinfos = Vec::new();
     let mut dead_nars = Vec::new();
+    let mut dead_markers = Vec::new();
     let mut keys: Vec<(&String, &u64)> = listing.iter().collect();
     keys.sort();
     for (key, size) in keys {
+        if let Some(url) = marker_subject(key) {
+            // The marker of a checked NAR goes with its NAR.
+            if !live.contains(url) {
+                dead_markers.push((key.clone(), *size));
+            }
+            continue;
+        }
         let is_narinfo = !key.contains('/') && key.ends_with(".narinfo");
         let is_nar = key.starts_with("nar/");
         if !is_narinfo && !is_nar {
@@ -444,9 +453,11 @@ pub async fn collect_bucket_cache(
             dead_nars.push((key.clone(), *size));
         }
     }
+    let mut markers = 0;
     for (objects, count) in [
         (&dead_narinfos, &mut report.narinfos),
         (&dead_nars, &mut report.nars),
+        (&dead_markers, &mut markers),
     ] {
         if !dry_run {
             let mut deletes = futures::stream::iter(objects.iter().map(|(key, _)| {

@@ -143,12 +143,31 @@ fn assert_mirrored(garage: &Garage, cache: &NixCache) {
     }
     expected.sort();
     expected.dedup();
-    let got: Vec<String> = objects.keys().cloned().collect();
+    let got: Vec<String> = objects
+        .keys()
+        .filter(|k| !k.starts_with(".checked/"))
+        .cloned()
+        .collect();
     assert_eq!(got, expected, "the objects under {prefix}");
+    // Each NAR, checked down to its NarHash before it went up, has its marker.
+    for p in &cache.closure {
+        let url = url_of(&fs::read(cache.narinfo_file(p)).unwrap());
+        assert_eq!(
+            markers_of(&objects, &url),
+            1,
+            "{url} has one marker: {objects:?}"
+        );
+    }
     assert_eq!(
         garage.get(&prefix, "nix-cache-info").as_deref(),
         Some(&b"StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n"[..])
     );
+}
+
+/// How many check markers (`.checked/URL/MARK`) the NAR object `url` has in `objects`.
+fn markers_of(objects: &BTreeMap<String, u64>, url: &str) -> usize {
+    let prefix = format!(".checked/{url}/");
+    objects.keys().filter(|k| k.starts_with(&prefix)).count()
 }
 
 /// Object key → (size, modification time), listed by rclone.
@@ -971,7 +990,11 @@ fn garbage_collect_in_a_bucket_deletes_only_what_no_release_needs_and_refuses_a_
     let mut dead: Vec<String> = Vec::new();
     for p in cache.closure.iter().filter(|p| !live.contains(p)) {
         dead.push(format!("{}.narinfo", store_path_hash(p)));
-        dead.push(cache.nar_url_path(p).trim_start_matches('/').to_string());
+        let url = cache.nar_url_path(p).trim_start_matches('/').to_string();
+        // Its check marker goes with it.
+        let marker = format!(".checked/{url}/");
+        dead.extend(all.keys().filter(|k| k.starts_with(&marker)).cloned());
+        dead.push(url);
     }
     assert!(!dead.is_empty());
     let dry = gc(&[kept_arg], &["--dry-run"]);
@@ -1013,5 +1036,76 @@ fn garbage_collect_in_a_bucket_deletes_only_what_no_release_needs_and_refuses_a_
         output_text(&out).contains("holds the lock"),
         "{}",
         output_text(&out)
+    );
+}
+
+#[test]
+fn a_nar_object_without_its_check_marker_is_checked_again_before_it_is_trusted() {
+    let garage = Garage::start(1, "marks");
+    let cache = nix_cache(Compression::Xz);
+    let srv = TestServer::builder().static_dir(&cache.dir).start();
+    let run = Run::new("s3-marks", cache);
+    let mirror = || run.mirror(&garage, &garage.endpoint(), cache, &srv.url(), &[], &[]);
+    assert_ok(&mirror());
+    let prefix = format!("{PREFIX}/binary_cache");
+    let lib = cache.path_named("nixipfs-test-lib");
+    let url = cache.nar_url_path(lib).trim_start_matches('/').to_string();
+    assert_eq!(markers_of(&garage.list(&prefix), &url), 1);
+    let original = garage.get(&prefix, &url).unwrap();
+
+    // The object replaced by other bytes of the same size: its marker was for the object as
+    // it was, so the rerun checks it, finds it wrong and fails that path.
+    let mut bytes = original.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    garage.put(&prefix, &url, &bytes);
+    let out = mirror();
+    let text = output_text(&out);
+    assert!(!out.status.success(), "the changed NAR was trusted: {text}");
+    assert!(
+        text.contains(&url) && text.contains("does not match this narinfo"),
+        "{text}"
+    );
+
+    // The right bytes again, and the marker gone: the object is checked once more (the rerun
+    // succeeds), then marked; the next rerun trusts it and writes nothing.
+    garage.put(&prefix, &url, &original);
+    let markers: Vec<String> = garage
+        .list(&prefix)
+        .into_keys()
+        .filter(|k| k.starts_with(&format!(".checked/{url}/")))
+        .collect();
+    garage.delete(&prefix, &markers[0]);
+    assert_eq!(markers_of(&garage.list(&prefix), &url), 0);
+    assert_ok(&mirror());
+    assert_eq!(
+        markers_of(&garage.list(&prefix), &url),
+        1,
+        "the object checked again got its marker back"
+    );
+    let before = listing_with_times(&garage);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_ok(&mirror());
+    assert_eq!(
+        listing_with_times(&garage),
+        before,
+        "a marked object is not checked again"
+    );
+}
+
+#[test]
+fn release_nixos_print_only_with_a_bucket_lists_the_nars_and_writes_nothing_there() {
+    use common::hydra::names::*;
+    let m = BucketMirror::new("s3-release-print");
+    let data = common::hydra::release_data();
+    let out = m.run(&["--print-only"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    for p in m.eval_closure(NIXOS_EVALS[0]) {
+        assert!(listed.contains(&data.nar_url(&p)), "{p}: {listed}");
+    }
+    assert!(
+        m.garage.list(PREFIX).is_empty(),
+        "--print-only wrote to the bucket"
     );
 }

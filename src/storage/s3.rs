@@ -177,6 +177,16 @@ impl S3Store {
     /// Every object under the prefix (one paginated listing): key relative to the prefix →
     /// size.
     pub async fn list(&self) -> Result<HashMap<String, u64>> {
+        Ok(self
+            .list_tagged()
+            .await?
+            .into_iter()
+            .map(|(k, (size, _))| (k, size))
+            .collect())
+    }
+
+    /// [`S3Store::list`] with each object's ETag (quotes removed), when the store gives one.
+    pub async fn list_tagged(&self) -> Result<HashMap<String, (u64, Option<String>)>> {
         let prefix = if self.base.is_empty() {
             None
         } else {
@@ -196,7 +206,10 @@ impl S3Store {
         {
             let key = meta.location.as_ref();
             if let Some(rel) = key.strip_prefix(&strip) {
-                out.insert(rel.to_string(), meta.size);
+                out.insert(
+                    rel.to_string(),
+                    (meta.size, meta.e_tag.as_deref().map(unquote)),
+                );
             }
         }
         Ok(out)
@@ -349,16 +362,17 @@ impl S3Store {
     /// multipart upload with at most one part in flight above. The object exists only once
     /// the upload is complete.
     pub async fn upload_file(&self, file: &Path, rel: &str) -> Result<u64> {
-        self.upload_file_with(file, rel, &[]).await
+        Ok(self.upload_file_with(file, rel, &[]).await?.0)
     }
 
-    /// [`S3Store::upload_file`], the object carrying the user metadata `meta`.
+    /// [`S3Store::upload_file`], the object carrying the user metadata `meta`; returns its size
+    /// and the ETag the store gave it (quotes removed), if any.
     pub async fn upload_file_with(
         &self,
         file: &Path,
         rel: &str,
         meta: &[(&str, String)],
-    ) -> Result<u64> {
+    ) -> Result<(u64, Option<String>)> {
         let _permit = self.uploads.acquire().await?;
         let key = self.key(rel)?;
         let url = self.url_of(rel);
@@ -380,11 +394,12 @@ impl S3Store {
                 attributes: attributes(meta),
                 ..Default::default()
             };
-            self.store
+            let put = self
+                .store
                 .put_opts(&key, Bytes::from(buf).into(), opts)
                 .await
                 .with_context(|| format!("cannot upload {} to {url}", file.display()))?;
-            return Ok(size);
+            return Ok((size, put.e_tag.as_deref().map(unquote)));
         }
         let upload = self
             .store
@@ -418,11 +433,11 @@ impl S3Store {
         .await;
         match result {
             Ok(()) => {
-                writer
+                let put = writer
                     .finish()
                     .await
                     .with_context(|| format!("cannot upload {} to {url}", file.display()))?;
-                Ok(size)
+                Ok((size, put.e_tag.as_deref().map(unquote)))
             }
             Err(e) => {
                 let _ = writer.abort().await;
@@ -473,6 +488,11 @@ fn part_size() -> usize {
         return n;
     }
     SINGLE_PUT_MAX
+}
+
+/// An ETag without the quotes S3 puts around it.
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
 }
 
 /// What [`S3Store::head`] tells of an object.
