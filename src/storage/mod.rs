@@ -355,3 +355,50 @@ pub fn marker_subject(key: &str) -> Option<&str> {
 pub fn narinfo_key(path: &StorePath) -> String {
     format!("{}.narinfo", path.hash_part())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compression::Compression;
+    use crate::fetch::ExpectedNar;
+    use crate::hash::Sha256Hash;
+
+    fn expected(nar_byte: char) -> Expected {
+        let hex = |c: char| Sha256Hash::from_hex(&c.to_string().repeat(64)).unwrap();
+        Expected {
+            size: Some(10),
+            sha256: Some(hex('a')),
+            nar: Some(ExpectedNar {
+                compression: Compression::Xz,
+                hash: hex(nar_byte),
+                size: 20,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_marker_names_its_nar_and_changes_with_the_object_and_the_narinfo() {
+        let url = "nar/0abc.nar.xz";
+        let key = checked_marker_key(url, "etag1", &expected('b')).unwrap();
+        assert!(key.starts_with(".checked/nar/0abc.nar.xz/"), "{key}");
+        assert_eq!(marker_subject(&key), Some(url));
+        assert_eq!(
+            checked_marker_key(url, "etag1", &expected('b')).as_deref(),
+            Some(key.as_str())
+        );
+        // Another object (ETag) or another NarHash: another marker.
+        assert_ne!(
+            checked_marker_key(url, "etag2", &expected('b')).unwrap(),
+            key
+        );
+        assert_ne!(
+            checked_marker_key(url, "etag1", &expected('c')).unwrap(),
+            key
+        );
+        // Nothing to mark without a NAR check.
+        let mut file_only = expected('b');
+        file_only.nar = None;
+        assert_eq!(checked_marker_key(url, "etag1", &file_only), None);
+        assert_eq!(marker_subject("nar/0abc.nar.xz"), None);
+    }
+}
