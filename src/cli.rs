@@ -454,7 +454,8 @@ pub struct GarbageCollectArgs {
     pub target: Option<String>,
     #[command(flatten)]
     pub s3: S3Args,
-    /// Every release directory whose files must stay.
+    /// Every release directory whose files must stay (with --target, also releases in the
+    /// bucket: releases/CHANNEL/NIXNAME).
     #[arg(long, num_args = 1.., required = true)]
     pub releases: Vec<PathBuf>,
     /// Only print what would be deleted.

@@ -211,12 +211,12 @@ fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
             }
         }
         Command::GarbageCollect(a) => {
-            let (cache, bucket) = match a.cache {
-                Some(cache) => (on_disk(cache, "garbage-collect")?, None),
+            let target = match a.cache {
+                Some(cache) => garbage_collect::GcTarget::Dir(on_disk(cache, "garbage-collect")?),
                 None => match a.s3.target(None, a.target.as_deref())? {
-                    nixipfs::storage::Target::S3(location) => (
-                        std::path::PathBuf::new(),
-                        Some((location, nixipfs::fetch::FetchConfig::default())),
+                    nixipfs::storage::Target::S3(location) => garbage_collect::GcTarget::Bucket(
+                        location,
+                        nixipfs::fetch::FetchConfig::default(),
                     ),
                     nixipfs::storage::Target::Dir(_) => anyhow::bail!(
                         "--target: garbage-collect takes s3://BUCKET/PREFIX there; name a \
@@ -225,14 +225,13 @@ fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
                 },
             };
             let opts = garbage_collect::GarbageCollectOptions {
-                cache,
-                bucket,
+                target,
                 releases: a.releases,
                 dry_run: a.dry_run,
                 wait_lock: a.wait_lock,
             };
-            let mut stdout = std::io::stdout().lock();
-            let report = garbage_collect::run(&opts, &mut stdout)?;
+            let mut stdout = std::io::stdout();
+            let report = runtime()?.block_on(garbage_collect::run(&opts, &mut stdout))?;
             tracing::info!("garbage-collect: {}", report.summary(opts.dry_run));
             let labels = [("command", "garbage-collect")];
             metrics.gauge(

@@ -9,41 +9,46 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use crate::fetch::FetchConfig;
 use crate::fsutil::{self, DirLock};
 use crate::gc::{self, GcReport};
 use crate::storage::{S3Location, S3Lock, S3Store};
 use crate::tarballs;
 
+/// The cache a collection works on.
+#[derive(Clone, Debug)]
+pub enum GcTarget {
+    /// The global binary cache directory; the mirror's lock is in the directory above it.
+    Dir(PathBuf),
+    /// The cache of a bucket (`PREFIX/binary_cache/`), reached with these HTTP settings; each
+    /// release is a local release directory or a release in the bucket
+    /// (`releases/CHANNEL/NIXNAME`, relative to the prefix). The lock is `PREFIX/.lock`.
+    Bucket(S3Location, FetchConfig),
+}
+
 /// Options of `garbage-collect`.
 #[derive(Clone, Debug)]
 pub struct GarbageCollectOptions {
-    /// The global binary cache directory; the mirror's lock is in the directory above it.
-    pub cache: PathBuf,
+    /// The cache.
+    pub target: GcTarget,
     /// Every release whose files must stay.
     pub releases: Vec<PathBuf>,
     /// Only list what would be deleted.
     pub dry_run: bool,
     /// Wait for the mirror's lock instead of failing when another run holds it.
     pub wait_lock: bool,
-    /// Collect the cache of this bucket (`PREFIX/binary_cache/`) instead of `cache`; each of
-    /// `releases` is a local release directory or a release in the bucket
-    /// (`releases/CHANNEL/NIXNAME`, relative to the prefix).
-    pub bucket: Option<(S3Location, crate::fetch::FetchConfig)>,
 }
 
 /// Runs the collector under the mirror's lock; each deleted file is printed to `out` (`would
 /// delete` with `--dry-run`).
-pub fn run(opts: &GarbageCollectOptions, out: &mut dyn Write) -> Result<GcReport> {
-    if let Some((location, fetch)) = &opts.bucket {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        return runtime.block_on(run_bucket(opts, location, fetch, out));
-    }
+pub async fn run(opts: &GarbageCollectOptions, out: &mut (dyn Write + Send)) -> Result<GcReport> {
+    let cache = match &opts.target {
+        GcTarget::Dir(cache) => cache,
+        GcTarget::Bucket(location, fetch) => return run_bucket(opts, location, fetch, out).await,
+    };
     // The mirror's lock lives in the directory above the cache, where update-binary-cache and
     // release-nixos take it.
-    let cache_dir = fsutil::absolute(&opts.cache)?;
+    let cache_dir = fsutil::absolute(cache)?;
     if !cache_dir.is_dir() {
         bail!(
             "the binary cache {} is not a directory",
@@ -52,7 +57,7 @@ pub fn run(opts: &GarbageCollectOptions, out: &mut dyn Write) -> Result<GcReport
     }
     let mirror_dir = cache_dir.parent().unwrap_or(&cache_dir);
     let _lock = DirLock::acquire(mirror_dir, opts.wait_lock)?;
-    let report = gc::collect_cache(&opts.cache, &opts.releases, opts.dry_run, out)?;
+    let report = gc::collect_cache(cache, &opts.releases, opts.dry_run, out)?;
     // The mirror's source tarballs that no release in it names (with the refusals of
     // `tarballs::collect`): each deleted file is printed too.
     if mirror_dir.join(tarballs::TARBALLS_DIR).is_dir() {
@@ -66,8 +71,8 @@ pub fn run(opts: &GarbageCollectOptions, out: &mut dyn Write) -> Result<GcReport
 async fn run_bucket(
     opts: &GarbageCollectOptions,
     location: &S3Location,
-    fetch: &crate::fetch::FetchConfig,
-    out: &mut dyn Write,
+    fetch: &FetchConfig,
+    out: &mut (dyn Write + Send),
 ) -> Result<GcReport> {
     let root = S3Store::connect(location, fetch)?;
     let lock = S3Lock::acquire(&root, opts.wait_lock).await?;
