@@ -1109,3 +1109,85 @@ fn release_nixos_print_only_with_a_bucket_lists_the_nars_and_writes_nothing_ther
         "--print-only wrote to the bucket"
     );
 }
+
+#[test]
+fn garbage_collect_reads_every_page_of_a_long_listing() {
+    let garage = Garage::start(1, "pages");
+    let cache = nix_cache(Compression::Xz);
+    let srv = TestServer::builder().static_dir(&cache.dir).start();
+    let run = Run::new("s3-gc-pages", cache);
+    assert_ok(&run.mirror(&garage, &garage.endpoint(), cache, &srv.url(), &[], &[]));
+    let prefix = format!("{PREFIX}/binary_cache");
+    let mirrored = garage.list(&prefix);
+    // 1500 NAR objects no narinfo names: more than one page of a listing (S3 and Garage give
+    // 1000 keys a page), sorted after and among the live ones.
+    for i in 0..1500 {
+        run.dir
+            .write(format!("stray/nar/{i:05}-stray.nar.xz"), format!("{i}"));
+    }
+    garage.put_dir(&prefix, &run.dir.join("stray"));
+    assert_eq!(garage.list(&prefix).len(), mirrored.len() + 1500);
+    let target = format!("s3://{}/{PREFIX}", garage.bucket);
+    let endpoint = garage.endpoint();
+    let release = run.release();
+    let mut cmd = common::process::nixipfs_command([
+        "garbage-collect",
+        "--target",
+        &target,
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-region",
+        REGION,
+        "--releases",
+        release.to_str().unwrap(),
+    ]);
+    cmd.envs(garage.env());
+    let out = common::process::run_command(&mut cmd, common::process::DEFAULT_TIMEOUT);
+    assert_ok(&out);
+    assert_eq!(
+        garage.list(&prefix),
+        mirrored,
+        "every stray object went, whatever page it was listed on, and nothing else"
+    );
+}
+
+#[test]
+fn a_bucket_channel_does_not_move_back_to_an_older_release_without_force() {
+    use common::hydra::names::*;
+    let m = BucketMirror::new("s3-release-back");
+    let web = m.garage.web_url_of(0);
+    let channel = format!("/{PREFIX}/channels/{NIXOS_CHANNEL}");
+    let points_at = |build: u64| {
+        let (status, location, _) = web_get(&web, &channel);
+        assert_eq!(status, 301);
+        assert_eq!(
+            location.as_deref(),
+            Some(format!("/{PREFIX}/releases/{NIXOS_CHANNEL}/{}", m.nixname(build)).as_str())
+        );
+    };
+    let point = |build: u64| {
+        common::hydra::FakeHydra::point_latest(
+            &m.hydra_srv,
+            NIXOS_PROJECT,
+            NIXOS_JOBSET,
+            NIXOS_JOB,
+            build,
+        )
+    };
+    point(NIXOS_TESTED[1]);
+    let out = m.run(&[]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    points_at(NIXOS_TESTED[1]);
+    point(NIXOS_TESTED[0]);
+    let out = m.run(&[]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("not moving back"),
+        "{}",
+        output_text(&out)
+    );
+    points_at(NIXOS_TESTED[1]);
+    let out = m.run(&["--force"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    points_at(NIXOS_TESTED[0]);
+}
