@@ -777,6 +777,12 @@ fn release_nixos_into_a_bucket_serves_channels_as_redirects_and_gc_keeps_what_re
     let gc = m.run(&["--gc"]);
     assert!(gc.status.success(), "{}", output_text(&gc));
     let second = m.nixname(NIXOS_TESTED[1]);
+    let local = m.dir.join("tmp/s3-releases/releases").join(NIXOS_CHANNEL);
+    assert!(local.join(&second).join("git-revision").is_file());
+    assert!(
+        !local.join(&first).exists(),
+        "the local copy of a release the bucket holds and the channel left is removed"
+    );
     let (status, location, _) = web_get(&web, &format!("/{PREFIX}/channels/{NIXOS_CHANNEL}"));
     assert_eq!(status, 301);
     assert_eq!(

@@ -563,6 +563,24 @@ async fn mirror_channel(
     outcome.moved =
         release::bucket::move_channel(root, &rel.channel, nixname, &release.info, opts.force)
             .await?;
+    // The bucket holds the release now: the local copies of the channel's other releases
+    // (images included) are not needed any more; this one is kept so that a rerun does not
+    // fetch its files again.
+    prune_local_releases(&release.dir)?;
+    Ok(())
+}
+
+/// Removes the channel's releases in the local directory of a bucket run, all but `keep`.
+fn prune_local_releases(keep: &Path) -> Result<()> {
+    let Some(channel_dir) = keep.parent() else {
+        return Ok(());
+    };
+    for other in fsutil::read_dir_sorted(channel_dir)? {
+        if other.file_name() != keep.file_name() && other.is_dir() && !other.is_symlink() {
+            std::fs::remove_dir_all(&other)
+                .with_context(|| format!("cannot remove {}", other.display()))?;
+        }
+    }
     Ok(())
 }
 
