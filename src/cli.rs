@@ -445,9 +445,17 @@ pub struct UpdateBinaryCacheArgs {
 #[derive(Debug, Args)]
 pub struct GarbageCollectArgs {
     /// The global binary cache directory.
-    #[arg(long)]
-    pub cache: PathBuf,
-    /// Every release directory whose files must stay.
+    #[arg(long, required_unless_present = "target", conflicts_with = "target")]
+    pub cache: Option<PathBuf>,
+    /// A mirror in a bucket, s3://BUCKET/PREFIX (its cache PREFIX/binary_cache/), instead of
+    /// --cache; --releases then names release directories or releases in the bucket
+    /// (releases/CHANNEL/NIXNAME).
+    #[arg(long, value_name = "s3://BUCKET/PREFIX")]
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Every release directory whose files must stay (with --target, also releases in the
+    /// bucket: releases/CHANNEL/NIXNAME).
     #[arg(long, num_args = 1.., required = true)]
     pub releases: Vec<PathBuf>,
     /// Only print what would be deleted.
@@ -611,9 +619,16 @@ impl IpfsArgs {
 
 #[derive(Debug, Args)]
 pub struct ReleaseNixosArgs {
-    /// The mirror directory.
-    #[arg(long)]
-    pub dir: PathBuf,
+    /// The mirror directory (or --target, or `target` in the config).
+    #[arg(long, conflicts_with = "target")]
+    pub dir: Option<PathBuf>,
+    /// Where the mirror goes: a directory (as --dir) or s3://BUCKET/PREFIX (releases, channels
+    /// and the binary cache under PREFIX; releases are made under TMPDIR/s3-releases first).
+    /// Overrides the config's `target`.
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Directory for temporary files.
     #[arg(long)]
     pub tmpdir: PathBuf,

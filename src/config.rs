@@ -31,6 +31,8 @@
 //! | `max_ipfs_threads` | optional, threads hashing files for IPFS, 1 to [`MAX_THREADS`]; default 4 |
 //! | `cid_profile` | **new**, optional: the import profile the mirror is published with (`unixfs-v1-2025`, `unixfs-v0-2015`, `legacy-raw-v0`); `--cid-profile` overrides it |
 //! | `trusted_public_keys` | **new**, optional: `name:base64` Ed25519 keys, at least one, that narinfos must be signed by; absent means "not configured" (the caller picks its default) |
+//! | `target` | **new**, optional: where `release-nixos` mirrors to when neither `--dir` nor `--target` is given: a directory or `s3://BUCKET/PREFIX` |
+//! | `s3_endpoint`, `s3_region` | **new**, optional: the S3 API endpoint (http(s) URL) and region of an `s3://` target; `--s3-endpoint` and `--s3-region` override them |
 //! | `releases` | at least one release |
 //! | `releases[].channel` | channel name, a plain file name of `[A-Za-z0-9._+-]`, not starting with `.`; unique |
 //! | `releases[].project`, `.jobset` | the Hydra project and jobset |
@@ -113,6 +115,13 @@ pub struct Config {
     pub cid_profile: Option<Profile>,
     /// The releases, at least one, with distinct channel names, in the config's order.
     pub releases: Vec<Release>,
+    /// Where `release-nixos` mirrors to when the command line does not say: a directory or
+    /// `s3://BUCKET/PREFIX`.
+    pub target: Option<String>,
+    /// The S3 API endpoint of an `s3://` target.
+    pub s3_endpoint: Option<String>,
+    /// The region of an `s3://` target.
+    pub s3_region: Option<String>,
 }
 
 /// One channel to release.
@@ -248,6 +257,12 @@ struct RawConfig {
     cid_profile: Option<Profile>,
     trusted_public_keys: Option<Vec<Key>>,
     releases: Option<Vec<Object<RawRelease>>>,
+    #[serde(deserialize_with = "target")]
+    target: Option<String>,
+    #[serde(deserialize_with = "http_url")]
+    s3_endpoint: Option<String>,
+    #[serde(deserialize_with = "word")]
+    s3_region: Option<String>,
 }
 
 /// A release as the file has it.
@@ -288,6 +303,9 @@ const TOP_FIELDS: Fields = Fields {
         "cid_profile",
         "trusted_public_keys",
         "releases",
+        "target",
+        "s3_endpoint",
+        "s3_region",
     ],
 };
 
@@ -402,6 +420,9 @@ impl RawConfig {
             cid_profile: self.cid_profile,
             trusted_public_keys: keys,
             releases,
+            target: self.target,
+            s3_endpoint: self.s3_endpoint,
+            s3_region: self.s3_region,
         })
     }
 }
@@ -487,6 +508,30 @@ fn word<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!(
                 "must be a non-empty string without whitespace, found {text:?}"
+            ));
+        }
+        Ok(text.to_string())
+    })
+}
+
+/// A mirror directory, or `s3://BUCKET/PREFIX` with a bucket name.
+fn target<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    leaf(d, |v| {
+        let text = string(v)?;
+        if text.is_empty() || text.chars().any(|c| c.is_control()) {
+            return Err(format!(
+                "must be a directory or s3://BUCKET/PREFIX, found {text:?}"
+            ));
+        }
+        if let Some(rest) = text.strip_prefix("s3://") {
+            if rest.split('/').next().unwrap_or("").is_empty() {
+                return Err(format!(
+                    "the bucket name is missing (expected s3://BUCKET/PREFIX), found {text:?}"
+                ));
+            }
+        } else if text.contains("://") {
+            return Err(format!(
+                "must be a directory or s3://BUCKET/PREFIX, found {text:?}"
             ));
         }
         Ok(text.to_string())
@@ -965,6 +1010,26 @@ mod tests {
     }
 
     #[test]
+    fn a_target_and_its_endpoint_are_read() {
+        let c = parse(
+            "c.json",
+            r#"{"target": "s3://b/mirror", "s3_endpoint": "http://127.0.0.1:3900/",
+                "s3_region": "garage", "releases": [{"channel": "c", "project": "p",
+                "jobset": "j"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.target.as_deref(), Some("s3://b/mirror"));
+        assert_eq!(c.s3_endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert_eq!(c.s3_region.as_deref(), Some("garage"));
+        let c = parse(
+            "c.json",
+            r#"{"releases": [{"channel": "c", "project": "p", "jobset": "j"}]}"#,
+        )
+        .unwrap();
+        assert_eq!((c.target, c.s3_endpoint, c.s3_region), (None, None, None));
+    }
+
+    #[test]
     fn each_field_error_names_the_field() {
         let r = OK_RELEASE;
         let cases: Vec<(String, &str)> = vec![
@@ -1000,7 +1065,7 @@ mod tests {
                 r#"{"max_thread": 3, "releases": []}"#.into(),
                 "max_thread: unknown field; did you mean `max_threads`? the fields of the top level \
                  are hydra, cache, target_cache, repo, max_threads, max_ipfs_threads, \
-                 cid_profile, trusted_public_keys, releases",
+                 cid_profile, trusted_public_keys, releases, target, s3_endpoint, s3_region",
             ),
             (
                 with_release(r#""project": "nixos", "jobset": "trunk""#),
@@ -1041,6 +1106,19 @@ mod tests {
             (
                 format!(r#"{{"max_threads": 5000, "releases": [{{{r}}}]}}"#),
                 "max_threads: must be an integer from 1 to 1024, found 5000",
+            ),
+            (
+                format!(r#"{{"target": "s3:///x", "releases": [{{{r}}}]}}"#),
+                "target: the bucket name is missing (expected s3://BUCKET/PREFIX), found \
+                 \"s3:///x\"",
+            ),
+            (
+                format!(r#"{{"target": "ftp://h/x", "releases": [{{{r}}}]}}"#),
+                "target: must be a directory or s3://BUCKET/PREFIX, found \"ftp://h/x\"",
+            ),
+            (
+                format!(r#"{{"s3_endpoint": "127.0.0.1:3900", "releases": [{{{r}}}]}}"#),
+                "s3_endpoint: is not a URL (relative URL without a base), found \"127.0.0.1:3900\"",
             ),
             (
                 format!(r#"{{"cid_profile": "unixfs-v2", "releases": [{{{r}}}]}}"#),

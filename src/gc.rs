@@ -9,19 +9,26 @@
 //! or links to a file that is not there: a half-visible world must never look like garbage. Only
 //! what is plainly not a release among the given paths (the `lastsync` stamp a shell glob such as
 //! `releases/*` also matches, hidden and temporary names) is skipped.
+//!
+//! In a bucket, [`collect_bucket`] does both from one listing, and [`collect_bucket_cache`]
+//! takes a release's needs from the closure of its `store-paths` in the cache's own narinfos
+//! (a bucket holds no views), with the same refusals.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use futures::StreamExt;
 
 use crate::binary_cache::{self, LocalCache, BINARY_CACHE_DIR};
 use crate::fsutil;
 use crate::narinfo::NarInfo;
 use crate::progress::human_bytes;
-use crate::release::{BuildInfo, COMPLETION_MARKER};
+use crate::release::{self, BuildInfo, COMPLETION_MARKER};
+use crate::storage::{marker_subject, narinfo_key, S3Store};
+use crate::store_path::StorePath;
 
 /// What a collection did (or would do).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -304,4 +311,320 @@ pub fn prune_releases(dir: &Path, keep_of: impl Fn(&str) -> Option<Option<u32>>)
         }
     }
     Ok(pruned)
+}
+
+/// What a kept release needs of a bucket's cache: the closure of its store paths, less what
+/// upstream lacks.
+#[derive(Clone, Debug)]
+pub struct BucketRoots {
+    /// The release, for messages.
+    pub name: String,
+    /// Its `store-paths`.
+    pub roots: Vec<StorePath>,
+    /// Its `missing-store-paths`: paths upstream does not have, so neither does the cache.
+    pub missing: HashSet<StorePath>,
+}
+
+/// Narinfos read at once while a bucket's live closure is walked.
+const NARINFO_GETS: usize = 16;
+/// Objects deleted at once.
+const DELETES: usize = 16;
+
+/// Deletes the narinfos and NARs of the cache in the bucket `cache` (its objects: `listing`,
+/// relative keys → sizes, from one listing) that none of `releases` needs (with `dry_run`,
+/// only lists them); each object is printed to `out`. The live set is the closure of each
+/// release's store paths, read from the cache's own narinfos, with the NAR of every live
+/// narinfo. Deletes nothing when no release is given, or when a release needs a narinfo or NAR
+/// the bucket lacks (a path upstream lacks, listed in `missing-store-paths`, excepted).
+/// Narinfos go before NARs, so that each narinfo left has its NAR at every moment; the
+/// markers of deleted NARs ([`crate::storage::CHECKED_PREFIX`]) go last.
+pub async fn collect_bucket_cache(
+    cache: &S3Store,
+    listing: &HashMap<String, u64>,
+    releases: &[BucketRoots],
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> Result<GcReport> {
+    if releases.is_empty() {
+        bail!("no release given: refusing to collect, since every object would look like garbage");
+    }
+    let mut live: HashSet<String> = HashSet::new();
+    for release in releases {
+        let mut seen: HashSet<StorePath> = HashSet::new();
+        let mut frontier: Vec<StorePath> = Vec::new();
+        for p in &release.roots {
+            if seen.insert(p.clone()) {
+                frontier.push(p.clone());
+            }
+        }
+        while !frontier.is_empty() {
+            let mut wanted = Vec::new();
+            for path in frontier.drain(..) {
+                let key = narinfo_key(&path);
+                if live.contains(&key) {
+                    // Its closure is live already (walked for an earlier release).
+                    continue;
+                }
+                if !listing.contains_key(&key) {
+                    if release.missing.contains(&path) {
+                        continue;
+                    }
+                    bail!(
+                        "release {} needs {}, which is not in the bucket: refusing to collect \
+                         garbage against an incomplete cache; mirror the release again first",
+                        release.name,
+                        cache.url_of(&key)
+                    );
+                }
+                wanted.push((path, key));
+            }
+            let mut reads = futures::stream::iter(wanted.into_iter().map(|(path, key)| {
+                let cache = cache.clone();
+                async move {
+                    let got = cache.get(&key).await?;
+                    Ok::<_, anyhow::Error>((path, key, got))
+                }
+            }))
+            .buffer_unordered(NARINFO_GETS);
+            while let Some(read) = reads.next().await {
+                let (path, key, got) = read?;
+                let url = cache.url_of(&key);
+                let Some(bytes) = got else {
+                    bail!("{url} was listed but cannot be read: refusing to collect garbage");
+                };
+                let info = std::str::from_utf8(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| NarInfo::parse(t).map_err(|e| e.to_string()))
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{url} is not a valid narinfo ({e}): refusing to collect garbage"
+                        )
+                    })?;
+                if info.store_path != path {
+                    bail!(
+                        "{url} describes {}, not {path}: refusing to collect garbage",
+                        info.store_path
+                    );
+                }
+                fsutil::check_relative_path(&info.url)
+                    .with_context(|| format!("{url} has an unsafe URL"))?;
+                if !listing.contains_key(&info.url) {
+                    bail!(
+                        "{url} names the NAR {}, which is not in the bucket: refusing to \
+                         collect garbage against an incomplete cache",
+                        cache.url_of(&info.url)
+                    );
+                }
+                live.insert(key);
+                live.insert(info.url.clone());
+                for r in info.references {
+                    if seen.insert(r.clone()) {
+                        frontier.push(r);
+                    }
+                }
+            }
+        }
+    }
+
+    let mut report = GcReport::default();
+    let mut dead_narinfos = Vec::new();
+    let mut dead_nars = Vec::new();
+    let mut dead_markers = Vec::new();
+    let mut keys: Vec<(&String, &u64)> = listing.iter().collect();
+    keys.sort();
+    for (key, size) in keys {
+        if let Some(url) = marker_subject(key) {
+            // The marker of a checked NAR goes with its NAR.
+            if !live.contains(url) {
+                dead_markers.push((key.clone(), *size));
+            }
+            continue;
+        }
+        let is_narinfo = !key.contains('/') && key.ends_with(".narinfo");
+        let is_nar = key.starts_with("nar/");
+        if !is_narinfo && !is_nar {
+            continue;
+        }
+        if live.contains(key.as_str()) {
+            report.kept += 1;
+        } else if is_narinfo {
+            dead_narinfos.push((key.clone(), *size));
+        } else {
+            dead_nars.push((key.clone(), *size));
+        }
+    }
+    let mut markers = 0;
+    for (objects, count) in [
+        (&dead_narinfos, &mut report.narinfos),
+        (&dead_nars, &mut report.nars),
+        (&dead_markers, &mut markers),
+    ] {
+        if !dry_run {
+            let mut deletes = futures::stream::iter(objects.iter().map(|(key, _)| {
+                let cache = cache.clone();
+                async move { cache.delete(key).await }
+            }))
+            .buffer_unordered(DELETES);
+            while let Some(done) = deletes.next().await {
+                done?;
+            }
+        }
+        for (key, size) in objects {
+            writeln!(out, "{} {}", verb(dry_run), cache.url_of(key))?;
+            *count += 1;
+            report.bytes += size;
+        }
+    }
+    Ok(report)
+}
+
+/// A release found in a bucket's listing.
+struct InBucket {
+    key: String,
+    info: Option<BuildInfo>,
+    complete: bool,
+    has_store_paths: bool,
+}
+
+/// `release-nixos --gc` and `garbage-collect` on a mirror in a bucket (`root`, its prefix):
+/// from one listing, deletes old releases as [`prune_releases`] does on disk (their
+/// `git-revision` first, so that a release half deleted is never complete), then collects the
+/// cache against the releases kept ([`collect_bucket_cache`]). Returns the releases deleted
+/// (keys under the prefix) and the collection's report.
+pub async fn collect_bucket(
+    root: &S3Store,
+    keep_of: impl Fn(&str) -> Option<Option<u32>>,
+    out: &mut dyn Write,
+) -> Result<(Vec<String>, GcReport)> {
+    let listing = root.list().await?;
+    // releases/CHANNEL/NIXNAME/FILE
+    let mut by_channel: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    for key in listing.keys() {
+        let mut parts = key.splitn(4, '/');
+        if let (Some("releases"), Some(channel), Some(name), Some(file)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        {
+            by_channel
+                .entry(channel.to_string())
+                .or_default()
+                .entry(name.to_string())
+                .or_default()
+                .push(file.to_string());
+        }
+    }
+    let mut deleted = Vec::new();
+    let mut remaining = Vec::new();
+    for (channel, releases) in &by_channel {
+        let keep = keep_of(channel);
+        let current = release::bucket::channel_target(root, channel).await?;
+        let mut found = Vec::new();
+        for (name, files) in releases {
+            let key = release::bucket::release_key(channel, name);
+            found.push(InBucket {
+                info: release::bucket::build_info(root, &key).await?,
+                complete: files.iter().any(|f| f == COMPLETION_MARKER),
+                has_store_paths: files.iter().any(|f| f == "store-paths"),
+                key,
+            });
+        }
+        found.sort_by_key(|r| std::cmp::Reverse(r.info.as_ref().map(BuildInfo::order_key)));
+        let Some(keep) = keep else {
+            remaining.extend(found.into_iter().filter(|r| r.complete).map(|r| r.key));
+            continue;
+        };
+        let current_key = current
+            .as_ref()
+            .and_then(|c| found.iter().find(|r| &r.key == c))
+            .and_then(|r| r.info.as_ref().map(BuildInfo::order_key));
+        let mut kept = 0;
+        for r in found {
+            let is_current = current.as_ref() == Some(&r.key);
+            let keep_it = if is_current {
+                true
+            } else if r.complete {
+                kept < keep.unwrap_or(u32::MAX)
+            } else {
+                match (&r.info, current_key) {
+                    (Some(i), Some(c)) => i.order_key() > c,
+                    (_, None) => true,
+                    (None, Some(_)) => false,
+                }
+            };
+            if r.complete && keep_it {
+                kept += 1;
+            }
+            if keep_it {
+                if r.complete || r.has_store_paths {
+                    remaining.push(r.key);
+                }
+                continue;
+            }
+            tracing::info!("deleting old release {}", root.url_of(&r.key));
+            let mut files = releases[r.key.rsplit('/').next().unwrap_or_default()].clone();
+            files.sort_by_key(|f| f != COMPLETION_MARKER);
+            for file in files {
+                root.delete(&format!("{}/{file}", r.key)).await?;
+            }
+            deleted.push(r.key);
+        }
+    }
+    if remaining.is_empty() {
+        tracing::warn!("no release with a binary cache remains; the cache is not collected");
+        return Ok((deleted, GcReport::default()));
+    }
+    let mut roots = Vec::new();
+    for key in &remaining {
+        roots.push(bucket_roots(root, key).await?);
+    }
+    let cache = root.sub(BINARY_CACHE_DIR);
+    let cache_listing: HashMap<String, u64> = listing
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(&format!("{BINARY_CACHE_DIR}/"))
+                .map(|rel| (rel.to_string(), *v))
+        })
+        .collect();
+    let report = collect_bucket_cache(&cache, &cache_listing, &roots, false, out).await?;
+    Ok((deleted, report))
+}
+
+/// The store paths of the release `key` in the bucket `root` (and those upstream lacks); an
+/// error when it has no `store-paths`.
+pub async fn bucket_roots(root: &S3Store, key: &str) -> Result<BucketRoots> {
+    let file = format!("{key}/store-paths");
+    let Some(text) = root.get(&file).await? else {
+        bail!(
+            "release {} has no store-paths: refusing to collect garbage against an incomplete \
+             view",
+            root.url_of(key)
+        );
+    };
+    let name = root.url_of(key);
+    let roots = parse_paths(&text, &root.url_of(&file))?;
+    let missing = match root.get(&format!("{key}/missing-store-paths")).await? {
+        Some(text) => parse_paths(&text, &root.url_of(&format!("{key}/missing-store-paths")))?,
+        None => Vec::new(),
+    };
+    Ok(BucketRoots {
+        name,
+        roots,
+        missing: missing.into_iter().collect(),
+    })
+}
+
+/// The store paths of a file's text, one a line; `origin` names it in errors.
+fn parse_paths(text: &[u8], origin: &str) -> Result<Vec<StorePath>> {
+    let text = std::str::from_utf8(text).with_context(|| format!("{origin} is not UTF-8"))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        out.push(
+            StorePath::from_absolute_path(line)
+                .with_context(|| format!("{origin}:{}: {line:?} is not a store path", n + 1))?,
+        );
+    }
+    Ok(out)
 }

@@ -211,14 +211,27 @@ fn run(cli: Cli, metrics: &mut Metrics) -> Result<ExitCode> {
             }
         }
         Command::GarbageCollect(a) => {
+            let target = match a.cache {
+                Some(cache) => garbage_collect::GcTarget::Dir(on_disk(cache, "garbage-collect")?),
+                None => match a.s3.target(None, a.target.as_deref())? {
+                    nixipfs::storage::Target::S3(location) => garbage_collect::GcTarget::Bucket(
+                        location,
+                        nixipfs::fetch::FetchConfig::default(),
+                    ),
+                    nixipfs::storage::Target::Dir(_) => anyhow::bail!(
+                        "--target: garbage-collect takes s3://BUCKET/PREFIX there; name a \
+                         directory's cache with --cache"
+                    ),
+                },
+            };
             let opts = garbage_collect::GarbageCollectOptions {
-                cache: on_disk(a.cache, "garbage-collect")?,
+                target,
                 releases: a.releases,
                 dry_run: a.dry_run,
                 wait_lock: a.wait_lock,
             };
-            let mut stdout = std::io::stdout().lock();
-            let report = garbage_collect::run(&opts, &mut stdout)?;
+            let mut stdout = std::io::stdout();
+            let report = runtime()?.block_on(garbage_collect::run(&opts, &mut stdout))?;
             tracing::info!("garbage-collect: {}", report.summary(opts.dry_run));
             let labels = [("command", "garbage-collect")];
             metrics.gauge(
@@ -465,18 +478,40 @@ fn on_disk(dir: PathBuf, command: &str) -> Result<PathBuf> {
 }
 
 fn release_nixos_cmd(a: cli::ReleaseNixosArgs, metrics: &mut Metrics) -> Result<ExitCode> {
-    on_disk(a.dir.clone(), "release-nixos")?;
     let config = nixipfs::config::load(&a.config)?;
+    // --dir, else --target, else the config's target (with its endpoint and region, which the
+    // flags override).
+    let target = match (a.dir.clone(), a.target.as_deref(), config.target.as_deref()) {
+        (Some(dir), _, _) => nixipfs::storage::Target::Dir(on_disk(dir, "release-nixos")?),
+        (None, Some(t), _) => a.s3.target(None, Some(t))?,
+        (None, None, Some(t)) => {
+            let s3 = cli::S3Args {
+                s3_endpoint: a.s3.s3_endpoint.clone().or(config.s3_endpoint.clone()),
+                s3_region: a.s3.s3_region.clone().or(config.s3_region.clone()),
+            };
+            s3.target(None, Some(t))
+                .with_context(|| format!("{}: target", a.config.display()))?
+        }
+        (None, None, None) => anyhow::bail!(
+            "release-nixos needs --dir DIR, --target DIR|s3://BUCKET/PREFIX, or a `target` in \
+             the config"
+        ),
+    };
+    let (dir, bucket) = match target {
+        nixipfs::storage::Target::Dir(dir) => (dir, None),
+        nixipfs::storage::Target::S3(location) => (a.tmpdir.join("s3-releases"), Some(location)),
+    };
     let ipfs = if !a.no_ipfs && !a.print.print_only {
         let threads = config.max_ipfs_threads.unwrap_or(4);
         let profile = config.cid_profile.unwrap_or(Profile::DEFAULT);
-        Some(a.ipfs.to_options(a.dir.clone(), true, threads, profile)?)
+        Some(a.ipfs.to_options(dir.clone(), true, threads, profile)?)
     } else {
         None
     };
     let opts = release_nixos::ReleaseNixosOptions {
         fetch: a.fetch.to_config(config.max_threads)?,
-        dir: a.dir,
+        dir,
+        bucket,
         tmpdir: a.tmpdir,
         print_only: a.print.print_only,
         print_format: a.print.print_format.format(),

@@ -9,6 +9,12 @@
 //! mirror on disk complete and valid, and is reported as a failure of the run. `lastsync` files
 //! are written only after a run in which every step succeeded; then `index.html`, the mirror's
 //! front page ([`crate::front_page`]), shows the mirror as the run leaves it.
+//!
+//! With a bucket (`bucket`), releases are made in the local `dir`, their closures mirrored into
+//! the bucket's cache, then each release is uploaded and its channel object written
+//! ([`crate::release::bucket`]), all under the bucket's lock (`PREFIX/.lock`); `--gc` works on
+//! the bucket ([`crate::gc::collect_bucket`]). What needs the mirror on disk (IPFS, source
+//! tarballs, `programs.sqlite`) is refused before anything is done.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -27,7 +33,7 @@ use crate::mirror::{self, MirrorJob, MirrorReport, PrintFormat};
 use crate::release::{self, create::NewRelease};
 use crate::signature::PublicKey;
 use crate::status::{self, MirrorStatus};
-use crate::storage::CacheStore;
+use crate::storage::{CacheStore, S3Location, S3Lock, S3Store};
 use crate::tarballs::{self, TarballGcReport, TarballJob, TarballReport};
 
 /// Options of `release-nixos`.
@@ -64,6 +70,9 @@ pub struct ReleaseNixosOptions {
     pub check_nar_hash: bool,
     /// Publish the mirror to IPFS at the end (never with `print_only`).
     pub ipfs: Option<PublishOptions>,
+    /// Mirror into this bucket (`s3://BUCKET/PREFIX`) instead of `dir`, which then is only
+    /// where releases are made before they are uploaded.
+    pub bucket: Option<S3Location>,
 }
 
 /// What happened to one channel.
@@ -136,9 +145,79 @@ pub async fn run(
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<ReleaseReport> {
     let dir = fsutil::absolute(&opts.dir)?;
+    if opts.bucket.is_some() {
+        check_bucket_run(opts)?;
+    }
     let _lock = DirLock::acquire(&dir, opts.wait_lock)?;
     // Before Hydra is asked anything: a run that cannot write its downloads fails at once.
     check_tmpdir(&opts.tmpdir)?;
+    let Some(location) = &opts.bucket else {
+        let cache = LocalCache::create(&dir.join(BINARY_CACHE_DIR))?;
+        return run_locked(opts, &dir, CacheStore::dir(cache), None, out).await;
+    };
+    // A bucket: its lock (none with `--print-only`, which writes nothing there), and its cache
+    // known from one listing.
+    let root = S3Store::connect(location, &opts.fetch)?;
+    let lock = if opts.print_only {
+        None
+    } else {
+        Some(S3Lock::acquire(&root, opts.wait_lock).await?)
+    };
+    let result = async {
+        let store = CacheStore::open_bucket(
+            root.sub(BINARY_CACHE_DIR),
+            Some(&opts.tmpdir),
+            !opts.print_only,
+        )
+        .await?;
+        run_locked(opts, &dir, store, Some(&root), out).await
+    }
+    .await;
+    if let Some(lock) = lock {
+        if let Err(e) = lock.release().await {
+            tracing::warn!("cannot release the lock: {e:#}");
+        }
+    }
+    result
+}
+
+/// What a bucket target cannot do yet is refused before anything is done.
+fn check_bucket_run(opts: &ReleaseNixosOptions) -> Result<()> {
+    if opts.ipfs.is_some() && !opts.print_only {
+        bail!(
+            "publishing to IPFS reads the mirror from disk, so it needs the disk target; pass \
+             --no-ipfs with a bucket target (or mirror to a directory with --dir)"
+        );
+    }
+    for (i, rel) in opts.config.releases.iter().enumerate() {
+        if rel.mirror {
+            bail!(
+                "releases[{i}].mirror (channel {}): source tarballs are mirrored to disk only; \
+                 set `mirror: false` for a bucket target",
+                rel.channel
+            );
+        }
+        if rel.source.is_none() && rel.programs {
+            bail!(
+                "releases[{i}].programs (channel {}): programs.sqlite is made from the NARs of \
+                 a cache on disk; set `programs: false` for a bucket target, or copy the \
+                 published release with `source`",
+                rel.channel
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The run, under the locks.
+async fn run_locked(
+    opts: &ReleaseNixosOptions,
+    dir: &Path,
+    store: CacheStore,
+    root: Option<&S3Store>,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<ReleaseReport> {
+    let dir = dir.to_path_buf();
     let releases_dir = dir.join("releases");
     let channels_dir = dir.join("channels");
     for d in [&releases_dir, &channels_dir] {
@@ -147,7 +226,7 @@ pub async fn run(
     fsutil::remove_stale_temp_files(&channels_dir)?;
     // What a killed run was downloading; the temp dir is used under this lock only.
     fsutil::remove_stale_temp_files(&opts.tmpdir)?;
-    let cache = LocalCache::create(&dir.join(BINARY_CACHE_DIR))?;
+    let cache = store.work().clone();
     let fetcher = Fetcher::new(opts.fetch.clone())?;
     let hydra = HydraClient::new(fetcher.clone(), &opts.config.hydra);
     let mut given = opts.config.trusted_public_keys.clone();
@@ -180,7 +259,8 @@ pub async fn run(
             opts,
             rel,
             &dir,
-            &cache,
+            &store,
+            root,
             &upstream,
             &hydra,
             &mut outcome,
@@ -220,11 +300,16 @@ pub async fn run(
             .iter()
             .map(|r| (r.channel.clone(), r.keep))
             .collect();
-        let (gc_dir, gc_cache) = (dir.clone(), cache.clone());
-        let collected = tokio::task::spawn_blocking(move || collect(&keep, &gc_dir, &gc_cache))
-            .await
-            .context("the garbage collector failed")
-            .and_then(|r| r);
+        let collected = match root {
+            Some(root) => collect_bucket(&keep, root).await,
+            None => {
+                let (gc_dir, gc_cache) = (dir.clone(), cache.clone());
+                tokio::task::spawn_blocking(move || collect(&keep, &gc_dir, &gc_cache))
+                    .await
+                    .context("the garbage collector failed")
+                    .and_then(|r| r)
+            }
+        };
         match collected {
             Ok((deleted, gc, tarballs_gc)) => {
                 report.releases_deleted = deleted;
@@ -250,6 +335,22 @@ pub async fn run(
 
     // Last: only a run in which every step, IPFS included, succeeded counts as a sync.
     if report.is_success() && !opts.print_only {
+        if let Some(root) = root {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            for key in [
+                "lastsync",
+                "binary_cache/lastsync",
+                "channels/lastsync",
+                "releases/lastsync",
+            ] {
+                root.put(key, bytes::Bytes::from(format!("{now}\n")))
+                    .await?;
+            }
+            return Ok(report);
+        }
         for d in [
             &dir,
             &cache.root().to_path_buf(),
@@ -264,8 +365,8 @@ pub async fn run(
         }
     }
 
-    // The front page shows the mirror as this run leaves it.
-    if !opts.print_only {
+    // The front page shows the mirror as this run leaves it (on disk: a bucket has none).
+    if !opts.print_only && root.is_none() {
         let keys = upstream
             .trusted_keys()
             .iter()
@@ -297,12 +398,14 @@ async fn mirror_channel(
     opts: &ReleaseNixosOptions,
     rel: &ReleaseConfig,
     dir: &Path,
-    cache: &LocalCache,
+    store: &CacheStore,
+    root: Option<&S3Store>,
     upstream: &Upstream,
     hydra: &HydraClient,
     outcome: &mut ChannelOutcome,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<()> {
+    let cache = store.work();
     let release = if let Some(source) = &rel.source {
         let copied = release::published::copy_latest(&release::published::PublishedRelease {
             channel: &rel.channel,
@@ -366,10 +469,9 @@ async fn mirror_channel(
     fsutil::remove_stale_temp_files(&release.dir)?;
 
     let roots = release::read_store_paths(&release.dir)?;
-    let store = CacheStore::dir(cache.clone());
     let mirror = mirror::mirror_closure(
         &MirrorJob {
-            cache: &store,
+            cache: store,
             upstream,
             roots,
             release: Some(&release.dir),
@@ -434,8 +536,51 @@ async fn mirror_channel(
         );
         release::create::complete(&release)?;
     }
+    let Some(root) = root else {
+        outcome.moved =
+            release::move_channel(dir, &rel.channel, &release.dir, &release.info, opts.force)?;
+        return Ok(());
+    };
+    // A bucket: the release's files (`git-revision` last), then the channel pointer.
+    let nixname = release
+        .dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("a release directory has no name")?;
+    let key = release::bucket::release_key(&rel.channel, nixname);
+    let listing = root.sub(&key).list().await?;
+    let uploaded =
+        release::bucket::upload(root, &release.dir, &rel.channel, nixname, &listing).await?;
+    if !uploaded.was_complete {
+        tracing::info!(
+            "channel {}: {} uploaded ({} files, {} there already)",
+            rel.channel,
+            root.url_of(&key),
+            uploaded.files,
+            uploaded.kept
+        );
+    }
     outcome.moved =
-        release::move_channel(dir, &rel.channel, &release.dir, &release.info, opts.force)?;
+        release::bucket::move_channel(root, &rel.channel, nixname, &release.info, opts.force)
+            .await?;
+    // The bucket holds the release now: the local copies of the channel's other releases
+    // (images included) are not needed any more; this one is kept so that a rerun does not
+    // fetch its files again.
+    prune_local_releases(&release.dir)?;
+    Ok(())
+}
+
+/// Removes the channel's releases in the local directory of a bucket run, all but `keep`.
+fn prune_local_releases(keep: &Path) -> Result<()> {
+    let Some(channel_dir) = keep.parent() else {
+        return Ok(());
+    };
+    for other in fsutil::read_dir_sorted(channel_dir)? {
+        if other.file_name() != keep.file_name() && other.is_dir() && !other.is_symlink() {
+            std::fs::remove_dir_all(&other)
+                .with_context(|| format!("cannot remove {}", other.display()))?;
+        }
+    }
     Ok(())
 }
 
@@ -515,6 +660,27 @@ fn collect(
         None
     };
     Ok((pruned.deleted, report, sources))
+}
+
+/// `--gc` in a bucket: as [`collect`], on one listing of the bucket ([`gc::collect_bucket`]).
+async fn collect_bucket(
+    keep: &[(String, Option<u32>)],
+    root: &S3Store,
+) -> Result<(Vec<PathBuf>, GcReport, Option<TarballGcReport>)> {
+    let (deleted, report) = gc::collect_bucket(
+        root,
+        |channel| keep.iter().find(|(c, _)| c == channel).map(|(_, k)| *k),
+        &mut std::io::sink(),
+    )
+    .await?;
+    Ok((
+        deleted
+            .iter()
+            .map(|k| PathBuf::from(root.url_of(k)))
+            .collect(),
+        report,
+        None,
+    ))
 }
 
 #[cfg(test)]

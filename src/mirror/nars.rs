@@ -266,7 +266,10 @@ impl<'a> Nars<'a> {
                     tokio::task::spawn_blocking(move || fetch::verify_and_mark(&file, expected))
                         .await;
                 let result = match checked {
-                    Ok(Ok(Ok(()))) => Ok(NarGot::Present),
+                    Ok(Ok(Ok(()))) => {
+                        store.mark_checked(&info, &expected).await;
+                        Ok(NarGot::Present)
+                    }
                     Ok(Ok(Err(mismatch))) => Err(format!(
                         "{where_} is already in the cache and does not match this narinfo: \
                          {mismatch}"
@@ -300,7 +303,7 @@ impl<'a> Nars<'a> {
                 let taken = take_staged(&staged, &nar, expected).await;
                 drop(decoding);
                 if taken {
-                    return match store.commit_nar(&nar, &info).await {
+                    return match store.commit_nar(&nar, &info, &expected).await {
                         Ok(()) => (nar, Ok(NarGot::Staged)),
                         Err(e) => (nar, Err(format!("{e:#}"))),
                     };
@@ -319,7 +322,7 @@ impl<'a> Nars<'a> {
                 Ok(d) => {
                     phase.inc(d.size);
                     // Verified: now the cache's (uploaded, for a bucket).
-                    match store.commit_nar(&nar, &info).await {
+                    match store.commit_nar(&nar, &info, &expected).await {
                         Ok(()) => Ok(NarGot::Downloaded(d.size)),
                         Err(e) => Err(format!("{e:#}")),
                     }

@@ -8,6 +8,7 @@
 //! binary cache is [`crate::binary_cache::view`]. [`create`] makes a release from a Hydra build;
 //! [`published`] copies a release as a channel server publishes it.
 
+pub mod bucket;
 pub mod create;
 pub mod published;
 
@@ -139,9 +140,14 @@ pub fn write_store_paths(dir: &Path, paths: &[StorePath]) -> Result<()> {
 
 /// Reads a release's `store-paths`: one absolute store path a line, sorted, without repeats.
 pub fn read_store_paths(release_dir: &Path) -> Result<Vec<StorePath>> {
-    let file = release_dir.join("store-paths");
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    read_store_paths_file(&release_dir.join("store-paths"))
+}
+
+/// Reads a file of absolute store paths, one a line (`store-paths`, `missing-store-paths`):
+/// sorted, without repeats.
+pub fn read_store_paths_file(file: &Path) -> Result<Vec<StorePath>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -10,6 +10,14 @@
 //! What a bucket holds is known from one paginated listing when the store is opened
 //! ([`CacheStore::open_bucket`]), kept up to date as objects are written, never from a HEAD per
 //! object.
+//!
+//! A NAR object that was checked down to its signed `NarHash` has a marker object beside the
+//! cache's files, `.checked/URL/MARK` ([`CHECKED_PREFIX`]), written after the upload that
+//! followed the check (or after a later check of the object): `MARK` is a digest of the fields
+//! it was checked against and of the object's ETag, so a marker says nothing of an object
+//! written since, nor for a narinfo that says anything else. Markers come with the listing; a
+//! NAR object without its marker is downloaded and checked again before it is trusted, as a
+//! file without its extended attribute is on disk.
 
 pub mod s3;
 
@@ -25,7 +33,7 @@ use crate::binary_cache::{narinfo_text, LocalCache, NIX_CACHE_INFO};
 use crate::fetch::{self, Expected};
 use crate::narinfo::NarInfo;
 use crate::store_path::StorePath;
-pub use s3::{S3Location, S3Lock, S3Store};
+pub use s3::{ObjectHead, S3Location, S3Lock, S3Store};
 
 /// Where a command writes: a mirror directory, or a prefix in a bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,8 +87,8 @@ pub struct CacheStore {
 struct Bucket {
     /// The bucket under `PREFIX/binary_cache`.
     store: S3Store,
-    /// Key (relative to the cache) → size, of every object there.
-    index: Mutex<HashMap<String, u64>>,
+    /// Key (relative to the cache) → size and ETag, of every object there.
+    index: Mutex<HashMap<String, (u64, Option<String>)>>,
     /// Removed with the store.
     _scratch: tempfile::TempDir,
 }
@@ -102,7 +110,7 @@ impl CacheStore {
         scratch_in: Option<&Path>,
         write: bool,
     ) -> Result<CacheStore> {
-        let index = store.list().await?;
+        let index = store.list_tagged().await?;
         let scratch = match scratch_in {
             Some(dir) => tempfile::Builder::new()
                 .prefix(crate::fsutil::TEMP_PREFIX)
@@ -157,7 +165,47 @@ impl CacheStore {
 
     fn indexed(&self, rel: &str) -> Option<u64> {
         let b = self.bucket.as_ref()?;
-        b.index.lock().expect("index lock").get(rel).copied()
+        b.index.lock().expect("index lock").get(rel).map(|e| e.0)
+    }
+
+    /// The key of the marker saying that the NAR object `url`, as it is in the bucket now, was
+    /// checked against `expected`; `None` when `expected` has no NAR to check or the object
+    /// is not there with an ETag.
+    fn marker_key(&self, url: &str, expected: &Expected) -> Option<String> {
+        let b = self.bucket.as_ref()?;
+        let etag = b.index.lock().expect("index lock").get(url)?.1.clone()?;
+        checked_marker_key(url, &etag, expected)
+    }
+
+    /// The object `url` of the NAR file `nar` (a file of [`CacheStore::work`]).
+    fn url_of_file(&self, nar: &Path) -> Option<String> {
+        let rel = nar.strip_prefix(self.work.root()).ok()?;
+        rel.to_str().map(str::to_string)
+    }
+
+    /// For a bucket: writes the marker of the NAR object of `info`, which has just passed a
+    /// check against `expected`, NAR included (nothing on disk, where the check marked the
+    /// file). A marker that cannot be written is warned about: the object is checked again on
+    /// the next run.
+    pub async fn mark_checked(&self, info: &NarInfo, expected: &Expected) {
+        let Some(b) = &self.bucket else {
+            return;
+        };
+        let Some(key) = self.marker_key(&info.url, expected) else {
+            return;
+        };
+        if self.indexed(&key).is_some() {
+            return;
+        }
+        match b.store.put(&key, Bytes::new()).await {
+            Ok(()) => {
+                b.index.lock().expect("index lock").insert(key, (0, None));
+            }
+            Err(e) => tracing::warn!(
+                "{e:#}; {} will be checked again on the next run",
+                b.store.url_of(&info.url)
+            ),
+        }
     }
 
     /// Whether the NAR of `info` (its local file `nar`) is in the cache with the size the
@@ -172,11 +220,14 @@ impl CacheStore {
     }
 
     /// Whether a NAR in the cache was checked against `expected`, NAR included, when it was
-    /// stored. On disk a marker on the file says so; an object in a bucket was uploaded only
-    /// after the check of the narinfo stored with it.
+    /// stored or since. On disk a marker on the file says so, in a bucket a marker object
+    /// (see the module documentation).
     pub fn nar_trusted(&self, nar: &Path, expected: &Expected) -> bool {
         match &self.bucket {
-            Some(_) => true,
+            Some(_) => self
+                .url_of_file(nar)
+                .and_then(|url| self.marker_key(&url, expected))
+                .is_some_and(|key| self.indexed(&key).is_some()),
             None => fetch::nar_checked(nar, expected),
         }
     }
@@ -225,19 +276,21 @@ impl CacheStore {
         }
     }
 
-    /// Makes the verified NAR file `nar` the cache's NAR of `info`: nothing to do on disk; for
-    /// a bucket, uploads it and removes the file.
-    pub async fn commit_nar(&self, nar: &Path, info: &NarInfo) -> Result<()> {
+    /// Makes the NAR file `nar`, verified against `expected`, the cache's NAR of `info`:
+    /// nothing to do on disk; for a bucket, uploads it, removes the file and, when `expected`
+    /// covered the NAR, writes its marker.
+    pub async fn commit_nar(&self, nar: &Path, info: &NarInfo, expected: &Expected) -> Result<()> {
         let Some(b) = &self.bucket else {
             return Ok(());
         };
-        let uploaded = b.store.upload_file(nar, &info.url).await;
+        let uploaded = b.store.upload_file_with(nar, &info.url, &[]).await;
         let _ = tokio::fs::remove_file(nar).await;
-        let size = uploaded?;
+        let (size, etag) = uploaded?;
         b.index
             .lock()
             .expect("index lock")
-            .insert(info.url.clone(), size);
+            .insert(info.url.clone(), (size, etag));
+        self.mark_checked(info, expected).await;
         Ok(())
     }
 
@@ -269,13 +322,83 @@ impl CacheStore {
         .buffer_unordered(NARINFO_PUTS);
         while let Some(done) = puts.next().await {
             let key = done?;
-            b.index.lock().expect("index lock").insert(key, 0);
+            b.index.lock().expect("index lock").insert(key, (0, None));
         }
         Ok(())
     }
 }
 
+/// Where the markers of checked NAR objects are, relative to the cache.
+pub const CHECKED_PREFIX: &str = ".checked/";
+
+/// `.checked/URL/MARK`: the marker of the NAR object `url` with the ETag `etag` checked
+/// against `expected`; `None` without a NAR, file hash or size to check.
+fn checked_marker_key(url: &str, etag: &str, expected: &Expected) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let nar = expected.nar?;
+    let fields = format!(
+        "nixipfs-checked-1 {etag} {} {} {} {} {}",
+        expected.sha256?, expected.size?, nar.compression, nar.hash, nar.size
+    );
+    let digest = Sha256::digest(fields.as_bytes());
+    let mark: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("{CHECKED_PREFIX}{url}/{mark}"))
+}
+
+/// The NAR object a marker key (`.checked/URL/MARK`) is about.
+pub fn marker_subject(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(CHECKED_PREFIX)?;
+    rest.rsplit_once('/').map(|(url, _)| url)
+}
+
 /// The key of the narinfo of `path`, relative to the cache.
 pub fn narinfo_key(path: &StorePath) -> String {
     format!("{}.narinfo", path.hash_part())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compression::Compression;
+    use crate::fetch::ExpectedNar;
+    use crate::hash::Sha256Hash;
+
+    fn expected(nar_byte: char) -> Expected {
+        let hex = |c: char| Sha256Hash::from_hex(&c.to_string().repeat(64)).unwrap();
+        Expected {
+            size: Some(10),
+            sha256: Some(hex('a')),
+            nar: Some(ExpectedNar {
+                compression: Compression::Xz,
+                hash: hex(nar_byte),
+                size: 20,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_marker_names_its_nar_and_changes_with_the_object_and_the_narinfo() {
+        let url = "nar/0abc.nar.xz";
+        let key = checked_marker_key(url, "etag1", &expected('b')).unwrap();
+        assert!(key.starts_with(".checked/nar/0abc.nar.xz/"), "{key}");
+        assert_eq!(marker_subject(&key), Some(url));
+        assert_eq!(
+            checked_marker_key(url, "etag1", &expected('b')).as_deref(),
+            Some(key.as_str())
+        );
+        // Another object (ETag) or another NarHash: another marker.
+        assert_ne!(
+            checked_marker_key(url, "etag2", &expected('b')).unwrap(),
+            key
+        );
+        assert_ne!(
+            checked_marker_key(url, "etag1", &expected('c')).unwrap(),
+            key
+        );
+        // Nothing to mark without a NAR check.
+        let mut file_only = expected('b');
+        file_only.nar = None;
+        assert_eq!(checked_marker_key(url, "etag1", &file_only), None);
+        assert_eq!(marker_subject("nar/0abc.nar.xz"), None);
+    }
 }

@@ -12,9 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
+use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::path::Path as Key;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig, WriteMultipart};
+use object_store::{
+    Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore,
+    PutMultipartOptions, PutOptions, RetryConfig, WriteMultipart,
+};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
@@ -76,6 +80,13 @@ impl S3Location {
 pub struct S3Store {
     store: Arc<AmazonS3>,
     location: S3Location,
+    /// The region requests are signed for.
+    region: String,
+    /// The S3 API endpoint, without a trailing `/`.
+    endpoint: String,
+    /// For the requests `object_store` cannot make (a PUT with a website redirect).
+    http: reqwest::Client,
+    retries: u32,
     /// Relative to the bucket: the location's prefix, and `sub` below it.
     base: String,
     uploads: Arc<Semaphore>,
@@ -113,7 +124,7 @@ impl S3Store {
             .or_else(|| std::env::var("AWS_REGION").ok())
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
             .unwrap_or_else(|| "us-east-1".to_string());
-        builder = builder.with_region(region);
+        builder = builder.with_region(&region);
         if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
             if let Some((id, secret)) = profile_credentials()? {
                 builder = builder
@@ -124,8 +135,23 @@ impl S3Store {
         let store = builder
             .build()
             .with_context(|| format!("cannot use the bucket {}", location.url()))?;
+        let endpoint = location
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"))
+            .trim_end_matches('/')
+            .to_string();
+        let http = reqwest::Client::builder()
+            .connect_timeout(fetch.connect_timeout)
+            .timeout(Duration::from_secs(180))
+            .build()
+            .context("cannot make an HTTP client")?;
         Ok(S3Store {
             store: Arc::new(store),
+            region,
+            endpoint,
+            http,
+            retries: fetch.retries,
             location: location.clone(),
             base: location.prefix.clone(),
             uploads: Arc::new(Semaphore::new(UPLOADS)),
@@ -151,6 +177,16 @@ impl S3Store {
     /// Every object under the prefix (one paginated listing): key relative to the prefix →
     /// size.
     pub async fn list(&self) -> Result<HashMap<String, u64>> {
+        Ok(self
+            .list_tagged()
+            .await?
+            .into_iter()
+            .map(|(k, (size, _))| (k, size))
+            .collect())
+    }
+
+    /// [`S3Store::list`] with each object's ETag (quotes removed), when the store gives one.
+    pub async fn list_tagged(&self) -> Result<HashMap<String, (u64, Option<String>)>> {
         let prefix = if self.base.is_empty() {
             None
         } else {
@@ -170,7 +206,10 @@ impl S3Store {
         {
             let key = meta.location.as_ref();
             if let Some(rel) = key.strip_prefix(&strip) {
-                out.insert(rel.to_string(), meta.size);
+                out.insert(
+                    rel.to_string(),
+                    (meta.size, meta.e_tag.as_deref().map(unquote)),
+                );
             }
         }
         Ok(out)
@@ -200,6 +239,116 @@ impl S3Store {
         Ok(())
     }
 
+    /// The size and user metadata (`x-amz-meta-*`, names without the prefix) of the object
+    /// `rel`; `None` when there is none.
+    pub async fn head(&self, rel: &str) -> Result<Option<ObjectHead>> {
+        let key = self.key(rel)?;
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.store.get_opts(&key, opts).await {
+            Ok(r) => {
+                let meta = r
+                    .attributes
+                    .iter()
+                    .filter_map(|(k, v)| match k {
+                        Attribute::Metadata(name) => Some((name.to_string(), v.to_string())),
+                        _ => None,
+                    })
+                    .collect();
+                Ok(Some(ObjectHead {
+                    size: r.meta.size,
+                    meta,
+                }))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", self.url_of(rel))),
+        }
+    }
+
+    /// Writes the object `rel` (replacing it) with the user metadata `meta`.
+    pub async fn put_with(&self, rel: &str, bytes: Bytes, meta: &[(&str, String)]) -> Result<()> {
+        let key = self.key(rel)?;
+        let opts = PutOptions {
+            attributes: attributes(meta),
+            ..Default::default()
+        };
+        self.store
+            .put_opts(&key, bytes.into(), opts)
+            .await
+            .with_context(|| format!("cannot write {}", self.url_of(rel)))?;
+        Ok(())
+    }
+
+    /// The path of the object `rel` on the bucket's website endpoint, `/PREFIX/SUB/rel` (the
+    /// website serves the bucket's keys from its root).
+    pub fn web_path_of(&self, rel: &str) -> String {
+        format!("/{}", join(&self.base, rel))
+    }
+
+    /// Writes the object `rel` carrying `x-amz-website-redirect-location: location` (the website
+    /// endpoint answers it with a redirect there), with `body`. `object_store` cannot send that
+    /// header, so this PUT is made here, signed by `object_store`'s SigV4 signer
+    /// ([`AwsAuthorizer`]) with the store's own credentials; retried as `--retries` says.
+    pub async fn put_redirect(&self, rel: &str, location: &str, body: Bytes) -> Result<()> {
+        let full = join(&self.base, rel);
+        self.key(rel)?;
+        let url = format!(
+            "{}/{}/{}",
+            self.endpoint,
+            uri_encode(&self.location.bucket, false),
+            uri_encode(&full, true)
+        );
+        let what = || format!("cannot write {}", self.url_of(rel));
+        let uri: http::Uri = url.parse().with_context(what)?;
+        let redirect = http::HeaderValue::from_str(location)
+            .with_context(|| format!("{location:?} cannot be sent as a redirect location"))?;
+        let credential = self
+            .store
+            .credentials()
+            .get_credential()
+            .await
+            .with_context(what)?;
+        let mut attempt = 0;
+        loop {
+            let mut request = HttpRequest::new(HttpRequestBody::from(body.clone()));
+            *request.method_mut() = http::Method::PUT;
+            *request.uri_mut() = uri.clone();
+            let headers = request.headers_mut();
+            headers.insert("x-amz-website-redirect-location", redirect.clone());
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain"),
+            );
+            AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
+            let mut put = self.http.put(&url).body(body.clone());
+            for (name, value) in request.headers() {
+                put = put.header(name, value);
+            }
+            let problem = match put.send().await {
+                Ok(resp) if resp.status().is_success() => return Ok(()),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    let problem = format!("{status}: {}", text.trim());
+                    if !status.is_server_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+                    {
+                        return Err(anyhow::anyhow!(problem)).with_context(what);
+                    }
+                    problem
+                }
+                Err(e) => e.to_string(),
+            };
+            if attempt >= self.retries {
+                return Err(anyhow::anyhow!(problem)).with_context(what);
+            }
+            attempt += 1;
+            tracing::debug!("{}: {problem}; retrying", self.url_of(rel));
+            tokio::time::sleep(Duration::from_millis(500 << attempt.min(6))).await;
+        }
+    }
+
     /// Removes the object `rel` (no error when there is none).
     pub async fn delete(&self, rel: &str) -> Result<()> {
         let key = self.key(rel)?;
@@ -213,6 +362,17 @@ impl S3Store {
     /// multipart upload with at most one part in flight above. The object exists only once
     /// the upload is complete.
     pub async fn upload_file(&self, file: &Path, rel: &str) -> Result<u64> {
+        Ok(self.upload_file_with(file, rel, &[]).await?.0)
+    }
+
+    /// [`S3Store::upload_file`], the object carrying the user metadata `meta`; returns its size
+    /// and the ETag the store gave it (quotes removed), if any.
+    pub async fn upload_file_with(
+        &self,
+        file: &Path,
+        rel: &str,
+        meta: &[(&str, String)],
+    ) -> Result<(u64, Option<String>)> {
         let _permit = self.uploads.acquire().await?;
         let key = self.key(rel)?;
         let url = self.url_of(rel);
@@ -230,15 +390,26 @@ impl S3Store {
             f.read_to_end(&mut buf)
                 .await
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            self.store
-                .put(&key, Bytes::from(buf).into())
+            let opts = PutOptions {
+                attributes: attributes(meta),
+                ..Default::default()
+            };
+            let put = self
+                .store
+                .put_opts(&key, Bytes::from(buf).into(), opts)
                 .await
                 .with_context(|| format!("cannot upload {} to {url}", file.display()))?;
-            return Ok(size);
+            return Ok((size, put.e_tag.as_deref().map(unquote)));
         }
         let upload = self
             .store
-            .put_multipart(&key)
+            .put_multipart_opts(
+                &key,
+                PutMultipartOptions {
+                    attributes: attributes(meta),
+                    ..Default::default()
+                },
+            )
             .await
             .with_context(|| format!("cannot start the upload of {url}"))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
@@ -262,11 +433,11 @@ impl S3Store {
         .await;
         match result {
             Ok(()) => {
-                writer
+                let put = writer
                     .finish()
                     .await
                     .with_context(|| format!("cannot upload {} to {url}", file.display()))?;
-                Ok(size)
+                Ok((size, put.e_tag.as_deref().map(unquote)))
             }
             Err(e) => {
                 let _ = writer.abort().await;
@@ -317,6 +488,47 @@ fn part_size() -> usize {
         return n;
     }
     SINGLE_PUT_MAX
+}
+
+/// An ETag without the quotes S3 puts around it.
+fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
+}
+
+/// What [`S3Store::head`] tells of an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectHead {
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its user metadata, by name (lower case, without `x-amz-meta-`).
+    pub meta: HashMap<String, String>,
+}
+
+fn attributes(meta: &[(&str, String)]) -> Attributes {
+    let mut out = Attributes::new();
+    for (name, value) in meta {
+        out.insert(
+            Attribute::Metadata(name.to_string().into()),
+            value.clone().into(),
+        );
+    }
+    out
+}
+
+/// `text` percent-encoded as SigV4's canonical URI wants it: every byte but the unreserved
+/// ones (and `/` when `keep_slash`) as `%XX`.
+fn uri_encode(text: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            b'/' if keep_slash => out.push('/'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// `a/b`, with either side possibly empty.
@@ -536,6 +748,12 @@ mod tests {
         for bad in ["s3:///x", "http://b/x", "s3://b/a/../x", "s3://b/a//x"] {
             assert!(S3Location::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn keys_are_encoded_as_sigv4_wants() {
+        assert_eq!(uri_encode("a/b c+d~e", true), "a/b%20c%2Bd~e");
+        assert_eq!(uri_encode("a/b", false), "a%2Fb");
     }
 
     #[test]

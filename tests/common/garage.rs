@@ -321,6 +321,38 @@ admin_token = "{secret}"
         assert!(out.status.success(), "rclone copyto\n{}", output_text(&out));
     }
 
+    /// Copies the files under the local directory `dir` to `prefix/` (keys relative to `dir`)
+    /// with one rclone run.
+    pub fn put_dir(&self, prefix: &str, dir: &std::path::Path) {
+        let mut cmd = Command::new(rclone());
+        // rclone cannot use a custom CA bundle with its HTTP transport; the endpoint is plain HTTP.
+        cmd.env_remove("AWS_CA_BUNDLE");
+        cmd.arg("copy")
+            .arg(dir)
+            .arg(self.rclone_remote(self.live_node(), prefix));
+        without_proxies(&mut cmd);
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(300)).unwrap();
+        assert!(out.status.success(), "rclone copy\n{}", output_text(&out));
+    }
+
+    /// Removes the object `prefix/rel` with rclone.
+    pub fn delete(&self, prefix: &str, rel: &str) {
+        let mut cmd = Command::new(rclone());
+        // rclone cannot use a custom CA bundle with its HTTP transport; the endpoint is plain HTTP.
+        cmd.env_remove("AWS_CA_BUNDLE");
+        cmd.arg("deletefile").arg(format!(
+            "{}/{rel}",
+            self.rclone_remote(self.live_node(), prefix)
+        ));
+        without_proxies(&mut cmd);
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(60)).unwrap();
+        assert!(
+            out.status.success(),
+            "rclone deletefile\n{}",
+            output_text(&out)
+        );
+    }
+
     fn live_node(&self) -> usize {
         self.nodes
             .iter()
