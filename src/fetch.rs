@@ -97,7 +97,7 @@ impl ExpectedNar {
     pub fn decoder_memory(&self) -> usize {
         let window: u64 = match self.compression {
             Compression::None => 0,
-            Compression::Xz | Compression::Zstd => 8 << 20,
+            Compression::Xz | Compression::Zstd => DECODER_WINDOW as u64,
             Compression::Bzip2 => 4 << 20,
         };
         window.min(self.size) as usize
@@ -241,9 +241,11 @@ pub struct Fetcher {
     /// of filling memory.
     buffered: Arc<Semaphore>,
     /// Memory of the NAR decoders of all downloads and checks together, in KiB, at most
-    /// [`DECODE_BUDGET`] (see [`ExpectedNar::decoder_memory`]): however many downloads run at
+    /// [`decode_budget`] (see [`ExpectedNar::decoder_memory`]): however many downloads run at
     /// once, only so many large NARs are decompressed at a time.
     decoding: Arc<Semaphore>,
+    /// The size of `decoding`, in KiB.
+    decode_kib: usize,
     hosts: Arc<Mutex<HostHealth>>,
 }
 
@@ -272,7 +274,8 @@ impl Fetcher {
             config: Arc::new(config),
             permits,
             buffered: Arc::new(Semaphore::new(BUFFER_BUDGET)),
-            decoding: Arc::new(Semaphore::new(DECODE_BUDGET >> 10)),
+            decoding: Arc::new(Semaphore::new(decode_budget() >> 10)),
+            decode_kib: decode_budget() >> 10,
             hosts: Arc::default(),
         })
     }
@@ -281,7 +284,7 @@ impl Fetcher {
     /// when no NAR is checked); the share is given back when the permit is dropped. Callers
     /// that decompress a NAR outside a download (a check of a file on disk) take one too.
     pub async fn decode_permit(&self, nar: Option<ExpectedNar>) -> Option<OwnedSemaphorePermit> {
-        let kib = (nar?.decoder_memory() >> 10).clamp(1, DECODE_BUDGET >> 10) as u32;
+        let kib = (nar?.decoder_memory() >> 10).clamp(1, self.decode_kib) as u32;
         self.decoding.clone().acquire_many_owned(kib).await.ok()
     }
 
@@ -725,10 +728,16 @@ fn read_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, FetchError> {
 /// Bytes of response bodies all downloads together may hold in memory (see [`Fetcher`]).
 pub const BUFFER_BUDGET: usize = 8 << 20;
 
-/// Bytes the NAR decoders of all downloads and checks together may use (see [`Fetcher`]):
-/// room for three xz decoders of large NARs at the default preset's window, more than the
-/// cores of a small machine can keep busy.
-pub const DECODE_BUDGET: usize = 24 << 20;
+/// Bytes the NAR decoders of all downloads and checks together may use (see [`Fetcher`]): one
+/// window of the default xz preset (8 MiB) per core, for 2 to 8 cores. Decoding is CPU-bound,
+/// so more large NARs decoded at once than there are cores would only hold more memory.
+pub fn decode_budget() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    DECODER_WINDOW * cores.clamp(2, 8)
+}
+
+/// The memory an xz or zstd decoder of a large NAR takes: the default presets' window.
+const DECODER_WINDOW: usize = 8 << 20;
 
 /// Downloads of at most this many bytes (by the size expected) are received in memory and
 /// written at once; larger ones stream through a blocking writer.
