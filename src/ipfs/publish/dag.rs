@@ -84,6 +84,86 @@ impl Root {
     }
 }
 
+/// The roots of the files hashed so far, by the fingerprint of their keys, in 58 bytes each:
+/// a sorted list, and the newest few thousand in a hash map, merged into the list in place
+/// when it fills (a hash map of every file would take two to three times as much).
+#[derive(Debug, Default)]
+pub(super) struct RootMap {
+    sorted: Vec<PackedRoot>,
+    recent: HashMap<u128, Root>,
+}
+
+/// One entry of a [`RootMap`]'s list (no padding: byte arrays only).
+#[derive(Debug, Clone, Copy)]
+struct PackedRoot {
+    id: [u8; 16],
+    cid: ShortCid,
+    tsize: [u8; 8],
+}
+
+/// Entries of a [`RootMap`] kept in its hash map before they join the list.
+const RECENT_ROOTS: usize = 16 * 1024;
+
+impl RootMap {
+    /// The root of the file whose key has the fingerprint `id`.
+    pub(super) fn get(&self, id: &u128) -> Option<Root> {
+        if let Some(root) = self.recent.get(id) {
+            return Some(*root);
+        }
+        let key = id.to_be_bytes();
+        self.sorted
+            .binary_search_by(|p| p.id.cmp(&key))
+            .ok()
+            .map(|i| Root {
+                cid: self.sorted[i].cid,
+                tsize: u64::from_le_bytes(self.sorted[i].tsize),
+            })
+    }
+
+    /// Records the root of the file whose key has the fingerprint `id`.
+    pub(super) fn insert(&mut self, id: u128, root: Root) {
+        self.recent.insert(id, root);
+        if self.recent.len() >= RECENT_ROOTS {
+            self.merge();
+        }
+    }
+
+    /// Number of roots.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.sorted.len() + self.recent.len()
+    }
+
+    /// Moves the hash map's entries into the list, merging from the back (no second list).
+    fn merge(&mut self) {
+        let mut new: Vec<PackedRoot> = self
+            .recent
+            .drain()
+            .map(|(id, root)| PackedRoot {
+                id: id.to_be_bytes(),
+                cid: root.cid,
+                tsize: root.tsize.to_le_bytes(),
+            })
+            .collect();
+        new.sort_unstable_by_key(|p| p.id);
+        let old = self.sorted.len();
+        self.sorted.reserve_exact(new.len());
+        let filler = new[0];
+        self.sorted.resize(old + new.len(), filler);
+        let (mut i, mut j, mut k) = (old, new.len(), old + new.len());
+        while j > 0 {
+            if i > 0 && self.sorted[i - 1].id > new[j - 1].id {
+                self.sorted[k - 1] = self.sorted[i - 1];
+                i -= 1;
+            } else {
+                self.sorted[k - 1] = new[j - 1];
+                j -= 1;
+            }
+            k -= 1;
+        }
+    }
+}
+
 /// Reads through to a progress phase.
 struct Counting<'a, R> {
     inner: R,
@@ -134,13 +214,15 @@ pub(super) struct Hasher<'a> {
     pub(super) pool: rayon::ThreadPool,
     pub(super) phase: Phase,
     pub(super) stats: Mutex<HashStats>,
+    /// The roots of the directories whose blocks were delivered.
+    pub(super) dirs_delivered: Mutex<std::collections::HashSet<ShortCid>>,
 }
 
 /// One batch being hashed.
 struct Batch<'a, 'b> {
     h: &'b Hasher<'a>,
     sources: &'b [Source],
-    done: &'b HashMap<u128, Root>,
+    done: &'b RootMap,
     /// Per source: its root, and whether it was read.
     results: Vec<OnceLock<(Added, bool)>>,
 }
@@ -296,7 +378,7 @@ impl Hasher<'_> {
     pub(super) fn hash_batch(
         &self,
         sources: &[Source],
-        done: &mut HashMap<u128, Root>,
+        done: &mut RootMap,
     ) -> Result<Vec<Hashed>, PublishError> {
         self.stats.lock().unwrap_or_else(|p| p.into_inner()).files += sources.len() as u64;
         let (plain, narinfos): (Vec<usize>, Vec<usize>) =
@@ -361,20 +443,26 @@ impl Hasher<'_> {
     }
 
     /// Builds the directory published at `key` from its entries (names and roots, in any
-    /// order) and gives its blocks to the router.
+    /// order; in name order they cost least) and gives its blocks to the router.
     pub(super) fn directory(
         &self,
         key: &str,
-        entries: &[(String, Root)],
+        entries: Vec<(String, Root)>,
     ) -> Result<Added, PublishError> {
         let dir_err = |source| PublishError::Directory {
             key: key.to_string(),
             source,
         };
         let mut b = self.opts.layout.directory();
+        b.reserve(entries.len());
         for (name, root) in entries {
-            b.add(name, root.cid.cid(), root.tsize).map_err(dir_err)?;
+            b.insert(name, root.cid.cid(), root.tsize)
+                .map_err(dir_err)?;
         }
+        let sink_err = |e| first_cause(self.router, dir_err(DirectoryError::Sink(e)));
+        // The blocks wait for the root: a directory built before (a release's view the same
+        // as the global cache, a channel) is not delivered again, and whether the node needs
+        // them depends on the root.
         let mut blocks = Vec::new();
         let root = b
             .build(&mut |cid: &Cid, block: &[u8]| {
@@ -383,12 +471,46 @@ impl Hasher<'_> {
             })
             .map_err(dir_err)?;
         drop(b);
+        let new = ShortCid::of(&root.cid).map_or(true, |short| {
+            self.dirs_delivered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(short)
+        });
+        if !new {
+            return Ok(root);
+        }
         let to_node = node_needs(self.router, self.opts, &root.cid);
         for (cid, block) in &blocks {
-            self.router
-                .put(cid, block, to_node)
-                .map_err(|e| first_cause(self.router, dir_err(DirectoryError::Sink(e))))?;
+            self.router.put(cid, block, to_node).map_err(sink_err)?;
         }
         Ok(root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_map_finds_every_root_across_merges() {
+        let root = |i: u64| Root {
+            cid: ShortCid::of(&Cid::sha2_256(1, crate::ipfs::cid::RAW, &i.to_le_bytes()).unwrap())
+                .unwrap(),
+            tsize: i,
+        };
+        let id = |i: u64| crate::hash::fingerprint128(&i.to_le_bytes());
+        let mut map = RootMap::default();
+        let n = 3 * RECENT_ROOTS as u64 + 123;
+        for i in 0..n {
+            map.insert(id(i), root(i));
+        }
+        assert_eq!(map.len() as u64, n);
+        assert_eq!(map.sorted.len(), 3 * RECENT_ROOTS);
+        assert!(map.sorted.windows(2).all(|w| w[0].id < w[1].id));
+        for i in 0..n {
+            assert_eq!(map.get(&id(i)), Some(root(i)), "{i}");
+        }
+        assert_eq!(map.get(&id(n)), None);
     }
 }

@@ -23,7 +23,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::dag::{BuildOptions, HashStats, Hasher, Root};
+use super::dag::{BuildOptions, HashStats, Hasher, Root, RootMap};
 use super::verify::Sampler;
 use super::{io_error, PublishError, IPFS_HASH_FILE};
 use crate::hash::fingerprint128;
@@ -204,7 +204,7 @@ struct Walker<'a> {
     batch: Vec<Source>,
     in_batch: HashSet<u128>,
     /// The root of every source hashed, by the fingerprint of its key.
-    done: HashMap<u128, Root>,
+    done: RootMap,
     releases: Vec<Release>,
     release_by_path: HashMap<PathBuf, Root>,
     warnings: Vec<String>,
@@ -286,7 +286,7 @@ impl Walker<'_> {
         let key = self.key_of(&real);
         let id = fingerprint128(key.as_bytes());
         if let Some(root) = self.done.get(&id) {
-            return Ok(Some(Entry::File(*root)));
+            return Ok(Some(Entry::File(root)));
         }
         if self.in_batch.contains(&id) {
             return Ok(Some(Entry::Pending(id)));
@@ -407,7 +407,7 @@ impl Walker<'_> {
             for (_, e) in entries.iter_mut() {
                 if let Entry::Pending(id) = *e {
                     if let Some(root) = self.done.get(&id) {
-                        *e = Entry::File(*root);
+                        *e = Entry::File(root);
                     }
                 }
             }
@@ -425,7 +425,7 @@ impl Walker<'_> {
         for (name, entry) in entries {
             let (root, is_dir) = match entry {
                 Entry::Pending(id) => match self.done.get(&id) {
-                    Some(root) => (*root, false),
+                    Some(root) => (root, false),
                     None => {
                         return Err(PublishError::Io {
                             path: self.mirror.join(key).join(&name),
@@ -439,7 +439,6 @@ impl Walker<'_> {
             roots.push((name, root));
             kinds.push(is_dir);
         }
-        let added = self.hasher.directory(key, &roots)?;
         for ((name, root), is_dir) in roots.iter().zip(kinds) {
             let path = join_key(key, name);
             let cid = root.cid.cid();
@@ -452,6 +451,7 @@ impl Walker<'_> {
                 self.sampler.file(&path, cid);
             }
         }
+        let added = self.hasher.directory(key, roots)?;
         if let Some(writer) = self.writer.as_deref_mut() {
             writer.dir(key.to_string(), added, false);
         }
@@ -619,12 +619,13 @@ pub fn walk(
             pool,
             phase: Phase::new("Hashing files", Unit::Bytes, 0),
             stats: std::sync::Mutex::new(HashStats::default()),
+            dirs_delivered: std::sync::Mutex::new(HashSet::new()),
         },
         writer,
         resolver: Resolver::new(),
         batch: Vec::new(),
         in_batch: HashSet::new(),
-        done: HashMap::new(),
+        done: RootMap::default(),
         releases: Vec::new(),
         release_by_path: HashMap::new(),
         warnings: Vec::new(),
