@@ -138,6 +138,15 @@ pub(crate) fn escape(key: &str) -> String {
     out
 }
 
+/// [`unescape`], without a copy when there is nothing to unescape.
+fn unescape_key(text: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if text.contains('%') {
+        unescape(text).map(std::borrow::Cow::Owned)
+    } else {
+        Some(std::borrow::Cow::Borrowed(text))
+    }
+}
+
 pub(crate) fn unescape(text: &str) -> Option<String> {
     if text == "%00" {
         return Some(String::new());
@@ -269,6 +278,8 @@ struct LineReader<'a> {
     /// Next unread byte in `buf`.
     at: usize,
     end: u64,
+    /// Bytes to read next (doubling up to 64 KiB: a lookup reads little).
+    chunk: usize,
 }
 
 impl<'a> LineReader<'a> {
@@ -279,6 +290,15 @@ impl<'a> LineReader<'a> {
             buf: Vec::new(),
             at: 0,
             end,
+            chunk: 1 << 16,
+        }
+    }
+
+    /// A reader that reads 1 KiB first, for a lookup that may need one line.
+    fn for_lookup(file: &'a fs::File, start: u64, end: u64) -> LineReader<'a> {
+        LineReader {
+            chunk: 1 << 10,
+            ..LineReader::new(file, start, end)
         }
     }
 
@@ -290,15 +310,16 @@ impl<'a> LineReader<'a> {
     /// The next line, without its newline, or `None` at the end.
     fn next_line(&mut self, line: &mut String) -> io::Result<Option<()>> {
         use std::os::unix::fs::FileExt;
-        line.clear();
-        let mut bytes = Vec::new();
+        let mut bytes = std::mem::take(line).into_bytes();
+        bytes.clear();
         loop {
             if self.at == self.buf.len() {
                 let pos = self.pos();
                 if pos >= self.end {
                     break;
                 }
-                let want = (self.end - pos).min(1 << 14) as usize;
+                let want = (self.end - pos).min(self.chunk as u64) as usize;
+                self.chunk = (self.chunk * 2).min(1 << 16);
                 self.buf.resize(want, 0);
                 let n = self.file.read_at(&mut self.buf, pos)?;
                 self.buf.truncate(n);
@@ -322,6 +343,7 @@ impl<'a> LineReader<'a> {
             }
         }
         if bytes.is_empty() {
+            *line = String::from_utf8(bytes).unwrap_or_default();
             return Ok(None);
         }
         finish_line(bytes, line).map(Some)
@@ -359,7 +381,7 @@ impl FileLines {
         let mut line = String::new();
         while hi - lo > SCAN {
             let mid = lo + (hi - lo) / 2;
-            let mut reader = LineReader::new(&self.file, mid - 1, hi);
+            let mut reader = LineReader::for_lookup(&self.file, mid - 1, hi);
             // The rest of the line holding byte `mid - 1`: the next line starts after it.
             if reader.next_line(&mut line)?.is_none() {
                 break;
@@ -368,8 +390,8 @@ impl FileLines {
             if at >= hi || reader.next_line(&mut line)?.is_none() {
                 break;
             }
-            match unescape(line_key(&line)) {
-                Some(k) if k.as_str() < key => lo = reader.pos(),
+            match unescape_key(line_key(&line)) {
+                Some(k) if &*k < key => lo = reader.pos(),
                 _ => hi = at,
             }
         }
@@ -382,7 +404,7 @@ impl FileLines {
         if key < cursor.below.as_str() {
             cursor.pos = self.seek(key)?;
         }
-        let mut reader = LineReader::new(&self.file, cursor.pos, self.end);
+        let mut reader = LineReader::for_lookup(&self.file, cursor.pos, self.end);
         let mut line = String::new();
         let found = loop {
             let at = reader.pos();
@@ -390,10 +412,10 @@ impl FileLines {
                 cursor.pos = at;
                 break None;
             }
-            let Some(k) = unescape(line_key(&line)) else {
+            let Some(k) = unescape_key(line_key(&line)) else {
                 continue;
             };
-            match k.as_str().cmp(key) {
+            match (*k).cmp(key) {
                 std::cmp::Ordering::Less => {}
                 std::cmp::Ordering::Equal => {
                     cursor.pos = at;
@@ -504,13 +526,19 @@ impl FileCache {
                     return damaged();
                 }
                 start.get_or_insert(at);
-                let Some(key) = unescape(line_key(&line)) else {
+                let Some(key) = unescape_key(line_key(&line)) else {
                     return damaged();
                 };
-                if last_key.as_ref().is_some_and(|last| *last >= key) {
+                if last_key.as_deref().is_some_and(|last| last >= &*key) {
                     return ignored(format!("line {n}: the file entries are not in order"));
                 }
-                last_key = Some(key);
+                match &mut last_key {
+                    Some(last) => {
+                        last.clear();
+                        last.push_str(&key);
+                    }
+                    None => last_key = Some(key.into_owned()),
+                }
                 cache.files += 1;
                 continue;
             }
@@ -625,8 +653,11 @@ impl FileCache {
             let mut reader = LineReader::new(&lines.file, lines.start, lines.end);
             let mut line = String::new();
             while let Ok(Some(())) = reader.next_line(&mut line) {
-                if let Some((_, entry, true)) = parse_file_line(&line) {
-                    set.insert(entry.root.cid);
+                let mut fields = line.split(' ').skip(7);
+                if let (Some(cid), _, Some("1")) = (fields.next(), fields.next(), fields.next()) {
+                    if let Ok(cid) = Cid::parse(cid) {
+                        set.insert(cid);
+                    }
                 }
             }
         }
@@ -839,8 +870,38 @@ impl CacheWriter {
             )?;
         }
         let tmp = out.into_inner().map_err(|e| e.into_error())?;
+        if same_bytes(tmp.as_file(), path)? {
+            // Unchanged (a rerun with nothing new): the file stays, no sync, no rename.
+            return Ok(());
+        }
         crate::fsutil::persist(tmp, path, true)
     }
+}
+
+/// Whether the file at `path` holds the bytes of `file`.
+fn same_bytes(file: &fs::File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let old = match fs::File::open(path) {
+        Ok(old) => old,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    if old.metadata()?.len() != len {
+        return Ok(false);
+    }
+    let (mut a, mut b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    let mut pos = 0;
+    while pos < len {
+        let n = (len - pos).min(a.len() as u64) as usize;
+        file.read_exact_at(&mut a[..n], pos)?;
+        old.read_exact_at(&mut b[..n], pos)?;
+        if a[..n] != b[..n] {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -954,6 +1015,34 @@ mod tests {
         let (again, _) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
         assert_eq!(again.node(), Some("12D3KooWother"));
         assert_eq!(again.known_on_node("12D3KooWother").len(), 2);
+
+        // The same entries again: the file is left as it is (same inode, no rename); other
+        // entries replace it.
+        let inode = |p: &Path| fs::metadata(p).unwrap().ino();
+        let before = inode(&path);
+        let text = fs::read_to_string(&path).unwrap();
+        let mut w = CacheWriter::new(dir.path(), again.layout(), again.node()).unwrap();
+        w.keep_under(&again, "binary_cache").unwrap();
+        w.finish(&path, Some("12D3KooWother"), true).unwrap();
+        assert_eq!(inode(&path), before);
+        assert_eq!(fs::read_to_string(&path).unwrap(), text);
+        let mut w = CacheWriter::new(dir.path(), again.layout(), again.node()).unwrap();
+        w.keep_under(&again, "binary_cache/nar").unwrap();
+        w.finish(&path, Some("12D3KooWother"), true).unwrap();
+        assert_ne!(inode(&path), before);
+        assert_eq!(
+            FileCache::load(&path, LEGACY_LAYOUTS[0])
+                .unwrap()
+                .0
+                .file_count(),
+            1
+        );
+        // No temporary file is left either way.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from(CACHE_FILE)]);
     }
 
     #[test]

@@ -403,14 +403,8 @@ impl Walker<'_> {
     ) -> Result<(), PublishError> {
         entries.push((name, entry));
         if self.batch.len() >= BATCH {
+            // Its entries stay pending until their directory is built.
             self.flush()?;
-            for (_, e) in entries.iter_mut() {
-                if let Entry::Pending(id) = *e {
-                    if let Some(root) = self.done.get(&id) {
-                        *e = Entry::File(root);
-                    }
-                }
-            }
         }
         Ok(())
     }
