@@ -511,10 +511,7 @@ async fn finish_on_node(
     let root = walked.root.cid;
     // A root pinned recursively has every block on the node, and pinning it again makes
     // some nodes walk the whole DAG: on a rerun with nothing new, that is most of the time.
-    report.already_pinned = matches!(
-        node.client.pin_ls(&root).await.ok().flatten().as_deref(),
-        Some("recursive")
-    );
+    report.already_pinned = node.client.pinned_recursively(&root).await.unwrap_or(false);
     // Recorded before the pin, so that a run that stops after pinning leaves a record.
     let time = unix_time();
     let mfs_path = format!("{}_{time}", opts.mfs_prefix);
