@@ -285,27 +285,52 @@ impl<'de> serde::Deserialize<'de> for Cid {
     }
 }
 
-/// A set of CIDs that holds the common ones compactly: a sha2-256 CID whose codec fits in a
-/// byte (every block this crate makes, and most a node lists) takes 34 bytes (version, codec,
-/// digest) instead of a whole [`Cid`]; any other CID is kept as it is. Membership is exact.
+/// A sha2-256 CID whose codec fits in a byte (every block this crate makes, and most a node
+/// lists) in 34 bytes: version, codec, digest. A [`Cid`] has room for any digest up to
+/// [`MAX_DIGEST_LEN`] bytes and takes about three times as much; this is the form kept per
+/// file when a mirror's files are counted in hundreds of thousands.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShortCid([u8; 34]);
+
+impl ShortCid {
+    /// The short form of `cid`, if it has one.
+    pub fn of(cid: &Cid) -> Option<ShortCid> {
+        let digest = cid.digest();
+        let codec = u8::try_from(cid.codec()).ok()?;
+        if cid.hash_code() != SHA2_256 || digest.len() != 32 {
+            return None;
+        }
+        let mut key = [0u8; 34];
+        key[0] = cid.version();
+        key[1] = codec;
+        key[2..].copy_from_slice(digest);
+        Some(ShortCid(key))
+    }
+
+    /// The CID.
+    pub fn cid(&self) -> Cid {
+        Cid::new(self.0[0], u64::from(self.0[1]), SHA2_256, &self.0[2..])
+            .expect("a short CID holds a valid sha2-256 CID")
+    }
+}
+
+impl fmt::Debug for ShortCid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShortCid({})", self.cid())
+    }
+}
+
+/// A set of CIDs that holds the common ones compactly: a [`ShortCid`] when the CID has one,
+/// any other CID as it is. Membership is exact.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CidSet {
-    short: std::collections::HashSet<[u8; 34]>,
+    short: std::collections::HashSet<ShortCid>,
     long: std::collections::HashSet<Cid>,
 }
 
 /// The compact form of `cid` when it has one (see [`CidSet`]).
-fn short_key(cid: &Cid) -> Option<[u8; 34]> {
-    let digest = cid.digest();
-    let codec = u8::try_from(cid.codec()).ok()?;
-    if cid.hash_code() != SHA2_256 || digest.len() != 32 {
-        return None;
-    }
-    let mut key = [0u8; 34];
-    key[0] = cid.version();
-    key[1] = codec;
-    key[2..].copy_from_slice(digest);
-    Some(key)
+fn short_key(cid: &Cid) -> Option<ShortCid> {
+    ShortCid::of(cid)
 }
 
 impl CidSet {
@@ -344,7 +369,7 @@ impl CidSet {
     pub fn iter(&self) -> impl Iterator<Item = Cid> + '_ {
         self.short
             .iter()
-            .filter_map(|k| Cid::new(k[0], u64::from(k[1]), SHA2_256, &k[2..]).ok())
+            .map(ShortCid::cid)
             .chain(self.long.iter().copied())
     }
 }

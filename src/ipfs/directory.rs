@@ -19,10 +19,9 @@
 //! assert_eq!(empty.block, [0x0a, 0x02, 0x08, 0x01]);
 //! ```
 
-use std::collections::BTreeMap;
 use std::io;
 
-use super::cid::{Cid, CidError};
+use super::cid::{Cid, CidError, ShortCid};
 use super::dagpb::{PbLink, PbNode};
 use super::hamt::{self, HamtError};
 use super::unixfs::{Added, BlockSink, DataType, UnixfsData};
@@ -91,12 +90,40 @@ impl From<HamtError> for DirectoryError {
 /// A directory node in block form.
 pub use super::dagpb::NodeBlock as DirectoryBlock;
 
+/// An entry's DAG as the builder keeps it: a [`ShortCid`] when the CID has one (48 bytes
+/// instead of the 104 of an [`Added`]; directories of the mirror have 100,000 entries and more).
+#[derive(Debug, Clone)]
+enum Target {
+    Short(ShortCid, u64),
+    Long(Box<Added>),
+}
+
+impl Target {
+    fn new(cid: Cid, tsize: u64) -> Target {
+        match ShortCid::of(&cid) {
+            Some(short) => Target::Short(short, tsize),
+            None => Target::Long(Box::new(Added { cid, tsize })),
+        }
+    }
+
+    fn added(&self) -> Added {
+        match self {
+            Target::Short(cid, tsize) => Added {
+                cid: cid.cid(),
+                tsize: *tsize,
+            },
+            Target::Long(added) => **added,
+        }
+    }
+}
+
 /// Collects entries `(name, CID, Tsize)` and builds the directory DAG.
 #[derive(Debug, Clone)]
 pub struct DirectoryBuilder {
     cid_version: u8,
     sharding: Sharding,
-    entries: BTreeMap<String, Added>,
+    /// Sorted by name (entries added in name order are appended).
+    entries: Vec<(String, Target)>,
     estimated_size: usize,
 }
 
@@ -106,7 +133,7 @@ impl DirectoryBuilder {
         DirectoryBuilder {
             cid_version,
             sharding: Sharding::Kubo,
-            entries: BTreeMap::new(),
+            entries: Vec::new(),
             estimated_size: 0,
         }
     }
@@ -119,20 +146,39 @@ impl DirectoryBuilder {
 
     /// Adds an entry: the root `cid` of its DAG and that DAG's cumulative size `tsize`.
     pub fn add(&mut self, name: &str, cid: Cid, tsize: u64) -> Result<(), DirectoryError> {
+        self.insert(name.to_owned(), cid, tsize)
+    }
+
+    /// [`DirectoryBuilder::add`] of a name given by value (entries given in name order cost
+    /// no search and no move).
+    pub fn insert(&mut self, name: String, cid: Cid, tsize: u64) -> Result<(), DirectoryError> {
         if name.is_empty()
             || name == "."
             || name == ".."
             || name.contains('/')
             || name.contains('\0')
         {
-            return Err(DirectoryError::InvalidName(name.to_owned()));
+            return Err(DirectoryError::InvalidName(name));
         }
-        if self.entries.contains_key(name) {
-            return Err(DirectoryError::DuplicateName(name.to_owned()));
-        }
+        let at = match self.entries.last() {
+            Some((last, _)) if *last < name => self.entries.len(),
+            None => 0,
+            Some(_) => match self
+                .entries
+                .binary_search_by(|(n, _)| n.as_str().cmp(&name))
+            {
+                Ok(_) => return Err(DirectoryError::DuplicateName(name)),
+                Err(at) => at,
+            },
+        };
         self.estimated_size += name.len() + cid.encoded_len();
-        self.entries.insert(name.to_owned(), Added { cid, tsize });
+        self.entries.insert(at, (name, Target::new(cid, tsize)));
         Ok(())
+    }
+
+    /// Makes room for `additional` more entries at once.
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve_exact(additional);
     }
 
     /// Number of entries.
@@ -184,10 +230,13 @@ impl DirectoryBuilder {
             links: self
                 .entries
                 .iter()
-                .map(|(name, target)| PbLink {
-                    hash: target.cid,
-                    name: name.clone(),
-                    tsize: target.tsize,
+                .map(|(name, target)| {
+                    let target = target.added();
+                    PbLink {
+                        hash: target.cid,
+                        name: name.clone(),
+                        tsize: target.tsize,
+                    }
                 })
                 .collect(),
             data: Some(UnixfsData::new(DataType::Directory).encode()),
@@ -209,12 +258,17 @@ impl DirectoryBuilder {
         if self.cid_version > 1 {
             return Err(CidError::UnsupportedVersion(u64::from(self.cid_version)).into());
         }
-        let entries: Vec<hamt::Entry<'_>> = self
+        let mut entries: Vec<hamt::Entry> = self
             .entries
             .iter()
-            .map(|(name, target)| hamt::Entry::new(name, *target))
+            .enumerate()
+            .map(|(i, (name, _))| hamt::Entry::new(i, name))
             .collect();
-        Ok(hamt::build_shard(&entries, 0, self.cid_version, sink)?)
+        let target = |i: usize| {
+            let (name, target) = &self.entries[i];
+            (name.as_str(), target.added())
+        };
+        Ok(hamt::build(&mut entries, &target, self.cid_version, sink)?)
     }
 }
 

@@ -28,10 +28,16 @@
 //! ```
 //! (`DEP_CID` and `DEP_KEY` are `-` for files that depend on nothing.) The original scripts'
 //! `NAME:CID` file carries no size or time, so it is not trusted: it is replaced.
+//!
+//! The `f` lines are sorted by key (byte-wise, unescaped) and come before the `d` lines. The
+//! cache is never held whole: [`FileCache`] looks the last run's entries up in the file
+//! (forward while keys increase, by bisection otherwise), and [`CacheWriter`] writes the next
+//! run's entries in sorted runs to a temporary file and merges them at the end, so memory does
+//! not grow with the number of files.
 
 use std::collections::HashMap;
 use std::fs;
-use std::io;
+use std::io::{self, Write as _};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -114,18 +120,6 @@ pub enum LoadOutcome {
     },
 }
 
-/// The cache (see the module documentation).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FileCache {
-    /// File entries sorted by key, each key once (a sorted list takes a third of the memory
-    /// of a hash map of the same entries, and the file is written in this order).
-    files: Vec<(String, FileEntry)>,
-    dirs: HashMap<String, Added>,
-    node: Option<String>,
-    on_node: CidSet,
-    layout: Option<String>,
-}
-
 pub(crate) fn escape(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for c in key.chars() {
@@ -142,6 +136,15 @@ pub(crate) fn escape(key: &str) -> String {
         out.push_str("%00");
     }
     out
+}
+
+/// [`unescape`], without a copy when there is nothing to unescape.
+fn unescape_key(text: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if text.contains('%') {
+        unescape(text).map(std::borrow::Cow::Owned)
+    } else {
+        Some(std::borrow::Cow::Borrowed(text))
+    }
 }
 
 pub(crate) fn unescape(text: &str) -> Option<String> {
@@ -172,6 +175,286 @@ fn flag(text: &str) -> Option<bool> {
     }
 }
 
+/// The escaped key of an `f` line (its last field).
+fn line_key(line: &str) -> &str {
+    line.rsplit(' ').next().unwrap_or("")
+}
+
+/// An `f` line: its key, entry and "on the node" mark.
+fn parse_file_line(line: &str) -> Option<(String, FileEntry, bool)> {
+    let mut fields = [""; 13];
+    let mut count = 0;
+    for field in line.split(' ') {
+        *fields.get_mut(count)? = field;
+        count += 1;
+    }
+    let ["f", size, msec, mnsec, inode, version, raw, cid, tsize, on, dep_cid, dep_key, key] =
+        fields
+    else {
+        return None;
+    };
+    if count != 13 {
+        return None;
+    }
+    let cid = Cid::parse(cid).ok()?;
+    let cid_version: u8 = version.parse().ok()?;
+    if cid_version > 1 {
+        return None;
+    }
+    let dep = match (dep_cid, dep_key) {
+        ("-", "-") => None,
+        (dep_cid, dep_key) => Some(Dependency {
+            key: unescape(dep_key)?,
+            cid: Cid::parse(dep_cid).ok()?,
+        }),
+    };
+    let entry = FileEntry {
+        stamp: FileStamp {
+            size: size.parse().ok()?,
+            mtime_sec: msec.parse().ok()?,
+            mtime_nsec: mnsec.parse().ok()?,
+            inode: inode.parse().ok()?,
+        },
+        options: AddOptions {
+            cid_version,
+            raw_leaves: flag(raw)?,
+        },
+        root: Added {
+            cid,
+            tsize: tsize.parse().ok()?,
+        },
+        dep,
+    };
+    Some((unescape(key)?, entry, flag(on)?))
+}
+
+/// A `d` line: its key, directory and "on the node" mark.
+fn parse_dir_line(line: &str) -> Option<(String, Added, bool)> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let ["d", cid, tsize, on, key] = fields[..] else {
+        return None;
+    };
+    let added = Added {
+        cid: Cid::parse(cid).ok()?,
+        tsize: tsize.parse().ok()?,
+    };
+    Some((unescape(key)?, added, flag(on)?))
+}
+
+/// Writes the `f` line of `key` (without its newline).
+fn write_file_line(
+    out: &mut impl io::Write,
+    key: &str,
+    e: &FileEntry,
+    on_node: bool,
+) -> io::Result<()> {
+    write!(
+        out,
+        "f {} {} {} {} {} {} {} {} {} ",
+        e.stamp.size,
+        e.stamp.mtime_sec,
+        e.stamp.mtime_nsec,
+        e.stamp.inode,
+        e.options.cid_version,
+        u8::from(e.options.raw_leaves),
+        e.root.cid,
+        e.root.tsize,
+        u8::from(on_node),
+    )?;
+    match &e.dep {
+        Some(d) => write!(out, "{} {} ", d.cid, escape(&d.key))?,
+        None => out.write_all(b"- - ")?,
+    }
+    write!(out, "{}", escape(key))
+}
+
+/// Reads lines of a file from a byte offset, with positioned reads (several readers can share
+/// one open file).
+struct LineReader<'a> {
+    file: &'a fs::File,
+    /// Offset of `buf[0]`.
+    buf_pos: u64,
+    buf: Vec<u8>,
+    /// Next unread byte in `buf`.
+    at: usize,
+    end: u64,
+    /// Bytes to read next (doubling up to 64 KiB: a lookup reads little).
+    chunk: usize,
+}
+
+impl<'a> LineReader<'a> {
+    fn new(file: &'a fs::File, start: u64, end: u64) -> LineReader<'a> {
+        LineReader {
+            file,
+            buf_pos: start,
+            buf: Vec::new(),
+            at: 0,
+            end,
+            chunk: 1 << 16,
+        }
+    }
+
+    /// A reader that reads 1 KiB first, for a lookup that may need one line.
+    fn for_lookup(file: &'a fs::File, start: u64, end: u64) -> LineReader<'a> {
+        LineReader {
+            chunk: 1 << 10,
+            ..LineReader::new(file, start, end)
+        }
+    }
+
+    /// Offset of the next line.
+    fn pos(&self) -> u64 {
+        self.buf_pos + self.at as u64
+    }
+
+    /// The next line, without its newline, or `None` at the end.
+    fn next_line(&mut self, line: &mut String) -> io::Result<Option<()>> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = std::mem::take(line).into_bytes();
+        bytes.clear();
+        loop {
+            if self.at == self.buf.len() {
+                let pos = self.pos();
+                if pos >= self.end {
+                    break;
+                }
+                let want = (self.end - pos).min(self.chunk as u64) as usize;
+                self.chunk = (self.chunk * 2).min(1 << 16);
+                self.buf.resize(want, 0);
+                let n = self.file.read_at(&mut self.buf, pos)?;
+                self.buf.truncate(n);
+                self.buf_pos = pos;
+                self.at = 0;
+                if n == 0 {
+                    break;
+                }
+            }
+            let rest = &self.buf[self.at..];
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    bytes.extend_from_slice(&rest[..i]);
+                    self.at += i + 1;
+                    return finish_line(bytes, line).map(Some);
+                }
+                None => {
+                    bytes.extend_from_slice(rest);
+                    self.at = self.buf.len();
+                }
+            }
+        }
+        if bytes.is_empty() {
+            *line = String::from_utf8(bytes).unwrap_or_default();
+            return Ok(None);
+        }
+        finish_line(bytes, line).map(Some)
+    }
+}
+
+fn finish_line(mut bytes: Vec<u8>, line: &mut String) -> io::Result<()> {
+    if bytes.last() == Some(&b'\r') {
+        bytes.pop();
+    }
+    *line = String::from_utf8(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))?;
+    Ok(())
+}
+
+/// Where lookups are in the `f` lines: all lines before `pos` have keys below `below`.
+struct Cursor {
+    pos: u64,
+    below: String,
+}
+
+/// The `f` lines of a cache file: sorted by key, looked up where they are on disk.
+struct FileLines {
+    file: fs::File,
+    start: u64,
+    end: u64,
+    cursor: std::sync::Mutex<Cursor>,
+}
+
+impl FileLines {
+    /// The offset of the first line whose key is not below `key` (or a line before it).
+    fn seek(&self, key: &str) -> io::Result<u64> {
+        const SCAN: u64 = 1 << 14;
+        let (mut lo, mut hi) = (self.start, self.end);
+        let mut line = String::new();
+        while hi - lo > SCAN {
+            let mid = lo + (hi - lo) / 2;
+            let mut reader = LineReader::for_lookup(&self.file, mid - 1, hi);
+            // The rest of the line holding byte `mid - 1`: the next line starts after it.
+            if reader.next_line(&mut line)?.is_none() {
+                break;
+            }
+            let at = reader.pos();
+            if at >= hi || reader.next_line(&mut line)?.is_none() {
+                break;
+            }
+            match unescape_key(line_key(&line)) {
+                Some(k) if &*k < key => lo = reader.pos(),
+                _ => hi = at,
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The line of `key`, if there is one.
+    fn find(&self, key: &str) -> io::Result<Option<String>> {
+        let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        if key < cursor.below.as_str() {
+            cursor.pos = self.seek(key)?;
+        }
+        let mut reader = LineReader::for_lookup(&self.file, cursor.pos, self.end);
+        let mut line = String::new();
+        let found = loop {
+            let at = reader.pos();
+            if reader.next_line(&mut line)?.is_none() {
+                cursor.pos = at;
+                break None;
+            }
+            let Some(k) = unescape_key(line_key(&line)) else {
+                continue;
+            };
+            match (*k).cmp(key) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => {
+                    cursor.pos = at;
+                    break Some(line);
+                }
+                std::cmp::Ordering::Greater => {
+                    cursor.pos = at;
+                    break None;
+                }
+            }
+        };
+        cursor.below = key.to_string();
+        Ok(found)
+    }
+}
+
+/// The cache file of the last run, read for lookups (see the module documentation). Its
+/// file entries stay on disk and are looked up where they are (a run of lookups in key order
+/// reads the file once, forward); its few directory entries are held.
+#[derive(Default)]
+pub struct FileCache {
+    lines: Option<FileLines>,
+    files: usize,
+    dirs: HashMap<String, (Added, bool)>,
+    node: Option<String>,
+    layout: Option<String>,
+}
+
+impl std::fmt::Debug for FileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCache")
+            .field("files", &self.files)
+            .field("dirs", &self.dirs.len())
+            .field("node", &self.node)
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
 impl FileCache {
     /// An empty cache.
     pub fn new() -> FileCache {
@@ -186,11 +469,11 @@ impl FileCache {
         }
     }
 
-    /// Reads `path` for the import layout `layout` (a descriptor). A missing file gives an
-    /// empty cache; a file in another format, with a damaged line or made with another layout
-    /// gives an empty cache and [`LoadOutcome::Ignored`]. Only a read error fails.
+    /// Opens `path` for the import layout `layout` (a descriptor), reading it once through
+    /// to check it. A missing file gives an empty cache; a file in another format, with a
+    /// damaged line, with file entries out of order or made with another layout gives an
+    /// empty cache and [`LoadOutcome::Ignored`]. Only a read error fails.
     pub fn load(path: &Path, layout: &str) -> io::Result<(FileCache, LoadOutcome)> {
-        use io::BufRead;
         let file = match fs::File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -204,32 +487,13 @@ impl FileCache {
                 LoadOutcome::Ignored { reason },
             ))
         };
-        // Read line by line: the file is as long as the mirror has files.
-        let mut reader = io::BufReader::with_capacity(1 << 16, file);
-        let mut buf = String::new();
-        let mut next_line = |buf: &mut String| -> io::Result<Option<()>> {
-            buf.clear();
-            match reader.read_line(buf) {
-                Ok(0) => Ok(None),
-                Ok(_) => {
-                    if buf.ends_with('\n') {
-                        buf.pop();
-                        if buf.ends_with('\r') {
-                            buf.pop();
-                        }
-                    }
-                    Ok(Some(()))
-                }
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    Err(io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
-                }
-                Err(e) => Err(e),
-            }
-        };
+        let len = file.metadata()?.len();
+        let mut reader = LineReader::new(&file, 0, len);
+        let mut line = String::new();
         let not_utf8 = |e: &io::Error| e.kind() == io::ErrorKind::InvalidData;
-        match next_line(&mut buf) {
-            Ok(Some(())) if buf == HEADER => {}
-            Ok(Some(())) if buf.contains(':') => {
+        match reader.next_line(&mut line) {
+            Ok(Some(())) if line == HEADER => {}
+            Ok(Some(())) if line.contains(':') => {
                 return ignored(
                     "NAME:CID lines of the original scripts (no size or time to check them by)"
                         .to_string(),
@@ -240,23 +504,64 @@ impl FileCache {
             Err(e) => return Err(e),
         }
         let mut cache = FileCache::new();
+        // The file lines are one sorted block: [start, end).
+        let (mut start, mut end) = (None, None);
+        let mut last_key: Option<String> = None;
         let mut n = 1;
         loop {
             n += 1;
-            match next_line(&mut buf) {
+            let at = reader.pos();
+            match reader.next_line(&mut line) {
                 Ok(None) => break,
                 Ok(Some(())) => {}
                 Err(e) if not_utf8(&e) => return ignored("not UTF-8 text".to_string()),
                 Err(e) => return Err(e),
             }
-            if buf.is_empty() {
+            let damaged = || ignored(format!("line {n} is damaged: {line:?}"));
+            if line.is_empty() {
                 continue;
             }
-            if cache.parse_line(&buf).is_none() {
-                return ignored(format!("line {n} is damaged: {buf:?}"));
+            if let Some(rest) = line.strip_prefix("f ") {
+                if end.is_some() || rest.split(' ').count() != 12 {
+                    return damaged();
+                }
+                start.get_or_insert(at);
+                let Some(key) = unescape_key(line_key(&line)) else {
+                    return damaged();
+                };
+                if last_key.as_deref().is_some_and(|last| last >= &*key) {
+                    return ignored(format!("line {n}: the file entries are not in order"));
+                }
+                match &mut last_key {
+                    Some(last) => {
+                        last.clear();
+                        last.push_str(&key);
+                    }
+                    None => last_key = Some(key.into_owned()),
+                }
+                cache.files += 1;
+                continue;
+            }
+            if start.is_some() && end.is_none() {
+                end = Some(at);
+            }
+            let mut fields = line.splitn(2, ' ');
+            match (fields.next(), fields.next()) {
+                (Some("node"), Some(id)) if !id.is_empty() && !id.contains(' ') => {
+                    cache.node = Some(id.to_string())
+                }
+                (Some("layout"), Some(l)) if !l.is_empty() && !l.contains(' ') => {
+                    cache.layout = Some(l.to_string())
+                }
+                (Some("d"), Some(_)) => match parse_dir_line(&line) {
+                    Some((key, added, on)) => {
+                        cache.dirs.insert(key, (added, on));
+                    }
+                    None => return damaged(),
+                },
+                _ => return damaged(),
             }
         }
-        cache.normalize();
         let made_with = match cache.layout.as_deref() {
             Some(made_with) => made_with == layout,
             None => LEGACY_LAYOUTS.contains(&layout),
@@ -268,233 +573,57 @@ impl FileCache {
             ));
         }
         cache.layout = Some(layout.to_string());
+        if let Some(start) = start {
+            cache.lines = Some(FileLines {
+                file,
+                start,
+                end: end.unwrap_or(len),
+                cursor: std::sync::Mutex::new(Cursor {
+                    pos: start,
+                    below: String::new(),
+                }),
+            });
+        }
         let outcome = LoadOutcome::Loaded {
-            files: cache.files.len(),
+            files: cache.files,
             dirs: cache.dirs.len(),
         };
         Ok((cache, outcome))
     }
 
-    fn parse_line(&mut self, line: &str) -> Option<()> {
-        let mut fields = [""; 13];
-        let mut count = 0;
-        for field in line.split(' ') {
-            *fields.get_mut(count)? = field;
-            count += 1;
-        }
-        match &fields[..count] {
-            ["node", id] if !id.is_empty() => self.node = Some(id.to_string()),
-            ["layout", layout] if !layout.is_empty() => self.layout = Some(layout.to_string()),
-            ["f", size, msec, mnsec, inode, version, raw, cid, tsize, on, dep_cid, dep_key, key] => {
-                let cid = Cid::parse(cid).ok()?;
-                let cid_version: u8 = version.parse().ok()?;
-                if cid_version > 1 {
-                    return None;
-                }
-                let dep = match (*dep_cid, *dep_key) {
-                    ("-", "-") => None,
-                    (dep_cid, dep_key) => Some(Dependency {
-                        key: unescape(dep_key)?,
-                        cid: Cid::parse(dep_cid).ok()?,
-                    }),
-                };
-                let entry = FileEntry {
-                    stamp: FileStamp {
-                        size: size.parse().ok()?,
-                        mtime_sec: msec.parse().ok()?,
-                        mtime_nsec: mnsec.parse().ok()?,
-                        inode: inode.parse().ok()?,
-                    },
-                    options: AddOptions {
-                        cid_version,
-                        raw_leaves: flag(raw)?,
-                    },
-                    root: Added {
-                        cid,
-                        tsize: tsize.parse().ok()?,
-                    },
-                    dep,
-                };
-                if flag(on)? {
-                    self.on_node.insert(cid);
-                }
-                self.files.push((unescape(key)?, entry));
+    /// The line of `key`, parsed.
+    fn lookup(&self, key: &str) -> Option<(FileEntry, bool)> {
+        let line = match self.lines.as_ref()?.find(key) {
+            Ok(line) => line?,
+            Err(e) => {
+                tracing::debug!("reading the file cache: {e}");
+                return None;
             }
-            ["d", cid, tsize, on, key] => {
-                let cid = Cid::parse(cid).ok()?;
-                if flag(on)? {
-                    self.on_node.insert(cid);
-                }
-                self.dirs.insert(
-                    unescape(key)?,
-                    Added {
-                        cid,
-                        tsize: tsize.parse().ok()?,
-                    },
-                );
-            }
-            _ => return None,
-        }
-        Some(())
-    }
-
-    /// The text of the cache file (entries sorted by key).
-    pub fn to_text(&self) -> String {
-        let mut out = Vec::new();
-        self.write_to(&mut out)
-            .expect("writing to a Vec<u8> cannot fail");
-        String::from_utf8(out).expect("the cache text is UTF-8")
-    }
-
-    /// Writes the text of the cache file to `out`, line by line (see [`FileCache::to_text`]).
-    pub fn write_to(&self, out: &mut impl io::Write) -> io::Result<()> {
-        writeln!(out, "{HEADER}")?;
-        if let Some(layout) = &self.layout {
-            writeln!(out, "layout {layout}")?;
-        }
-        if let Some(node) = &self.node {
-            writeln!(out, "node {node}")?;
-        }
-        let on = |cid: &Cid| u8::from(self.on_node.contains(cid));
-        for (key, e) in &self.files {
-            write!(
-                out,
-                "f {} {} {} {} {} {} {} {} {} ",
-                e.stamp.size,
-                e.stamp.mtime_sec,
-                e.stamp.mtime_nsec,
-                e.stamp.inode,
-                e.options.cid_version,
-                u8::from(e.options.raw_leaves),
-                e.root.cid,
-                e.root.tsize,
-                on(&e.root.cid),
-            )?;
-            match &e.dep {
-                Some(d) => write!(out, "{} {} ", d.cid, escape(&d.key))?,
-                None => out.write_all(b"- - ")?,
-            }
-            writeln!(out, "{}", escape(key))?;
-        }
-        let mut dirs: Vec<_> = self.dirs.iter().collect();
-        dirs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for (key, d) in dirs {
-            writeln!(
-                out,
-                "d {} {} {} {}",
-                d.cid,
-                d.tsize,
-                on(&d.cid),
-                escape(key)
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Writes the cache to `path` atomically, streaming (the text is never whole in memory).
-    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        use anyhow::Context;
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
         };
-        let written = crate::fsutil::temp_file_in(dir).and_then(|tmp| {
-            let mut out = io::BufWriter::with_capacity(1 << 16, tmp);
-            self.write_to(&mut out)?;
-            let tmp = out.into_inner().map_err(|e| e.into_error())?;
-            crate::fsutil::persist(tmp, path, true)
-        });
-        written.with_context(|| format!("cannot write {}", path.display()))
+        parse_file_line(&line).map(|(_, entry, on)| (entry, on))
     }
 
-    /// The entry of `key` if it still describes the file (same stamp and options).
-    pub fn file(&self, key: &str, stamp: &FileStamp, options: AddOptions) -> Option<&FileEntry> {
-        self.files
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .ok()
-            .map(|i| &self.files[i].1)
-            .filter(|e| e.stamp == *stamp && e.options == options)
-    }
-
-    /// Whether there is an entry for `key` (whatever its stamp).
-    pub fn has_file(&self, key: &str) -> bool {
-        self.files
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .is_ok()
-    }
-
-    /// Makes room for `additional` more file entries at once (the list then does not grow by
-    /// doubling, which for a while holds it twice).
-    pub fn reserve_files(&mut self, additional: usize) {
-        self.files.reserve_exact(additional);
-    }
-
-    /// Records what `key` hashed to.
-    pub fn insert_file(&mut self, key: String, entry: FileEntry) {
-        self.insert_files(std::iter::once((key, entry)));
-    }
-
-    /// Records what each key hashed to (insert many at once: one pass over the entries).
-    pub fn insert_files(&mut self, entries: impl IntoIterator<Item = (String, FileEntry)>) {
-        let known = self.files.len();
-        for (key, entry) in entries {
-            match self.files[..known].binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
-                Ok(i) => self.files[i].1 = entry,
-                Err(_) => self.files.push((key, entry)),
-            }
-        }
-        if self.files.len() > known {
-            self.normalize();
-        }
-    }
-
-    /// Sorts the file entries by key and keeps the last one given of each key, without a
-    /// second copy of the entries (a stable sort of the entries themselves would take scratch
-    /// space for half of them): the duplicates are found on a list of indices first.
-    fn normalize(&mut self) {
-        if self.files.windows(2).all(|w| w[0].0 < w[1].0) {
-            return;
-        }
-        let mut order: Vec<usize> = (0..self.files.len()).collect();
-        order.sort_by(|&a, &b| self.files[a].0.cmp(&self.files[b].0));
-        let mut dropped = vec![false; self.files.len()];
-        let mut any = false;
-        for pair in order.windows(2) {
-            if self.files[pair[0]].0 == self.files[pair[1]].0 {
-                dropped[pair[0]] = true;
-                any = true;
-            }
-        }
-        if any {
-            let mut i = 0;
-            self.files.retain(|_| {
-                i += 1;
-                !dropped[i - 1]
-            });
-        }
-        self.files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    }
-
-    /// The recorded CID and cumulative size of the directory published at `key`.
-    pub fn dir(&self, key: &str) -> Option<Added> {
-        self.dirs.get(key).copied()
-    }
-
-    /// Records the directory published at `key`.
-    pub fn insert_dir(&mut self, key: String, dir: Added) {
-        self.dirs.insert(key, dir);
-    }
-
-    /// Keeps only the entries whose key `keep` accepts (drops files and directories that are
-    /// no longer part of the mirror).
-    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.files.retain(|(k, _)| keep(k));
-        self.dirs.retain(|k, _| keep(k));
+    /// The entry of `key` if it still describes the file (same stamp and options), and
+    /// whether its DAG was on the cache's node. Lookups in increasing key order read the file
+    /// forward; a key below the last one looked up is found again by bisection.
+    pub fn file(
+        &self,
+        key: &str,
+        stamp: &FileStamp,
+        options: AddOptions,
+    ) -> Option<(FileEntry, bool)> {
+        self.lookup(key)
+            .filter(|(e, _)| e.stamp == *stamp && e.options == options)
     }
 
     /// Number of file entries.
     pub fn file_count(&self) -> usize {
-        self.files.len()
+        self.files
+    }
+
+    /// The recorded CID and cumulative size of the directory published at `key`.
+    pub fn dir(&self, key: &str) -> Option<Added> {
+        self.dirs.get(key).map(|(added, _)| *added)
     }
 
     /// The node the "on the node" marks are for.
@@ -502,21 +631,277 @@ impl FileCache {
         self.node.as_deref()
     }
 
-    /// The CIDs whose whole DAG node `node_id` holds; empty for any other node.
-    pub fn known_on_node(&self, node_id: &str) -> CidSet {
-        if self.node.as_deref() == Some(node_id) {
-            self.on_node.clone()
-        } else {
-            CidSet::new()
-        }
+    /// The layout descriptor the cache is for.
+    pub fn layout(&self) -> Option<&str> {
+        self.layout.as_deref()
     }
 
-    /// Records that `node_id` holds the whole DAG of each CID in `cids` (replacing the marks
-    /// of any other node).
-    pub fn set_known_on_node(&mut self, node_id: &str, cids: CidSet) {
-        self.node = Some(node_id.to_string());
-        self.on_node = cids;
+    /// The CIDs whose whole DAG node `node_id` holds (one more read of the file); empty for
+    /// any other node.
+    pub fn known_on_node(&self, node_id: &str) -> CidSet {
+        let mut set = CidSet::new();
+        if self.node.as_deref() != Some(node_id) {
+            return set;
+        }
+        set.extend(
+            self.dirs
+                .values()
+                .filter(|(_, on)| *on)
+                .map(|(added, _)| added.cid),
+        );
+        if let Some(lines) = &self.lines {
+            let mut reader = LineReader::new(&lines.file, lines.start, lines.end);
+            let mut line = String::new();
+            while let Ok(Some(())) = reader.next_line(&mut line) {
+                let mut fields = line.split(' ').skip(7);
+                if let (Some(cid), _, Some("1")) = (fields.next(), fields.next(), fields.next()) {
+                    if let Ok(cid) = Cid::parse(cid) {
+                        set.insert(cid);
+                    }
+                }
+            }
+        }
+        set
     }
+
+    /// Calls `f` with every file entry whose key is under the directory `prefix` (and its
+    /// mark), in key order.
+    fn for_each_under(
+        &self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, &FileEntry, bool) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let Some(lines) = &self.lines else {
+            return Ok(());
+        };
+        let dir = format!("{prefix}/");
+        let start = lines.seek(&dir)?;
+        let mut reader = LineReader::new(&lines.file, start, lines.end);
+        let mut line = String::new();
+        while reader.next_line(&mut line)?.is_some() {
+            let Some((key, entry, on)) = parse_file_line(&line) else {
+                continue;
+            };
+            if key.as_str() < dir.as_str() {
+                continue;
+            }
+            if !key.starts_with(&dir) {
+                break;
+            }
+            f(&key, &entry, on)?;
+        }
+        Ok(())
+    }
+}
+
+/// The next cache file, written as the mirror is walked: file entries come in sorted runs
+/// (a directory's at a time) into an unnamed temporary file beside the cache, and
+/// [`CacheWriter::finish`] merges the runs into the cache file. Memory holds one run and the
+/// directory entries, never the whole list.
+pub struct CacheWriter {
+    dir: std::path::PathBuf,
+    runs_file: io::BufWriter<fs::File>,
+    written: u64,
+    runs: Vec<(u64, u64)>,
+    dirs: Vec<(String, Added, bool)>,
+    layout: Option<String>,
+    node: Option<String>,
+}
+
+impl CacheWriter {
+    /// A writer of the cache file that will be in `dir`, for `layout` (a descriptor), its
+    /// marks for `node`.
+    pub fn new(dir: &Path, layout: Option<&str>, node: Option<&str>) -> io::Result<CacheWriter> {
+        let file = tempfile::tempfile_in(dir)?;
+        Ok(CacheWriter {
+            dir: dir.to_path_buf(),
+            runs_file: io::BufWriter::with_capacity(1 << 16, file),
+            written: 0,
+            runs: Vec::new(),
+            dirs: Vec::new(),
+            layout: layout.map(str::to_string),
+            node: node.map(str::to_string),
+        })
+    }
+
+    /// Adds file entries (key, entry, whether its DAG is on the node), in any order; each
+    /// key once across the whole cache.
+    pub fn files(&mut self, mut entries: Vec<(String, FileEntry, bool)>) -> io::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let start = self.written;
+        let mut line = Vec::with_capacity(256);
+        for (key, entry, on) in &entries {
+            line.clear();
+            write_file_line(&mut line, key, entry, *on)?;
+            line.push(b'\n');
+            self.runs_file.write_all(&line)?;
+            self.written += line.len() as u64;
+        }
+        self.runs.push((start, self.written));
+        Ok(())
+    }
+
+    /// Keeps the entries of `cache` under the directory `prefix` (a release taken by its CID,
+    /// whose files were not looked at).
+    pub fn keep_under(&mut self, cache: &FileCache, prefix: &str) -> io::Result<()> {
+        let start = self.written;
+        let mut line = Vec::with_capacity(256);
+        let (out, written) = (&mut self.runs_file, &mut self.written);
+        cache.for_each_under(prefix, &mut |key, entry, on| {
+            line.clear();
+            write_file_line(&mut line, key, entry, on)?;
+            line.push(b'\n');
+            out.write_all(&line)?;
+            *written += line.len() as u64;
+            Ok(())
+        })?;
+        if self.written > start {
+            self.runs.push((start, self.written));
+        }
+        for (key, (added, on)) in &cache.dirs {
+            if key.starts_with(prefix)
+                && (key.len() == prefix.len() || key[prefix.len()..].starts_with('/'))
+            {
+                self.dir(key.clone(), *added, *on);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the directory published at `key`.
+    pub fn dir(&mut self, key: String, added: Added, on_node: bool) {
+        self.dirs.push((key, added, on_node));
+    }
+
+    /// Merges the runs into the cache file at `path`, written atomically. With
+    /// `node_holds_all`, every entry is marked as on the node `node` (its root was pinned
+    /// there); else the marks are those given, for the node given to [`CacheWriter::new`].
+    pub fn finish(
+        self,
+        path: &Path,
+        node: Option<&str>,
+        node_holds_all: bool,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let result = self.merge(path, node, node_holds_all);
+        result.with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    fn merge(self, path: &Path, node: Option<&str>, node_holds_all: bool) -> io::Result<()> {
+        let CacheWriter {
+            dir,
+            runs_file,
+            runs,
+            mut dirs,
+            layout,
+            node: old_node,
+            ..
+        } = self;
+        let runs_file = runs_file.into_inner().map_err(|e| e.into_error())?;
+        let tmp = crate::fsutil::temp_file_in(&dir)?;
+        let mut out = io::BufWriter::with_capacity(1 << 16, tmp);
+        writeln!(out, "{HEADER}")?;
+        if let Some(layout) = &layout {
+            writeln!(out, "layout {layout}")?;
+        }
+        let node = if node_holds_all {
+            node.map(str::to_string)
+        } else {
+            old_node
+        };
+        if let Some(node) = &node {
+            writeln!(out, "node {node}")?;
+        }
+        // A k-way merge of the sorted runs, by key.
+        let mut readers: Vec<LineReader<'_>> = runs
+            .iter()
+            .map(|&(start, end)| LineReader::new(&runs_file, start, end))
+            .collect();
+        let mut heads: std::collections::BinaryHeap<std::cmp::Reverse<(String, usize, String)>> =
+            std::collections::BinaryHeap::new();
+        let next = |i: usize, readers: &mut Vec<LineReader<'_>>| -> io::Result<_> {
+            let mut line = String::new();
+            Ok(match readers[i].next_line(&mut line)? {
+                Some(()) => {
+                    let key = unescape(line_key(&line)).unwrap_or_default();
+                    Some(std::cmp::Reverse((key, i, line)))
+                }
+                None => None,
+            })
+        };
+        for i in 0..readers.len() {
+            if let Some(head) = next(i, &mut readers)? {
+                heads.push(head);
+            }
+        }
+        let mut last: Option<String> = None;
+        while let Some(std::cmp::Reverse((key, i, line))) = heads.pop() {
+            if let Some(head) = next(i, &mut readers)? {
+                heads.push(head);
+            }
+            if last.as_ref() == Some(&key) {
+                continue;
+            }
+            if node_holds_all {
+                let mut fields: Vec<&str> = line.split(' ').collect();
+                if let Some(on) = fields.get_mut(9) {
+                    *on = "1";
+                }
+                out.write_all(fields.join(" ").as_bytes())?;
+            } else {
+                out.write_all(line.as_bytes())?;
+            }
+            out.write_all(b"\n")?;
+            last = Some(key);
+        }
+        dirs.sort_by(|a, b| a.0.cmp(&b.0));
+        dirs.dedup_by(|a, b| a.0 == b.0);
+        for (key, d, on) in &dirs {
+            writeln!(
+                out,
+                "d {} {} {} {}",
+                d.cid,
+                d.tsize,
+                u8::from(*on || node_holds_all),
+                escape(key)
+            )?;
+        }
+        let tmp = out.into_inner().map_err(|e| e.into_error())?;
+        if same_bytes(tmp.as_file(), path)? {
+            // Unchanged (a rerun with nothing new): the file stays, no sync, no rename.
+            return Ok(());
+        }
+        crate::fsutil::persist(tmp, path, true)
+    }
+}
+
+/// Whether the file at `path` holds the bytes of `file`.
+fn same_bytes(file: &fs::File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let old = match fs::File::open(path) {
+        Ok(old) => old,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    if old.metadata()?.len() != len {
+        return Ok(false);
+    }
+    let (mut a, mut b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    let mut pos = 0;
+    while pos < len {
+        let n = (len - pos).min(a.len() as u64) as usize;
+        file.read_exact_at(&mut a[..n], pos)?;
+        old.read_exact_at(&mut b[..n], pos)?;
+        if a[..n] != b[..n] {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -527,113 +912,166 @@ mod tests {
         Cid::parse(text).unwrap()
     }
 
-    fn sample() -> FileCache {
-        let mut cache = FileCache::for_layout(LEGACY_LAYOUTS[0]);
-        let stamp = FileStamp {
+    const NAR: &str = "binary_cache/nar/a b%.nar.xz";
+
+    fn stamp() -> FileStamp {
+        FileStamp {
             size: 6,
             mtime_sec: 1_700_000_000,
             mtime_nsec: 123_456_789,
             inode: 42,
+        }
+    }
+
+    fn hello() -> Cid {
+        cid("bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am")
+    }
+
+    /// Two file entries (a NAR and its narinfo) and two directories, written to `path`.
+    fn write_sample(path: &Path, layout: Option<&str>) {
+        let nar = FileEntry {
+            stamp: stamp(),
+            options: AddOptions::V0_RAW_LEAVES,
+            root: Added {
+                cid: hello(),
+                tsize: 6,
+            },
+            dep: None,
         };
-        let hello = cid("bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am");
-        cache.insert_file(
-            "binary_cache/nar/a b%.nar.xz".to_string(),
-            FileEntry {
-                stamp,
-                options: AddOptions::V0_RAW_LEAVES,
-                root: Added {
-                    cid: hello,
-                    tsize: 6,
-                },
-                dep: None,
+        let narinfo = FileEntry {
+            stamp: FileStamp { size: 7, ..stamp() },
+            options: AddOptions::V0_RAW_LEAVES,
+            root: Added {
+                cid: cid("QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"),
+                tsize: 14,
             },
-        );
-        cache.insert_file(
-            "binary_cache/x.narinfo".to_string(),
-            FileEntry {
-                stamp: FileStamp { size: 7, ..stamp },
-                options: AddOptions::V0_RAW_LEAVES,
-                root: Added {
-                    cid: cid("QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"),
-                    tsize: 14,
-                },
-                dep: Some(Dependency {
-                    key: "binary_cache/nar/a b%.nar.xz".to_string(),
-                    cid: hello,
-                }),
-            },
-        );
+            dep: Some(Dependency {
+                key: NAR.to_string(),
+                cid: hello(),
+            }),
+        };
+        let mut w = CacheWriter::new(path.parent().unwrap(), layout, Some("12D3KooWtest")).unwrap();
+        w.files(vec![("binary_cache/x.narinfo".to_string(), narinfo, false)])
+            .unwrap();
+        w.files(vec![(NAR.to_string(), nar, true)]).unwrap();
         let dir = cid("QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn");
-        cache.insert_dir(String::new(), Added { cid: dir, tsize: 4 });
-        cache.insert_dir("releases/c/n".to_string(), Added { cid: dir, tsize: 4 });
-        cache.set_known_on_node("12D3KooWtest", [hello, dir].into_iter().collect());
-        cache
+        w.dir(String::new(), Added { cid: dir, tsize: 4 }, true);
+        w.dir(
+            "releases/c/n".to_string(),
+            Added { cid: dir, tsize: 4 },
+            false,
+        );
+        w.finish(path, None, false).unwrap();
     }
 
     #[test]
     fn round_trip_through_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CACHE_FILE);
-        let cache = sample();
-        cache.save(&path).unwrap();
+        write_sample(&path, Some(LEGACY_LAYOUTS[0]));
         let text = fs::read_to_string(&path).unwrap();
         assert!(
             text.starts_with(
-                "nixipfs-ipfs-hashes 1\nlayout v0-raw-262144-174-kubo\nnode 12D3KooWtest\n"
+                "nixipfs-ipfs-hashes 1\nlayout v0-raw-262144-174-kubo\nnode 12D3KooWtest\nf 6 "
             ),
             "{text}"
         );
         assert!(
-            text.contains(" binary_cache/nar/a%20b%25.nar.xz\n"),
+            text.contains(" binary_cache/nar/a%20b%25.nar.xz\nf 7 "),
+            "the runs are merged in key order: {text}"
+        );
+        assert!(
+            text.ends_with(
+                " 1 %00\nd QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn 4 0 releases/c/n\n"
+            ),
             "{text}"
         );
         let (loaded, outcome) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
         assert_eq!(outcome, LoadOutcome::Loaded { files: 2, dirs: 2 });
-        assert_eq!(loaded, cache);
-        assert_eq!(loaded.dir(""), cache.dir(""));
+        let (nar, on) = loaded
+            .file(NAR, &stamp(), AddOptions::V0_RAW_LEAVES)
+            .unwrap();
+        assert_eq!((nar.root.cid, nar.root.tsize, on), (hello(), 6, true));
+        let narinfo_stamp = FileStamp { size: 7, ..stamp() };
+        let (narinfo, on) = loaded
+            .file(
+                "binary_cache/x.narinfo",
+                &narinfo_stamp,
+                AddOptions::V0_RAW_LEAVES,
+            )
+            .unwrap();
+        assert!(!on);
+        assert_eq!(narinfo.dep.unwrap().key, NAR);
+        assert_eq!(loaded.dir("").unwrap().tsize, 4);
         assert_eq!(loaded.known_on_node("12D3KooWtest").len(), 2);
         assert!(loaded.known_on_node("12D3KooWother").is_empty());
+
+        // Pinned on another node: every mark is for it.
+        let (_, _) = (loaded, ());
+        let (old, _) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
+        let mut w = CacheWriter::new(dir.path(), old.layout(), old.node()).unwrap();
+        w.keep_under(&old, "binary_cache").unwrap();
+        w.finish(&path, Some("12D3KooWother"), true).unwrap();
+        let (again, _) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
+        assert_eq!(again.node(), Some("12D3KooWother"));
+        assert_eq!(again.known_on_node("12D3KooWother").len(), 2);
+
+        // The same entries again: the file is left as it is (same inode, no rename); other
+        // entries replace it.
+        let inode = |p: &Path| fs::metadata(p).unwrap().ino();
+        let before = inode(&path);
+        let text = fs::read_to_string(&path).unwrap();
+        let mut w = CacheWriter::new(dir.path(), again.layout(), again.node()).unwrap();
+        w.keep_under(&again, "binary_cache").unwrap();
+        w.finish(&path, Some("12D3KooWother"), true).unwrap();
+        assert_eq!(inode(&path), before);
+        assert_eq!(fs::read_to_string(&path).unwrap(), text);
+        let mut w = CacheWriter::new(dir.path(), again.layout(), again.node()).unwrap();
+        w.keep_under(&again, "binary_cache/nar").unwrap();
+        w.finish(&path, Some("12D3KooWother"), true).unwrap();
+        assert_ne!(inode(&path), before);
+        assert_eq!(
+            FileCache::load(&path, LEGACY_LAYOUTS[0])
+                .unwrap()
+                .0
+                .file_count(),
+            1
+        );
+        // No temporary file is left either way.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from(CACHE_FILE)]);
     }
 
     #[test]
     fn entries_are_trusted_only_for_the_same_stamp_and_options() {
-        let cache = sample();
-        let key = "binary_cache/nar/a b%.nar.xz";
-        let entry = cache
-            .files
-            .iter()
-            .find(|(k, _)| k == key)
-            .unwrap()
-            .1
-            .clone();
-        assert!(cache
-            .file(key, &entry.stamp, AddOptions::V0_RAW_LEAVES)
-            .is_some());
-        assert!(cache.file(key, &entry.stamp, AddOptions::V1).is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CACHE_FILE);
+        write_sample(&path, Some(LEGACY_LAYOUTS[0]));
+        let (cache, _) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
+        let stamp = stamp();
+        assert!(cache.file(NAR, &stamp, AddOptions::V0_RAW_LEAVES).is_some());
+        assert!(cache.file(NAR, &stamp, AddOptions::V1).is_none());
         for changed in [
+            FileStamp { size: 7, ..stamp },
             FileStamp {
-                size: 7,
-                ..entry.stamp
-            },
-            FileStamp {
-                mtime_sec: entry.stamp.mtime_sec + 1,
-                ..entry.stamp
+                mtime_sec: stamp.mtime_sec + 1,
+                ..stamp
             },
             FileStamp {
                 mtime_nsec: 0,
-                ..entry.stamp
+                ..stamp
             },
-            FileStamp {
-                inode: 43,
-                ..entry.stamp
-            },
+            FileStamp { inode: 43, ..stamp },
         ] {
             assert!(cache
-                .file(key, &changed, AddOptions::V0_RAW_LEAVES)
+                .file(NAR, &changed, AddOptions::V0_RAW_LEAVES)
                 .is_none());
         }
         assert!(cache
-            .file("other", &entry.stamp, AddOptions::V0_RAW_LEAVES)
+            .file("other", &stamp, AddOptions::V0_RAW_LEAVES)
             .is_none());
     }
 
@@ -671,12 +1109,26 @@ mod tests {
             matches!(outcome, LoadOutcome::Ignored { ref reason } if reason.contains("NAME:CID"))
         );
         assert_eq!(cache.file_count(), 0);
-        let mut text = sample().to_text();
-        text.push_str("f 1 2 3\n");
-        fs::write(&path, text).unwrap();
-        let (cache, outcome) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
-        assert!(matches!(outcome, LoadOutcome::Ignored { ref reason } if reason.contains("line")));
-        assert_eq!(cache, FileCache::for_layout(LEGACY_LAYOUTS[0]));
+        write_sample(&path, Some(LEGACY_LAYOUTS[0]));
+        let good = fs::read_to_string(&path).unwrap();
+        let damaged = [
+            good.clone() + "f 1 2 3\n",
+            // File entries after the directories, or out of order.
+            good.clone() + &good.lines().nth(3).unwrap().replace(" binary", " zz") + "\n",
+            good.replacen(" binary_cache/x.narinfo", " binary_cache/a.narinfo", 1),
+        ];
+        for text in damaged {
+            fs::write(&path, &text).unwrap();
+            let (cache, outcome) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
+            assert!(
+                matches!(outcome, LoadOutcome::Ignored { ref reason } if reason.contains("line")),
+                "{outcome:?} for {text}"
+            );
+            assert_eq!(cache.file_count(), 0);
+            assert!(cache
+                .file(NAR, &stamp(), AddOptions::V0_RAW_LEAVES)
+                .is_none());
+        }
         fs::write(&path, b"\xff\xfe").unwrap();
         assert!(matches!(
             FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap().1,
@@ -688,9 +1140,7 @@ mod tests {
     fn a_cache_of_another_layout_is_not_used() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CACHE_FILE);
-        let mut cache = sample();
-        cache.layout = Some("v1-raw-1048576-1024-block".to_string());
-        cache.save(&path).unwrap();
+        write_sample(&path, Some("v1-raw-1048576-1024-block"));
         let text = fs::read_to_string(&path).unwrap();
         assert!(
             text.contains("\nlayout v1-raw-1048576-1024-block\n"),
@@ -698,19 +1148,18 @@ mod tests {
         );
         let (loaded, outcome) = FileCache::load(&path, "v1-raw-1048576-1024-block").unwrap();
         assert_eq!(outcome, LoadOutcome::Loaded { files: 2, dirs: 2 });
-        assert_eq!(loaded, cache);
+        assert!(loaded
+            .file(NAR, &stamp(), AddOptions::V0_RAW_LEAVES)
+            .is_some());
         let (other, outcome) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
         assert!(
             matches!(outcome, LoadOutcome::Ignored { ref reason } if reason.contains("layout")),
             "{outcome:?}"
         );
-        assert_eq!(other, FileCache::for_layout(LEGACY_LAYOUTS[0]));
-        assert!(other
-            .to_text()
-            .contains("\nlayout v0-raw-262144-174-kubo\n"));
+        assert_eq!(other.file_count(), 0);
+        assert_eq!(other.layout(), Some(LEGACY_LAYOUTS[0]));
         // Without a layout line: the legacy layouts only.
-        cache.layout = None;
-        cache.save(&path).unwrap();
+        write_sample(&path, None);
         for (layout, used) in [
             (LEGACY_LAYOUTS[0], true),
             (LEGACY_LAYOUTS[1], true),
@@ -736,41 +1185,68 @@ mod tests {
         assert_eq!(unescape("%4"), None);
     }
 
+    /// Thousands of entries in interleaved runs: merged in order, each key once, and found
+    /// by lookups in any order (forward, backward, absent keys), as in memory.
     #[test]
-    fn entries_stay_sorted_and_the_last_given_wins() {
-        let mut cache = sample();
-        let key = "binary_cache/nar/a b%.nar.xz";
-        let old = cache
-            .files
-            .iter()
-            .find(|(k, _)| k == key)
-            .unwrap()
-            .1
-            .clone();
-        let mut newer = old.clone();
-        newer.stamp.size += 1;
-        cache.insert_files([
-            ("zz".to_string(), old.clone()),
-            (key.to_string(), old.clone()),
-            (key.to_string(), newer.clone()),
-            ("a".to_string(), old.clone()),
-        ]);
-        let keys: Vec<&str> = cache.files.iter().map(|(k, _)| k.as_str()).collect();
-        let mut sorted = keys.clone();
+    fn runs_merge_in_order_and_lookups_find_every_entry_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CACHE_FILE);
+        let key = |i: usize| format!("d{}/file {i:05}", i % 7);
+        let entry = |i: usize| FileEntry {
+            stamp: FileStamp {
+                size: i as u64,
+                ..stamp()
+            },
+            options: AddOptions::V1,
+            root: Added {
+                cid: Cid::sha2_256(1, crate::ipfs::cid::RAW, &i.to_le_bytes()).unwrap(),
+                tsize: i as u64,
+            },
+            dep: None,
+        };
+        let n = 6000;
+        let mut w = CacheWriter::new(dir.path(), Some("v1"), None).unwrap();
+        for run in 0..3 {
+            w.files(
+                (0..n)
+                    .filter(|i| i % 3 == run)
+                    .map(|i| (key(i), entry(i), false))
+                    .collect(),
+            )
+            .unwrap();
+        }
+        w.finish(&path, None, false).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let keys: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("f "))
+            .map(|l| unescape(line_key(l)).unwrap())
+            .collect();
+        let mut sorted: Vec<String> = (0..n).map(key).collect();
         sorted.sort();
-        sorted.dedup();
         assert_eq!(keys, sorted);
-        assert!(cache.file(key, &newer.stamp, newer.options).is_some());
-        assert!(cache.file(key, &old.stamp, old.options).is_none());
-        assert!(cache.file("a", &old.stamp, old.options).is_some());
-    }
-
-    #[test]
-    fn retain_drops_entries_no_longer_in_the_mirror() {
-        let mut cache = sample();
-        cache.retain(|k| !k.ends_with(".narinfo") && k != "releases/c/n");
-        assert_eq!(cache.file_count(), 1);
-        assert!(cache.dir("releases/c/n").is_none());
-        assert!(cache.dir("").is_some());
+        let (cache, outcome) = FileCache::load(&path, "v1").unwrap();
+        assert_eq!(outcome, LoadOutcome::Loaded { files: n, dirs: 0 });
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| key(i));
+        let backward: Vec<usize> = order.iter().rev().copied().collect();
+        let scattered: Vec<usize> = (0..n).map(|i| (i * 4099) % n).collect();
+        for lookups in [order, backward, scattered] {
+            for i in lookups {
+                let (found, _) = cache
+                    .file(&key(i), &entry(i).stamp, AddOptions::V1)
+                    .unwrap_or_else(|| panic!("{} not found", key(i)));
+                assert_eq!(found, entry(i));
+                assert!(cache.lookup(&format!("{}x", key(i))).is_none());
+            }
+        }
+        assert!(cache.lookup("").is_none() && cache.lookup("zzz").is_none());
+        // The entries under one directory, kept as they are.
+        let mut w = CacheWriter::new(dir.path(), Some("v1"), None).unwrap();
+        w.keep_under(&cache, "d3").unwrap();
+        let kept = dir.path().join("kept");
+        w.finish(&kept, None, false).unwrap();
+        let (kept, _) = FileCache::load(&kept, "v1").unwrap();
+        assert_eq!(kept.file_count(), (0..n).filter(|i| i % 7 == 3).count());
     }
 }

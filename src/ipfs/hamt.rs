@@ -19,19 +19,18 @@ pub const FANOUT: usize = 256;
 /// Trie levels a 64-bit hash can index with 8 bits per level.
 const MAX_DEPTH: usize = 8;
 
-/// One directory entry to place in the trie.
-#[derive(Debug, Clone)]
-pub(crate) struct Entry<'a> {
-    pub(crate) name: &'a str,
-    pub(crate) target: Added,
+/// One directory entry to place in the trie: its index in the directory's entries, and the
+/// hash of its name (16 bytes; the name and target stay where the directory keeps them).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    pub(crate) index: usize,
     pub(crate) hash: [u8; 8],
 }
 
-impl<'a> Entry<'a> {
-    pub(crate) fn new(name: &'a str, target: Added) -> Self {
+impl Entry {
+    pub(crate) fn new(index: usize, name: &str) -> Self {
         Entry {
-            name,
-            target,
+            index,
             hash: murmur3_x64_64(name.as_bytes()).to_be_bytes(),
         }
     }
@@ -48,43 +47,55 @@ pub(crate) enum HamtError {
     Cid(super::cid::CidError),
 }
 
-/// Builds the shard over `entries` (whose hashes agree on their first `depth` bytes), emits its
-/// blocks, sub-shards first, and returns it.
-pub(crate) fn build_shard<S: BlockSink + ?Sized>(
-    entries: &[Entry<'_>],
-    depth: usize,
+/// Builds the HAMT over `entries` and emits its blocks, sub-shards first; `target` gives the
+/// name and DAG of an entry by index. The entries are sorted by hash once, so that the
+/// entries of every shard are a contiguous run: no shard copies its entries.
+pub(crate) fn build<'a, S: BlockSink + ?Sized>(
+    entries: &mut [Entry],
+    target: &dyn Fn(usize) -> (&'a str, Added),
     cid_version: u8,
     sink: &mut S,
 ) -> Result<Added, HamtError> {
-    let mut sorted: Vec<&Entry<'_>> = entries.iter().collect();
-    sorted.sort_by_key(|e| e.hash[depth]);
+    entries.sort_unstable_by_key(|e| e.hash);
+    build_shard(entries, 0, target, cid_version, sink)
+}
+
+/// Builds the shard over `entries` (sorted by hash, agreeing on their first `depth` bytes),
+/// emits its blocks, sub-shards first, and returns it.
+fn build_shard<'a, S: BlockSink + ?Sized>(
+    entries: &[Entry],
+    depth: usize,
+    target: &dyn Fn(usize) -> (&'a str, Added),
+    cid_version: u8,
+    sink: &mut S,
+) -> Result<Added, HamtError> {
     let mut bitfield = [0u8; FANOUT / 8];
     let mut links = Vec::new();
     let mut start = 0;
-    while start < sorted.len() {
-        let slot = sorted[start].hash[depth];
+    while start < entries.len() {
+        let slot = entries[start].hash[depth];
         let end = start
-            + sorted[start..]
+            + entries[start..]
                 .iter()
                 .take_while(|e| e.hash[depth] == slot)
                 .count();
-        let group = &sorted[start..end];
+        let group = &entries[start..end];
         bitfield[FANOUT / 8 - 1 - usize::from(slot) / 8] |= 1 << (slot % 8);
         if let [only] = group {
+            let (name, added) = target(only.index);
             links.push(PbLink {
-                hash: only.target.cid,
-                name: format!("{slot:02X}{}", only.name),
-                tsize: only.target.tsize,
+                hash: added.cid,
+                name: format!("{slot:02X}{name}"),
+                tsize: added.tsize,
             });
         } else {
             if depth + 1 >= MAX_DEPTH {
                 return Err(HamtError::TooDeep(
-                    group[0].name.to_owned(),
-                    group[1].name.to_owned(),
+                    target(group[0].index).0.to_owned(),
+                    target(group[1].index).0.to_owned(),
                 ));
             }
-            let owned: Vec<Entry<'_>> = group.iter().map(|e| (*e).clone()).collect();
-            let child = build_shard(&owned, depth + 1, cid_version, sink)?;
+            let child = build_shard(group, depth + 1, target, cid_version, sink)?;
             links.push(PbLink {
                 hash: child.cid,
                 name: format!("{slot:02X}"),

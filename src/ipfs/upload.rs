@@ -26,6 +26,9 @@
 //! (the first block of each request names itself as the CAR's root; roots are not pinned on
 //! import, the published root is pinned afterwards). A block is sent at most once per run.
 //!
+//! The CAR file gets every block once, but for a block that recurs far apart in the DAG
+//! (see `RecentBlocks`).
+//!
 //! No lock is held during a network call, so a slow node never stalls the threads that hash:
 //! the `dag/import` requests are made by a thread of their own, fed through a queue of a few
 //! blocks (a hashing thread waits only when that queue is full), and `add` and `block/put`
@@ -167,7 +170,33 @@ pub enum UploadError {
 struct CarOut {
     path: PathBuf,
     writer: CarWriter<BufWriter<NamedTempFile>>,
-    written: CidSet,
+    written: RecentBlocks,
+}
+
+/// The blocks written last, to write a block once however often the DAG holds it: two
+/// generations of at most [`RECENT_BLOCKS`] CIDs, so that memory stays the same whatever the
+/// size of the mirror. A block that recurs only after more blocks than that (the same small
+/// file in two places far apart) is written again, which a CAR file allows.
+#[derive(Debug, Default)]
+struct RecentBlocks {
+    current: CidSet,
+    previous: CidSet,
+}
+
+/// CIDs per generation of [`RecentBlocks`].
+const RECENT_BLOCKS: usize = 64 * 1024;
+
+impl RecentBlocks {
+    /// Adds `cid`; false if it was written recently.
+    fn insert(&mut self, cid: Cid) -> bool {
+        if self.previous.contains(&cid) || !self.current.insert(cid) {
+            return false;
+        }
+        if self.current.len() >= RECENT_BLOCKS {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        true
+    }
 }
 
 /// Blocks queued for the thread that streams them to `dag/import`: enough to keep it busy,
@@ -531,7 +560,7 @@ fn open_car(path: &Path, cid_version: u8) -> Result<CarOut, UploadError> {
     Ok(CarOut {
         path: path.to_path_buf(),
         writer,
-        written: CidSet::new(),
+        written: RecentBlocks::default(),
     })
 }
 

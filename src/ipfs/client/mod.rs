@@ -587,6 +587,33 @@ impl IpfsClient {
         self.call("repo/gc").long().unit().await
     }
 
+    /// Whether `cid` is pinned recursively (`pin/ls CID type=recursive`: the node looks at
+    /// its recursive pins only; without a type it walks every pinned DAG for an indirect pin,
+    /// which js-ipfs takes minutes to do once a few mirror roots are pinned).
+    pub async fn pinned_recursively(&self, cid: &Cid) -> Result<bool, IpfsError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "Keys")]
+            keys: std::collections::HashMap<String, serde::de::IgnoredAny>,
+        }
+        let answer: Answer = match self
+            .call("pin/ls")
+            .arg("arg", cid)
+            .arg("type", "recursive")
+            .node_timeout()
+            .json()
+            .await
+        {
+            Ok(answer) => answer,
+            Err(IpfsError::Api {
+                kind: ApiErrorKind::NotPinned,
+                ..
+            }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        Ok(!answer.keys.is_empty())
+    }
+
     /// `pin/ls CID`: the pin type (`recursive`, `direct`, `indirect`) or `None`.
     pub async fn pin_ls(&self, cid: &Cid) -> Result<Option<String>, IpfsError> {
         #[derive(Deserialize)]

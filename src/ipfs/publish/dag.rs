@@ -1,27 +1,28 @@
-//! The DAG of the mirror: every source of a [`MirrorTree`] hashed into its UnixFS DAG on a
-//! pool of threads (narinfos after the NARs their published bytes name), then its directories
-//! built bottom up, each block handed to a [`Router`] on its way to the CAR file and the node.
-//! A source whose cache entry still matches is not read unless its blocks are needed.
+//! Hashing the files of the mirror and building its directories, as the walk
+//! ([`super::scan`]) hands them over: a batch of sources is hashed on a pool of threads
+//! (narinfos after the NARs their published bytes name), and a directory is built as soon as
+//! its entries are known, each block handed to a [`Router`] on its way to the CAR file and the
+//! node. A source whose cache entry still matches is not read unless its blocks are needed.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read};
-use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 
-use super::scan::{Entry, MirrorTree, Source, SourceKind};
+use super::scan::{Source, SourceKind};
 use super::{io_error, PublishError, IPFS_HASH_FIELD};
-use crate::ipfs::cid::{Cid, CidSet};
+use crate::ipfs::cid::{Cid, ShortCid};
 use crate::ipfs::directory::DirectoryError;
 use crate::ipfs::file_cache::{Dependency, FileCache, FileEntry};
 use crate::ipfs::profile::Layout;
-use crate::ipfs::unixfs::{AddOptions, Added, ImportError};
+use crate::ipfs::unixfs::{Added, ImportError};
 use crate::ipfs::upload::{AddSource, NodeMethod, Router};
 use crate::narinfo::NarInfo;
-use crate::progress::{Phase, Unit};
+use crate::progress::Phase;
 
-/// How [`build`] works.
+/// How files are hashed and directories built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuildOptions {
     /// The import parameters.
@@ -48,99 +49,118 @@ pub struct HashStats {
     pub cache_mismatches: u64,
 }
 
-/// The DAG of a [`MirrorTree`].
-#[derive(Debug, Clone)]
-pub struct Built {
-    /// Per source: its published DAG.
-    pub files: Vec<Added>,
-    /// Per directory: its DAG.
-    pub dirs: Vec<Added>,
-    /// The root.
-    pub root: Added,
-    /// Per source: whether it was read, so that its cache entry is new (see [`update_cache`]).
-    pub fresh: Vec<bool>,
-    /// The options the files were hashed with.
-    pub options: AddOptions,
-    /// The directories taken as they are ([`MirrorTree::fixed`]).
-    pub fixed: Vec<Added>,
-    /// What was done.
-    pub stats: HashStats,
+/// The root of a file or directory DAG as kept per file: a [`ShortCid`] and the cumulative
+/// size (48 bytes instead of the 104 of an [`Added`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Root {
+    /// Root CID.
+    pub cid: ShortCid,
+    /// Cumulative size.
+    pub tsize: u64,
 }
 
-impl Built {
-    /// The CID and size of an entry.
-    pub fn entry(&self, entry: Entry) -> Added {
-        match entry {
-            Entry::File(i) => self.files[i],
-            Entry::Dir(i) => self.dirs[i],
-            Entry::Fixed(i) => self.fixed[i],
+impl Root {
+    /// The short form of `added`; an error names `what` when its CID has none (a CID this
+    /// crate computes always has one).
+    pub fn of(added: Added, what: &str) -> Result<Root, PublishError> {
+        match ShortCid::of(&added.cid) {
+            Some(cid) => Ok(Root {
+                cid,
+                tsize: added.tsize,
+            }),
+            None => Err(PublishError::Io {
+                path: what.into(),
+                source: io::Error::other(format!("{} is not a sha2-256 CID", added.cid)),
+            }),
         }
     }
 
-    /// Every CID of a file or directory root in the tree (what the node holds entirely once
-    /// the root is pinned).
-    pub fn all_cids(&self, tree: &MirrorTree) -> CidSet {
-        let mut cids: CidSet = self.files.iter().map(|a| a.cid).collect();
-        cids.extend(self.dirs.iter().map(|a| a.cid));
-        for release in &tree.releases {
-            cids.insert(self.entry(release.entry).cid);
+    /// The root as an [`Added`].
+    pub fn added(&self) -> Added {
+        Added {
+            cid: self.cid.cid(),
+            tsize: self.tsize,
         }
-        cids
-    }
-
-    /// Every published path below the root with its CID, in tree order (`is_dir` marks
-    /// directories). Directories taken by CID are listed, not their insides.
-    pub fn paths(&self, tree: &MirrorTree) -> Vec<(String, Cid, bool)> {
-        let mut out = Vec::new();
-        self.visit(tree, &mut |path, cid, is_dir| {
-            out.push((path.to_string(), *cid, is_dir))
-        });
-        out
-    }
-
-    /// Calls `f` with every published path below the root, its CID and whether it is a
-    /// directory, in the order of [`Built::paths`], without listing them in memory.
-    pub fn visit(&self, tree: &MirrorTree, f: &mut dyn FnMut(&str, &Cid, bool)) {
-        if let Some(root) = tree.dirs.len().checked_sub(1) {
-            let mut path = String::new();
-            self.walk(tree, root, &mut path, f);
-        }
-    }
-
-    fn walk(
-        &self,
-        tree: &MirrorTree,
-        dir: usize,
-        path: &mut String,
-        f: &mut dyn FnMut(&str, &Cid, bool),
-    ) {
-        let prefix = path.len();
-        for (name, entry) in &tree.dirs[dir].entries {
-            path.truncate(prefix);
-            if prefix > 0 {
-                path.push('/');
-            }
-            path.push_str(name);
-            match *entry {
-                Entry::File(i) => f(path, &self.files[i].cid, false),
-                Entry::Fixed(k) => f(path, &self.fixed[k].cid, true),
-                Entry::Dir(j) => {
-                    f(path, &self.dirs[j].cid, true);
-                    self.walk(tree, j, path, f);
-                }
-            }
-        }
-        path.truncate(prefix);
     }
 }
 
-/// The root of `entry`, given the roots of the files, of the directories built so far and of
-/// the directories taken as they are.
-fn entry_root(entry: Entry, files: &[Added], dirs: &[Added], fixed: &[Added]) -> Added {
-    match entry {
-        Entry::File(i) => files[i],
-        Entry::Dir(j) => dirs[j],
-        Entry::Fixed(k) => fixed[k],
+/// The roots of the files hashed so far, by the fingerprint of their keys, in 58 bytes each:
+/// a sorted list, and the newest few thousand in a hash map, merged into the list in place
+/// when it fills (a hash map of every file would take two to three times as much).
+#[derive(Debug, Default)]
+pub(super) struct RootMap {
+    sorted: Vec<PackedRoot>,
+    recent: HashMap<u128, Root>,
+}
+
+/// One entry of a [`RootMap`]'s list (no padding: byte arrays only).
+#[derive(Debug, Clone, Copy)]
+struct PackedRoot {
+    id: [u8; 16],
+    cid: ShortCid,
+    tsize: [u8; 8],
+}
+
+/// Entries of a [`RootMap`] kept in its hash map before they join the list.
+const RECENT_ROOTS: usize = 16 * 1024;
+
+impl RootMap {
+    /// The root of the file whose key has the fingerprint `id`.
+    pub(super) fn get(&self, id: &u128) -> Option<Root> {
+        if let Some(root) = self.recent.get(id) {
+            return Some(*root);
+        }
+        let key = id.to_be_bytes();
+        self.sorted
+            .binary_search_by(|p| p.id.cmp(&key))
+            .ok()
+            .map(|i| Root {
+                cid: self.sorted[i].cid,
+                tsize: u64::from_le_bytes(self.sorted[i].tsize),
+            })
+    }
+
+    /// Records the root of the file whose key has the fingerprint `id`.
+    pub(super) fn insert(&mut self, id: u128, root: Root) {
+        self.recent.insert(id, root);
+        if self.recent.len() >= RECENT_ROOTS {
+            self.merge();
+        }
+    }
+
+    /// Number of roots.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.sorted.len() + self.recent.len()
+    }
+
+    /// Moves the hash map's entries into the list, merging from the back (no second list).
+    fn merge(&mut self) {
+        let mut new: Vec<PackedRoot> = self
+            .recent
+            .drain()
+            .map(|(id, root)| PackedRoot {
+                id: id.to_be_bytes(),
+                cid: root.cid,
+                tsize: root.tsize.to_le_bytes(),
+            })
+            .collect();
+        new.sort_unstable_by_key(|p| p.id);
+        let old = self.sorted.len();
+        self.sorted.reserve_exact(new.len());
+        let filler = new[0];
+        self.sorted.resize(old + new.len(), filler);
+        let (mut i, mut j, mut k) = (old, new.len(), old + new.len());
+        while j > 0 {
+            if i > 0 && self.sorted[i - 1].id > new[j - 1].id {
+                self.sorted[k - 1] = self.sorted[i - 1];
+                i -= 1;
+            } else {
+                self.sorted[k - 1] = new[j - 1];
+                j -= 1;
+            }
+            k -= 1;
+        }
     }
 }
 
@@ -175,66 +195,83 @@ fn first_cause(router: &Router, error: PublishError) -> PublishError {
 }
 
 struct Plan {
-    cached: Option<Added>,
+    cached: Option<(Added, bool)>,
     read: bool,
 }
 
-struct Builder<'a> {
-    tree: &'a MirrorTree,
-    cache: &'a FileCache,
-    router: &'a Router,
-    opts: BuildOptions,
-    phase: Phase,
-    /// Per source: its root, and whether it was read.
-    results: Vec<OnceLock<(Added, bool)>>,
-    stats: Mutex<HashStats>,
+/// What hashing a source gave: its cache entry and whether its DAG is known on the node.
+pub(super) struct Hashed {
+    pub(super) entry: FileEntry,
+    pub(super) on_node: bool,
 }
 
-impl Builder<'_> {
-    /// See [`node_needs`].
-    fn node_needs(&self, cid: &Cid) -> bool {
-        node_needs(self.router, self.opts, cid)
-    }
+/// Hashes files and builds directories for one walk of the mirror.
+pub(super) struct Hasher<'a> {
+    pub(super) mirror: &'a std::path::Path,
+    pub(super) cache: &'a FileCache,
+    pub(super) router: &'a Router,
+    pub(super) opts: BuildOptions,
+    pub(super) pool: rayon::ThreadPool,
+    pub(super) phase: Phase,
+    pub(super) stats: Mutex<HashStats>,
+    /// The roots of the directories whose blocks were delivered.
+    pub(super) dirs_delivered: Mutex<std::collections::HashSet<ShortCid>>,
+}
 
+/// One batch being hashed.
+struct Batch<'a, 'b> {
+    h: &'b Hasher<'a>,
+    sources: &'b [Source],
+    done: &'b RootMap,
+    /// Per source: its root, and whether it was read.
+    results: Vec<OnceLock<(Added, bool)>>,
+}
+
+impl Batch<'_, '_> {
     /// The NAR whose CID source `i`'s published bytes hold, once that NAR is hashed.
     fn dependency(&self, i: usize) -> Option<Dependency> {
-        match self.tree.sources[i].kind {
-            SourceKind::Narinfo { nar } => self.results[nar].get().map(|r| Dependency {
-                key: self.tree.sources[nar].key.clone(),
-                cid: r.0.cid,
+        match &self.sources[i].kind {
+            SourceKind::Narinfo { nar_key, nar } => self.done.get(nar).map(|r| Dependency {
+                key: nar_key.clone(),
+                cid: r.cid.cid(),
             }),
             SourceKind::Plain => None,
         }
     }
 
     fn plan(&self, i: usize) -> Plan {
-        let source = &self.tree.sources[i];
+        let source = &self.sources[i];
+        let opts = self.h.opts;
         let cached = self
+            .h
             .cache
-            .file(&source.key, &source.stamp, self.opts.layout.add)
-            .filter(|e| e.dep == self.dependency(i))
-            .map(|e| e.root);
+            .file(&source.key, &source.stamp, opts.layout.add)
+            .filter(|(e, _)| e.dep == self.dependency(i))
+            .map(|(e, on)| (e.root, on));
         let read = match cached {
             None => true,
-            Some(added) => {
-                self.opts.read_all || self.router.writes_car() || self.node_needs(&added.cid)
+            Some((added, _)) => {
+                opts.read_all
+                    || self.h.router.writes_car()
+                    || node_needs(self.h.router, opts, &added.cid)
             }
         };
         Plan { cached, read }
     }
 
     fn hash(&self, i: usize, plan: &Plan) -> Result<Added, PublishError> {
-        let source = &self.tree.sources[i];
-        let path = source.path(&self.tree.mirror);
+        let h = self.h;
+        let source = &self.sources[i];
+        let path = source.path(h.mirror);
         // Blocks go to the node unless it holds the file's whole DAG already.
         let to_node = match plan.cached {
             None => true,
-            Some(c) => self.node_needs(&c.cid),
+            Some((c, _)) => node_needs(h.router, h.opts, &c.cid),
         };
-        let by_add = to_node && self.router.node_method() == Some(NodeMethod::Add);
+        let by_add = to_node && h.router.node_method() == Some(NodeMethod::Add);
         let blocks_to_node = to_node && !by_add;
-        let mut sink = |cid: &Cid, block: &[u8]| self.router.put(cid, block, blocks_to_node);
-        let hasher = self.opts.layout.file_hasher();
+        let mut sink = |cid: &Cid, block: &[u8]| h.router.put(cid, block, blocks_to_node);
+        let hasher = h.opts.layout.file_hasher();
         let hash_err = |error: ImportError| PublishError::Hash {
             path: path.clone(),
             source: error,
@@ -246,7 +283,7 @@ impl Builder<'_> {
                 let file = fs::File::open(&path).map_err(io_error(&path))?;
                 let mut reader = Counting {
                     inner: file,
-                    phase: &self.phase,
+                    phase: &h.phase,
                     count: 0,
                 };
                 let file = hasher.add(&mut reader, &mut sink).map_err(hash_err)?;
@@ -254,7 +291,7 @@ impl Builder<'_> {
             }
             Some(nar) => {
                 let text = fs::read(&path).map_err(io_error(&path))?;
-                self.phase.inc(text.len() as u64);
+                h.phase.inc(text.len() as u64);
                 let text = String::from_utf8(text).map_err(|_| PublishError::Io {
                     path: path.clone(),
                     source: io::Error::new(io::ErrorKind::InvalidData, "narinfo is not UTF-8"),
@@ -274,15 +311,15 @@ impl Builder<'_> {
             }
         };
         if by_add {
-            self.router
-                .add(add_source, &file.cid, &self.opts.layout)
+            h.router
+                .add(add_source, &file.cid, &h.opts.layout)
                 .map_err(|e| hash_err(ImportError::Sink(e)))?;
         }
         let added = Added::from(file);
-        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stats = h.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats.files_read += 1;
         stats.bytes_read += read;
-        if plan.cached.is_some_and(|c| c != added) {
+        if plan.cached.is_some_and(|(c, _)| c != added) {
             stats.cache_mismatches += 1;
             tracing::warn!(
                 "{}: its content changed without a change of size or time; hashed again",
@@ -294,8 +331,9 @@ impl Builder<'_> {
 
     fn process(&self, i: usize, plan: &Plan) -> Result<(), PublishError> {
         let (added, fresh) = match (plan.read, plan.cached) {
-            (false, Some(cached)) => {
-                self.stats
+            (false, Some((cached, _))) => {
+                self.h
+                    .stats
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .files_from_cache += 1;
@@ -307,86 +345,124 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Processes `items` on `pool`, each item a task of its own so that idle threads take
+    /// Processes `items` on the pool, each item a task of its own so that idle threads take
     /// over the rest while one reads a large file. The first failure stops the others from
     /// starting new items; a failure of the router is the one returned, being the cause.
-    fn wave(&self, pool: &rayon::ThreadPool, items: &[usize]) -> Result<(), PublishError> {
+    fn wave(&self, items: &[usize]) -> Result<Vec<Plan>, PublishError> {
         let plans: Vec<Plan> = items.iter().map(|&i| self.plan(i)).collect();
         let total: u64 = items
             .iter()
             .zip(&plans)
             .filter(|(_, p)| p.read)
-            .map(|(&i, _)| self.tree.sources[i].stamp.size)
+            .map(|(&i, _)| self.sources[i].stamp.size)
             .sum();
-        self.phase.inc_total(total);
-        pool.install(|| {
-            items
-                .par_iter()
-                .zip(&plans)
-                .with_max_len(1)
-                .try_for_each(|(&i, plan)| self.process(i, plan))
-        })
-        .map_err(|e| first_cause(self.router, e))
+        self.h.phase.inc_total(total);
+        self.h
+            .pool
+            .install(|| {
+                items
+                    .par_iter()
+                    .zip(&plans)
+                    .with_max_len(1)
+                    .try_for_each(|(&i, plan)| self.process(i, plan))
+            })
+            .map_err(|e| first_cause(self.h.router, e))?;
+        Ok(plans)
     }
 }
 
-/// Hashes every file of `tree` and builds its directories, giving every block to `router`
-/// (see the module documentation). Files are hashed on a pool of `concurrency` threads (at
-/// most 64) while the calling thread waits: call it from a blocking context.
-pub fn build(
-    tree: &MirrorTree,
-    cache: &FileCache,
-    router: &Router,
-    opts: BuildOptions,
-) -> Result<Built, PublishError> {
-    let threads = opts.concurrency.clamp(1, 64).min(tree.sources.len().max(1));
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("nixipfs-hash-{i}"))
-        .build()
-        .map_err(PublishError::Threads)?;
-    let builder = Builder {
-        tree,
-        cache,
-        router,
-        opts,
-        phase: Phase::new("Hashing files", Unit::Bytes, 0),
-        results: (0..tree.sources.len()).map(|_| OnceLock::new()).collect(),
-        stats: Mutex::new(HashStats {
-            files: tree.sources.len() as u64,
-            ..HashStats::default()
-        }),
-    };
-    let (plain, narinfos): (Vec<usize>, Vec<usize>) =
-        (0..tree.sources.len()).partition(|&i| tree.sources[i].kind == SourceKind::Plain);
-    builder.wave(&pool, &plain)?;
-    builder.wave(&pool, &narinfos)?;
-    builder.phase.finish();
-
-    let mut files = Vec::with_capacity(tree.sources.len());
-    let mut fresh = Vec::with_capacity(tree.sources.len());
-    for (i, slot) in builder.results.into_iter().enumerate() {
-        let Some((added, read)) = slot.into_inner() else {
-            return Err(PublishError::Io {
-                path: tree.sources[i].path(&tree.mirror),
-                source: io::Error::other("the file was not hashed"),
+impl Hasher<'_> {
+    /// Hashes `sources` (sorted by key, each new), the plain files first and then the
+    /// narinfos, whose NARs are then in `done`; adds each root to `done` and returns each
+    /// source's cache entry.
+    pub(super) fn hash_batch(
+        &self,
+        sources: &[Source],
+        done: &mut RootMap,
+    ) -> Result<Vec<Hashed>, PublishError> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).files += sources.len() as u64;
+        let (plain, narinfos): (Vec<usize>, Vec<usize>) =
+            (0..sources.len()).partition(|&i| sources[i].kind == SourceKind::Plain);
+        let mut plans: Vec<Option<Plan>> = (0..sources.len()).map(|_| None).collect();
+        let mut results: Vec<Option<(Added, bool)>> = vec![None; sources.len()];
+        for items in [plain, narinfos] {
+            if items.is_empty() {
+                continue;
+            }
+            let batch = Batch {
+                h: self,
+                sources,
+                done: &*done,
+                results: (0..sources.len()).map(|_| OnceLock::new()).collect(),
+            };
+            let wave_plans = batch.wave(&items)?;
+            for (&i, plan) in items.iter().zip(wave_plans) {
+                plans[i] = Some(plan);
+            }
+            for (i, slot) in batch.results.into_iter().enumerate() {
+                if let Some(result) = slot.into_inner() {
+                    results[i] = Some(result);
+                }
+            }
+            for &i in &items {
+                let Some((added, _)) = results[i] else {
+                    return Err(PublishError::Io {
+                        path: sources[i].path(self.mirror),
+                        source: io::Error::other("the file was not hashed"),
+                    });
+                };
+                done.insert(sources[i].id(), Root::of(added, &sources[i].key)?);
+            }
+        }
+        let mut out = Vec::with_capacity(sources.len());
+        for (i, source) in sources.iter().enumerate() {
+            let (added, _) = results[i].expect("every source was hashed");
+            let dep = match &source.kind {
+                SourceKind::Narinfo { nar_key, nar } => done.get(nar).map(|r| Dependency {
+                    key: nar_key.clone(),
+                    cid: r.cid.cid(),
+                }),
+                SourceKind::Plain => None,
+            };
+            // A mark of the cache stays while the CID does; a new CID is not known there.
+            let on_node = plans[i]
+                .as_ref()
+                .and_then(|p| p.cached)
+                .is_some_and(|(cached, on)| on && cached == added);
+            out.push(Hashed {
+                entry: FileEntry {
+                    stamp: source.stamp,
+                    options: self.opts.layout.add,
+                    root: added,
+                    dep,
+                },
+                on_node,
             });
-        };
-        files.push(added);
-        fresh.push(read);
+        }
+        Ok(out)
     }
 
-    let mut dirs: Vec<Added> = Vec::with_capacity(tree.dirs.len());
-    for dir in &tree.dirs {
+    /// Builds the directory published at `key` from its entries (names and roots, in any
+    /// order; in name order they cost least) and gives its blocks to the router.
+    pub(super) fn directory(
+        &self,
+        key: &str,
+        entries: Vec<(String, Root)>,
+    ) -> Result<Added, PublishError> {
         let dir_err = |source| PublishError::Directory {
-            key: dir.key.clone(),
+            key: key.to_string(),
             source,
         };
-        let mut b = opts.layout.directory();
-        for (name, entry) in &dir.entries {
-            let added = entry_root(*entry, &files, &dirs, &tree.fixed);
-            b.add(name, added.cid, added.tsize).map_err(dir_err)?;
+        let mut b = self.opts.layout.directory();
+        b.reserve(entries.len());
+        for (name, root) in entries {
+            b.insert(name, root.cid.cid(), root.tsize)
+                .map_err(dir_err)?;
         }
+        let sink_err = |e| first_cause(self.router, dir_err(DirectoryError::Sink(e)));
+        // The blocks wait for the root: a directory built before (a release's view the same
+        // as the global cache, a channel) is not delivered again, and whether the node needs
+        // them depends on the root.
         let mut blocks = Vec::new();
         let root = b
             .build(&mut |cid: &Cid, block: &[u8]| {
@@ -394,203 +470,47 @@ pub fn build(
                 Ok(())
             })
             .map_err(dir_err)?;
-        let to_node = node_needs(router, opts, &root.cid);
-        for (cid, block) in &blocks {
-            router
-                .put(cid, block, to_node)
-                .map_err(|e| first_cause(router, dir_err(DirectoryError::Sink(e))))?;
+        drop(b);
+        let new = ShortCid::of(&root.cid).map_or(true, |short| {
+            self.dirs_delivered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(short)
+        });
+        if !new {
+            return Ok(root);
         }
-        dirs.push(root);
+        let to_node = node_needs(self.router, self.opts, &root.cid);
+        for (cid, block) in &blocks {
+            self.router.put(cid, block, to_node).map_err(sink_err)?;
+        }
+        Ok(root)
     }
-    let root = *dirs.last().ok_or_else(|| PublishError::Io {
-        path: tree.mirror.clone(),
-        source: io::Error::other("the tree has no root directory"),
-    })?;
-    let stats = builder
-        .stats
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner());
-    Ok(Built {
-        files,
-        dirs,
-        root,
-        fresh,
-        options: opts.layout.add,
-        fixed: tree.fixed.clone(),
-        stats,
-    })
-}
-
-/// Records what was built in the cache: the entries of the files read, every directory, and
-/// nothing that is no longer in the tree.
-pub fn update_cache(cache: &mut FileCache, tree: &MirrorTree, built: &Built) {
-    let entry = |(i, source): (usize, &Source)| {
-        let dep = match source.kind {
-            SourceKind::Narinfo { nar } => Some(Dependency {
-                key: tree.sources[nar].key.clone(),
-                cid: built.files[nar].cid,
-            }),
-            SourceKind::Plain => None,
-        };
-        let entry = FileEntry {
-            stamp: source.stamp,
-            options: built.options,
-            root: built.files[i],
-            dep,
-        };
-        (source.key.clone(), entry)
-    };
-    let new_keys = tree
-        .sources
-        .iter()
-        .enumerate()
-        .filter(|&(i, source)| built.fresh[i] && !cache.has_file(&source.key))
-        .count();
-    cache.reserve_files(new_keys);
-    cache.insert_files(
-        tree.sources
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| built.fresh[i])
-            .map(entry),
-    );
-    for (dir, added) in tree.dirs.iter().zip(&built.dirs) {
-        cache.insert_dir(dir.key.clone(), *added);
-    }
-    let keys = tree.keys();
-    cache.retain(|k| {
-        keys.contains(k)
-            || tree.fixed_releases.iter().any(|r| {
-                k.strip_prefix(r.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
-    });
-}
-
-/// Releases and their CIDs, for the `ipfs_hash` files and the report.
-pub fn release_cids(tree: &MirrorTree, built: &Built) -> Vec<(String, PathBuf, Cid)> {
-    tree.releases
-        .iter()
-        .map(|r| (r.key.clone(), r.path.clone(), built.entry(r.entry).cid))
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-    use crate::ipfs::car::CarReader;
-    use crate::ipfs::dagpb::PbNode;
-    use crate::ipfs::profile::Profile;
-    use crate::ipfs::publish::fixtures::{build_to_car, small_mirror, trust_none};
-    use crate::ipfs::publish::ScanOptions;
-    use crate::ipfs::unixfs::{AddOptions, FileHasher};
 
     #[test]
-    fn built_dag_matches_the_files_and_the_car_holds_it_all() {
-        let dir = tempfile::tempdir().unwrap();
-        small_mirror(dir.path());
-        let out = tempfile::tempdir().unwrap();
-        let car_path = out.path().join("mirror.car");
-        let (tree, built, stats) = build_to_car(dir.path(), &FileCache::new(), &car_path);
-        assert_eq!(built.stats.files_read, 9);
-        assert_eq!(built.stats.files_from_cache, 0);
-
-        let bytes = fs::read(&car_path).unwrap();
-        let mut reader = CarReader::new(&bytes[..]).unwrap();
-        assert_eq!(reader.roots(), &[built.root.cid]);
-        let mut blocks = HashMap::new();
-        while let Some((cid, block)) = reader.next_block().unwrap() {
-            assert!(blocks.insert(cid, block).is_none(), "{cid} written twice");
+    fn root_map_finds_every_root_across_merges() {
+        let root = |i: u64| Root {
+            cid: ShortCid::of(&Cid::sha2_256(1, crate::ipfs::cid::RAW, &i.to_le_bytes()).unwrap())
+                .unwrap(),
+            tsize: i,
+        };
+        let id = |i: u64| crate::hash::fingerprint128(&i.to_le_bytes());
+        let mut map = RootMap::default();
+        let n = 3 * RECENT_ROOTS as u64 + 123;
+        for i in 0..n {
+            map.insert(id(i), root(i));
         }
-        assert_eq!(blocks.len() as u64, stats.car_file_blocks);
-
-        // Every file's CID is what FileHasher gives for its published bytes.
-        let hash = |data: &[u8]| {
-            FileHasher::new(AddOptions::V0_RAW_LEAVES)
-                .add(data, &mut |_: &Cid, _: &[u8]| Ok(()))
-                .unwrap()
-                .cid
-        };
-        let paths = built.paths(&tree);
-        let find = |p: &str| paths.iter().find(|(q, _, _)| q == p).unwrap().1;
-        let nar_a = find("binary_cache/nar/a.nar.xz");
-        assert_eq!(nar_a, hash(&vec![7u8; 300_000]));
-        assert_eq!(nar_a.version(), 0, "a two-chunk file has a dag-pb root");
-        let narinfo_cid = find("binary_cache/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1.narinfo");
-        let on_disk = fs::read_to_string(
-            dir.path()
-                .join("binary_cache/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1.narinfo"),
-        )
-        .unwrap();
-        let published = format!("{on_disk}IPFSHash: {nar_a}\n");
-        assert_eq!(narinfo_cid, hash(published.as_bytes()));
-        // The single-chunk narinfo is one raw block holding exactly the published bytes.
-        assert_eq!(blocks[&narinfo_cid], published.as_bytes());
-        // The release's view and the channel share the global entries.
-        let rel = "releases/nixos-24.05/nixos-24.05.1.abc";
-        assert_eq!(
-            find(&format!(
-                "{rel}/binary_cache/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1.narinfo"
-            )),
-            narinfo_cid
-        );
-        assert_eq!(find(&format!("{rel}/binary_cache/nar/a.nar.xz")), nar_a);
-        assert_eq!(find("channels/nixos-24.05"), find(rel));
-        assert!(paths.iter().all(|(p, _, _)| !p.ends_with("lastsync")
-            && !p.contains("tmp")
-            && !p.ends_with(".def")));
-
-        // Directory blocks list their entries in name order with cumulative sizes.
-        let root = PbNode::decode(&blocks[&built.root.cid]).unwrap();
-        let names: Vec<&str> = root.links.iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(names, ["binary_cache", "channels", "releases"]);
-        assert_eq!(release_cids(&tree, &built)[0].2, find(rel));
-    }
-
-    #[test]
-    fn the_cache_spares_reading_and_gives_the_same_dag() {
-        let dir = tempfile::tempdir().unwrap();
-        small_mirror(dir.path());
-        let out = tempfile::tempdir().unwrap();
-        let router = Router::new(None, 0, None).unwrap();
-        let cache = FileCache::new();
-        let opts = ScanOptions {
-            layout: Profile::LegacyRawV0.layout(),
-            cache: &cache,
-            trust_release: &trust_none,
-        };
-        let build_opts = BuildOptions {
-            layout: Profile::LegacyRawV0.layout(),
-            concurrency: 2,
-            read_all: false,
-        };
-        let tree = MirrorTree::scan(dir.path(), &opts).unwrap();
-        let first = build(&tree, &cache, &router, build_opts).unwrap();
-        let mut cache = FileCache::new();
-        update_cache(&mut cache, &tree, &first);
-        let path = out.path().join("ipfs_hashes");
-        cache.save(&path).unwrap();
-        let legacy = Profile::LegacyRawV0.layout().descriptor();
-        let (cache, _) = FileCache::load(&path, &legacy).unwrap();
-
-        let opts = ScanOptions {
-            cache: &cache,
-            ..opts
-        };
-        let tree = MirrorTree::scan(dir.path(), &opts).unwrap();
-        let second = build(&tree, &cache, &router, build_opts).unwrap();
-        assert_eq!(second.root, first.root);
-        assert_eq!(second.stats.files_read, 0);
-        assert_eq!(second.stats.files_from_cache, 9);
-
-        // A NAR that changes changes its narinfo's published bytes too.
-        let nar = dir.path().join("binary_cache/nar/b.nar.xz");
-        fs::write(&nar, b"nar b, rebuilt").unwrap();
-        let tree = MirrorTree::scan(dir.path(), &opts).unwrap();
-        let third = build(&tree, &cache, &router, build_opts).unwrap();
-        assert_eq!(third.stats.files_read, 2, "the NAR and its narinfo");
-        assert_ne!(third.root, first.root);
+        assert_eq!(map.len() as u64, n);
+        assert_eq!(map.sorted.len(), 3 * RECENT_ROOTS);
+        assert!(map.sorted.windows(2).all(|w| w[0].id < w[1].id));
+        for i in 0..n {
+            assert_eq!(map.get(&id(i)), Some(root(i)), "{i}");
+        }
+        assert_eq!(map.get(&id(n)), None);
     }
 }

@@ -34,10 +34,11 @@
 //! so the NAR a release's view links to and the NAR of the global cache are one source,
 //! hashed once. Files are hashed with [`FileHasher`](crate::ipfs::unixfs::FileHasher) with the
 //! chunks, leaves, links per node and CID version of the import profile
-//! ([`crate::ipfs::profile`]) on several threads; narinfos after the NARs, since their
-//! published bytes hold their NAR's CID. Directories are then built bottom up with kubo's link
-//! order, sizes and the profile's HAMT sharding rule
-//! ([`DirectoryBuilder`](crate::ipfs::directory::DirectoryBuilder)). A file whose
+//! ([`crate::ipfs::profile`]) on several threads, in batches as the walk finds them; narinfos
+//! after the NARs, since their published bytes hold their NAR's CID. Each directory is built
+//! as soon as its entries are known, with kubo's link order, sizes and the profile's HAMT
+//! sharding rule ([`DirectoryBuilder`](crate::ipfs::directory::DirectoryBuilder)), and only
+//! its root is kept: memory follows the largest directory, not the mirror. A file whose
 //! [`FileCache`](crate::ipfs::file_cache::FileCache) entry still matches is not read, unless its blocks are needed (for a CAR
 //! file, or because the node lacks them). Every block goes to a [`Router`](crate::ipfs::upload::Router), which writes it
 //! to the CAR file and sends it to the node as needed.
@@ -49,10 +50,9 @@
 //!
 //! - [`pipeline`]: the publication from the node's first call to the files written at the
 //!   end ([`publish`]), the steps below included;
-//! - [`scan`]: the mirror on disk, links resolved, as a [`MirrorTree`] of sources and
-//!   directories;
-//! - [`dag`]: hashing the sources on a pool of threads and building the directories: the
-//!   [`Built`] DAG, and what the cache keeps of it;
+//! - [`scan`]: the walk of the mirror on disk, links resolved, hashing and building as it
+//!   goes ([`walk`], giving what was [`Walked`]);
+//! - [`dag`]: hashing a batch of sources on a pool of threads, and building a directory;
 //! - [`verify`]: the sample of published paths checked on the node, and the check;
 //! - [`lifecycle`]: the roots published from the mirror (`D/ipfs_roots`), and letting go of
 //!   the old ones once a newer root serves;
@@ -74,11 +74,11 @@ pub mod report;
 pub mod scan;
 pub mod verify;
 
-pub use dag::{build, release_cids, update_cache, BuildOptions, Built, HashStats};
+pub use dag::{BuildOptions, HashStats, Root};
 pub use pipeline::{publish, PublishOptions, SendMethod};
 pub use report::PublishReport;
-pub use scan::{Dir, Entry, MirrorTree, Release, ScanOptions, Source, SourceKind};
-pub use verify::{verification_sample, verify_on_node};
+pub use scan::{walk, Release, Source, SourceKind, WalkOptions, Walked};
+pub use verify::{verify_on_node, Sampler};
 
 /// The name of the file in a release directory that holds the release's CID once published.
 pub const IPFS_HASH_FILE: &str = "ipfs_hash";
@@ -162,9 +162,9 @@ pub(crate) mod fixtures {
     use std::os::unix::fs::symlink;
     use std::path::Path;
 
-    use super::{build, BuildOptions, Built, MirrorTree, ScanOptions};
+    use super::{walk, BuildOptions, WalkOptions, Walked};
     use crate::ipfs::cid::Cid;
-    use crate::ipfs::file_cache::FileCache;
+    use crate::ipfs::file_cache::{CacheWriter, FileCache};
     use crate::ipfs::upload::{Router, SendStats};
 
     /// A small mirror: a global cache with two NARs and narinfos, a release linking one of
@@ -239,31 +239,34 @@ pub(crate) mod fixtures {
         false
     }
 
-    /// Scans the mirror in `dir` and builds its DAG into the CAR file `car`, without a node.
-    pub(crate) fn build_to_car(
+    /// Walks the mirror in `dir` (profile `legacy-raw-v0`, every path recorded), writing its
+    /// blocks to the CAR file `car` if given and its cache entries to `writer` if given.
+    pub(crate) fn walk_mirror(
         dir: &Path,
         cache: &FileCache,
-        car: &Path,
-    ) -> (MirrorTree, Built, SendStats) {
-        let opts = ScanOptions {
-            layout: crate::ipfs::profile::Profile::LegacyRawV0.layout(),
-            cache,
-            trust_release: &trust_none,
-        };
-        let tree = MirrorTree::scan(dir, &opts).unwrap();
-        let router = Router::new(Some(car), 0, None).unwrap();
-        let built = build(
-            &tree,
-            cache,
-            &router,
-            BuildOptions {
-                layout: crate::ipfs::profile::Profile::LegacyRawV0.layout(),
+        car: Option<&Path>,
+        writer: Option<&mut CacheWriter>,
+    ) -> (Walked, SendStats) {
+        let layout = crate::ipfs::profile::Profile::LegacyRawV0.layout();
+        let opts = WalkOptions {
+            build: BuildOptions {
+                layout,
                 concurrency: 3,
                 read_all: false,
             },
-        )
-        .unwrap();
-        let stats = router.finish(&built.root.cid).unwrap();
-        (tree, built, stats)
+            cache,
+            trust_release: &trust_none,
+            verify_files: 4,
+            record_paths: true,
+        };
+        let router = Router::new(car, 0, None).unwrap();
+        let walked = walk(dir, &opts, &router, writer).unwrap();
+        let stats = router.finish(&walked.root.cid).unwrap();
+        (walked, stats)
+    }
+
+    /// Walks the mirror in `dir` into the CAR file `car`, without a node.
+    pub(crate) fn build_to_car(dir: &Path, cache: &FileCache, car: &Path) -> (Walked, SendStats) {
+        walk_mirror(dir, cache, Some(car), None)
     }
 }

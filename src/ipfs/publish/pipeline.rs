@@ -32,13 +32,13 @@ use anyhow::{bail, Context, Result};
 
 use super::lifecycle::{RootLog, RootRecord, RootState, ROOTS_FILE};
 use super::{
-    build, release_cids, update_cache, verification_sample, verify_on_node, BuildOptions, Built,
-    MirrorTree, PublishError, PublishReport, ScanOptions, IPFS_HASH_FILE, IPFS_ROOT_FILE,
+    verify_on_node, walk, BuildOptions, PublishError, PublishReport, WalkOptions, Walked,
+    IPFS_HASH_FILE, IPFS_ROOT_FILE,
 };
 use crate::ipfs::api_addr::ApiAddr;
 use crate::ipfs::cid::{Cid, CidSet};
 use crate::ipfs::client::{IpfsClient, IpfsError, Timeouts};
-use crate::ipfs::file_cache::{FileCache, LoadOutcome, CACHE_FILE};
+use crate::ipfs::file_cache::{CacheWriter, FileCache, LoadOutcome, CACHE_FILE};
 use crate::ipfs::profile::{Layout, Profile};
 use crate::ipfs::upload::{NodeKnowledge, NodeMethod, NodeTarget, Router, SendStats};
 
@@ -175,23 +175,36 @@ impl Node {
 
 /// Everything one pass over the mirror produced.
 struct Pass {
-    cache: FileCache,
-    tree: MirrorTree,
-    built: Built,
+    walked: Walked,
     sent: SendStats,
+    writer: Option<CacheWriter>,
 }
 
-/// Scans the mirror and builds its DAG on a blocking thread, delivering blocks to `car` and
-/// `node`.
+/// How a pass works.
+struct PassOptions {
+    layout: Layout,
+    car: Option<PathBuf>,
+    concurrency: usize,
+    read_all: bool,
+    verify_files: usize,
+}
+
+/// Walks the mirror and builds its DAG on a blocking thread, delivering blocks to `car` and
+/// `node` and the cache entries to `writer`.
 async fn pass(
     dir: PathBuf,
     cache: FileCache,
-    layout: Layout,
-    car: Option<PathBuf>,
+    mut writer: Option<CacheWriter>,
     node: Option<NodeTarget>,
-    concurrency: usize,
-    read_all: bool,
+    opts: PassOptions,
 ) -> Result<Pass, PublishError> {
+    let PassOptions {
+        layout,
+        car,
+        concurrency,
+        read_all,
+        verify_files,
+    } = opts;
     tokio::task::spawn_blocking(move || {
         let can_trust = car.is_none() && node.is_some();
         let knowledge = node
@@ -199,31 +212,28 @@ async fn pass(
             .map(|n| n.knowledge.clone())
             .unwrap_or_default();
         let trust = move |cid: &Cid| can_trust && knowledge.known.contains(cid);
-        let tree = MirrorTree::scan(
+        let router = Router::new(car.as_deref(), layout.add.cid_version, node)?;
+        let walked = walk(
             &dir,
-            &ScanOptions {
-                layout,
+            &WalkOptions {
+                build: BuildOptions {
+                    layout,
+                    concurrency,
+                    read_all,
+                },
                 cache: &cache,
                 trust_release: &trust,
+                verify_files,
+                record_paths: false,
             },
-        )?;
-        let router = Router::new(car.as_deref(), layout.add.cid_version, node)?;
-        let built = build(
-            &tree,
-            &cache,
             &router,
-            BuildOptions {
-                layout,
-                concurrency,
-                read_all,
-            },
+            writer.as_mut(),
         )?;
-        let sent = router.finish(&built.root.cid)?;
+        let sent = router.finish(&walked.root.cid)?;
         Ok(Pass {
-            cache,
-            tree,
-            built,
+            walked,
             sent,
+            writer,
         })
     })
     .await
@@ -363,10 +373,8 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
     };
 
     let mut target = None;
-    let mut known_before = CidSet::new();
     if let Some(node) = &node {
         let knowledge = knowledge_of(node, &cache).await;
-        known_before = knowledge.known.clone();
         target = Some(node.target(knowledge, opts));
     }
     let car = opts
@@ -374,90 +382,90 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
         .as_ref()
         .map(|c| crate::fsutil::absolute(c))
         .transpose()?;
+    let writer = CacheWriter::new(&dir, cache.layout(), cache.node())
+        .with_context(|| format!("cannot write a temporary file in {}", dir.display()))?;
     let Pass {
-        mut cache,
-        tree,
-        built,
+        walked,
         sent,
+        writer,
     } = pass(
         dir.clone(),
         cache,
-        layout,
-        car.clone(),
+        Some(writer),
         target,
-        opts.concurrency,
-        false,
+        PassOptions {
+            layout,
+            car: car.clone(),
+            concurrency: opts.concurrency,
+            read_all: false,
+            verify_files: opts.verify_files,
+        },
     )
     .await
     .context("building the DAG of the mirror")?;
-    let root = built.root.cid;
-    update_cache(&mut cache, &tree, &built);
+    let writer = writer.expect("the pass gives its cache writer back");
+    let root = walked.root.cid;
 
     let mut report = PublishReport {
         root,
-        root_size: built.root.tsize,
+        root_size: walked.root.tsize,
         node: node.as_ref().map(|n| n.peer.clone()),
         mfs_path: None,
         ipns_name: None,
         car_file: car,
-        releases: release_cids(&tree, &built)
-            .into_iter()
-            .map(|(key, _, cid)| (key, cid))
+        releases: walked
+            .releases
+            .iter()
+            .map(|r| (r.key.clone(), r.root.cid))
             .collect(),
-        hashing: built.stats.clone(),
+        hashing: walked.stats.clone(),
         sent,
         repaired: false,
         already_pinned: false,
         verified_paths: 0,
-        warnings: tree.warnings.clone(),
+        warnings: walked.warnings.clone(),
         unpinned: Vec::new(),
         mfs_removed: Vec::new(),
         collected: false,
     };
 
     let mut begun = None;
+    let mut node_holds_all = false;
     if let (Some(node), Some(roots)) = (&node, roots.as_mut()) {
         let outcome = finish_on_node(
             opts,
             node,
             &dir,
             layout,
-            &tree,
-            &built,
+            &walked,
             roots,
             &mut begun,
             &mut report,
         )
         .await;
-        let known_now = match outcome {
-            Err(e) => {
-                if let Err(save) = cache.save(&cache_path) {
-                    tracing::warn!("{save:#}");
-                }
-                return Err(e);
+        if let Err(e) = outcome {
+            // The entries stay valid, with the marks of what was known before.
+            if let Err(save) = writer.finish(&cache_path, None, false) {
+                tracing::warn!("{save:#}");
             }
-            // After a repair only what was checked is known.
-            Ok(Some(repaired)) => repaired,
-            // The DAGs known before are still pinned (and they hold the insides of the
-            // releases taken by their ipfs_hash, which this pass did not look at).
-            Ok(None) => {
-                let mut known = built.all_cids(&tree);
-                known.extend(known_before.iter());
-                known
-            }
-        };
-        cache.set_known_on_node(&node.peer, known_now);
-        for (_, path, cid) in release_cids(&tree, &built) {
+            return Err(e);
+        }
+        // The root is pinned: the node holds every DAG of the tree (and the insides of the
+        // releases taken by their ipfs_hash, which this pass did not look at).
+        node_holds_all = true;
+        for release in &walked.releases {
             crate::fsutil::write_if_changed(
-                &path.join(IPFS_HASH_FILE),
-                format!("{cid}\n").as_bytes(),
+                &release.path.join(IPFS_HASH_FILE),
+                format!("{}\n", release.root.cid).as_bytes(),
             )?;
         }
         crate::fsutil::write_if_changed(&dir.join(IPFS_ROOT_FILE), format!("{root}\n").as_bytes())?;
     }
-    cache
-        .save(&cache_path)
-        .with_context(|| format!("writing {}", cache_path.display()))?;
+    writer.finish(
+        &cache_path,
+        node.as_ref().map(|n| n.peer.as_str()),
+        node_holds_all,
+    )?;
 
     if let (Some(node), Some(roots), Some(index)) = (&node, roots.as_mut(), begun) {
         roots.mark_published(index)?;
@@ -488,27 +496,22 @@ fn write_result(report: &PublishReport, out: &mut (dyn Write + Send)) -> std::io
 }
 
 /// Record in `roots` (its index in `begun`), pin (with repair), MFS copy, verification and
-/// IPNS. After a repair, returns every CID of the DAG that was checked.
+/// IPNS.
 #[allow(clippy::too_many_arguments)]
 async fn finish_on_node(
     opts: &PublishOptions,
     node: &Node,
     dir: &Path,
     layout: Layout,
-    tree: &MirrorTree,
-    built: &Built,
+    walked: &Walked,
     roots: &mut RootLog,
     begun: &mut Option<usize>,
     report: &mut PublishReport,
-) -> Result<Option<CidSet>> {
-    let root = built.root.cid;
-    let mut repaired = None;
+) -> Result<()> {
+    let root = walked.root.cid;
     // A root pinned recursively has every block on the node, and pinning it again makes
     // some nodes walk the whole DAG: on a rerun with nothing new, that is most of the time.
-    report.already_pinned = matches!(
-        node.client.pin_ls(&root).await.ok().flatten().as_deref(),
-        Some("recursive")
-    );
+    report.already_pinned = node.client.pinned_recursively(&root).await.unwrap_or(false);
     // Recorded before the pin, so that a run that stops after pinning leaves a record.
     let time = unix_time();
     let mfs_path = format!("{}_{time}", opts.mfs_prefix);
@@ -540,23 +543,26 @@ async fn finish_on_node(
         let repair = pass(
             dir.to_path_buf(),
             FileCache::new(),
-            layout,
             None,
             Some(node.target(knowledge, opts)),
-            opts.concurrency,
-            true,
+            PassOptions {
+                layout,
+                car: None,
+                concurrency: opts.concurrency,
+                read_all: true,
+                verify_files: 0,
+            },
         )
         .await
         .context("sending the blocks missing on the node")?;
-        if repair.built.root.cid != root {
+        if repair.walked.root.cid != root {
             bail!(
                 "the mirror changed while it was published (root {root}, then {}); run again",
-                repair.built.root.cid
+                repair.walked.root.cid
             );
         }
         report.sent.add(&repair.sent);
         report.repaired = true;
-        repaired = Some(repair.built.all_cids(&repair.tree));
         node.client
             .pin_add(&root)
             .await
@@ -566,8 +572,7 @@ async fn finish_on_node(
     copy_to_mfs(&node.client, &root, &mfs_path).await?;
     report.mfs_path = Some(mfs_path.clone());
 
-    let sample = verification_sample(|f| built.visit(tree, f), opts.verify_files);
-    report.verified_paths = verify_on_node(&node.client, &mfs_path, &root, &sample)
+    report.verified_paths = verify_on_node(&node.client, &mfs_path, &root, &walked.sample)
         .await
         .context("checking the published tree on the node")?;
 
@@ -579,7 +584,7 @@ async fn finish_on_node(
             .context("publishing the root to IPNS")?;
         report.ipns_name = Some(published.name);
     }
-    Ok(repaired)
+    Ok(())
 }
 
 #[cfg(test)]

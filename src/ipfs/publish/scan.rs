@@ -1,46 +1,53 @@
-//! Scanning the mirror: what is published, found on disk with every symlink resolved, as a
-//! [`MirrorTree`] of sources (files, each once) and directories (children before parents).
+//! Walking the mirror: what is published, found on disk with every symlink resolved, hashed
+//! and built into directories as it is found, so that memory follows the largest directory,
+//! not the number of files.
 //!
 //! A file reached through several links (a NAR in the global cache and in each release's view)
-//! is one source, keyed by its real path relative to the mirror. Directories are resolved once
-//! each and remembered, so the tens of thousands of links of the release views cost a few
-//! system calls each. A release whose `ipfs_hash` the cache and the node vouch for is taken by
-//! its CID, without looking inside.
+//! is one source, keyed by its real path relative to the mirror, hashed once: the walk keeps
+//! the root of every source it has hashed under a 16-byte fingerprint of its key (about 70
+//! bytes per file, the one thing kept per file). Directories are resolved once each and
+//! remembered, so the tens of thousands of links of the release views cost a few system calls
+//! each. New sources wait in a batch of at most [`BATCH`] files, hashed together on the
+//! pool of threads ([`super::dag`]); a directory is built as soon as its entries are known,
+//! its blocks delivered, and only its root kept. The global `binary_cache/nar` comes before
+//! the narinfos that name its files, so a narinfo's NAR is known when the narinfo is hashed.
+//! A release whose `ipfs_hash` the cache and the node vouch for is taken by its CID, without
+//! looking inside.
+//!
+//! The cache entries of the files hashed (or found in the cache) go to a [`CacheWriter`] a
+//! batch at a time; the verification sample is picked as the walk goes
+//! ([`super::verify::Sampler`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::dag::{BuildOptions, HashStats, Hasher, Root, RootMap};
+use super::verify::Sampler;
 use super::{io_error, PublishError, IPFS_HASH_FILE};
-use crate::ipfs::cid::Cid;
-use crate::ipfs::file_cache::{FileCache, FileStamp};
-use crate::ipfs::profile::Layout;
+use crate::hash::fingerprint128;
+use crate::ipfs::cid::{Cid, ShortCid};
+use crate::ipfs::file_cache::{CacheWriter, FileCache, FileStamp};
 use crate::ipfs::unixfs::Added;
+use crate::ipfs::upload::Router;
 use crate::narinfo::NarInfo;
+use crate::progress::{Phase, Unit};
 
-/// What a directory entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entry {
-    /// A source file ([`MirrorTree::sources`] index).
-    File(usize),
-    /// A directory ([`MirrorTree::dirs`] index).
-    Dir(usize),
-    /// A directory taken as it is, by CID (a release with a trusted `ipfs_hash`): its
-    /// [`MirrorTree::fixed`] index (an index keeps every entry small).
-    Fixed(usize),
-}
+/// New files hashed together at most (a batch waits in memory with its keys).
+pub const BATCH: usize = 4096;
 
 /// How a source's published bytes are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceKind {
     /// The file as it is.
     Plain,
-    /// A narinfo, with an `IPFSHash` line naming the CID of the NAR source `nar`.
+    /// A narinfo, with an `IPFSHash` line naming the CID of its NAR.
     Narinfo {
-        /// The NAR's source index.
-        nar: usize,
+        /// The NAR's key.
+        nar_key: String,
+        /// The fingerprint of the NAR's key.
+        nar: u128,
     },
 }
 
@@ -66,210 +73,91 @@ impl Source {
             None => mirror.join(&self.key),
         }
     }
+
+    /// The fingerprint of its key.
+    pub fn id(&self) -> u128 {
+        fingerprint128(self.key.as_bytes())
+    }
 }
 
-/// One directory to build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dir {
-    /// Its path in the published tree (`""` for the root).
-    pub key: String,
-    /// Its entries by name.
-    pub entries: BTreeMap<String, Entry>,
-}
-
-/// A release directory of the mirror and where it is in the tree.
+/// A release directory of the mirror.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
     /// Its path in the published tree (`releases/CHANNEL/NIXNAME`).
     pub key: String,
     /// Its real path on disk.
     pub path: PathBuf,
-    /// Its directory.
-    pub entry: Entry,
+    /// Its DAG.
+    pub root: Added,
 }
 
-/// The published tree of a mirror, before hashing (see the module documentation).
+/// What a walk of the mirror gave (see the module documentation).
 #[derive(Debug, Clone)]
-pub struct MirrorTree {
+pub struct Walked {
     /// The mirror directory (real path).
     pub mirror: PathBuf,
-    /// Every file, each once.
-    pub sources: Vec<Source>,
-    /// Every directory, children before parents; the root is the last.
-    pub dirs: Vec<Dir>,
-    /// Every release, in tree order.
+    /// The root directory.
+    pub root: Added,
+    /// Every release, in the order walked.
     pub releases: Vec<Release>,
     /// What was left out and why.
     pub warnings: Vec<String>,
-    /// Published paths of releases taken by their `ipfs_hash` (their files were not scanned).
+    /// Published paths of releases taken by their `ipfs_hash` (their files were not looked
+    /// at).
     pub fixed_releases: Vec<String>,
-    /// The CIDs and sizes of the directories taken as they are ([`Entry::Fixed`]).
-    pub fixed: Vec<Added>,
+    /// The published paths to check on the node.
+    pub sample: Vec<(String, Cid)>,
+    /// Every published path with its CID and whether it is a directory, in the order the
+    /// directories were built, when [`WalkOptions::record_paths`] asked for it.
+    pub paths: Vec<(String, Cid, bool)>,
+    /// What was done.
+    pub stats: HashStats,
 }
 
-/// What [`MirrorTree::scan`] needs to know.
-pub struct ScanOptions<'a> {
-    /// The import parameters (a cache entry for other options is not used).
-    pub layout: Layout,
+/// What [`walk`] needs to know.
+pub struct WalkOptions<'a> {
+    /// How files are hashed and directories built.
+    pub build: BuildOptions,
     /// The cache of earlier runs.
     pub cache: &'a FileCache,
     /// Whether a release's `ipfs_hash` CID may be used without looking at its files: true
     /// when the node is known to hold that whole DAG and no CAR file needs its blocks.
     pub trust_release: &'a (dyn Fn(&Cid) -> bool + Sync),
+    /// Published files to check on the node (besides the directories near the top).
+    pub verify_files: usize,
+    /// Keep every published path in [`Walked::paths`] (for tests: it grows with the mirror).
+    pub record_paths: bool,
 }
 
-struct Scanner<'a> {
-    mirror: PathBuf,
-    opts: &'a ScanOptions<'a>,
-    sources: Vec<Source>,
-    /// Sources by inode number, and by key those whose inode another source has already
-    /// (a hard link): a key is not kept twice.
-    by_inode: HashMap<u64, usize>,
-    by_key: HashMap<String, usize>,
-    dirs: Vec<Dir>,
-    releases: Vec<Release>,
-    release_by_path: HashMap<PathBuf, Entry>,
-    /// Directories resolved so far (see [`Scanner::resolve`]).
+/// A directory entry while its directory is being listed.
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    /// A source in the batch, by the fingerprint of its key.
+    Pending(u128),
+    /// A file already hashed.
+    File(Root),
+    /// A directory.
+    Dir(Root),
+}
+
+/// Resolves paths of the mirror, each directory once.
+pub(super) struct Resolver {
+    /// Directories resolved so far (see [`Resolver::resolve`]).
     real_dirs: HashMap<PathBuf, PathBuf>,
-    warnings: Vec<String>,
-    fixed: Vec<String>,
-    fixed_roots: Vec<Added>,
 }
 
-pub(super) fn join_key(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_string()
-    } else {
-        format!("{parent}/{name}")
-    }
-}
-
-impl<'a> Scanner<'a> {
-    /// A scanner of the mirror whose real path is `mirror`, nothing seen yet.
-    fn new(mirror: PathBuf, opts: &'a ScanOptions<'a>) -> Scanner<'a> {
-        Scanner {
-            mirror,
-            opts,
-            sources: Vec::new(),
-            by_inode: HashMap::new(),
-            by_key: HashMap::new(),
-            dirs: Vec::new(),
-            releases: Vec::new(),
-            release_by_path: HashMap::new(),
+impl Resolver {
+    pub(super) fn new() -> Resolver {
+        Resolver {
             real_dirs: HashMap::new(),
-            warnings: Vec::new(),
-            fixed: Vec::new(),
-            fixed_roots: Vec::new(),
         }
-    }
-
-    fn warn(&mut self, message: String) {
-        tracing::warn!("{message}");
-        self.warnings.push(message);
-    }
-
-    /// Warns that `link` leads nowhere (it is left out).
-    fn warn_dangling(&mut self, link: &Path) {
-        self.warn(format!(
-            "{}: skipped: it is a link to nothing",
-            link.display()
-        ));
-    }
-
-    /// The entries of a directory, sorted by name, without hidden and non-UTF-8 names.
-    fn list(&mut self, dir: &Path) -> Result<Vec<(String, PathBuf)>, PublishError> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io_error(dir))? {
-            let entry = entry.map_err(io_error(dir))?;
-            match entry.file_name().into_string() {
-                Ok(name) if name.starts_with('.') => {}
-                Ok(name) => out.push((name, entry.path())),
-                Err(name) => self.warn(format!(
-                    "{}: skipped: the name {name:?} is not UTF-8",
-                    dir.display()
-                )),
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    fn key_of(&self, real: &Path) -> String {
-        match real.strip_prefix(&self.mirror) {
-            Ok(rel) => rel.to_string_lossy().into_owned(),
-            Err(_) => real.to_string_lossy().into_owned(),
-        }
-    }
-
-    /// Resolves `path` to a real file and returns its source, creating it on first sight;
-    /// `None` (with a warning) for a link that leads nowhere or to something else than a file.
-    fn source(&mut self, path: &Path, narinfo: bool) -> Result<Option<usize>, PublishError> {
-        let (real, meta) = match self.resolve(path) {
-            Ok(found) => found,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.warn_dangling(path);
-                return Ok(None);
-            }
-            Err(e) => return Err(io_error(path)(e)),
-        };
-        self.source_at(path, real, meta, narinfo)
-    }
-
-    /// [`Scanner::source`] of `path`, resolved to `real` whose metadata is `meta`.
-    fn source_at(
-        &mut self,
-        path: &Path,
-        real: PathBuf,
-        meta: fs::Metadata,
-        narinfo: bool,
-    ) -> Result<Option<usize>, PublishError> {
-        let key = self.key_of(&real);
-        if let Some(i) = self.known_source(&key, meta.ino()) {
-            return Ok(Some(i));
-        }
-        if !meta.is_file() {
-            self.warn(format!("{}: skipped: not a regular file", path.display()));
-            return Ok(None);
-        }
-        let stamp = FileStamp::of(&meta);
-        let kind = if narinfo {
-            match self.narinfo_nar(&key, &real, &stamp)? {
-                Some(nar) => SourceKind::Narinfo { nar },
-                None => return Ok(None),
-            }
-        } else {
-            SourceKind::Plain
-        };
-        let i = self.sources.len();
-        if let Some(j) = self.by_inode.insert(stamp.inode, i) {
-            // Keep the first source of this inode where it was; this one goes by its key.
-            self.by_inode.insert(stamp.inode, j);
-            self.by_key.insert(key.clone(), i);
-        }
-        let real_path = (self.mirror.join(&key) != real).then_some(real);
-        self.sources.push(Source {
-            key,
-            real_path,
-            stamp,
-            kind,
-        });
-        Ok(Some(i))
-    }
-
-    /// The source of `key`, whose inode number is `inode`, if it was seen already.
-    fn known_source(&self, key: &str, inode: u64) -> Option<usize> {
-        self.by_inode
-            .get(&inode)
-            .copied()
-            .filter(|&i| self.sources[i].key == key)
-            .or_else(|| self.by_key.get(key).copied())
     }
 
     /// `path` with every symlink resolved, and the metadata of what it names. The same as
     /// `fs::canonicalize` and `fs::metadata`, but each directory is resolved once: a file or a
     /// link to a file costs one or three calls instead of one per path component, which
     /// matters for the tens of thousands of links of the release views.
-    fn resolve(&mut self, path: &Path) -> io::Result<(PathBuf, fs::Metadata)> {
+    pub(super) fn resolve(&mut self, path: &Path) -> io::Result<(PathBuf, fs::Metadata)> {
         let slow = |path: &Path| -> io::Result<(PathBuf, fs::Metadata)> {
             let real = fs::canonicalize(path)?;
             let meta = fs::metadata(&real)?;
@@ -304,20 +192,142 @@ impl<'a> Scanner<'a> {
         self.real_dirs.insert(dir.to_path_buf(), real.clone());
         Ok(real)
     }
+}
 
-    /// The NAR source of a narinfo: from the cache entry while the narinfo is unchanged, else
-    /// from its `URL` field.
+struct Walker<'a> {
+    mirror: PathBuf,
+    opts: &'a WalkOptions<'a>,
+    hasher: Hasher<'a>,
+    writer: Option<&'a mut CacheWriter>,
+    resolver: Resolver,
+    /// The sources waiting to be hashed, and their fingerprints.
+    batch: Vec<Source>,
+    in_batch: HashSet<u128>,
+    /// The root of every source hashed, by the fingerprint of its key.
+    done: RootMap,
+    releases: Vec<Release>,
+    release_by_path: HashMap<PathBuf, Root>,
+    warnings: Vec<String>,
+    fixed: Vec<String>,
+    sampler: Sampler,
+    paths: Vec<(String, Cid, bool)>,
+}
+
+pub(super) fn join_key(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+impl Walker<'_> {
+    fn warn(&mut self, message: String) {
+        tracing::warn!("{message}");
+        self.warnings.push(message);
+    }
+
+    /// Warns that `link` leads nowhere (it is left out).
+    fn warn_dangling(&mut self, link: &Path) {
+        self.warn(format!(
+            "{}: skipped: it is a link to nothing",
+            link.display()
+        ));
+    }
+
+    /// The entries of a directory, sorted by name, without hidden and non-UTF-8 names.
+    fn list(&mut self, dir: &Path) -> Result<Vec<String>, PublishError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+            let entry = entry.map_err(io_error(dir))?;
+            match entry.file_name().into_string() {
+                Ok(name) if name.starts_with('.') => {}
+                Ok(name) => out.push(name),
+                Err(name) => self.warn(format!(
+                    "{}: skipped: the name {name:?} is not UTF-8",
+                    dir.display()
+                )),
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn key_of(&self, real: &Path) -> String {
+        match real.strip_prefix(&self.mirror) {
+            Ok(rel) => rel.to_string_lossy().into_owned(),
+            Err(_) => real.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Resolves `path` to a real file and returns its entry, adding it to the batch on first
+    /// sight; `None` (with a warning) for a link that leads nowhere or to something else than
+    /// a file.
+    fn source(&mut self, path: &Path, narinfo: bool) -> Result<Option<Entry>, PublishError> {
+        let (real, meta) = match self.resolver.resolve(path) {
+            Ok(found) => found,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warn_dangling(path);
+                return Ok(None);
+            }
+            Err(e) => return Err(io_error(path)(e)),
+        };
+        self.source_at(path, real, meta, narinfo)
+    }
+
+    /// [`Walker::source`] of `path`, resolved to `real` whose metadata is `meta`.
+    fn source_at(
+        &mut self,
+        path: &Path,
+        real: PathBuf,
+        meta: fs::Metadata,
+        narinfo: bool,
+    ) -> Result<Option<Entry>, PublishError> {
+        let key = self.key_of(&real);
+        let id = fingerprint128(key.as_bytes());
+        if let Some(root) = self.done.get(&id) {
+            return Ok(Some(Entry::File(root)));
+        }
+        if self.in_batch.contains(&id) {
+            return Ok(Some(Entry::Pending(id)));
+        }
+        if !meta.is_file() {
+            self.warn(format!("{}: skipped: not a regular file", path.display()));
+            return Ok(None);
+        }
+        let stamp = FileStamp::of(&meta);
+        let kind = if narinfo {
+            match self.narinfo_nar(&key, &real, &stamp)? {
+                Some((nar_key, nar)) => SourceKind::Narinfo { nar_key, nar },
+                None => return Ok(None),
+            }
+        } else {
+            SourceKind::Plain
+        };
+        let real_path = (self.mirror.join(&key) != real).then_some(real);
+        self.in_batch.insert(id);
+        self.batch.push(Source {
+            key,
+            real_path,
+            stamp,
+            kind,
+        });
+        Ok(Some(Entry::Pending(id)))
+    }
+
+    /// The NAR of a narinfo (its key and fingerprint, after adding it to the batch if it is
+    /// new): from the cache entry while the narinfo is unchanged, else from its `URL` field.
     fn narinfo_nar(
         &mut self,
         key: &str,
         real: &Path,
         stamp: &FileStamp,
-    ) -> Result<Option<usize>, PublishError> {
+    ) -> Result<Option<(String, u128)>, PublishError> {
         let cached = self
             .opts
             .cache
-            .file(key, stamp, self.opts.layout.add)
-            .and_then(|e| e.dep.clone());
+            .file(key, stamp, self.opts.build.layout.add)
+            .and_then(|(e, _)| e.dep);
         let nar_path = match cached {
             Some(dep) if Path::new(&dep.key).is_absolute() => PathBuf::from(dep.key),
             Some(dep) => self.mirror.join(dep.key),
@@ -340,8 +350,13 @@ impl<'a> Scanner<'a> {
                 real.parent().unwrap_or(Path::new("/")).join(&info.url)
             }
         };
-        match self.resolve(&nar_path) {
-            Ok((nar_real, meta)) => self.source_at(&nar_path, nar_real, meta, false),
+        match self.resolver.resolve(&nar_path) {
+            Ok((nar_real, meta)) => {
+                let nar_key = self.key_of(&nar_real);
+                Ok(self
+                    .source_at(&nar_path, nar_real, meta, false)?
+                    .map(|_| (nar_key.clone(), fingerprint128(nar_key.as_bytes()))))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.warn(format!(
                     "{}: skipped: its NAR {} is missing",
@@ -354,23 +369,109 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn push_dir(&mut self, key: String, entries: BTreeMap<String, Entry>) -> Entry {
-        self.dirs.push(Dir { key, entries });
-        Entry::Dir(self.dirs.len() - 1)
+    /// Hashes the batch: its sources join the ones done, their cache entries go to the
+    /// writer.
+    fn flush(&mut self) -> Result<(), PublishError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        self.in_batch.clear();
+        // In key order, the cache is read forward.
+        batch.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let hashed = self.hasher.hash_batch(&batch, &mut self.done)?;
+        if let Some(writer) = self.writer.as_deref_mut() {
+            let entries = batch
+                .into_iter()
+                .zip(hashed)
+                .map(|(source, h)| (source.key, h.entry, h.on_node))
+                .collect();
+            writer.files(entries).map_err(|e| PublishError::Io {
+                path: "the cache of file CIDs (temporary file)".into(),
+                source: e,
+            })?;
+        }
+        Ok(())
     }
 
-    /// A binary cache directory: the global one or a release's view.
+    /// Adds an entry to `entries`, hashing the batch when it is full.
+    fn push(
+        &mut self,
+        entries: &mut Vec<(String, Entry)>,
+        name: String,
+        entry: Entry,
+    ) -> Result<(), PublishError> {
+        entries.push((name, entry));
+        if self.batch.len() >= BATCH {
+            // Its entries stay pending until their directory is built.
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Builds the directory published at `key` from `entries` (hashing what waits first).
+    fn dir(&mut self, key: &str, entries: Vec<(String, Entry)>) -> Result<Entry, PublishError> {
+        self.flush()?;
+        let mut entries = entries;
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut roots = Vec::with_capacity(entries.len());
+        let mut kinds = Vec::with_capacity(entries.len());
+        for (name, entry) in entries {
+            let (root, is_dir) = match entry {
+                Entry::Pending(id) => match self.done.get(&id) {
+                    Some(root) => (root, false),
+                    None => {
+                        return Err(PublishError::Io {
+                            path: self.mirror.join(key).join(&name),
+                            source: io::Error::other("the file was not hashed"),
+                        })
+                    }
+                },
+                Entry::File(root) => (root, false),
+                Entry::Dir(root) => (root, true),
+            };
+            roots.push((name, root));
+            kinds.push(is_dir);
+        }
+        for ((name, root), is_dir) in roots.iter().zip(kinds) {
+            let path = join_key(key, name);
+            let cid = root.cid.cid();
+            if self.opts.record_paths {
+                self.paths.push((path.clone(), cid, is_dir));
+            }
+            if is_dir {
+                self.sampler.dir(&path, cid);
+            } else {
+                self.sampler.file(&path, cid);
+            }
+        }
+        let added = self.hasher.directory(key, roots)?;
+        if let Some(writer) = self.writer.as_deref_mut() {
+            writer.dir(key.to_string(), added, false);
+        }
+        Ok(Entry::Dir(Root::of(added, key)?))
+    }
+
+    /// A binary cache directory: the global one or a release's view. Its `nar` directory
+    /// comes first, so that its narinfos find their NARs hashed.
     fn binary_cache(&mut self, dir: &Path, key: &str) -> Result<Entry, PublishError> {
-        let mut entries = BTreeMap::new();
-        for (name, path) in self.list(dir)? {
+        let mut names = self.list(dir)?;
+        if let Some(i) = names.iter().position(|n| n == "nar") {
+            let nar = names.remove(i);
+            names.insert(0, nar);
+        }
+        let mut entries = Vec::new();
+        for name in names {
+            let path = dir.join(&name);
             let source = if name == "nar" && path.is_dir() {
-                let mut nars = BTreeMap::new();
-                for (nar_name, nar_path) in self.list(&path)? {
-                    if let Some(i) = self.source(&nar_path, false)? {
-                        nars.insert(nar_name, Entry::File(i));
+                let mut nars = Vec::new();
+                for nar_name in self.list(&path)? {
+                    if let Some(e) = self.source(&path.join(&nar_name), false)? {
+                        self.push(&mut nars, nar_name, e)?;
                     }
                 }
-                entries.insert(name.clone(), self.push_dir(join_key(key, "nar"), nars));
+                let nar_dir = self.dir(&join_key(key, "nar"), nars)?;
+                self.push(&mut entries, name, nar_dir)?;
                 continue;
             } else if name == "nix-cache-info" {
                 self.source(&path, false)?
@@ -379,11 +480,11 @@ impl<'a> Scanner<'a> {
             } else {
                 continue;
             };
-            if let Some(i) = source {
-                entries.insert(name, Entry::File(i));
+            if let Some(e) = source {
+                self.push(&mut entries, name, e)?;
             }
         }
-        Ok(self.push_dir(key.to_string(), entries))
+        self.dir(key, entries)
     }
 
     /// A release directory, or `None` when it is not complete.
@@ -396,8 +497,8 @@ impl<'a> Scanner<'a> {
             }
             Err(e) => return Err(io_error(dir)(e)),
         };
-        if let Some(entry) = self.release_by_path.get(&real) {
-            return Ok(Some(*entry));
+        if let Some(root) = self.release_by_path.get(&real) {
+            return Ok(Some(Entry::Dir(*root)));
         }
         if !real.is_dir() {
             return Ok(None);
@@ -409,155 +510,217 @@ impl<'a> Scanner<'a> {
             ));
             return Ok(None);
         }
-        let entry = match self.trusted_ipfs_hash(&real, key) {
-            Some(added) => {
+        let root = match self.trusted_ipfs_hash(&real, key) {
+            Some(root) => {
                 self.fixed.push(key.to_string());
-                self.fixed_roots.push(added);
-                Entry::Fixed(self.fixed_roots.len() - 1)
+                if let Some(writer) = self.writer.as_deref_mut() {
+                    writer
+                        .keep_under(self.opts.cache, key)
+                        .map_err(|e| PublishError::Io {
+                            path: "the cache of file CIDs".into(),
+                            source: e,
+                        })?;
+                }
+                root
             }
             None => {
-                let mut entries = BTreeMap::new();
-                for (name, path) in self.list(&real)? {
+                let mut entries = Vec::new();
+                for name in self.list(&real)? {
                     if name == IPFS_HASH_FILE {
                         continue;
                     }
+                    let path = real.join(&name);
                     if name == "binary_cache" && path.is_dir() {
                         let view = self.binary_cache(&path, &join_key(key, &name))?;
-                        entries.insert(name, view);
+                        self.push(&mut entries, name, view)?;
                     } else if path.is_file() {
-                        if let Some(i) = self.source(&path, false)? {
-                            entries.insert(name, Entry::File(i));
+                        if let Some(e) = self.source(&path, false)? {
+                            self.push(&mut entries, name, e)?;
                         }
                     }
                 }
-                self.push_dir(key.to_string(), entries)
+                match self.dir(key, entries)? {
+                    Entry::Dir(root) => root,
+                    _ => unreachable!("a directory's entry"),
+                }
             }
         };
-        self.release_by_path.insert(real.clone(), entry);
+        self.release_by_path.insert(real.clone(), root);
         self.releases.push(Release {
             key: key.to_string(),
             path: real,
-            entry,
+            root: root.added(),
         });
-        Ok(Some(entry))
+        Ok(Some(Entry::Dir(root)))
     }
 
-    fn trusted_ipfs_hash(&self, real: &Path, key: &str) -> Option<Added> {
+    fn trusted_ipfs_hash(&self, real: &Path, key: &str) -> Option<Root> {
         let text = fs::read_to_string(real.join(IPFS_HASH_FILE)).ok()?;
         let cid = Cid::parse(text.trim()).ok()?;
         let known = self.opts.cache.dir(key)?;
-        (known.cid == cid
-            && cid.version() == self.opts.layout.add.cid_version
-            && (self.opts.trust_release)(&cid))
-        .then_some(known)
-    }
-}
-
-impl MirrorTree {
-    /// Looks at the mirror in `mirror` (see the module documentation for what is taken).
-    pub fn scan(mirror: &Path, opts: &ScanOptions<'_>) -> Result<MirrorTree, PublishError> {
-        let real = fs::canonicalize(mirror).map_err(io_error(mirror))?;
-        let mut s = Scanner::new(real.clone(), opts);
-        let mut root = BTreeMap::new();
-        let cache_dir = real.join("binary_cache");
-        if cache_dir.is_dir() {
-            let entry = s.binary_cache(&cache_dir, "binary_cache")?;
-            root.insert("binary_cache".to_string(), entry);
-        } else {
-            s.warn(format!("{}: there is no binary cache", cache_dir.display()));
-        }
-        let releases_dir = real.join("releases");
-        if releases_dir.is_dir() {
-            let mut channels = BTreeMap::new();
-            for (channel, channel_path) in s.list(&releases_dir)? {
-                if !channel_path.is_dir() {
-                    continue;
-                }
-                let channel_key = format!("releases/{channel}");
-                let mut releases = BTreeMap::new();
-                for (name, path) in s.list(&channel_path)? {
-                    if let Some(entry) = s.release(&path, &join_key(&channel_key, &name))? {
-                        releases.insert(name, entry);
-                    }
-                }
-                if !releases.is_empty() {
-                    channels.insert(channel, s.push_dir(channel_key, releases));
-                }
-            }
-            if !channels.is_empty() {
-                root.insert(
-                    "releases".to_string(),
-                    s.push_dir("releases".into(), channels),
-                );
-            }
-        }
-        let channels_dir = real.join("channels");
-        if channels_dir.is_dir() {
-            let mut channels = BTreeMap::new();
-            for (channel, path) in s.list(&channels_dir)? {
-                if let Some(entry) = s.release(&path, &format!("channels/{channel}"))? {
-                    channels.insert(channel, entry);
-                }
-            }
-            if !channels.is_empty() {
-                root.insert(
-                    "channels".to_string(),
-                    s.push_dir("channels".into(), channels),
-                );
-            }
-        }
-        // Source tarballs, as tarballs.nixos.org lays them out: each algorithm's directory,
-        // whose links lead to the files under `sha512/` (each hashed once).
-        let tarballs_dir = real.join("tarballs");
-        if tarballs_dir.is_dir() {
-            let mut algos = BTreeMap::new();
-            for algo in ["md5", "sha1", "sha256", "sha512"] {
-                let algo_dir = tarballs_dir.join(algo);
-                if !algo_dir.is_dir() {
-                    continue;
-                }
-                let mut files = BTreeMap::new();
-                for (name, path) in s.list(&algo_dir)? {
-                    if let Some(i) = s.source(&path, false)? {
-                        files.insert(name, Entry::File(i));
-                    }
-                }
-                if !files.is_empty() {
-                    let key = format!("tarballs/{algo}");
-                    algos.insert(algo.to_string(), s.push_dir(key, files));
-                }
-            }
-            if !algos.is_empty() {
-                root.insert("tarballs".to_string(), s.push_dir("tarballs".into(), algos));
-            }
-        }
-        s.push_dir(String::new(), root);
-        Ok(MirrorTree {
-            mirror: real,
-            sources: s.sources,
-            dirs: s.dirs,
-            releases: s.releases,
-            warnings: s.warnings,
-            fixed_releases: s.fixed,
-            fixed: s.fixed_roots,
+        let trusted = known.cid == cid
+            && cid.version() == self.opts.build.layout.add.cid_version
+            && (self.opts.trust_release)(&cid);
+        let short = ShortCid::of(&cid)?;
+        trusted.then_some(Root {
+            cid: short,
+            tsize: known.tsize,
         })
     }
 
-    /// The cache keys of this tree's sources and directories (what the cache keeps, with
-    /// whatever is inside [`MirrorTree::fixed_releases`]).
-    pub fn keys(&self) -> HashSet<&str> {
-        self.sources
-            .iter()
-            .map(|s| s.key.as_str())
-            .chain(self.dirs.iter().map(|d| d.key.as_str()))
-            .collect()
+    /// A directory of entries that are each a directory or nothing.
+    fn dirs_of(
+        &mut self,
+        key: &str,
+        children: Vec<(String, Option<Entry>)>,
+    ) -> Result<Option<Entry>, PublishError> {
+        let entries: Vec<(String, Entry)> = children
+            .into_iter()
+            .filter_map(|(name, e)| e.map(|e| (name, e)))
+            .collect();
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        self.dir(key, entries).map(Some)
     }
+}
+
+/// Walks the mirror in `mirror`, hashing its files and building its directories as it goes
+/// (see the module documentation); every block goes to `router`, the cache entries to
+/// `writer`. Files are hashed on a pool of `concurrency` threads (at most 64) while the
+/// calling thread waits: call it from a blocking context.
+pub fn walk(
+    mirror: &Path,
+    opts: &WalkOptions<'_>,
+    router: &Router,
+    writer: Option<&mut CacheWriter>,
+) -> Result<Walked, PublishError> {
+    let real = fs::canonicalize(mirror).map_err(io_error(mirror))?;
+    let threads = opts.build.concurrency.clamp(1, 64);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("nixipfs-hash-{i}"))
+        .build()
+        .map_err(PublishError::Threads)?;
+    let mut w = Walker {
+        mirror: real.clone(),
+        opts,
+        hasher: Hasher {
+            mirror: &real,
+            cache: opts.cache,
+            router,
+            opts: opts.build,
+            pool,
+            phase: Phase::new("Hashing files", Unit::Bytes, 0),
+            stats: std::sync::Mutex::new(HashStats::default()),
+            dirs_delivered: std::sync::Mutex::new(HashSet::new()),
+        },
+        writer,
+        resolver: Resolver::new(),
+        batch: Vec::new(),
+        in_batch: HashSet::new(),
+        done: RootMap::default(),
+        releases: Vec::new(),
+        release_by_path: HashMap::new(),
+        warnings: Vec::new(),
+        fixed: Vec::new(),
+        sampler: Sampler::new(opts.verify_files),
+        paths: Vec::new(),
+    };
+    let mut root = Vec::new();
+    let cache_dir = real.join("binary_cache");
+    if cache_dir.is_dir() {
+        let entry = w.binary_cache(&cache_dir, "binary_cache")?;
+        root.push(("binary_cache".to_string(), entry));
+    } else {
+        w.warn(format!("{}: there is no binary cache", cache_dir.display()));
+    }
+    let releases_dir = real.join("releases");
+    if releases_dir.is_dir() {
+        let mut channels = Vec::new();
+        for channel in w.list(&releases_dir)? {
+            let channel_path = releases_dir.join(&channel);
+            if !channel_path.is_dir() {
+                continue;
+            }
+            let channel_key = format!("releases/{channel}");
+            let mut releases = Vec::new();
+            for name in w.list(&channel_path)? {
+                let entry = w.release(&channel_path.join(&name), &join_key(&channel_key, &name))?;
+                releases.push((name, entry));
+            }
+            let entry = w.dirs_of(&channel_key, releases)?;
+            channels.push((channel, entry));
+        }
+        if let Some(entry) = w.dirs_of("releases", channels)? {
+            root.push(("releases".to_string(), entry));
+        }
+    }
+    let channels_dir = real.join("channels");
+    if channels_dir.is_dir() {
+        let mut channels = Vec::new();
+        for channel in w.list(&channels_dir)? {
+            let entry = w.release(&channels_dir.join(&channel), &format!("channels/{channel}"))?;
+            channels.push((channel, entry));
+        }
+        if let Some(entry) = w.dirs_of("channels", channels)? {
+            root.push(("channels".to_string(), entry));
+        }
+    }
+    // Source tarballs, as tarballs.nixos.org lays them out: each algorithm's directory, whose
+    // links lead to the files under `sha512/` (each hashed once; `sha512/` first, so that the
+    // links find their files hashed).
+    let tarballs_dir = real.join("tarballs");
+    if tarballs_dir.is_dir() {
+        let mut algos = Vec::new();
+        for algo in ["sha512", "md5", "sha1", "sha256"] {
+            let algo_dir = tarballs_dir.join(algo);
+            if !algo_dir.is_dir() {
+                continue;
+            }
+            let mut files = Vec::new();
+            for name in w.list(&algo_dir)? {
+                if let Some(e) = w.source(&algo_dir.join(&name), false)? {
+                    w.push(&mut files, name, e)?;
+                }
+            }
+            let entry = if files.is_empty() {
+                None
+            } else {
+                Some(w.dir(&format!("tarballs/{algo}"), files)?)
+            };
+            algos.push((algo.to_string(), entry));
+        }
+        if let Some(entry) = w.dirs_of("tarballs", algos)? {
+            root.push(("tarballs".to_string(), entry));
+        }
+    }
+    let root = match w.dir("", root)? {
+        Entry::Dir(root) => root.added(),
+        _ => unreachable!("a directory's entry"),
+    };
+    w.hasher.phase.finish();
+    let stats = w
+        .hasher
+        .stats
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    Ok(Walked {
+        mirror: real.clone(),
+        root,
+        releases: w.releases,
+        warnings: w.warnings,
+        fixed_releases: w.fixed,
+        sample: w.sampler.finish(),
+        paths: w.paths,
+        stats,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipfs::publish::fixtures::{small_mirror, trust_none};
+    use crate::ipfs::publish::fixtures::{build_to_car, small_mirror};
 
     #[test]
     fn resolve_agrees_with_canonicalize() {
@@ -580,13 +743,7 @@ mod tests {
         for (link, target) in &links {
             symlink(target, root.join(link)).unwrap();
         }
-        let cache = FileCache::new();
-        let opts = ScanOptions {
-            layout: crate::ipfs::profile::Profile::LegacyRawV0.layout(),
-            cache: &cache,
-            trust_release: &trust_none,
-        };
-        let mut s = Scanner::new(root.clone(), &opts);
+        let mut s = Resolver::new();
         let mut names: Vec<&str> = links.iter().map(|(l, _)| *l).collect();
         names.extend(["real/sub/file", "alias/sub/file", "real/sub/nothing"]);
         for name in names {
@@ -605,84 +762,81 @@ mod tests {
     }
 
     #[test]
-    fn scan_publishes_the_tarball_tree_with_each_file_once() {
+    fn the_tarball_tree_is_published_with_each_file_once() {
         let dir = tempfile::tempdir().unwrap();
         small_mirror(dir.path());
         let t = dir.path().join("tarballs");
-        std::fs::create_dir_all(t.join("sha512")).unwrap();
-        std::fs::create_dir_all(t.join("sha256")).unwrap();
-        std::fs::write(t.join("sha512/abcd"), b"source").unwrap();
+        fs::create_dir_all(t.join("sha512")).unwrap();
+        fs::create_dir_all(t.join("sha256")).unwrap();
+        fs::write(t.join("sha512/abcd"), b"source").unwrap();
         std::os::unix::fs::symlink("../sha512/abcd", t.join("sha256/ef01")).unwrap();
-        std::fs::write(t.join("lastsync"), b"1").unwrap();
-        std::fs::create_dir_all(dir.path().join(".staging/tarballs/sha256")).unwrap();
-        std::fs::write(dir.path().join(".staging/tarballs/sha256/99"), b"x").unwrap();
-        let cache = FileCache::new();
-        let opts = ScanOptions {
-            layout: crate::ipfs::profile::Profile::LegacyRawV0.layout(),
-            cache: &cache,
-            trust_release: &trust_none,
-        };
-        let tree = MirrorTree::scan(dir.path(), &opts).unwrap();
-        let keys: Vec<&str> = tree
-            .sources
+        fs::write(t.join("lastsync"), b"1").unwrap();
+        fs::create_dir_all(dir.path().join(".staging/tarballs/sha256")).unwrap();
+        fs::write(dir.path().join(".staging/tarballs/sha256/99"), b"x").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let (walked, _) = build_to_car(dir.path(), &FileCache::new(), &out.path().join("m.car"));
+        let tarballs: Vec<(&str, bool)> = walked
+            .paths
             .iter()
-            .map(|s| s.key.as_str())
-            .filter(|k| k.contains("tarballs"))
+            .filter(|(p, _, _)| p.starts_with("tarballs"))
+            .map(|(p, _, d)| (p.as_str(), *d))
             .collect();
-        assert_eq!(keys, ["tarballs/sha512/abcd"]);
-        let dirs: Vec<&str> = tree
-            .dirs
-            .iter()
-            .map(|d| d.key.as_str())
-            .filter(|k| k.contains("tarballs"))
-            .collect();
-        assert_eq!(dirs, ["tarballs/sha256", "tarballs/sha512", "tarballs"]);
+        assert_eq!(
+            tarballs,
+            [
+                ("tarballs/sha512/abcd", false),
+                ("tarballs/sha256/ef01", false),
+                ("tarballs/sha256", true),
+                ("tarballs/sha512", true),
+                ("tarballs", true),
+            ]
+        );
+        let cid = |p: &str| walked.paths.iter().find(|(q, _, _)| q == p).unwrap().1;
+        assert_eq!(cid("tarballs/sha512/abcd"), cid("tarballs/sha256/ef01"));
+        // 9 files of the small mirror and one tarball: the link is not hashed again.
+        assert_eq!(walked.stats.files, 10);
+        assert_eq!(walked.stats.files_read, 10);
     }
 
     #[test]
-    fn scan_takes_the_published_files_only() {
+    fn the_walk_takes_the_published_files_only() {
         let dir = tempfile::tempdir().unwrap();
         small_mirror(dir.path());
-        let cache = FileCache::new();
-        let opts = ScanOptions {
-            layout: crate::ipfs::profile::Profile::LegacyRawV0.layout(),
-            cache: &cache,
-            trust_release: &trust_none,
-        };
-        let tree = MirrorTree::scan(dir.path(), &opts).unwrap();
-        let mut keys: Vec<&str> = tree.sources.iter().map(|s| s.key.as_str()).collect();
-        keys.sort();
+        let out = tempfile::tempdir().unwrap();
+        let (walked, _) = build_to_car(dir.path(), &FileCache::new(), &out.path().join("m.car"));
+        let rel = "releases/nixos-24.05/nixos-24.05.1.abc";
+        let mut paths: Vec<&str> = walked.paths.iter().map(|(p, _, _)| p.as_str()).collect();
+        paths.sort();
+        let expected = [
+            "binary_cache".to_string(),
+            "binary_cache/nar".into(),
+            "binary_cache/nar/a.nar.xz".into(),
+            "binary_cache/nar/b.nar.xz".into(),
+            "binary_cache/nix-cache-info".into(),
+            "binary_cache/r29rfw7xvs9kc6lxma5aqdqbci3af4vg.narinfo".into(),
+            "binary_cache/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1.narinfo".into(),
+            "channels".into(),
+            "channels/nixos-24.05".into(),
+            "releases".into(),
+            "releases/nixos-24.05".into(),
+            rel.to_string(),
+            format!("{rel}/binary_cache"),
+            format!("{rel}/binary_cache/nar"),
+            format!("{rel}/binary_cache/nar/a.nar.xz"),
+            format!("{rel}/binary_cache/nix-cache-info"),
+            format!("{rel}/binary_cache/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1.narinfo"),
+            format!("{rel}/git-revision"),
+            format!("{rel}/nixexprs.tar.xz"),
+            format!("{rel}/src-url"),
+        ];
         assert_eq!(
-            keys,
-            [
-                "binary_cache/nar/a.nar.xz",
-                "binary_cache/nar/b.nar.xz",
-                "binary_cache/nix-cache-info",
-                "binary_cache/r29rfw7xvs9kc6lxma5aqdqbci3af4vg.narinfo",
-                "binary_cache/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1.narinfo",
-                "releases/nixos-24.05/nixos-24.05.1.abc/binary_cache/nix-cache-info",
-                "releases/nixos-24.05/nixos-24.05.1.abc/git-revision",
-                "releases/nixos-24.05/nixos-24.05.1.abc/nixexprs.tar.xz",
-                "releases/nixos-24.05/nixos-24.05.1.abc/src-url",
-            ]
+            paths,
+            expected.iter().map(String::as_str).collect::<Vec<_>>()
         );
-        let dir_keys: Vec<&str> = tree.dirs.iter().map(|d| d.key.as_str()).collect();
-        assert_eq!(
-            dir_keys,
-            [
-                "binary_cache/nar",
-                "binary_cache",
-                "releases/nixos-24.05/nixos-24.05.1.abc/binary_cache/nar",
-                "releases/nixos-24.05/nixos-24.05.1.abc/binary_cache",
-                "releases/nixos-24.05/nixos-24.05.1.abc",
-                "releases/nixos-24.05",
-                "releases",
-                "channels",
-                "",
-            ]
-        );
-        assert_eq!(tree.releases.len(), 1);
-        let warnings = tree.warnings.join("\n");
+        // 9 files: the release's view shares the global NAR and narinfo.
+        assert_eq!(walked.stats.files, 9);
+        assert_eq!(walked.releases.len(), 1);
+        let warnings = walked.warnings.join("\n");
         assert!(warnings.contains("missing.nar.xz is missing"), "{warnings}");
         assert!(
             warnings.contains("nixos-24.05.2.def: skipped: the release is not complete"),
@@ -693,7 +847,121 @@ mod tests {
             "{warnings}"
         );
         // The channel is the release's directory itself.
-        let channels = &tree.dirs[7];
-        assert_eq!(channels.entries["nixos-24.05"], tree.releases[0].entry);
+        let cid = |p: &str| walked.paths.iter().find(|(q, _, _)| q == p).unwrap().1;
+        assert_eq!(cid("channels/nixos-24.05"), cid(rel));
+        assert_eq!(walked.releases[0].root.cid, cid(rel));
+    }
+
+    /// More files than a batch, in the global cache and a release's view: every file once,
+    /// the same roots as with one batch per directory.
+    #[test]
+    fn batches_give_the_same_dag() {
+        let dir = tempfile::tempdir().unwrap();
+        small_mirror(dir.path());
+        let nar_dir = dir.path().join("binary_cache/nar");
+        let view = dir
+            .path()
+            .join("releases/nixos-24.05/nixos-24.05.1.abc/binary_cache/nar");
+        let n = BATCH + BATCH / 2;
+        for i in 0..n {
+            fs::write(nar_dir.join(format!("f{i:05}.nar")), i.to_string()).unwrap();
+            if i % 3 == 0 {
+                std::os::unix::fs::symlink(
+                    format!("../../../../../binary_cache/nar/f{i:05}.nar"),
+                    view.join(format!("f{i:05}.nar")),
+                )
+                .unwrap();
+            }
+        }
+        let out = tempfile::tempdir().unwrap();
+        let (walked, _) = build_to_car(dir.path(), &FileCache::new(), &out.path().join("m.car"));
+        assert_eq!(walked.stats.files, 9 + n as u64);
+        assert_eq!(walked.stats.files_read, 9 + n as u64);
+        // Each directory alone, as DirectoryBuilder makes it from the files' CIDs.
+        let layout = crate::ipfs::profile::Profile::LegacyRawV0.layout();
+        let hash = |data: &[u8]| {
+            let file = layout
+                .file_hasher()
+                .add(data, &mut |_: &Cid, _: &[u8]| Ok(()))
+                .unwrap();
+            (file.cid, file.tsize)
+        };
+        let mut global = layout.directory();
+        let mut in_view = layout.directory();
+        for (name, data) in [
+            ("a.nar.xz", vec![7u8; 300_000]),
+            ("b.nar.xz", b"nar b".to_vec()),
+        ] {
+            let (cid, tsize) = hash(&data);
+            global.add(name, cid, tsize).unwrap();
+            if name == "a.nar.xz" {
+                in_view.add(name, cid, tsize).unwrap();
+            }
+        }
+        for i in 0..n {
+            let (cid, tsize) = hash(i.to_string().as_bytes());
+            global.add(&format!("f{i:05}.nar"), cid, tsize).unwrap();
+            if i % 3 == 0 {
+                in_view.add(&format!("f{i:05}.nar"), cid, tsize).unwrap();
+            }
+        }
+        let none = &mut |_: &Cid, _: &[u8]| Ok(());
+        let cid = |p: &str| walked.paths.iter().find(|(q, _, _)| q == p).unwrap().1;
+        assert_eq!(cid("binary_cache/nar"), global.build(none).unwrap().cid);
+        assert_eq!(
+            cid("releases/nixos-24.05/nixos-24.05.1.abc/binary_cache/nar"),
+            in_view.build(none).unwrap().cid
+        );
+    }
+
+    #[test]
+    fn the_cache_spares_reading_and_gives_the_same_dag() {
+        use crate::ipfs::file_cache::CacheWriter;
+        use crate::ipfs::publish::fixtures::walk_mirror;
+        let dir = tempfile::tempdir().unwrap();
+        small_mirror(dir.path());
+        let out = tempfile::tempdir().unwrap();
+        let path = out.path().join("ipfs_hashes");
+        let legacy = crate::ipfs::profile::Profile::LegacyRawV0
+            .layout()
+            .descriptor();
+        let run = |cache: &FileCache| {
+            let mut writer = CacheWriter::new(out.path(), Some(&legacy), None).unwrap();
+            let (walked, _) = walk_mirror(dir.path(), cache, None, Some(&mut writer));
+            writer.finish(&path, None, false).unwrap();
+            walked
+        };
+        let first = run(&FileCache::new());
+        assert_eq!(first.stats.files_read, 9);
+        let (cache, _) = FileCache::load(&path, &legacy).unwrap();
+        assert_eq!(cache.file_count(), 9);
+        let second = run(&cache);
+        assert_eq!(second.root, first.root);
+        assert_eq!(second.stats.files_read, 0);
+        assert_eq!(second.stats.files_from_cache, 9);
+
+        // A NAR that changes changes its narinfo's published bytes too.
+        let (cache, _) = FileCache::load(&path, &legacy).unwrap();
+        fs::write(
+            dir.path().join("binary_cache/nar/b.nar.xz"),
+            b"nar b, rebuilt",
+        )
+        .unwrap();
+        let third = run(&cache);
+        assert_eq!(third.stats.files_read, 2, "the NAR and its narinfo");
+        assert_ne!(third.root, first.root);
+        // A CAR file needs every block: every file is read, with the same roots.
+        let (cache, _) = FileCache::load(&path, &legacy).unwrap();
+        let car = out.path().join("m.car");
+        let (fourth, stats) = walk_mirror(dir.path(), &cache, Some(&car), None);
+        assert_eq!((fourth.root, fourth.stats.files_read), (third.root, 9));
+        let bytes = fs::read(&car).unwrap();
+        let mut reader = crate::ipfs::car::CarReader::new(&bytes[..]).unwrap();
+        let mut blocks = 0;
+        while let Some((cid, block)) = reader.next_block().unwrap() {
+            assert_eq!(cid.verify(&block), Some(true));
+            blocks += 1;
+        }
+        assert_eq!(blocks, stats.car_file_blocks);
     }
 }

@@ -7,66 +7,102 @@ use super::PublishError;
 use crate::ipfs::cid::Cid;
 use crate::ipfs::client::IpfsClient;
 
-/// Picks the published paths to check on the node: every directory down to the releases and
-/// channels, the first and last narinfo and NAR, and files spread evenly over the rest, at
-/// most `max_files` files in all. `walk` calls its argument with every published path, its
-/// CID and whether it is a directory, in tree order (as [`super::Built::visit`] does); it is
-/// called twice, and only the paths picked are kept.
-pub fn verification_sample<W>(walk: W, max_files: usize) -> Vec<(String, Cid)>
-where
-    W: Fn(&mut dyn FnMut(&str, &Cid, bool)),
-{
-    // First pass: how many files, and the first and last of each kind, by file number.
-    let kinds: [&dyn Fn(&str) -> bool; 3] = [
-        &|p: &str| p.starts_with("binary_cache/") && p.ends_with(".narinfo"),
-        &|p: &str| p.starts_with("binary_cache/nar/"),
-        &|p: &str| p.starts_with("releases/") && !p.contains("/binary_cache/"),
-    ];
-    let mut firsts_and_lasts = [[None::<usize>; 2]; 3];
-    let mut files = 0usize;
-    walk(&mut |path, _, is_dir| {
-        if is_dir {
-            return;
-        }
-        for (kind, ends) in kinds.iter().zip(firsts_and_lasts.iter_mut()) {
-            if kind(path) {
-                ends[0].get_or_insert(files);
-                ends[1] = Some(files);
-            }
-        }
-        files += 1;
-    });
-    let mut chosen: Vec<usize> = Vec::new();
-    for n in firsts_and_lasts.into_iter().flatten().flatten() {
-        if !chosen.contains(&n) && chosen.len() < max_files {
-            chosen.push(n);
+/// Picks the published paths to check on the node as the walk goes, without listing them:
+/// every directory down to the releases and channels (at most two `/` in the path), the first
+/// and last narinfo and NAR of the global cache and the first and last file of the releases
+/// (outside their views), and files spread over the rest (a reservoir sample of fixed seed,
+/// so the same mirror gives the same sample), at most `max_files` files in all.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    max_files: usize,
+    dirs: Vec<(String, Cid)>,
+    /// Per kind: the first and last file seen.
+    ends: [[Option<(String, Cid)>; 2]; 3],
+    /// The reservoir: files picked among those seen.
+    spread: Vec<(String, Cid)>,
+    seen: u64,
+    state: u64,
+}
+
+/// Which of the three kinds of [`Sampler`] a published path is.
+fn kind(path: &str) -> Option<usize> {
+    if path.starts_with("binary_cache/nar/") {
+        Some(1)
+    } else if path.starts_with("binary_cache/") && path.ends_with(".narinfo") {
+        Some(0)
+    } else if path.starts_with("releases/") && !path.contains("/binary_cache/") {
+        Some(2)
+    } else {
+        None
+    }
+}
+
+impl Sampler {
+    /// A sampler of at most `max_files` files.
+    pub fn new(max_files: usize) -> Sampler {
+        Sampler {
+            max_files,
+            dirs: Vec::new(),
+            ends: Default::default(),
+            spread: Vec::new(),
+            seen: 0,
+            state: 0x9e37_79b9_7f4a_7c15,
         }
     }
-    let room = max_files.saturating_sub(chosen.len());
-    if room > 0 && files > 0 {
-        let step = files.div_ceil(room).max(1);
-        for n in (0..files).step_by(step) {
-            if !chosen.contains(&n) && chosen.len() < max_files {
-                chosen.push(n);
+
+    /// splitmix64.
+    fn next_random(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A directory published at `path`.
+    pub fn dir(&mut self, path: &str, cid: Cid) {
+        if path.matches('/').count() <= 2 {
+            self.dirs.push((path.to_string(), cid));
+        }
+    }
+
+    /// A file published at `path`.
+    pub fn file(&mut self, path: &str, cid: Cid) {
+        if let Some(k) = kind(path) {
+            let ends = &mut self.ends[k];
+            if ends[0].is_none() {
+                ends[0] = Some((path.to_string(), cid));
+            } else {
+                ends[1] = Some((path.to_string(), cid));
+            }
+        }
+        self.seen += 1;
+        let room = self.max_files;
+        if self.spread.len() < room {
+            self.spread.push((path.to_string(), cid));
+        } else if room > 0 {
+            let j = self.next_random() % self.seen;
+            if let Ok(j) = usize::try_from(j) {
+                if j < room {
+                    self.spread[j] = (path.to_string(), cid);
+                }
             }
         }
     }
-    // Second pass: the directories near the top and the files chosen, in tree order.
-    let mut picked = Vec::new();
-    let mut file = 0usize;
-    walk(&mut |path, cid, is_dir| {
-        if is_dir {
-            if path.matches('/').count() <= 2 {
-                picked.push((path.to_string(), *cid));
+
+    /// The directories, then the files picked (the ends first).
+    pub fn finish(self) -> Vec<(String, Cid)> {
+        let mut files: Vec<(String, Cid)> = Vec::new();
+        let ends = self.ends.into_iter().flatten().flatten();
+        for file in ends.chain(self.spread) {
+            if files.len() < self.max_files && !files.iter().any(|f| f.0 == file.0) {
+                files.push(file);
             }
-        } else {
-            if chosen.contains(&file) {
-                picked.push((path.to_string(), *cid));
-            }
-            file += 1;
         }
-    });
-    picked
+        let mut picked = self.dirs;
+        picked.extend(files);
+        picked
+    }
 }
 
 /// Checks with `files/stat` that the node has `root` at `mfs_root`, and each sampled path
@@ -118,29 +154,53 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         small_mirror(dir.path());
         let out = tempfile::tempdir().unwrap();
-        let (tree, built, _) =
-            build_to_car(dir.path(), &FileCache::new(), &out.path().join("m.car"));
-        let sample = verification_sample(|f| built.visit(&tree, f), 4);
+        let (walked, _) = build_to_car(dir.path(), &FileCache::new(), &out.path().join("m.car"));
+        let sample = &walked.sample;
         let names: Vec<&str> = sample.iter().map(|(p, _)| p.as_str()).collect();
         for expected in [
             "binary_cache",
+            "binary_cache/nar",
             "channels",
             "channels/nixos-24.05",
             "releases",
             "releases/nixos-24.05",
             "releases/nixos-24.05/nixos-24.05.1.abc",
             "binary_cache/r29rfw7xvs9kc6lxma5aqdqbci3af4vg.narinfo",
+            "binary_cache/w9yy7v61ipb5rx6i35zq1mvc2iqfmps1.narinfo",
+            "binary_cache/nar/a.nar.xz",
+            "binary_cache/nar/b.nar.xz",
         ] {
             assert!(names.contains(&expected), "{expected} not in {names:?}");
         }
-        assert_eq!(
-            sample
-                .iter()
-                .filter(
-                    |(p, _)| !tree.dirs.iter().any(|d| &d.key == p) && !p.starts_with("channels/")
-                )
-                .count(),
-            4
+        let is_dir = |p: &str| walked.paths.iter().any(|(q, _, d)| q == p && *d);
+        assert_eq!(sample.iter().filter(|(p, _)| !is_dir(p)).count(), 4);
+        // Each with its CID.
+        for (path, cid) in sample {
+            assert!(
+                walked.paths.contains(&(path.clone(), *cid, is_dir(path))),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_spread_is_fixed_and_bounded() {
+        let cid = crate::ipfs::cid::Cid::sha2_256(1, crate::ipfs::cid::RAW, b"x").unwrap();
+        let pick = |n: usize| {
+            let mut s = Sampler::new(5);
+            for i in 0..n {
+                s.file(&format!("other/{i}"), cid);
+            }
+            s.finish()
+        };
+        assert_eq!(pick(3).len(), 3);
+        let many = pick(10_000);
+        assert_eq!(many.len(), 5);
+        assert_eq!(many, pick(10_000));
+        // Spread over the files, not the first ones only.
+        assert!(
+            many.iter().any(|(p, _)| p.as_str() > "other/5000"),
+            "{many:?}"
         );
     }
 }
