@@ -283,21 +283,14 @@ pub fn prune_releases(dir: &Path, keep_of: impl Fn(&str) -> Option<Option<u32>>)
         let mut kept = 0;
         for r in found {
             let is_current = current.as_ref() == Some(&r.dir);
-            let keep_it = if is_current {
-                true
-            } else if r.complete {
-                kept < keep.unwrap_or(u32::MAX)
-            } else {
-                // An unfinished release newer than the channel's may still be completed.
-                match (&r.info, current_key) {
-                    (Some(i), Some(c)) => i.order_key() > c,
-                    (_, None) => true,
-                    (None, Some(_)) => false,
-                }
-            };
-            if r.complete && keep_it {
-                kept += 1;
-            }
+            let keep_it = keeps(
+                is_current,
+                r.complete,
+                r.info.as_ref(),
+                current_key,
+                keep,
+                &mut kept,
+            );
             if keep_it {
                 if r.dir.join(BINARY_CACHE_DIR).is_dir() {
                     pruned.remaining.push(r.dir);
@@ -311,6 +304,35 @@ pub fn prune_releases(dir: &Path, keep_of: impl Fn(&str) -> Option<Option<u32>>)
         }
     }
     Ok(pruned)
+}
+
+/// Whether a release of a channel stays, the releases taken newest first, on disk or in a
+/// bucket: the channel's current release; a complete one while fewer than `keep` complete ones
+/// were kept (`kept` counts them); an unfinished one newer than the current release, which may
+/// still be completed.
+fn keeps(
+    is_current: bool,
+    complete: bool,
+    info: Option<&BuildInfo>,
+    current_key: Option<(u64, i64, u64)>,
+    keep: Option<u32>,
+    kept: &mut u32,
+) -> bool {
+    let keep_it = if is_current {
+        true
+    } else if complete {
+        *kept < keep.unwrap_or(u32::MAX)
+    } else {
+        match (info, current_key) {
+            (Some(i), Some(c)) => i.order_key() > c,
+            (_, None) => true,
+            (None, Some(_)) => false,
+        }
+    };
+    if complete && keep_it {
+        *kept += 1;
+    }
+    keep_it
 }
 
 /// What a kept release needs of a bucket's cache: the closure of its store paths, less what
@@ -539,20 +561,14 @@ pub async fn collect_bucket(
         let mut kept = 0;
         for r in found {
             let is_current = current.as_ref() == Some(&r.key);
-            let keep_it = if is_current {
-                true
-            } else if r.complete {
-                kept < keep.unwrap_or(u32::MAX)
-            } else {
-                match (&r.info, current_key) {
-                    (Some(i), Some(c)) => i.order_key() > c,
-                    (_, None) => true,
-                    (None, Some(_)) => false,
-                }
-            };
-            if r.complete && keep_it {
-                kept += 1;
-            }
+            let keep_it = keeps(
+                is_current,
+                r.complete,
+                r.info.as_ref(),
+                current_key,
+                keep,
+                &mut kept,
+            );
             if keep_it {
                 if r.complete || r.has_store_paths {
                     remaining.push(r.key);

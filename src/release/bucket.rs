@@ -200,15 +200,7 @@ pub async fn move_channel(
             return Ok(false);
         }
         if let Some(current_info) = build_info(root, &current).await? {
-            if current_info.order_key() > info.order_key() && !force {
-                tracing::warn!(
-                    "channel {channel}: the latest release {} is older than the current {} \
-                     (evaluation {} < {}); not moving back (pass --force to move anyway)",
-                    info.nixname,
-                    current_info.nixname,
-                    info.eval_id,
-                    current_info.eval_id
-                );
+            if super::would_move_back(channel, info, &current_info, force) {
                 return Ok(false);
             }
         }

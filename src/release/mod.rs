@@ -200,15 +200,7 @@ pub fn move_channel(
         }
         let current_dir = dir.join("channels").join(&current);
         if let Ok(current_info) = BuildInfo::read(&current_dir) {
-            if current_info.order_key() > info.order_key() && !force {
-                tracing::warn!(
-                    "channel {channel}: the latest release {} is older than the current {} \
-                     (evaluation {} < {}); not moving back (pass --force to move anyway)",
-                    info.nixname,
-                    current_info.nixname,
-                    info.eval_id,
-                    current_info.eval_id
-                );
+            if would_move_back(channel, info, &current_info, force) {
                 return Ok(false);
             }
         }
@@ -216,4 +208,26 @@ pub fn move_channel(
     fsutil::atomic_symlink(&target, &link)?;
     tracing::info!("channel {channel} -> {}", target.display());
     Ok(true)
+}
+
+/// Whether moving `channel` from `current` to `latest` would move it back to an older release
+/// without `force`; if so, a warning says why the channel stays.
+pub(crate) fn would_move_back(
+    channel: &str,
+    latest: &BuildInfo,
+    current: &BuildInfo,
+    force: bool,
+) -> bool {
+    let back = current.order_key() > latest.order_key() && !force;
+    if back {
+        tracing::warn!(
+            "channel {channel}: the latest release {} is older than the current {} \
+             (evaluation {} < {}); not moving back (pass --force to move anyway)",
+            latest.nixname,
+            current.nixname,
+            latest.eval_id,
+            current.eval_id
+        );
+    }
+    back
 }
