@@ -23,19 +23,33 @@ use nixipfs::metrics::Metrics;
 use nixipfs::mirror::MirrorReport;
 use nixipfs::verify::NarCheck;
 
-/// Makes glibc's allocator give every allocation of 256 KiB or more its own mapping, returned to
-/// the system when freed. Left to itself, glibc raises that threshold to the size of the
-/// largest block freed so far, and from then on keeps the NAR decoders' windows (8 MiB each,
-/// one per decoder) in its per-thread arenas, where they stay resident after the decoder is
-/// gone: with many download threads that alone was most of a mirror run's memory.
-/// An operator's own `MALLOC_MMAP_THRESHOLD_` (glibc's variable) is left to stand.
-fn return_large_allocations() {
+/// Sets two glibc allocator parameters before any thread exists; an operator's own
+/// `MALLOC_MMAP_THRESHOLD_` or `MALLOC_ARENA_MAX` (glibc's variables) is left to stand.
+///
+/// - Every allocation of 256 KiB or more gets its own mapping, returned to the system when
+///   freed. Left to itself, glibc raises that threshold to the size of the largest block freed
+///   so far, and from then on keeps the NAR decoders' windows (8 MiB each, one per decoder) in
+///   its per-thread arenas, where they stay resident after the decoder is gone: with many
+///   download threads that alone was most of a mirror run's memory.
+/// - At most two arenas. glibc gives each thread that meets contention an arena of its own, up
+///   to eight per core; the runtime's blocking threads (writers, decoders, file checks) are
+///   dozens, and each arena kept its own free memory: about 4 MiB of a mirror run's peak at
+///   200,000 paths, for no measured gain in speed (BENCHMARKS.md).
+fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter; it is called before any other
-        // thread exists.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    {
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            // SAFETY: mallopt only sets an allocator parameter; it is called before any other
+            // thread exists.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+            }
+        }
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            // SAFETY: as above.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, 2);
+            }
         }
     }
 }
@@ -45,7 +59,7 @@ const DEFAULT_CONCURRENCY: usize = 32;
 use nixipfs::progress;
 
 fn main() -> ExitCode {
-    return_large_allocations();
+    tune_allocator();
     let cli = Cli::parse();
     init_logging(&cli);
     let metrics_file = cli.metrics_file.clone();

@@ -170,7 +170,7 @@ pub async fn mirror_closure(
         staged: Some(staging.clone()),
         bucket: bucket.then(|| store.clone()),
     });
-    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    let (tx, mut rx) = mpsc::channel::<Event>(256);
     if !job.check_nar_hash && !job.print_only {
         tracing::warn!(
             "NAR hashes are not checked (--no-check-nar-hash): NAR files are checked against \

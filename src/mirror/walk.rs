@@ -10,7 +10,7 @@
 //! A cache host that cannot be connected to is reported as [`Event::HostDown`], on which the
 //! caller stops.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -195,10 +195,13 @@ pub async fn walk(
     let mut stats = WalkStats::default();
     // Digests only: the walk's memory is per path, and a closure has hundreds of thousands.
     let mut seen: HashSet<[u8; 20]> = HashSet::new();
-    let mut queue: VecDeque<StorePath> = VecDeque::new();
-    for r in roots {
+    // Paths still to visit, taken depth first: the last queued is visited next. A closure is
+    // deep and wide (a path has dozens of references); taken breadth first, the queue and the
+    // mirror's frontier held a whole level of it at a time.
+    let mut queue: Vec<StorePath> = Vec::new();
+    for r in roots.into_iter().rev() {
         if seen.insert(*r.digest()) {
-            queue.push_back(r);
+            queue.push(r);
         }
     }
     let mut in_flight: JoinSet<Result<(NarInfo, Origin), Event>> = JoinSet::new();
@@ -211,7 +214,7 @@ pub async fn walk(
         // Start work until the queue is empty, enough requests are in flight or a batch of
         // signatures is waiting.
         while in_flight.len() < max_in_flight && unchecked.len() < SIGNATURE_BATCH {
-            let Some(path) = queue.pop_front() else { break };
+            let Some(path) = queue.pop() else { break };
             failpoint("walk-queue", &path);
             if let Some((info, origin)) = source.read_local(&path) {
                 if check_sigs {
@@ -321,7 +324,7 @@ pub async fn walk(
 async fn handle(
     mut event: Event,
     seen: &mut HashSet<[u8; 20]>,
-    queue: &mut VecDeque<StorePath>,
+    queue: &mut Vec<StorePath>,
     stats: &mut WalkStats,
     events: &mpsc::Sender<Event>,
 ) -> bool {
@@ -332,7 +335,7 @@ async fn handle(
             let mut queued = Vec::new();
             for (i, r) in found.narinfo.references.iter().enumerate() {
                 if seen.insert(*r.digest()) {
-                    queue.push_back(r.clone());
+                    queue.push(r.clone());
                     queued.push(i as u32);
                 }
             }
