@@ -14,6 +14,14 @@
 //! A release whose `ipfs_hash` the cache and the node vouch for is taken by its CID, without
 //! looking inside.
 //!
+//! The files of a large directory (`nar/`, the narinfos, a tarball algorithm's directory) are
+//! resolved on the pool 2,048 entries at a time, then taken in name order
+//! on the walking thread, so the result is the one a walk one entry at a time gives. A probe
+//! asks relative to the open directory (`stat`, `readlink`), takes a link from the listing's
+//! entry type, does not `stat` a link's target that the walk has seen already (a release
+//! view's links to the global cache), and reads a new narinfo there once: its bytes go with
+//! the source to the hashing, which does not read it again.
+//!
 //! The cache entries of the files hashed (or found in the cache) go to a [`CacheWriter`] a
 //! batch at a time; the verification sample is picked as the walk goes
 //! ([`super::verify::Sampler`]).
