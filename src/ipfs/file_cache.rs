@@ -80,9 +80,9 @@ impl FileStamp {
     pub fn of_stat(stat: &rustix::fs::Stat) -> FileStamp {
         FileStamp {
             size: u64::try_from(stat.st_size).unwrap_or(0),
-            mtime_sec: stat.st_mtime as i64,
+            mtime_sec: stat.st_mtime,
             mtime_nsec: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
-            inode: stat.st_ino as u64,
+            inode: stat.st_ino,
         }
     }
 }
