@@ -75,6 +75,16 @@ impl FileStamp {
             inode: meta.ino(),
         }
     }
+
+    /// The stamp of a file from what `stat` answered (the same fields as [`FileStamp::of`]).
+    pub fn of_stat(stat: &rustix::fs::Stat) -> FileStamp {
+        FileStamp {
+            size: u64::try_from(stat.st_size).unwrap_or(0),
+            mtime_sec: stat.st_mtime,
+            mtime_nsec: u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+            inode: stat.st_ino,
+        }
+    }
 }
 
 /// A file whose content another file's published form depends on (the NAR of a narinfo).

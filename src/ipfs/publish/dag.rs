@@ -110,9 +110,9 @@ impl RootMap {
         if let Some(root) = self.recent.get(id) {
             return Some(*root);
         }
-        let key = id.to_be_bytes();
+        // Compared as numbers: the big-endian bytes sort as the number does.
         self.sorted
-            .binary_search_by(|p| p.id.cmp(&key))
+            .binary_search_by(|p| u128::from_be_bytes(p.id).cmp(id))
             .ok()
             .map(|i| Root {
                 cid: self.sorted[i].cid,
@@ -231,7 +231,7 @@ impl Batch<'_, '_> {
     /// The NAR whose CID source `i`'s published bytes hold, once that NAR is hashed.
     fn dependency(&self, i: usize) -> Option<Dependency> {
         match &self.sources[i].kind {
-            SourceKind::Narinfo { nar_key, nar } => self.done.get(nar).map(|r| Dependency {
+            SourceKind::Narinfo { nar_key, nar, .. } => self.done.get(nar).map(|r| Dependency {
                 key: nar_key.clone(),
                 cid: r.cid.cid(),
             }),
@@ -290,13 +290,22 @@ impl Batch<'_, '_> {
                 (file, reader.count, AddSource::Path(&path))
             }
             Some(nar) => {
-                let text = fs::read(&path).map_err(io_error(&path))?;
-                h.phase.inc(text.len() as u64);
-                let text = String::from_utf8(text).map_err(|_| PublishError::Io {
+                let from_disk;
+                let bytes: &[u8] = match &source.kind {
+                    SourceKind::Narinfo {
+                        text: Some(text), ..
+                    } => text,
+                    _ => {
+                        from_disk = fs::read(&path).map_err(io_error(&path))?;
+                        &from_disk
+                    }
+                };
+                h.phase.inc(bytes.len() as u64);
+                let text = std::str::from_utf8(bytes).map_err(|_| PublishError::Io {
                     path: path.clone(),
                     source: io::Error::new(io::ErrorKind::InvalidData, "narinfo is not UTF-8"),
                 })?;
-                let info = NarInfo::parse(&text).map_err(|e| PublishError::Narinfo {
+                let info = NarInfo::parse(text).map_err(|e| PublishError::Narinfo {
                     path: path.clone(),
                     source: e,
                 })?;
@@ -418,7 +427,7 @@ impl Hasher<'_> {
         for (i, source) in sources.iter().enumerate() {
             let (added, _) = results[i].expect("every source was hashed");
             let dep = match &source.kind {
-                SourceKind::Narinfo { nar_key, nar } => done.get(nar).map(|r| Dependency {
+                SourceKind::Narinfo { nar_key, nar, .. } => done.get(nar).map(|r| Dependency {
                     key: nar_key.clone(),
                     cid: r.cid.cid(),
                 }),

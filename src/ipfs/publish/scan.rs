@@ -14,6 +14,14 @@
 //! A release whose `ipfs_hash` the cache and the node vouch for is taken by its CID, without
 //! looking inside.
 //!
+//! The files of a large directory (`nar/`, the narinfos, a tarball algorithm's directory) are
+//! resolved on the pool 2,048 entries at a time, then taken in name order
+//! on the walking thread, so the result is the one a walk one entry at a time gives. A probe
+//! asks relative to the open directory (`stat`, `readlink`), takes a link from the listing's
+//! entry type, does not `stat` a link's target that the walk has seen already (a release
+//! view's links to the global cache), and reads a new narinfo there once: its bytes go with
+//! the source to the hashing, which does not read it again.
+//!
 //! The cache entries of the files hashed (or found in the cache) go to a [`CacheWriter`] a
 //! batch at a time; the verification sample is picked as the walk goes
 //! ([`super::verify::Sampler`]).
@@ -21,7 +29,13 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
 
 use super::dag::{BuildOptions, HashStats, Hasher, Root, RootMap};
 use super::verify::Sampler;
@@ -48,6 +62,9 @@ pub enum SourceKind {
         nar_key: String,
         /// The fingerprint of the NAR's key.
         nar: u128,
+        /// The narinfo's bytes when the walk read them already (to find its NAR), so that
+        /// hashing does not read the file again.
+        text: Option<Vec<u8>>,
     },
 }
 
@@ -140,16 +157,17 @@ enum Entry {
     Dir(Root),
 }
 
-/// Resolves paths of the mirror, each directory once.
+/// Resolves paths of the mirror, each directory once; shared by the threads that probe a
+/// directory's entries.
 pub(super) struct Resolver {
     /// Directories resolved so far (see [`Resolver::resolve`]).
-    real_dirs: HashMap<PathBuf, PathBuf>,
+    real_dirs: Mutex<HashMap<PathBuf, PathBuf>>,
 }
 
 impl Resolver {
     pub(super) fn new() -> Resolver {
         Resolver {
-            real_dirs: HashMap::new(),
+            real_dirs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -157,7 +175,7 @@ impl Resolver {
     /// `fs::canonicalize` and `fs::metadata`, but each directory is resolved once: a file or a
     /// link to a file costs one or three calls instead of one per path component, which
     /// matters for the tens of thousands of links of the release views.
-    pub(super) fn resolve(&mut self, path: &Path) -> io::Result<(PathBuf, fs::Metadata)> {
+    pub(super) fn resolve(&self, path: &Path) -> io::Result<(PathBuf, fs::Metadata)> {
         let slow = |path: &Path| -> io::Result<(PathBuf, fs::Metadata)> {
             let real = fs::canonicalize(path)?;
             let meta = fs::metadata(&real)?;
@@ -184,15 +202,161 @@ impl Resolver {
     }
 
     /// A directory with every symlink resolved, remembered by the name it was asked for.
-    fn real_dir(&mut self, dir: &Path) -> io::Result<PathBuf> {
-        if let Some(real) = self.real_dirs.get(dir) {
+    fn real_dir(&self, dir: &Path) -> io::Result<PathBuf> {
+        let lock = || self.real_dirs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(real) = lock().get(dir) {
             return Ok(real.clone());
         }
         let real = fs::canonicalize(dir)?;
-        self.real_dirs.insert(dir.to_path_buf(), real.clone());
+        lock().insert(dir.to_path_buf(), real.clone());
         Ok(real)
     }
 }
+
+/// What is known of a file found by the walk: whether it is a regular file, and its stamp.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    is_file: bool,
+    stamp: FileStamp,
+}
+
+impl Meta {
+    fn of(meta: &fs::Metadata) -> Meta {
+        Meta {
+            is_file: meta.is_file(),
+            stamp: FileStamp::of(meta),
+        }
+    }
+
+    fn of_stat(stat: &rustix::fs::Stat) -> Meta {
+        Meta {
+            is_file: FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile,
+            stamp: FileStamp::of_stat(stat),
+        }
+    }
+}
+
+fn is_symlink(stat: &rustix::fs::Stat) -> bool {
+    FileType::from_raw_mode(stat.st_mode) == FileType::Symlink
+}
+
+/// A directory entry resolved to a real file: its real path, key and the key's fingerprint,
+/// and its metadata unless the walk knows that file already (then it is not asked for).
+struct Probe {
+    real: PathBuf,
+    key: String,
+    id: u128,
+    meta: Option<Meta>,
+}
+
+/// Resolves the entries of one directory on several threads: the walk's state is only read.
+struct Prober<'a> {
+    mirror: &'a Path,
+    resolver: &'a Resolver,
+    done: &'a RootMap,
+    in_batch: &'a HashSet<u128>,
+}
+
+impl Prober<'_> {
+    fn key_of(&self, real: &Path) -> String {
+        key_of(self.mirror, real)
+    }
+
+    /// Whether the file with key fingerprint `id` was seen already (hashed or waiting).
+    fn known(&self, id: u128) -> bool {
+        self.in_batch.contains(&id) || self.done.get(&id).is_some()
+    }
+
+    fn probe_of(&self, real: PathBuf, meta: Option<Meta>) -> Probe {
+        let key = self.key_of(&real);
+        let id = fingerprint128(key.as_bytes());
+        Probe {
+            real,
+            key,
+            id,
+            meta,
+        }
+    }
+
+    /// Resolves `name` in `dir` (open as `dirfd`; `file_type` as the listing gave it), the
+    /// same as [`Resolver::resolve`], in fewer calls: a file costs one `stat` relative to its
+    /// directory, a link one `readlink` when its target is known to the walk already and one
+    /// `stat` more when not.
+    fn probe(
+        &self,
+        dirfd: BorrowedFd<'_>,
+        dir: &Path,
+        name: &str,
+        file_type: Option<fs::FileType>,
+    ) -> io::Result<Probe> {
+        let slow = |path: &Path| -> io::Result<Probe> {
+            let real = fs::canonicalize(path)?;
+            let meta = fs::metadata(&real)?;
+            Ok(self.probe_of(real, Some(Meta::of(&meta))))
+        };
+        if !file_type.is_some_and(|t| t.is_symlink()) {
+            let stat = rustix::fs::statat(dirfd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            if !is_symlink(&stat) {
+                let real = self.resolver.real_dir(dir)?.join(name);
+                return Ok(self.probe_of(real, Some(Meta::of_stat(&stat))));
+            }
+        }
+        let target = rustix::fs::readlinkat(dirfd, name, Vec::new())?;
+        let target = dir.join(std::ffi::OsStr::from_bytes(target.as_bytes()));
+        let (Some(target_dir), Some(target_name)) = (target.parent(), target.file_name()) else {
+            return slow(&dir.join(name));
+        };
+        let real = self.resolver.real_dir(target_dir)?.join(target_name);
+        let probe = self.probe_of(real, None);
+        if self.known(probe.id) {
+            // A regular file when it was seen: its metadata is not needed again.
+            return Ok(probe);
+        }
+        let stat = rustix::fs::statat(CWD, &probe.real, AtFlags::SYMLINK_NOFOLLOW)?;
+        if is_symlink(&stat) {
+            // A link to a link: let the system follow the chain.
+            return slow(&dir.join(name));
+        }
+        Ok(Probe {
+            meta: Some(Meta::of_stat(&stat)),
+            ..probe
+        })
+    }
+
+    /// `path` resolved like [`Prober::probe`], by path.
+    fn resolve(&self, path: &Path) -> io::Result<Probe> {
+        if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+            let real = self.resolver.real_dir(dir)?.join(name);
+            let probe = self.probe_of(real, None);
+            if self.known(probe.id) {
+                return Ok(probe);
+            }
+        }
+        let (real, meta) = self.resolver.resolve(path)?;
+        Ok(self.probe_of(real, Some(Meta::of(&meta))))
+    }
+}
+
+/// The key of the file whose real path is `real`, in the mirror whose real path is `mirror`.
+fn key_of(mirror: &Path, real: &Path) -> String {
+    match real.strip_prefix(mirror) {
+        Ok(rel) => rel.to_string_lossy().into_owned(),
+        Err(_) => real.to_string_lossy().into_owned(),
+    }
+}
+
+/// What the walk found of a narinfo before taking it in order.
+enum NarinfoFound {
+    /// Its cache entry matches and names its NAR.
+    Dep(crate::ipfs::file_cache::Dependency),
+    /// Its bytes (or why they could not be read).
+    Text(io::Result<Vec<u8>>),
+    /// Neither: to be read.
+    Unread,
+}
+
+/// Directory entries probed on the pool at a time (their results wait in memory).
+const PROBE_CHUNK: usize = 2048;
 
 struct Walker<'a> {
     mirror: PathBuf,
@@ -237,26 +401,37 @@ impl Walker<'_> {
 
     /// The entries of a directory, sorted by name, without hidden and non-UTF-8 names.
     fn list(&mut self, dir: &Path) -> Result<Vec<String>, PublishError> {
+        Ok(self.list_typed(dir)?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// [`Walker::list`], with each entry's type as the listing gives it (no call per entry
+    /// where the file system records it).
+    fn list_typed(
+        &mut self,
+        dir: &Path,
+    ) -> Result<Vec<(String, Option<fs::FileType>)>, PublishError> {
         let mut out = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_error(dir))? {
             let entry = entry.map_err(io_error(dir))?;
             match entry.file_name().into_string() {
                 Ok(name) if name.starts_with('.') => {}
-                Ok(name) => out.push(name),
+                Ok(name) => out.push((name, entry.file_type().ok())),
                 Err(name) => self.warn(format!(
                     "{}: skipped: the name {name:?} is not UTF-8",
                     dir.display()
                 )),
             }
         }
-        out.sort_unstable();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
-    fn key_of(&self, real: &Path) -> String {
-        match real.strip_prefix(&self.mirror) {
-            Ok(rel) => rel.to_string_lossy().into_owned(),
-            Err(_) => real.to_string_lossy().into_owned(),
+    fn prober(&self) -> Prober<'_> {
+        Prober {
+            mirror: &self.mirror,
+            resolver: &self.resolver,
+            done: &self.done,
+            in_batch: &self.in_batch,
         }
     }
 
@@ -264,41 +439,139 @@ impl Walker<'_> {
     /// sight; `None` (with a warning) for a link that leads nowhere or to something else than
     /// a file.
     fn source(&mut self, path: &Path, narinfo: bool) -> Result<Option<Entry>, PublishError> {
-        let (real, meta) = match self.resolver.resolve(path) {
-            Ok(found) => found,
+        let probe = match self.resolver.resolve(path) {
+            Ok((real, meta)) => self.prober().probe_of(real, Some(Meta::of(&meta))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.warn_dangling(path);
                 return Ok(None);
             }
             Err(e) => return Err(io_error(path)(e)),
         };
-        self.source_at(path, real, meta, narinfo)
+        self.source_at(path, probe, narinfo, None)
     }
 
-    /// [`Walker::source`] of `path`, resolved to `real` whose metadata is `meta`.
+    /// The entries of the files `names` of `dir` (each `narinfo` or not), added to
+    /// `entries` as [`Walker::source`] would add them one by one: the entries are resolved
+    /// (and narinfos read) on the pool a chunk at a time, then taken in order.
+    fn sources_into(
+        &mut self,
+        dir: &Path,
+        names: &[(String, Option<fs::FileType>)],
+        narinfo: bool,
+        entries: &mut Vec<(String, Entry)>,
+    ) -> Result<(), PublishError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let dirfd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_error(dir)(e.into()))?;
+        for chunk in names.chunks(PROBE_CHUNK) {
+            let probes: Vec<io::Result<Probe>> = {
+                let prober = self.prober();
+                let fd = dirfd.as_fd();
+                self.hasher.pool.install(|| {
+                    chunk
+                        .par_iter()
+                        .map(|(name, file_type)| prober.probe(fd, dir, name, *file_type))
+                        .collect()
+                })
+            };
+            let found = if narinfo {
+                self.narinfo_texts(&probes)
+            } else {
+                Vec::new()
+            };
+            let mut found = found.into_iter();
+            for ((name, _), probe) in chunk.iter().zip(probes) {
+                let text = found.next().flatten();
+                let path = dir.join(name);
+                let probe = match probe {
+                    Ok(probe) => probe,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.warn_dangling(&path);
+                        continue;
+                    }
+                    Err(e) => return Err(io_error(&path)(e)),
+                };
+                if let Some(e) = self.source_at(&path, probe, narinfo, text)? {
+                    self.push(entries, name.clone(), e)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// For each probed narinfo that is new to the walk: its NAR as its cache entry names it
+    /// while that entry matches, else its bytes, read on the pool.
+    fn narinfo_texts(&self, probes: &[io::Result<Probe>]) -> Vec<Option<NarinfoFound>> {
+        let found: Vec<Option<NarinfoFound>> = probes
+            .iter()
+            .map(|probe| {
+                let probe = probe.as_ref().ok()?;
+                let meta = probe.meta?;
+                if !meta.is_file || self.prober().known(probe.id) {
+                    return None;
+                }
+                self.opts
+                    .cache
+                    .file(&probe.key, &meta.stamp, self.opts.build.layout.add)
+                    .and_then(|(e, _)| e.dep)
+                    .map(NarinfoFound::Dep)
+                    .or(Some(NarinfoFound::Unread))
+            })
+            .collect();
+        self.hasher.pool.install(|| {
+            found
+                .into_par_iter()
+                .zip(probes)
+                .map(|(found, probe)| match (found, probe) {
+                    (Some(NarinfoFound::Unread), Ok(probe)) => {
+                        Some(NarinfoFound::Text(fs::read(&probe.real)))
+                    }
+                    (found, _) => found,
+                })
+                .collect()
+        })
+    }
+
+    /// [`Walker::source`] of `path`, resolved as `probe`; a narinfo's bytes may have been
+    /// read already (`text`).
     fn source_at(
         &mut self,
         path: &Path,
-        real: PathBuf,
-        meta: fs::Metadata,
+        probe: Probe,
         narinfo: bool,
+        found: Option<NarinfoFound>,
     ) -> Result<Option<Entry>, PublishError> {
-        let key = self.key_of(&real);
-        let id = fingerprint128(key.as_bytes());
+        let Probe {
+            real,
+            key,
+            id,
+            meta,
+        } = probe;
         if let Some(root) = self.done.get(&id) {
             return Ok(Some(Entry::File(root)));
         }
         if self.in_batch.contains(&id) {
             return Ok(Some(Entry::Pending(id)));
         }
-        if !meta.is_file() {
+        let meta = match meta {
+            Some(meta) => meta,
+            // Seen when probed, not any more: looked at again.
+            None => Meta::of(&fs::metadata(&real).map_err(io_error(&real))?),
+        };
+        if !meta.is_file {
             self.warn(format!("{}: skipped: not a regular file", path.display()));
             return Ok(None);
         }
-        let stamp = FileStamp::of(&meta);
+        let stamp = meta.stamp;
         let kind = if narinfo {
-            match self.narinfo_nar(&key, &real, &stamp)? {
-                Some((nar_key, nar)) => SourceKind::Narinfo { nar_key, nar },
+            match self.narinfo_nar(&key, &real, &stamp, found)? {
+                Some((nar_key, nar, text)) => SourceKind::Narinfo { nar_key, nar, text },
                 None => return Ok(None),
             }
         } else {
@@ -316,23 +589,38 @@ impl Walker<'_> {
     }
 
     /// The NAR of a narinfo (its key and fingerprint, after adding it to the batch if it is
-    /// new): from the cache entry while the narinfo is unchanged, else from its `URL` field.
+    /// new): from the cache entry while the narinfo is unchanged, else from its `URL` field
+    /// (the narinfo read then, its bytes returned). What was found of it already is `found`.
+    #[allow(clippy::type_complexity)]
     fn narinfo_nar(
         &mut self,
         key: &str,
         real: &Path,
         stamp: &FileStamp,
-    ) -> Result<Option<(String, u128)>, PublishError> {
-        let cached = self
-            .opts
-            .cache
-            .file(key, stamp, self.opts.build.layout.add)
-            .and_then(|(e, _)| e.dep);
+        found: Option<NarinfoFound>,
+    ) -> Result<Option<(String, u128, Option<Vec<u8>>)>, PublishError> {
+        let (cached, text) = match found {
+            Some(NarinfoFound::Dep(dep)) => (Some(dep), None),
+            Some(NarinfoFound::Text(text)) => (None, Some(text)),
+            Some(NarinfoFound::Unread) | None => {
+                let cached = self
+                    .opts
+                    .cache
+                    .file(key, stamp, self.opts.build.layout.add)
+                    .and_then(|(e, _)| e.dep);
+                (cached, None)
+            }
+        };
+        let mut kept = None;
         let nar_path = match cached {
             Some(dep) if Path::new(&dep.key).is_absolute() => PathBuf::from(dep.key),
             Some(dep) => self.mirror.join(dep.key),
             None => {
-                let text = fs::read(real).map_err(io_error(real))?;
+                let text = match text {
+                    Some(text) => text,
+                    None => fs::read(real),
+                }
+                .map_err(io_error(real))?;
                 let info = match std::str::from_utf8(&text)
                     .map_err(|_| "not UTF-8 text".to_string())
                     .and_then(|t| NarInfo::parse(t).map_err(|e| e.to_string()))
@@ -347,15 +635,18 @@ impl Walker<'_> {
                     self.warn(format!("{}: skipped: its URL: {e}", real.display()));
                     return Ok(None);
                 }
-                real.parent().unwrap_or(Path::new("/")).join(&info.url)
+                let nar_path = real.parent().unwrap_or(Path::new("/")).join(&info.url);
+                kept = Some(text);
+                nar_path
             }
         };
-        match self.resolver.resolve(&nar_path) {
-            Ok((nar_real, meta)) => {
-                let nar_key = self.key_of(&nar_real);
+        match self.prober().resolve(&nar_path) {
+            Ok(probe) => {
+                let nar_key = probe.key.clone();
+                let nar = probe.id;
                 Ok(self
-                    .source_at(&nar_path, nar_real, meta, false)?
-                    .map(|_| (nar_key.clone(), fingerprint128(nar_key.as_bytes()))))
+                    .source_at(&nar_path, probe, false, None)?
+                    .map(|_| (nar_key, nar, kept)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.warn(format!(
@@ -455,35 +746,22 @@ impl Walker<'_> {
     /// A binary cache directory: the global one or a release's view. Its `nar` directory
     /// comes first, so that its narinfos find their NARs hashed.
     fn binary_cache(&mut self, dir: &Path, key: &str) -> Result<Entry, PublishError> {
-        let mut names = self.list(dir)?;
-        if let Some(i) = names.iter().position(|n| n == "nar") {
-            let nar = names.remove(i);
-            names.insert(0, nar);
-        }
+        let names = self.list_typed(dir)?;
         let mut entries = Vec::new();
-        for name in names {
-            let path = dir.join(&name);
-            let source = if name == "nar" && path.is_dir() {
-                let mut nars = Vec::new();
-                for nar_name in self.list(&path)? {
-                    if let Some(e) = self.source(&path.join(&nar_name), false)? {
-                        self.push(&mut nars, nar_name, e)?;
-                    }
-                }
-                let nar_dir = self.dir(&join_key(key, "nar"), nars)?;
-                self.push(&mut entries, name, nar_dir)?;
-                continue;
-            } else if name == "nix-cache-info" {
-                self.source(&path, false)?
-            } else if name.ends_with(".narinfo") {
-                self.source(&path, true)?
-            } else {
-                continue;
-            };
-            if let Some(e) = source {
-                self.push(&mut entries, name, e)?;
-            }
+        let nar_path = dir.join("nar");
+        if names.iter().any(|(n, _)| n == "nar") && nar_path.is_dir() {
+            let nar_names = self.list_typed(&nar_path)?;
+            let mut nars = Vec::new();
+            self.sources_into(&nar_path, &nar_names, false, &mut nars)?;
+            let nar_dir = self.dir(&join_key(key, "nar"), nars)?;
+            self.push(&mut entries, "nar".to_string(), nar_dir)?;
         }
+        let (info, narinfos): (Vec<_>, Vec<_>) = names
+            .into_iter()
+            .filter(|(n, _)| n == "nix-cache-info" || n.ends_with(".narinfo"))
+            .partition(|(n, _)| n == "nix-cache-info");
+        self.sources_into(dir, &info, false, &mut entries)?;
+        self.sources_into(dir, &narinfos, true, &mut entries)?;
         self.dir(key, entries)
     }
 
@@ -679,11 +957,8 @@ pub fn walk(
                 continue;
             }
             let mut files = Vec::new();
-            for name in w.list(&algo_dir)? {
-                if let Some(e) = w.source(&algo_dir.join(&name), false)? {
-                    w.push(&mut files, name, e)?;
-                }
-            }
+            let names = w.list_typed(&algo_dir)?;
+            w.sources_into(&algo_dir, &names, false, &mut files)?;
             let entry = if files.is_empty() {
                 None
             } else {
@@ -743,7 +1018,14 @@ mod tests {
         for (link, target) in &links {
             symlink(target, root.join(link)).unwrap();
         }
-        let mut s = Resolver::new();
+        let s = Resolver::new();
+        let (done, in_batch) = (RootMap::default(), HashSet::new());
+        let prober = Prober {
+            mirror: &root,
+            resolver: &s,
+            done: &done,
+            in_batch: &in_batch,
+        };
         let mut names: Vec<&str> = links.iter().map(|(l, _)| *l).collect();
         names.extend(["real/sub/file", "alias/sub/file", "real/sub/nothing"]);
         for name in names {
@@ -753,10 +1035,25 @@ mod tests {
             let got = s
                 .resolve(&path)
                 .map(|(real, m)| (real, m.is_file(), m.ino()));
-            match (&expected, &got) {
-                (Ok(e), Ok(g)) => assert_eq!(e, g, "{name}"),
-                (Err(e), Err(g)) => assert_eq!(e.kind(), g.kind(), "{name}"),
-                _ => panic!("{name}: {expected:?} against {got:?}"),
+            // The same, relative to the open directory, with the type the listing gives.
+            let dir = path.parent().unwrap();
+            let file_name = path.file_name().unwrap().to_str().unwrap();
+            let probed = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+                .map_err(io::Error::from)
+                .and_then(|fd| {
+                    let file_type = fs::symlink_metadata(&path).map(|m| m.file_type()).ok();
+                    prober.probe(fd.as_fd(), dir, file_name, file_type)
+                })
+                .map(|p| {
+                    let meta = p.meta.unwrap();
+                    (p.real, meta.is_file, meta.stamp.inode)
+                });
+            for got in [got, probed] {
+                match (&expected, &got) {
+                    (Ok(e), Ok(g)) => assert_eq!(e, g, "{name}"),
+                    (Err(e), Err(g)) => assert_eq!(e.kind(), g.kind(), "{name}"),
+                    _ => panic!("{name}: {expected:?} against {got:?}"),
+                }
             }
         }
     }
