@@ -83,14 +83,29 @@ async fn within<T>(
     deadline: Option<Duration>,
     exchange: impl std::future::Future<Output = Result<T, IpfsError>>,
 ) -> Result<T, IpfsError> {
-    let Some(deadline) = deadline else {
-        return exchange.await;
+    let start = std::time::Instant::now();
+    let result = match deadline {
+        None => exchange.await,
+        Some(deadline) => {
+            match tokio::time::timeout(deadline + Duration::from_secs(5), exchange).await {
+                Ok(result) => result,
+                Err(_) => Err(client.timeout_error(command, deadline)),
+            }
+        }
     };
-    match tokio::time::timeout(deadline + Duration::from_secs(5), exchange).await {
-        Ok(result) => result,
-        Err(_) => Err(client.timeout_error(command, deadline)),
-    }
+    tracing::debug!(
+        target: CALL_TIMES_TARGET,
+        "IPFS call {command}: {:.3} s{}",
+        start.elapsed().as_secs_f64(),
+        if result.is_ok() { "" } else { " (failed)" }
+    );
+    result
 }
+
+/// The tracing target of the line logged after every call, `IPFS call COMMAND: SECONDS s`
+/// (with ` (failed)` when it failed): `NIXIPFS_LOG=nixipfs=info,nixipfs::ipfs::calls=debug`
+/// shows where a publication spends its time on the node.
+pub const CALL_TIMES_TARGET: &str = "nixipfs::ipfs::calls";
 
 /// The body of an error answer.
 #[derive(Deserialize)]

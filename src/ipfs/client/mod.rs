@@ -22,7 +22,8 @@
 //!
 //! Every method goes through one typed call (the `call` submodule): the command, its arguments
 //! and its deadline, then the answer read as JSON, JSON lines, bytes or nothing. The streamed
-//! `dag/import` ([`DagImport`]) is in the `dag_import` submodule.
+//! `dag/import` ([`DagImport`]) is in the `dag_import` submodule. Each call's time is logged
+//! at debug level under the target [`CALL_TIMES_TARGET`].
 
 use std::io;
 use std::path::Path;
@@ -39,6 +40,7 @@ use super::unixfs::AddOptions;
 mod call;
 mod dag_import;
 
+pub use call::CALL_TIMES_TARGET;
 pub use dag_import::DagImport;
 
 use call::{api_error, bad_answer, Call};
