@@ -371,6 +371,9 @@ pub fn run(
         );
         let failed = !hour.ok;
         hours.push(hour);
+        // The table so far, in case the run is stopped.
+        let partial = work.join(format!("ipfs-hourly-keep{}.partial.md", opts.keep));
+        let _ = fs::write(&partial, table(&hours));
         if failed {
             eprintln!(
                 "    see {}:\n{}",
