@@ -522,6 +522,27 @@ mod tests {
         assert!(err.to_string().contains("datastore closed"), "{err}");
     }
 
+    #[tokio::test]
+    async fn a_garbage_collection_longer_than_an_answer_read_whole_is_counted() {
+        // kubo and js-ipfs answer repo/gc with a line per block removed.
+        let mut body = Vec::new();
+        for i in 0u32..250_000 {
+            let cid = crate::ipfs::cid::Cid::sha2_256(1, crate::ipfs::cid::RAW, &i.to_le_bytes())
+                .unwrap();
+            body.extend_from_slice(format!("{{\"Key\":{{\"/\":\"{cid}\"}}}}\n").as_bytes());
+        }
+        body.extend_from_slice(b"{\"Error\":\"pinned: recursive\"}\n{\"Error\":\"other\"}\n");
+        assert!(body.len() > MAX_ANSWER_BYTES);
+        let answer = client(serve(body)).repo_gc().await.unwrap();
+        assert_eq!(answer.removed, 250_000);
+        assert_eq!(answer.errors, 2);
+        assert_eq!(answer.first_error.as_deref(), Some("pinned: recursive"));
+        let broken =
+            b"{\"Key\":{\"/\":\"bafkqaaa\"}}\n{\"Message\":\"gc lock\",\"Type\":\"error\"}\n";
+        let err = client(serve(broken.to_vec())).repo_gc().await.unwrap_err();
+        assert!(err.to_string().contains("gc lock"), "{err}");
+    }
+
     #[test]
     fn multipart_framing() {
         let m = Multipart::new();
