@@ -14,7 +14,9 @@
 //! and the blocks of this DAG that the previous one lacked, the wall and CPU time of nixipfs
 //! (`/usr/bin/time`), and the time of each call nixipfs made to the node (its debug lines
 //! under `nixipfs::ipfs::calls`). The table is printed and written to
-//! `WORK/ipfs-hourly-keepK.md`.
+//! `WORK/ipfs-hourly-keepK.md` (and the rows so far to `WORK/ipfs-hourly-keepK.partial.md`
+//! after each hour). It runs only when `--cases` names it, before any other case and without
+//! the other cases' data.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
