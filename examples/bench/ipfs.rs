@@ -130,7 +130,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// POSTs to `/api/v0/<command>` and returns the status and body, `None` when nothing answers.
-fn post(port: u16, command: &str) -> Option<(u16, String)> {
+pub fn post(port: u16, command: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -151,6 +151,11 @@ impl IpfsNode {
     /// Initialises a repository in `dir` (removed first) and starts the daemon on a free
     /// port; returns once it answers. `trash` receives the repository when the node stops.
     pub fn start(jsipfs: &Path, dir: &Path, trash: &Path) -> Result<IpfsNode> {
+        IpfsNode::start_niced(jsipfs, dir, trash, 0)
+    }
+
+    /// [`IpfsNode::start`], the daemon running under `nice -n NICENESS` (0: not niced).
+    pub fn start_niced(jsipfs: &Path, dir: &Path, trash: &Path, niceness: u32) -> Result<IpfsNode> {
         measure::remove(dir)?;
         fs::create_dir_all(dir)?;
         let port = free_port()?;
@@ -195,8 +200,11 @@ exit 0"#;
         let pid_file = dir.join("daemon.pid");
         let cap = dir.join("read-cap.cjs");
         fs::write(&cap, READ_CAP)?;
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
+        let mut cmd = Command::new("nice");
+        cmd.arg("-n")
+            .arg(niceness.to_string())
+            .arg("sh")
+            .arg("-c")
             .arg(script)
             .env("JSIPFS", jsipfs)
             .env("LOG", dir.join("daemon.log"))
@@ -390,7 +398,7 @@ fn logged_summary(err: &Path) -> Option<String> {
 }
 
 /// The number of blocks a summary says were sent (`sent N blocks`).
-fn blocks_sent(summary: &str) -> Option<u64> {
+pub fn blocks_sent(summary: &str) -> Option<u64> {
     summary
         .split_once("sent ")?
         .1

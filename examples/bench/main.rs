@@ -15,6 +15,7 @@
 
 mod dataset;
 mod ipfs;
+mod ipfs_hourly;
 mod measure;
 mod s3;
 mod server;
@@ -112,6 +113,22 @@ struct Args {
     /// Size of each bandwidth NAR, MiB.
     #[arg(long)]
     bw_mib: Option<usize>,
+    /// `ipfs-hourly`: simulated hours after the first publication.
+    #[arg(long, default_value_t = 30)]
+    hourly_hours: usize,
+    /// `ipfs-hourly`: store paths of the mirror and of each release's view.
+    #[arg(long, default_value_t = 300)]
+    hourly_paths: usize,
+    /// `ipfs-hourly`: store paths added each hour.
+    #[arg(long, default_value_t = 10)]
+    hourly_new: usize,
+    /// `ipfs-hourly`: `--ipfs-keep` and the releases the mirror keeps (comma-separated: one
+    /// run each).
+    #[arg(long, value_delimiter = ',', default_value = "3")]
+    hourly_keep: Vec<usize>,
+    /// `ipfs-hourly`: the NAR size distribution (see examples/bench/hourly_mirror.py).
+    #[arg(long, default_value = "lognormal:40960:2.0:200:67108864")]
+    hourly_sizes: String,
 }
 
 /// One row of the table.
@@ -957,6 +974,23 @@ fn run() -> Result<()> {
                 (quiet - age).as_secs_f64()
             );
             std::thread::sleep(quiet - age);
+        }
+    }
+    if args.cases.iter().any(|c| c == "ipfs-hourly") {
+        // Its own mirror and node, and its own report (WORK/ipfs-hourly-keepK.md).
+        for &keep in &args.hourly_keep {
+            let opts = ipfs_hourly::HourlyOptions {
+                hours: args.hourly_hours,
+                paths: args.hourly_paths,
+                new: args.hourly_new,
+                keep,
+                sizes: args.hourly_sizes.clone(),
+            };
+            let report = ipfs_hourly::run(&work, &nixipfs, args.jsipfs.as_deref(), &opts)?;
+            println!("\n{report}");
+        }
+        if args.cases.iter().all(|c| c == "ipfs-hourly") {
+            return Ok(());
         }
     }
     let small = args.small;

@@ -83,14 +83,29 @@ async fn within<T>(
     deadline: Option<Duration>,
     exchange: impl std::future::Future<Output = Result<T, IpfsError>>,
 ) -> Result<T, IpfsError> {
-    let Some(deadline) = deadline else {
-        return exchange.await;
+    let start = std::time::Instant::now();
+    let result = match deadline {
+        None => exchange.await,
+        Some(deadline) => {
+            match tokio::time::timeout(deadline + Duration::from_secs(5), exchange).await {
+                Ok(result) => result,
+                Err(_) => Err(client.timeout_error(command, deadline)),
+            }
+        }
     };
-    match tokio::time::timeout(deadline + Duration::from_secs(5), exchange).await {
-        Ok(result) => result,
-        Err(_) => Err(client.timeout_error(command, deadline)),
-    }
+    tracing::debug!(
+        target: CALL_TIMES_TARGET,
+        "IPFS call {command}: {:.3} s{}",
+        start.elapsed().as_secs_f64(),
+        if result.is_ok() { "" } else { " (failed)" }
+    );
+    result
 }
+
+/// The tracing target of the line logged after every call, `IPFS call COMMAND: SECONDS s`
+/// (with ` (failed)` when it failed): `NIXIPFS_LOG=nixipfs=info,nixipfs::ipfs::calls=debug`
+/// shows where a publication spends its time on the node.
+pub const CALL_TIMES_TARGET: &str = "nixipfs::ipfs::calls";
 
 /// The body of an error answer.
 #[derive(Deserialize)]
@@ -505,6 +520,27 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("datastore closed"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_garbage_collection_longer_than_an_answer_read_whole_is_counted() {
+        // kubo and js-ipfs answer repo/gc with a line per block removed.
+        let mut body = Vec::new();
+        for i in 0u32..250_000 {
+            let cid = crate::ipfs::cid::Cid::sha2_256(1, crate::ipfs::cid::RAW, &i.to_le_bytes())
+                .unwrap();
+            body.extend_from_slice(format!("{{\"Key\":{{\"/\":\"{cid}\"}}}}\n").as_bytes());
+        }
+        body.extend_from_slice(b"{\"Error\":\"pinned: recursive\"}\n{\"Error\":\"other\"}\n");
+        assert!(body.len() > MAX_ANSWER_BYTES);
+        let answer = client(serve(body)).repo_gc().await.unwrap();
+        assert_eq!(answer.removed, 250_000);
+        assert_eq!(answer.errors, 2);
+        assert_eq!(answer.first_error.as_deref(), Some("pinned: recursive"));
+        let broken =
+            b"{\"Key\":{\"/\":\"bafkqaaa\"}}\n{\"Message\":\"gc lock\",\"Type\":\"error\"}\n";
+        let err = client(serve(broken.to_vec())).repo_gc().await.unwrap_err();
+        assert!(err.to_string().contains("gc lock"), "{err}");
     }
 
     #[test]

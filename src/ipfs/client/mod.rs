@@ -2,8 +2,8 @@
 //!
 //! Only the calls that publishing needs: `version`, `id`, `dag/import` (a CAR streamed while
 //! it is being produced), `add` and `block/put` (the fallback for nodes without `dag/import`),
-//! `files/cp`, `files/stat`, `files/rm`, `pin/add`, `pin/ls`, `name/publish`, `refs/local` and
-//! `cat`.
+//! `files/cp`, `files/stat`, `files/rm`, `pin/add`, `pin/ls`, `pin/rm`, `repo/gc`,
+//! `name/publish`, `refs/local` and `cat`.
 //!
 //! Every call has a deadline, because a node asked for a block it does not have may never
 //! answer (js-ipfs waits forever, even offline). Calls that may touch blocks also pass the
@@ -22,7 +22,8 @@
 //!
 //! Every method goes through one typed call (the `call` submodule): the command, its arguments
 //! and its deadline, then the answer read as JSON, JSON lines, bytes or nothing. The streamed
-//! `dag/import` ([`DagImport`]) is in the `dag_import` submodule.
+//! `dag/import` ([`DagImport`]) is in the `dag_import` submodule. Each call's time is logged
+//! at debug level under the target [`CALL_TIMES_TARGET`].
 
 use std::io;
 use std::path::Path;
@@ -39,6 +40,7 @@ use super::unixfs::AddOptions;
 mod call;
 mod dag_import;
 
+pub use call::CALL_TIMES_TARGET;
 pub use dag_import::DagImport;
 
 use call::{api_error, bad_answer, Call};
@@ -216,6 +218,17 @@ pub struct Published {
     /// The path it now points at, e.g. `/ipfs/<CID>`.
     #[serde(rename = "Value")]
     pub value: String,
+}
+
+/// What `repo/gc` answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcAnswer {
+    /// Blocks removed.
+    pub removed: u64,
+    /// Blocks the node could not remove.
+    pub errors: u64,
+    /// The node's message for the first of them.
+    pub first_error: Option<String>,
 }
 
 /// What one `dag/import` request answered.
@@ -582,9 +595,44 @@ impl IpfsClient {
             .await
     }
 
-    /// `repo/gc`: removes every block that is neither pinned nor in MFS.
-    pub async fn repo_gc(&self) -> Result<(), IpfsError> {
-        self.call("repo/gc").long().unit().await
+    /// `repo/gc`: removes every block that is neither pinned nor in MFS. The answer has a
+    /// line per block removed, as long as the garbage: it is read line by line and counted.
+    /// With `stream-errors`, a block the node could not remove is a line of its own (js-ipfs
+    /// leaves such blocks out of its answer otherwise); they are counted, not fatal.
+    pub async fn repo_gc(&self) -> Result<GcAnswer, IpfsError> {
+        #[derive(Deserialize)]
+        struct Line {
+            #[serde(rename = "Key")]
+            key: Option<serde_json::Value>,
+            #[serde(rename = "Error")]
+            error: Option<String>,
+        }
+        let mut answer = GcAnswer::default();
+        self.call("repo/gc")
+            .arg("stream-errors", true)
+            .long()
+            .for_each_line(|text| {
+                let line: Line = serde_json::from_slice(text).map_err(|e| {
+                    bad_answer(
+                        "repo/gc",
+                        format!(
+                            "{e}: {}",
+                            String::from_utf8_lossy(&text[..text.len().min(300)])
+                        ),
+                    )
+                })?;
+                match line.error.filter(|e| !e.is_empty()) {
+                    Some(error) => {
+                        answer.errors += 1;
+                        answer.first_error.get_or_insert(error);
+                    }
+                    None if line.key.is_some() => answer.removed += 1,
+                    None => {}
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(answer)
     }
 
     /// Whether `cid` is pinned recursively (`pin/ls CID type=recursive`: the node looks at

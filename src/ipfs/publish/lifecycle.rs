@@ -70,6 +70,8 @@ pub struct Pruned {
     pub mfs_removed: Vec<String>,
     /// Whether `repo/gc` ran.
     pub collected: bool,
+    /// Blocks the node said it removed in `repo/gc`.
+    pub collected_blocks: u64,
     /// Removals that failed (their records are kept for the next run).
     pub warnings: Vec<String>,
 }
@@ -290,7 +292,24 @@ impl RootLog {
 
         if gc {
             match client.repo_gc().await {
-                Ok(()) => pruned.collected = true,
+                Ok(answer) => {
+                    pruned.collected = true;
+                    pruned.collected_blocks = answer.removed;
+                    tracing::info!(
+                        "the node collected garbage: {} blocks removed",
+                        answer.removed
+                    );
+                    if answer.errors > 0 {
+                        warn(
+                            &mut pruned,
+                            format!(
+                                "collecting garbage on the node: {} blocks could not be removed ({})",
+                                answer.errors,
+                                answer.first_error.unwrap_or_default()
+                            ),
+                        );
+                    }
+                }
                 Err(e) => warn(&mut pruned, format!("collecting garbage on the node: {e}")),
             }
         }
