@@ -1020,6 +1020,74 @@ async fn old_roots_leave_the_node_and_the_newest_stay() {
     }
 }
 
+/// `--ipfs-gc` asks the node for `repo/gc` only when there can be garbage: a publication with
+/// nothing new costs the node no collection (it walks every pinned tree), and what a run
+/// without `--ipfs-gc` let go is collected by the next run that asks, even when that run has
+/// nothing new of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_collected_when_there_can_be_some_and_only_then() {
+    let own = IpfsNode::start();
+    let client = client(&own);
+    let dir = TestDir::new("ipfs-gc-needed");
+    let paths = make_mirror(dir.path(), "gcneed");
+    let api = ApiAddr::parse(&args(&[&own.url()])).unwrap();
+    let opts = |gc: bool| PublishOptions {
+        gc,
+        keep: 1,
+        ..options(dir.path(), Some(api.clone()), "/gcneed/nixfs")
+    };
+    let pending = dir.join("ipfs_gc_pending");
+
+    // 1: blocks sent: collected.
+    let first = run(&opts(true)).await.unwrap();
+    assert!(first.sent.blocks_sent > 0, "{first:?}");
+    assert!(first.collected && !first.collection_skipped, "{first:?}");
+    assert!(!pending.exists());
+
+    // 2: nothing new; the first record's MFS copy goes, but its root stays pinned: nothing
+    // to collect.
+    next_second().await;
+    let second = run(&opts(true)).await.unwrap();
+    assert_eq!(second.root, first.root);
+    assert_eq!(second.sent.blocks_sent, 0, "{second:?}");
+    assert_eq!(second.mfs_removed, vec![first.mfs_path.clone().unwrap()]);
+    assert!(!second.collected && second.collection_skipped, "{second:?}");
+    assert!(!pending.exists());
+
+    // 3: a store path gone, published without --ipfs-gc: the old root is unpinned, its
+    // blocks stay, and the node is listed as holding garbage.
+    let (gone_narinfo, gone_nar) = &paths[2];
+    let gone_block = local_cid(
+        &fs::read(dir.join(format!("binary_cache/nar/{gone_nar}"))).unwrap(),
+        AddOptions::V0_RAW_LEAVES,
+    );
+    fs::remove_file(dir.join(format!("binary_cache/nar/{gone_nar}"))).unwrap();
+    fs::remove_file(dir.join(format!("binary_cache/{gone_narinfo}"))).unwrap();
+    next_second().await;
+    let third = run(&opts(false)).await.unwrap();
+    assert_eq!(third.unpinned, vec![first.root], "{third:?}");
+    assert!(!third.collected && !third.collection_skipped, "{third:?}");
+    assert!(node_has_block(&client, &gone_block).await);
+    assert_eq!(
+        fs::read_to_string(&pending).unwrap(),
+        format!("{}\n", third.node.clone().unwrap())
+    );
+
+    // 4: nothing new, with --ipfs-gc: the garbage the third run left is collected.
+    next_second().await;
+    let fourth = run(&opts(true)).await.unwrap();
+    assert_eq!(fourth.root, third.root);
+    assert_eq!(fourth.sent.blocks_sent, 0, "{fourth:?}");
+    assert!(fourth.collected, "{fourth:?}");
+    assert!(!node_has_block(&client, &gone_block).await);
+    assert!(!pending.exists());
+
+    // 5: nothing new again: nothing to collect.
+    next_second().await;
+    let fifth = run(&opts(true)).await.unwrap();
+    assert!(!fifth.collected && fifth.collection_skipped, "{fifth:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_root_is_let_go_before_its_successor_is_published() {
     let node = IpfsNode::shared();

@@ -11,6 +11,12 @@
 //! published it, by someone else, keeps its pin). A removal that fails keeps its record, so
 //! the next run tries again. Records of other nodes are kept and never acted on.
 //!
+//! Garbage collection (`--ipfs-gc`) is asked of a node only when there can be something to
+//! collect: when this run unpinned a root, removed the MFS copy of a root no kept record
+//! holds, or sent blocks, or when an earlier run did so without a collection that succeeded.
+//! `D/ipfs_gc_pending` lists the peer IDs of such nodes, one a line. So a publication with nothing new costs the node no `repo/gc`,
+//! which walks every pinned tree.
+//!
 //! The file is text, written atomically; a line per record, oldest first (the MFS path escaped
 //! as the keys of `D/ipfs_hashes` are):
 //! ```text
@@ -31,6 +37,10 @@ use crate::ipfs::file_cache::{escape, unescape};
 
 /// Name of the file in the mirror directory that lists the roots published from it.
 pub const ROOTS_FILE: &str = "ipfs_roots";
+
+/// Name of the file in the mirror directory that lists the nodes that may hold garbage this
+/// mirror left (see the module documentation).
+pub const GC_PENDING_FILE: &str = "ipfs_gc_pending";
 
 const HEADER: &str = "nixipfs-ipfs-roots 1";
 
@@ -70,6 +80,9 @@ pub struct Pruned {
     pub mfs_removed: Vec<String>,
     /// Whether `repo/gc` ran.
     pub collected: bool,
+    /// Whether `repo/gc` was asked for but not needed: nothing was let go or sent since the
+    /// node's last collection.
+    pub collection_skipped: bool,
     /// Blocks the node said it removed in `repo/gc`.
     pub collected_blocks: u64,
     /// Removals that failed (their records are kept for the next run).
@@ -196,16 +209,62 @@ impl RootLog {
         drop
     }
 
+    /// The file listing the nodes that may hold garbage of this mirror.
+    fn gc_pending_path(&self) -> PathBuf {
+        self.path.with_file_name(GC_PENDING_FILE)
+    }
+
+    /// The peer IDs listed in [`GC_PENDING_FILE`]; a missing file lists none.
+    fn gc_pending(&self) -> Result<Vec<String>> {
+        let path = self.gc_pending_path();
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(text
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Lists `node` in [`GC_PENDING_FILE`] (`pending`) or takes it off.
+    fn set_gc_pending(&self, node: &str, pending: bool) -> Result<()> {
+        let mut nodes = self.gc_pending()?;
+        let listed = nodes.iter().any(|n| n == node);
+        if listed == pending {
+            return Ok(());
+        }
+        if pending {
+            nodes.push(node.to_string());
+        } else {
+            nodes.retain(|n| n != node);
+        }
+        let path = self.gc_pending_path();
+        if nodes.is_empty() {
+            return fs::remove_file(&path)
+                .or_else(|e| match e.kind() {
+                    io::ErrorKind::NotFound => Ok(()),
+                    _ => Err(e),
+                })
+                .with_context(|| format!("removing {}", path.display()));
+        }
+        let text: String = nodes.iter().map(|n| format!("{n}\n")).collect();
+        crate::fsutil::atomic_write(&path, text.as_bytes())
+    }
+
     /// Lets go of the roots of `node` beyond the newest `keep` published ones (see the module
-    /// documentation), then asks the node to collect garbage when `gc` is set. Call it only
-    /// once the newest root is published. Failures of single removals are warnings; the log
-    /// is saved with the records still to drop.
+    /// documentation), then asks the node to collect garbage when `gc` is set and there can be
+    /// garbage: this run let go of something or `sent_blocks`, or an earlier run left some
+    /// uncollected. Call it only once the newest root is published. Failures of single
+    /// removals are warnings; the log is saved with the records still to drop.
     pub async fn prune(
         &mut self,
         client: &IpfsClient,
         node: &str,
         keep: usize,
         gc: bool,
+        sent_blocks: bool,
     ) -> Result<Pruned> {
         let drop = self.to_drop(node, keep);
         let kept: Vec<&RootRecord> = self
@@ -219,6 +278,8 @@ impl RootLog {
         let kept_paths: HashSet<&str> = kept.iter().map(|r| r.mfs_path.as_str()).collect();
         let mut pruned = Pruned::default();
         let mut failed: HashSet<usize> = HashSet::new();
+        // Whether a removal may have left blocks that nothing holds any more.
+        let mut released = false;
 
         for &i in &drop {
             let r = &self.records[i];
@@ -227,7 +288,11 @@ impl RootLog {
             }
             match client.files_stat(&r.mfs_path).await {
                 Ok(Some(stat)) if stat.cid == r.root => match client.files_rm(&r.mfs_path).await {
-                    Ok(()) => pruned.mfs_removed.push(r.mfs_path.clone()),
+                    Ok(()) => {
+                        pruned.mfs_removed.push(r.mfs_path.clone());
+                        // A copy of a root that a kept record still holds frees nothing.
+                        released |= !kept_roots.contains(&r.root);
+                    }
                     Err(IpfsError::Api {
                         kind: ApiErrorKind::NotFound,
                         ..
@@ -290,10 +355,21 @@ impl RootLog {
         });
         self.save()?;
 
-        if gc {
+        let left_garbage = sent_blocks || released || !pruned.unpinned.is_empty();
+        let pending = left_garbage || self.gc_pending()?.iter().any(|n| n == node);
+        // Listed before the collection, so that a run that stops during it leaves the mark.
+        self.set_gc_pending(node, pending)?;
+        if gc && !pending {
+            pruned.collection_skipped = true;
+            tracing::info!(
+                "nothing was let go or sent since node {node} last collected garbage: \
+                 not asking it to (repo/gc)"
+            );
+        } else if gc {
             match client.repo_gc().await {
                 Ok(answer) => {
                     pruned.collected = true;
+                    self.set_gc_pending(node, false)?;
                     pruned.collected_blocks = answer.removed;
                     tracing::info!(
                         "the node collected garbage: {} blocks removed",

@@ -427,6 +427,7 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
         unpinned: Vec::new(),
         mfs_removed: Vec::new(),
         collected: false,
+        collection_skipped: false,
     };
 
     let mut begun = None;
@@ -470,11 +471,18 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
     if let (Some(node), Some(roots), Some(index)) = (&node, roots.as_mut(), begun) {
         roots.mark_published(index)?;
         let pruned = roots
-            .prune(&node.client, &node.peer, opts.keep, opts.gc)
+            .prune(
+                &node.client,
+                &node.peer,
+                opts.keep,
+                opts.gc,
+                report.sent.blocks_sent > 0 || report.sent.add_calls > 0,
+            )
             .await?;
         report.unpinned = pruned.unpinned;
         report.mfs_removed = pruned.mfs_removed;
         report.collected = pruned.collected;
+        report.collection_skipped = pruned.collection_skipped;
         report.warnings.extend(pruned.warnings);
     }
 

@@ -42,6 +42,9 @@ pub struct PublishReport {
     pub mfs_removed: Vec<String>,
     /// Whether the node collected garbage (`repo/gc`) afterwards.
     pub collected: bool,
+    /// Whether a collection was asked for but not needed: nothing was let go or sent since
+    /// the node's last one.
+    pub collection_skipped: bool,
 }
 
 impl PublishReport {
@@ -75,6 +78,9 @@ impl PublishReport {
             }
             if self.collected {
                 line.push_str("; the node collected garbage");
+            }
+            if self.collection_skipped {
+                line.push_str("; nothing new to collect on the node");
             }
             if s.add_calls > 0 {
                 line.push_str(&format!(
