@@ -176,13 +176,8 @@ impl Resolver {
     /// link to a file costs one or three calls instead of one per path component, which
     /// matters for the tens of thousands of links of the release views.
     pub(super) fn resolve(&self, path: &Path) -> io::Result<(PathBuf, fs::Metadata)> {
-        let slow = |path: &Path| -> io::Result<(PathBuf, fs::Metadata)> {
-            let real = fs::canonicalize(path)?;
-            let meta = fs::metadata(&real)?;
-            Ok((real, meta))
-        };
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return slow(path);
+            return canonical(path);
         };
         let meta = fs::symlink_metadata(path)?;
         if !meta.file_type().is_symlink() {
@@ -190,12 +185,12 @@ impl Resolver {
         }
         let target = parent.join(fs::read_link(path)?);
         let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
-            return slow(path);
+            return canonical(path);
         };
         let real = self.real_dir(dir)?.join(name);
         match fs::symlink_metadata(&real) {
             // A link to a link: let the system follow the chain.
-            Ok(meta) if meta.file_type().is_symlink() => slow(path),
+            Ok(meta) if meta.file_type().is_symlink() => canonical(path),
             Ok(meta) => Ok((real, meta)),
             Err(e) => Err(e),
         }
@@ -211,6 +206,14 @@ impl Resolver {
         lock().insert(dir.to_path_buf(), real.clone());
         Ok(real)
     }
+}
+
+/// `path` with every symlink resolved by the system, and the metadata of what it names: the
+/// way of [`Resolver::resolve`] and [`Prober::probe`] when a link leads to a link.
+fn canonical(path: &Path) -> io::Result<(PathBuf, fs::Metadata)> {
+    let real = fs::canonicalize(path)?;
+    let meta = fs::metadata(&real)?;
+    Ok((real, meta))
 }
 
 /// What is known of a file found by the walk: whether it is a regular file, and its stamp.
@@ -290,8 +293,7 @@ impl Prober<'_> {
         file_type: Option<fs::FileType>,
     ) -> io::Result<Probe> {
         let slow = |path: &Path| -> io::Result<Probe> {
-            let real = fs::canonicalize(path)?;
-            let meta = fs::metadata(&real)?;
+            let (real, meta) = canonical(path)?;
             Ok(self.probe_of(real, Some(Meta::of(&meta))))
         };
         if !file_type.is_some_and(|t| t.is_symlink()) {
@@ -505,6 +507,18 @@ impl Walker<'_> {
         Ok(())
     }
 
+    /// The NAR that the cache entry of narinfo `key` names, while the entry matches `stamp`.
+    fn cached_nar(
+        &self,
+        key: &str,
+        stamp: &FileStamp,
+    ) -> Option<crate::ipfs::file_cache::Dependency> {
+        self.opts
+            .cache
+            .file(key, stamp, self.opts.build.layout.add)
+            .and_then(|(e, _)| e.dep)
+    }
+
     /// For each probed narinfo that is new to the walk: its NAR as its cache entry names it
     /// while that entry matches, else its bytes, read on the pool.
     fn narinfo_texts(&self, probes: &[io::Result<Probe>]) -> Vec<Option<NarinfoFound>> {
@@ -516,10 +530,7 @@ impl Walker<'_> {
                 if !meta.is_file || self.prober().known(probe.id) {
                     return None;
                 }
-                self.opts
-                    .cache
-                    .file(&probe.key, &meta.stamp, self.opts.build.layout.add)
-                    .and_then(|(e, _)| e.dep)
+                self.cached_nar(&probe.key, &meta.stamp)
                     .map(NarinfoFound::Dep)
                     .or(Some(NarinfoFound::Unread))
             })
@@ -602,14 +613,7 @@ impl Walker<'_> {
         let (cached, text) = match found {
             Some(NarinfoFound::Dep(dep)) => (Some(dep), None),
             Some(NarinfoFound::Text(text)) => (None, Some(text)),
-            Some(NarinfoFound::Unread) | None => {
-                let cached = self
-                    .opts
-                    .cache
-                    .file(key, stamp, self.opts.build.layout.add)
-                    .and_then(|(e, _)| e.dep);
-                (cached, None)
-            }
+            Some(NarinfoFound::Unread) | None => (self.cached_nar(key, stamp), None),
         };
         let mut kept = None;
         let nar_path = match cached {
