@@ -110,6 +110,26 @@ pub struct FileEntry {
     pub dep: Option<Dependency>,
 }
 
+/// A file's entry as the cache file holds it ([`FileCache::file`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cached {
+    /// What the file hashed to.
+    pub entry: FileEntry,
+    /// Whether its DAG is on the cache's node.
+    pub on_node: bool,
+    /// Its line in the cache file, and where the line starts: a [`CacheWriter`] keeps an
+    /// unchanged entry as it is.
+    line: Box<str>,
+    offset: u64,
+}
+
+impl Cached {
+    /// Whether the entry still describes the file stamped `stamp`, hashed with `options`.
+    pub fn describes(&self, stamp: &FileStamp, options: AddOptions) -> bool {
+        self.entry.stamp == *stamp && self.entry.options == options
+    }
+}
+
 /// How [`FileCache::load`] found the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadOutcome {
@@ -190,8 +210,8 @@ fn line_key(line: &str) -> &str {
     line.rsplit(' ').next().unwrap_or("")
 }
 
-/// An `f` line: its key, entry and "on the node" mark.
-fn parse_file_line(line: &str) -> Option<(String, FileEntry, bool)> {
+/// An `f` line: its key (escaped), entry and "on the node" mark.
+fn parse_file_line(line: &str) -> Option<(&str, FileEntry, bool)> {
     let mut fields = [""; 13];
     let mut count = 0;
     for field in line.split(' ') {
@@ -235,7 +255,7 @@ fn parse_file_line(line: &str) -> Option<(String, FileEntry, bool)> {
         },
         dep,
     };
-    Some((unescape(key)?, entry, flag(on)?))
+    Some((key, entry, flag(on)?))
 }
 
 /// A `d` line: its key, directory and "on the node" mark.
@@ -369,10 +389,77 @@ fn finish_line(mut bytes: Vec<u8>, line: &mut String) -> io::Result<()> {
     Ok(())
 }
 
-/// Where lookups are in the `f` lines: all lines before `pos` have keys below `below`.
+/// Lines a lookup passes over before it bisects the rest of the file instead (the walk jumps
+/// over a whole directory's entries at times: the NARs between two narinfos).
+const SKIP_BEFORE_BISECTING: usize = 64;
+
+/// Where lookups are in the `f` lines: the bytes of the file from `pos` as far as they were
+/// read, the next line at `at`; all lines before it have keys below `below`.
 struct Cursor {
+    buf: Vec<u8>,
     pos: u64,
+    at: usize,
+    /// Bytes to read next (doubling up to 64 KiB from a jump: a lookup there reads little).
+    chunk: usize,
     below: String,
+}
+
+impl Cursor {
+    /// Moves to the line at `pos`, forgetting what was read.
+    fn jump(&mut self, pos: u64) {
+        self.buf.clear();
+        self.pos = pos;
+        self.at = 0;
+        self.chunk = 1 << 12;
+    }
+
+    /// The next line (without its newline) as a range of `buf`, reading on from `file` up to
+    /// `end` as needed; `None` at the end. The cursor moves past it.
+    fn next_line(
+        &mut self,
+        file: &fs::File,
+        end: u64,
+    ) -> io::Result<Option<std::ops::Range<usize>>> {
+        use std::os::unix::fs::FileExt;
+        loop {
+            let rest = &self.buf[self.at..];
+            let read_to = self.pos + self.buf.len() as u64;
+            let line = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => Some(self.at..self.at + i),
+                None if read_to >= end && !rest.is_empty() => Some(self.at..self.buf.len()),
+                None if read_to >= end => return Ok(None),
+                None => None,
+            };
+            if let Some(mut line) = line {
+                self.at = (line.end + 1).min(self.buf.len());
+                if self.buf[line.clone()].last() == Some(&b'\r') {
+                    line.end -= 1;
+                }
+                return Ok(Some(line));
+            }
+            // Keep the partial line, read the next chunk after it.
+            self.buf.drain(..self.at);
+            self.pos += self.at as u64;
+            self.at = 0;
+            let have = self.buf.len();
+            let want = (end - self.pos - have as u64).min(self.chunk as u64) as usize;
+            self.chunk = (self.chunk * 2).min(1 << 16);
+            self.buf.resize(have + want, 0);
+            let n = file.read_at(&mut self.buf[have..], self.pos + have as u64)?;
+            self.buf.truncate(have + n);
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the cache file became shorter",
+                ));
+            }
+        }
+    }
+
+    /// The offset of the line at `at` (the next one).
+    fn offset(&self) -> u64 {
+        self.pos + self.at as u64
+    }
 }
 
 /// The `f` lines of a cache file: sorted by key, looked up where they are on disk.
@@ -384,10 +471,11 @@ struct FileLines {
 }
 
 impl FileLines {
-    /// The offset of the first line whose key is not below `key` (or a line before it).
-    fn seek(&self, key: &str) -> io::Result<u64> {
+    /// The offset of the first line whose key is not below `key` (or a line before it),
+    /// among the lines from `lo` on.
+    fn seek(&self, key: &str, lo: u64) -> io::Result<u64> {
         const SCAN: u64 = 1 << 14;
-        let (mut lo, mut hi) = (self.start, self.end);
+        let (mut lo, mut hi) = (lo, self.end);
         let mut line = String::new();
         while hi - lo > SCAN {
             let mid = lo + (hi - lo) / 2;
@@ -408,36 +496,58 @@ impl FileLines {
         Ok(lo)
     }
 
-    /// The line of `key`, if there is one.
-    fn find(&self, key: &str) -> io::Result<Option<String>> {
+    /// The line of `key` and its offset, if there is one.
+    fn find(&self, key: &str) -> io::Result<Option<(u64, String)>> {
         let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let cursor = &mut *cursor;
         if key < cursor.below.as_str() {
-            cursor.pos = self.seek(key)?;
+            let pos = self.seek(key, self.start)?;
+            cursor.jump(pos);
         }
-        let mut reader = LineReader::for_lookup(&self.file, cursor.pos, self.end);
-        let mut line = String::new();
+        let mut skipped = 0;
         let found = loop {
-            let at = reader.pos();
-            if reader.next_line(&mut line)?.is_none() {
-                cursor.pos = at;
+            let Some(range) = cursor.next_line(&self.file, self.end)? else {
                 break None;
-            }
-            let Some(k) = unescape_key(line_key(&line)) else {
-                continue;
             };
-            match (*k).cmp(key) {
-                std::cmp::Ordering::Less => {}
+            // Where the line starts (reading on may have moved the bytes kept).
+            let at = range.start;
+            let line = &cursor.buf[range];
+            let escaped = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+            let order = if escaped.contains(&b'%') {
+                match std::str::from_utf8(escaped).ok().and_then(unescape) {
+                    Some(k) => k.as_str().cmp(key),
+                    None => continue,
+                }
+            } else {
+                escaped.cmp(key.as_bytes())
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    skipped += 1;
+                    if skipped == SKIP_BEFORE_BISECTING {
+                        let pos = self.seek(key, cursor.offset())?;
+                        if pos > cursor.offset() {
+                            cursor.jump(pos);
+                        }
+                    }
+                }
                 std::cmp::Ordering::Equal => {
-                    cursor.pos = at;
-                    break Some(line);
+                    let line = std::str::from_utf8(line)
+                        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))?
+                        .to_string();
+                    // The same key may be asked again: the cursor stays on its line.
+                    let offset = cursor.pos + at as u64;
+                    cursor.at = at;
+                    break Some((offset, line));
                 }
                 std::cmp::Ordering::Greater => {
-                    cursor.pos = at;
+                    cursor.at = at;
                     break None;
                 }
             }
         };
-        cursor.below = key.to_string();
+        cursor.below.clear();
+        cursor.below.push_str(key);
         Ok(found)
     }
 }
@@ -449,6 +559,13 @@ impl FileLines {
 pub struct FileCache {
     lines: Option<FileLines>,
     files: usize,
+    /// Whether it was read from a file (a [`CacheWriter`] may then leave that file as it is).
+    loaded: bool,
+    /// The sum of the offsets of the `f` lines (wrapping), and how many are not marked.
+    offsets: u64,
+    unmarked: usize,
+    /// The `layout` line of the file, as it was.
+    layout_line: Option<String>,
     dirs: HashMap<String, (Added, bool)>,
     node: Option<String>,
     layout: Option<String>,
@@ -535,6 +652,10 @@ impl FileCache {
                 if end.is_some() || rest.split(' ').count() != 12 {
                     return damaged();
                 }
+                cache.offsets = cache.offsets.wrapping_add(at);
+                if line.split(' ').nth(9) != Some("1") {
+                    cache.unmarked += 1;
+                }
                 start.get_or_insert(at);
                 let Some(key) = unescape_key(line_key(&line)) else {
                     return damaged();
@@ -582,14 +703,18 @@ impl FileCache {
                 cache.layout.as_deref().unwrap_or("of legacy-raw-v0")
             ));
         }
-        cache.layout = Some(layout.to_string());
+        cache.layout_line = cache.layout.replace(layout.to_string());
+        cache.loaded = true;
         if let Some(start) = start {
             cache.lines = Some(FileLines {
                 file,
                 start,
                 end: end.unwrap_or(len),
                 cursor: std::sync::Mutex::new(Cursor {
+                    buf: Vec::new(),
                     pos: start,
+                    at: 0,
+                    chunk: 1 << 12,
                     below: String::new(),
                 }),
             });
@@ -601,29 +726,34 @@ impl FileCache {
         Ok((cache, outcome))
     }
 
+    /// The entry of `key`, whatever file it describes (see [`Cached::describes`]).
+    pub fn entry(&self, key: &str) -> Option<Cached> {
+        self.lookup(key)
+    }
+
     /// The line of `key`, parsed.
-    fn lookup(&self, key: &str) -> Option<(FileEntry, bool)> {
-        let line = match self.lines.as_ref()?.find(key) {
-            Ok(line) => line?,
+    fn lookup(&self, key: &str) -> Option<Cached> {
+        let (offset, line) = match self.lines.as_ref()?.find(key) {
+            Ok(found) => found?,
             Err(e) => {
                 tracing::debug!("reading the file cache: {e}");
                 return None;
             }
         };
-        parse_file_line(&line).map(|(_, entry, on)| (entry, on))
+        let (_, entry, on_node) = parse_file_line(&line)?;
+        Some(Cached {
+            entry,
+            on_node,
+            line: line.into_boxed_str(),
+            offset,
+        })
     }
 
-    /// The entry of `key` if it still describes the file (same stamp and options), and
+    /// The entry of `key` if it still describes the file (same stamp and options), with
     /// whether its DAG was on the cache's node. Lookups in increasing key order read the file
     /// forward; a key below the last one looked up is found again by bisection.
-    pub fn file(
-        &self,
-        key: &str,
-        stamp: &FileStamp,
-        options: AddOptions,
-    ) -> Option<(FileEntry, bool)> {
-        self.lookup(key)
-            .filter(|(e, _)| e.stamp == *stamp && e.options == options)
+    pub fn file(&self, key: &str, stamp: &FileStamp, options: AddOptions) -> Option<Cached> {
+        self.lookup(key).filter(|c| c.describes(stamp, options))
     }
 
     /// Number of file entries.
@@ -646,8 +776,8 @@ impl FileCache {
         self.layout.as_deref()
     }
 
-    /// The CIDs whose whole DAG node `node_id` holds (one more read of the file); empty for
-    /// any other node.
+    /// The directories whose whole DAG node `node_id` holds; empty for any other node. A
+    /// file's mark comes with its entry ([`Cached::on_node`]).
     pub fn known_on_node(&self, node_id: &str) -> CidSet {
         let mut set = CidSet::new();
         if self.node.as_deref() != Some(node_id) {
@@ -659,55 +789,97 @@ impl FileCache {
                 .filter(|(_, on)| *on)
                 .map(|(added, _)| added.cid),
         );
-        if let Some(lines) = &self.lines {
-            let mut reader = LineReader::new(&lines.file, lines.start, lines.end);
-            let mut line = String::new();
-            while let Ok(Some(())) = reader.next_line(&mut line) {
-                let mut fields = line.split(' ').skip(7);
-                if let (Some(cid), _, Some("1")) = (fields.next(), fields.next(), fields.next()) {
-                    if let Ok(cid) = Cid::parse(cid) {
-                        set.insert(cid);
-                    }
-                }
-            }
-        }
         set
     }
 
-    /// Calls `f` with every file entry whose key is under the directory `prefix` (and its
-    /// mark), in key order.
+    /// The files marked as on node `node_id`, to be read when needed (none for another node).
+    pub fn marked_files(&self, node_id: &str) -> Option<MarkedFiles> {
+        if self.node.as_deref() != Some(node_id) || self.unmarked == self.files {
+            return None;
+        }
+        let lines = self.lines.as_ref()?;
+        Some(MarkedFiles {
+            file: lines.file.try_clone().ok()?,
+            start: lines.start,
+            end: lines.end,
+        })
+    }
+
+    /// Whether the marks are for node `node_id` and mark anything as on it.
+    pub fn marks_anything_on(&self, node_id: &str) -> bool {
+        self.node.as_deref() == Some(node_id)
+            && (self.unmarked < self.files || self.dirs.values().any(|(_, on)| *on))
+    }
+
+    /// Calls `f` with the line of every file entry whose key is under the directory
+    /// `prefix` (its offset, and whether it is marked), in key order.
     fn for_each_under(
         &self,
         prefix: &str,
-        f: &mut dyn FnMut(&str, &FileEntry, bool) -> io::Result<()>,
+        f: &mut dyn FnMut(u64, &str, bool) -> io::Result<()>,
     ) -> io::Result<()> {
         let Some(lines) = &self.lines else {
             return Ok(());
         };
         let dir = format!("{prefix}/");
-        let start = lines.seek(&dir)?;
+        let start = lines.seek(&dir, lines.start)?;
         let mut reader = LineReader::new(&lines.file, start, lines.end);
         let mut line = String::new();
-        while reader.next_line(&mut line)?.is_some() {
-            let Some((key, entry, on)) = parse_file_line(&line) else {
+        loop {
+            let at = reader.pos();
+            if reader.next_line(&mut line)?.is_none() {
+                break;
+            }
+            let Some((key, _, on)) = parse_file_line(&line) else {
                 continue;
             };
-            if key.as_str() < dir.as_str() {
+            let Some(key) = unescape_key(key) else {
+                continue;
+            };
+            if &*key < dir.as_str() {
                 continue;
             }
             if !key.starts_with(&dir) {
                 break;
             }
-            f(&key, &entry, on)?;
+            f(at, &line, on)?;
         }
         Ok(())
+    }
+}
+
+/// The files a cache marks as on its node, read from the cache file (once more) by
+/// [`MarkedFiles::read`].
+#[derive(Debug)]
+pub struct MarkedFiles {
+    file: fs::File,
+    start: u64,
+    end: u64,
+}
+
+impl MarkedFiles {
+    /// The root CIDs of the marked files.
+    pub fn read(self) -> CidSet {
+        let mut set = CidSet::new();
+        let mut reader = LineReader::new(&self.file, self.start, self.end);
+        let mut line = String::new();
+        while let Ok(Some(())) = reader.next_line(&mut line) {
+            let mut fields = line.split(' ').skip(7);
+            if let (Some(cid), _, Some("1")) = (fields.next(), fields.next(), fields.next()) {
+                if let Ok(cid) = Cid::parse(cid) {
+                    set.insert(cid);
+                }
+            }
+        }
+        set
     }
 }
 
 /// The next cache file, written as the mirror is walked: file entries come in sorted runs
 /// (a directory's at a time) into an unnamed temporary file beside the cache, and
 /// [`CacheWriter::finish`] merges the runs into the cache file. Memory holds one run and the
-/// directory entries, never the whole list.
+/// directory entries, never the whole list. A writer made [`CacheWriter::replacing`] a cache
+/// leaves its file as it is when every entry comes back unchanged (a rerun with nothing new).
 pub struct CacheWriter {
     dir: std::path::PathBuf,
     runs_file: io::BufWriter<fs::File>,
@@ -716,6 +888,36 @@ pub struct CacheWriter {
     dirs: Vec<(String, Added, bool)>,
     layout: Option<String>,
     node: Option<String>,
+    baseline: Option<Baseline>,
+    /// Entries written as their lines were: how many, the sum of the lines' offsets, how
+    /// many of them were not marked; and entries written anew.
+    kept: usize,
+    kept_offsets: u64,
+    kept_unmarked: usize,
+    changed: usize,
+}
+
+/// What the cache file being replaced holds, in brief.
+struct Baseline {
+    files: usize,
+    offsets: u64,
+    unmarked: usize,
+    dirs: HashMap<String, (Added, bool)>,
+    layout_line: Option<String>,
+    node: Option<String>,
+}
+
+/// A file entry for the next cache file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextEntry {
+    /// The file's key.
+    pub key: String,
+    /// What it hashed to.
+    pub entry: FileEntry,
+    /// Whether its DAG is on the node.
+    pub on_node: bool,
+    /// Its entry in the cache being replaced, if it had one.
+    pub was: Option<Cached>,
 }
 
 impl CacheWriter {
@@ -731,24 +933,62 @@ impl CacheWriter {
             dirs: Vec::new(),
             layout: layout.map(str::to_string),
             node: node.map(str::to_string),
+            baseline: None,
+            kept: 0,
+            kept_offsets: 0,
+            kept_unmarked: 0,
+            changed: 0,
         })
     }
 
-    /// Adds file entries (key, entry, whether its DAG is on the node), in any order; each
-    /// key once across the whole cache.
-    pub fn files(&mut self, mut entries: Vec<(String, FileEntry, bool)>) -> io::Result<()> {
+    /// A writer of the cache file that replaces `cache` in `dir`, for the same layout, its
+    /// marks for the same node.
+    pub fn replacing(dir: &Path, cache: &FileCache) -> io::Result<CacheWriter> {
+        let mut writer = CacheWriter::new(dir, cache.layout(), cache.node())?;
+        writer.baseline = cache.loaded.then(|| Baseline {
+            files: cache.files,
+            offsets: cache.offsets,
+            unmarked: cache.unmarked,
+            dirs: cache.dirs.clone(),
+            layout_line: cache.layout_line.clone(),
+            node: cache.node.clone(),
+        });
+        Ok(writer)
+    }
+
+    /// Writes the line of an entry that is as the cache being replaced has it.
+    fn keep_line(&mut self, offset: u64, line: &str, on_node: bool) -> io::Result<()> {
+        self.runs_file.write_all(line.as_bytes())?;
+        self.runs_file.write_all(b"\n")?;
+        self.written += line.len() as u64 + 1;
+        self.kept += 1;
+        self.kept_offsets = self.kept_offsets.wrapping_add(offset);
+        self.kept_unmarked += usize::from(!on_node);
+        Ok(())
+    }
+
+    /// Adds file entries, in any order; each key once across the whole cache.
+    pub fn files(&mut self, mut entries: Vec<NextEntry>) -> io::Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let start = self.written;
         let mut line = Vec::with_capacity(256);
-        for (key, entry, on) in &entries {
-            line.clear();
-            write_file_line(&mut line, key, entry, *on)?;
-            line.push(b'\n');
-            self.runs_file.write_all(&line)?;
-            self.written += line.len() as u64;
+        for e in &entries {
+            match &e.was {
+                Some(was) if was.entry == e.entry && was.on_node == e.on_node => {
+                    self.keep_line(was.offset, &was.line, was.on_node)?;
+                }
+                _ => {
+                    line.clear();
+                    write_file_line(&mut line, &e.key, &e.entry, e.on_node)?;
+                    line.push(b'\n');
+                    self.runs_file.write_all(&line)?;
+                    self.written += line.len() as u64;
+                    self.changed += 1;
+                }
+            }
         }
         self.runs.push((start, self.written));
         Ok(())
@@ -758,15 +998,8 @@ impl CacheWriter {
     /// whose files were not looked at).
     pub fn keep_under(&mut self, cache: &FileCache, prefix: &str) -> io::Result<()> {
         let start = self.written;
-        let mut line = Vec::with_capacity(256);
-        let (out, written) = (&mut self.runs_file, &mut self.written);
-        cache.for_each_under(prefix, &mut |key, entry, on| {
-            line.clear();
-            write_file_line(&mut line, key, entry, on)?;
-            line.push(b'\n');
-            out.write_all(&line)?;
-            *written += line.len() as u64;
-            Ok(())
+        cache.for_each_under(prefix, &mut |offset, line, on| {
+            self.keep_line(offset, line, on)
         })?;
         if self.written > start {
             self.runs.push((start, self.written));
@@ -796,8 +1029,45 @@ impl CacheWriter {
         node_holds_all: bool,
     ) -> anyhow::Result<()> {
         use anyhow::Context;
+        if self.unchanged(node, node_holds_all) {
+            // A rerun with nothing new: the file stays, not read, not written.
+            return Ok(());
+        }
         let result = self.merge(path, node, node_holds_all);
         result.with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Whether the file [`CacheWriter::finish`] would write is the one being replaced: every
+    /// entry of that file written back as it was and nothing else, the same directories,
+    /// layout and node, every mark already set when `node_holds_all`.
+    fn unchanged(&self, node: Option<&str>, node_holds_all: bool) -> bool {
+        let Some(old) = &self.baseline else {
+            return false;
+        };
+        let node = if node_holds_all {
+            node
+        } else {
+            self.node.as_deref()
+        };
+        if self.changed > 0
+            || self.kept != old.files
+            || self.kept_offsets != old.offsets
+            || (node_holds_all && (self.kept_unmarked > 0 || old.unmarked > 0))
+            || node != old.node.as_deref()
+            || self.layout != old.layout_line
+        {
+            return false;
+        }
+        // The directories as the merge writes them: the first of each key.
+        let mut dirs: HashMap<&str, (Added, bool)> = HashMap::with_capacity(self.dirs.len());
+        for (key, added, on) in &self.dirs {
+            dirs.entry(key.as_str())
+                .or_insert((*added, *on || node_holds_all));
+        }
+        dirs.len() == old.dirs.len()
+            && dirs
+                .iter()
+                .all(|(key, dir)| old.dirs.get(*key) == Some(dir))
     }
 
     fn merge(self, path: &Path, node: Option<&str>, node_holds_all: bool) -> io::Result<()> {
@@ -933,6 +1203,16 @@ mod tests {
         }
     }
 
+    /// A new entry, with no entry in the cache before.
+    fn next(key: &str, entry: FileEntry, on_node: bool) -> NextEntry {
+        NextEntry {
+            key: key.to_string(),
+            entry,
+            on_node,
+            was: None,
+        }
+    }
+
     fn hello() -> Cid {
         cid("bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am")
     }
@@ -961,9 +1241,9 @@ mod tests {
             }),
         };
         let mut w = CacheWriter::new(path.parent().unwrap(), layout, Some("12D3KooWtest")).unwrap();
-        w.files(vec![("binary_cache/x.narinfo".to_string(), narinfo, false)])
+        w.files(vec![next("binary_cache/x.narinfo", narinfo, false)])
             .unwrap();
-        w.files(vec![(NAR.to_string(), nar, true)]).unwrap();
+        w.files(vec![next(NAR, nar, true)]).unwrap();
         let dir = cid("QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn");
         w.dir(String::new(), Added { cid: dir, tsize: 4 }, true);
         w.dir(
@@ -998,23 +1278,33 @@ mod tests {
         );
         let (loaded, outcome) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
         assert_eq!(outcome, LoadOutcome::Loaded { files: 2, dirs: 2 });
-        let (nar, on) = loaded
+        let nar = loaded
             .file(NAR, &stamp(), AddOptions::V0_RAW_LEAVES)
             .unwrap();
-        assert_eq!((nar.root.cid, nar.root.tsize, on), (hello(), 6, true));
+        assert_eq!(
+            (nar.entry.root.cid, nar.entry.root.tsize, nar.on_node),
+            (hello(), 6, true)
+        );
         let narinfo_stamp = FileStamp { size: 7, ..stamp() };
-        let (narinfo, on) = loaded
+        let narinfo = loaded
             .file(
                 "binary_cache/x.narinfo",
                 &narinfo_stamp,
                 AddOptions::V0_RAW_LEAVES,
             )
             .unwrap();
-        assert!(!on);
-        assert_eq!(narinfo.dep.unwrap().key, NAR);
+        assert!(!narinfo.on_node);
+        assert_eq!(narinfo.entry.dep.unwrap().key, NAR);
         assert_eq!(loaded.dir("").unwrap().tsize, 4);
-        assert_eq!(loaded.known_on_node("12D3KooWtest").len(), 2);
+        // The marked directory; the files' marks come with their entries.
+        assert_eq!(loaded.known_on_node("12D3KooWtest").len(), 1);
         assert!(loaded.known_on_node("12D3KooWother").is_empty());
+        assert!(loaded.marks_anything_on("12D3KooWtest"));
+        assert!(!loaded.marks_anything_on("12D3KooWother"));
+        let marked = loaded.marked_files("12D3KooWtest").unwrap().read();
+        assert_eq!(marked.len(), 1);
+        assert!(marked.contains(&hello()));
+        assert!(loaded.marked_files("12D3KooWother").is_none());
 
         // Pinned on another node: every mark is for it.
         let (_, _) = (loaded, ());
@@ -1024,7 +1314,15 @@ mod tests {
         w.finish(&path, Some("12D3KooWother"), true).unwrap();
         let (again, _) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
         assert_eq!(again.node(), Some("12D3KooWother"));
-        assert_eq!(again.known_on_node("12D3KooWother").len(), 2);
+        assert!(again.marks_anything_on("12D3KooWother"));
+        let narinfo = again
+            .file(
+                "binary_cache/x.narinfo",
+                &narinfo_stamp,
+                AddOptions::V0_RAW_LEAVES,
+            )
+            .unwrap();
+        assert!(narinfo.on_node);
 
         // The same entries again: the file is left as it is (same inode, no rename); other
         // entries replace it.
@@ -1220,7 +1518,7 @@ mod tests {
             w.files(
                 (0..n)
                     .filter(|i| i % 3 == run)
-                    .map(|i| (key(i), entry(i), false))
+                    .map(|i| next(&key(i), entry(i), false))
                     .collect(),
             )
             .unwrap();
@@ -1243,10 +1541,10 @@ mod tests {
         let scattered: Vec<usize> = (0..n).map(|i| (i * 4099) % n).collect();
         for lookups in [order, backward, scattered] {
             for i in lookups {
-                let (found, _) = cache
+                let found = cache
                     .file(&key(i), &entry(i).stamp, AddOptions::V1)
                     .unwrap_or_else(|| panic!("{} not found", key(i)));
-                assert_eq!(found, entry(i));
+                assert_eq!(found.entry, entry(i));
                 assert!(cache.lookup(&format!("{}x", key(i))).is_none());
             }
         }
@@ -1258,5 +1556,61 @@ mod tests {
         w.finish(&kept, None, false).unwrap();
         let (kept, _) = FileCache::load(&kept, "v1").unwrap();
         assert_eq!(kept.file_count(), (0..n).filter(|i| i % 7 == 3).count());
+    }
+
+    /// A writer replacing a cache leaves its file alone exactly when it would write the same
+    /// file: every entry back as it was, nothing else, the same directories and marks.
+    #[test]
+    fn an_unchanged_cache_is_left_as_it_is_and_any_change_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CACHE_FILE);
+        write_sample(&path, Some(LEGACY_LAYOUTS[0]));
+        let (cache, _) = FileCache::load(&path, LEGACY_LAYOUTS[0]).unwrap();
+        let narinfo_key = "binary_cache/x.narinfo";
+        let narinfo_stamp = FileStamp { size: 7, ..stamp() };
+        let found = |key: &str, stamp: &FileStamp| {
+            cache.file(key, stamp, AddOptions::V0_RAW_LEAVES).unwrap()
+        };
+        let again = |c: Cached, key: &str| NextEntry {
+            key: key.to_string(),
+            entry: c.entry.clone(),
+            on_node: c.on_node,
+            was: Some(c),
+        };
+        let dirs = |w: &mut CacheWriter, top_on: bool| {
+            let d = cid("QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn");
+            w.dir(String::new(), Added { cid: d, tsize: 4 }, top_on);
+            w.dir("releases/c/n".into(), Added { cid: d, tsize: 4 }, false);
+        };
+        // (entries, directory mark, node_holds_all) → unchanged?
+        let writer = |entries: Vec<NextEntry>, top_on: bool| {
+            let mut w = CacheWriter::replacing(dir.path(), &cache).unwrap();
+            w.files(entries).unwrap();
+            dirs(&mut w, top_on);
+            w
+        };
+        let nar = found(NAR, &stamp());
+        let narinfo = found(narinfo_key, &narinfo_stamp);
+        let same = || vec![again(nar.clone(), NAR), again(narinfo.clone(), narinfo_key)];
+        assert!(writer(same(), true).unchanged(None, false));
+        // The narinfo was not marked: pinned now, its mark changes.
+        assert!(!writer(same(), true).unchanged(Some("12D3KooWtest"), true));
+        // A directory's mark, an entry left out, an entry changed, an entry added.
+        assert!(!writer(same(), false).unchanged(None, false));
+        assert!(!writer(vec![again(nar.clone(), NAR)], true).unchanged(None, false));
+        let mut changed = same();
+        changed[0].entry.root.tsize += 1;
+        assert!(!writer(changed.clone(), true).unchanged(None, false));
+        let mut more = same();
+        more.push(next("binary_cache/y.narinfo", nar.entry.clone(), false));
+        assert!(!writer(more, true).unchanged(None, false));
+        // A changed entry is written; an unchanged one keeps its line.
+        let before = fs::read_to_string(&path).unwrap();
+        writer(changed, true).finish(&path, None, false).unwrap();
+        let after = fs::read_to_string(&path).unwrap();
+        assert_ne!(after, before);
+        assert_eq!(after.lines().count(), before.lines().count());
+        let narinfo_line = before.lines().find(|l| l.ends_with(narinfo_key)).unwrap();
+        assert!(after.lines().any(|l| l == narinfo_line), "{after}");
     }
 }

@@ -8,10 +8,11 @@
 //! it lacks, so each absent block would cost a whole timeout, and a mirror has hundreds of
 //! thousands of blocks. Instead [`NodeKnowledge`] combines two sources:
 //! - **What was published before**, from the cache file (see [`crate::ipfs::file_cache`]):
-//!   the CIDs of every file and directory of the last DAG that was imported and pinned on this
-//!   node (recognised by its peer ID). A pinned DAG is complete, so a file or directory whose
-//!   CID is among them needs no block at all, and an unchanged file is not even read. This
-//!   is what makes a no-change rerun send nothing.
+//!   every file and directory of the last DAG that was imported and pinned on this node
+//!   (recognised by its peer ID): the directories' CIDs, and a mark on each file's entry. A
+//!   pinned DAG is complete, so a marked file or a directory whose CID is among them needs no
+//!   block at all, and an unchanged file is not even read. This is what makes a no-change
+//!   rerun send nothing.
 //! - **What the node says it holds** (`refs/local`, one streamed call listing every block),
 //!   used when there is no record for this node (first publication, another node, a lost
 //!   cache) and to repair: blocks it lists are not sent again, so an interrupted first
@@ -46,6 +47,7 @@ use tempfile::NamedTempFile;
 use super::car::{self, CarError, CarWriter};
 use super::cid::{Cid, CidSet};
 use super::client::{block_key, DagImport, IpfsClient, IpfsError};
+use super::file_cache::MarkedFiles;
 use super::profile::Layout;
 use crate::progress::{Phase, Unit};
 
@@ -60,6 +62,41 @@ pub struct NodeKnowledge {
     /// publication (an import sends a file's root block after its leaves); false when
     /// repairing.
     pub trust_roots: bool,
+    /// Whether the marks of the cache of file CIDs are for this node: a file marked there
+    /// has its whole DAG on it.
+    pub file_marks: bool,
+    /// The CIDs of those marked files, read from the cache when first needed (a run that
+    /// sends nothing never reads them).
+    pub marked: Option<Arc<MarkedCids>>,
+}
+
+/// CIDs whose whole DAG the node holds, read from the cache of file CIDs when first asked for.
+#[derive(Debug)]
+pub struct MarkedCids {
+    source: Mutex<Option<MarkedFiles>>,
+    set: std::sync::OnceLock<CidSet>,
+}
+
+impl MarkedCids {
+    /// The CIDs of the files `marked`, to be read when first asked for.
+    pub fn new(marked: MarkedFiles) -> MarkedCids {
+        MarkedCids {
+            source: Mutex::new(Some(marked)),
+            set: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether `cid` is one of them.
+    pub fn contains(&self, cid: &Cid) -> bool {
+        self.set
+            .get_or_init(|| {
+                lock(&self.source)
+                    .take()
+                    .map(MarkedFiles::read)
+                    .unwrap_or_default()
+            })
+            .contains(cid)
+    }
 }
 
 impl NodeKnowledge {
@@ -67,6 +104,7 @@ impl NodeKnowledge {
     /// node holds: an unchanged small file under a new name, a file identical to another).
     pub fn has_block(&self, cid: &Cid) -> bool {
         self.known.contains(cid)
+            || self.marked.as_ref().is_some_and(|m| m.contains(cid))
             || self
                 .blocks
                 .as_ref()
@@ -318,6 +356,11 @@ impl Router {
     /// Whether the node holds the whole DAG under `cid` (false without a node).
     pub fn node_has_dag(&self, cid: &Cid) -> bool {
         self.node.as_ref().is_some_and(|n| n.knowledge.has_dag(cid))
+    }
+
+    /// Whether the cache's marks of files are for the node (false without a node).
+    pub fn node_marks_hold(&self) -> bool {
+        self.node.as_ref().is_some_and(|n| n.knowledge.file_marks)
     }
 
     /// The failure that stopped the router, if any (taken: later calls see none).

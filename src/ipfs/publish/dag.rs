@@ -11,11 +11,11 @@ use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
 
-use super::scan::{Source, SourceKind};
+use super::scan::{Lookup, Source, SourceKind};
 use super::{io_error, PublishError, IPFS_HASH_FIELD};
 use crate::ipfs::cid::{Cid, ShortCid};
 use crate::ipfs::directory::DirectoryError;
-use crate::ipfs::file_cache::{Dependency, FileCache, FileEntry};
+use crate::ipfs::file_cache::{Cached, Dependency, FileCache, FileEntry};
 use crate::ipfs::profile::Layout;
 use crate::ipfs::unixfs::{Added, ImportError};
 use crate::ipfs::upload::{AddSource, NodeMethod, Router};
@@ -86,10 +86,14 @@ impl Root {
 
 /// The roots of the files hashed so far, by the fingerprint of their keys, in 58 bytes each:
 /// a sorted list, and the newest few thousand in a hash map, merged into the list in place
-/// when it fills (a hash map of every file would take two to three times as much).
+/// when it fills (a hash map of every file would take two to three times as much). The list
+/// is indexed by the first 16 bits of the fingerprints (uniform: a lookup searches a few
+/// entries).
 #[derive(Debug, Default)]
 pub(super) struct RootMap {
     sorted: Vec<PackedRoot>,
+    /// `index[p]`: the first entry of `sorted` whose fingerprint starts with `p` or more.
+    index: Vec<u32>,
     recent: HashMap<u128, Root>,
 }
 
@@ -110,13 +114,16 @@ impl RootMap {
         if let Some(root) = self.recent.get(id) {
             return Some(*root);
         }
+        let prefix = (id >> 112) as usize;
+        let (&lo, &hi) = (self.index.get(prefix)?, self.index.get(prefix + 1)?);
+        let range = &self.sorted[lo as usize..hi as usize];
         // Compared as numbers: the big-endian bytes sort as the number does.
-        self.sorted
+        range
             .binary_search_by(|p| u128::from_be_bytes(p.id).cmp(id))
             .ok()
             .map(|i| Root {
-                cid: self.sorted[i].cid,
-                tsize: u64::from_le_bytes(self.sorted[i].tsize),
+                cid: range[i].cid,
+                tsize: u64::from_le_bytes(range[i].tsize),
             })
     }
 
@@ -161,6 +168,20 @@ impl RootMap {
             }
             k -= 1;
         }
+        self.index.clear();
+        self.index.reserve_exact((1 << 16) + 1);
+        let mut at = 0;
+        for prefix in 0..=(1u32 << 16) {
+            while at < self.sorted.len()
+                && u32::from(u16::from_be_bytes([
+                    self.sorted[at].id[0],
+                    self.sorted[at].id[1],
+                ])) < prefix
+            {
+                at += 1;
+            }
+            self.index.push(at as u32);
+        }
     }
 }
 
@@ -186,6 +207,15 @@ fn node_needs(router: &Router, opts: BuildOptions, cid: &Cid) -> bool {
     router.node_method().is_some() && (opts.read_all || !router.node_has_dag(cid))
 }
 
+/// Whether the node behind `router` needs the blocks of a file whose cache entry is `cached`:
+/// as [`node_needs`], where the entry's mark also tells that the node holds the DAG.
+fn node_needs_file(router: &Router, opts: BuildOptions, cached: &Cached) -> bool {
+    if cached.on_node && router.node_marks_hold() && !opts.read_all {
+        return false;
+    }
+    node_needs(router, opts, &cached.entry.root.cid)
+}
+
 /// The failure of `router` if it failed (the cause of `error`), else `error`.
 fn first_cause(router: &Router, error: PublishError) -> PublishError {
     router
@@ -195,14 +225,16 @@ fn first_cause(router: &Router, error: PublishError) -> PublishError {
 }
 
 struct Plan {
-    cached: Option<(Added, bool)>,
+    cached: Option<Cached>,
     read: bool,
 }
 
-/// What hashing a source gave: its cache entry and whether its DAG is known on the node.
+/// What hashing a source gave: its cache entry, whether its DAG is known on the node, and its
+/// entry in the cache being replaced.
 pub(super) struct Hashed {
     pub(super) entry: FileEntry,
     pub(super) on_node: bool,
+    pub(super) was: Option<Cached>,
 }
 
 /// Hashes files and builds directories for one walk of the mirror.
@@ -242,18 +274,21 @@ impl Batch<'_, '_> {
     fn plan(&self, i: usize) -> Plan {
         let source = &self.sources[i];
         let opts = self.h.opts;
-        let cached = self
-            .h
-            .cache
-            .file(&source.key, &source.stamp, opts.layout.add)
-            .filter(|(e, _)| e.dep == self.dependency(i))
-            .map(|(e, on)| (e.root, on));
-        let read = match cached {
+        let cached = match &source.cached {
+            Lookup::Hit(cached) => Some(Cached::clone(cached)),
+            Lookup::Miss => None,
+            Lookup::NotDone => self
+                .h
+                .cache
+                .file(&source.key, &source.stamp, opts.layout.add),
+        }
+        .filter(|c| c.entry.dep == self.dependency(i));
+        let read = match &cached {
             None => true,
-            Some((added, _)) => {
+            Some(cached) => {
                 opts.read_all
                     || self.h.router.writes_car()
-                    || node_needs(self.h.router, opts, &added.cid)
+                    || node_needs_file(self.h.router, opts, cached)
             }
         };
         Plan { cached, read }
@@ -264,9 +299,9 @@ impl Batch<'_, '_> {
         let source = &self.sources[i];
         let path = source.path(h.mirror);
         // Blocks go to the node unless it holds the file's whole DAG already.
-        let to_node = match plan.cached {
+        let to_node = match &plan.cached {
             None => true,
-            Some((c, _)) => node_needs(h.router, h.opts, &c.cid),
+            Some(c) => node_needs_file(h.router, h.opts, c),
         };
         let by_add = to_node && h.router.node_method() == Some(NodeMethod::Add);
         let blocks_to_node = to_node && !by_add;
@@ -328,7 +363,7 @@ impl Batch<'_, '_> {
         let mut stats = h.stats.lock().unwrap_or_else(|p| p.into_inner());
         stats.files_read += 1;
         stats.bytes_read += read;
-        if plan.cached.is_some_and(|(c, _)| c != added) {
+        if plan.cached.as_ref().is_some_and(|c| c.entry.root != added) {
             stats.cache_mismatches += 1;
             tracing::warn!(
                 "{}: its content changed without a change of size or time; hashed again",
@@ -339,14 +374,14 @@ impl Batch<'_, '_> {
     }
 
     fn process(&self, i: usize, plan: &Plan) -> Result<(), PublishError> {
-        let (added, fresh) = match (plan.read, plan.cached) {
-            (false, Some((cached, _))) => {
+        let (added, fresh) = match (plan.read, &plan.cached) {
+            (false, Some(cached)) => {
                 self.h
                     .stats
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .files_from_cache += 1;
-                (cached, false)
+                (cached.entry.root, false)
             }
             _ => (self.hash(i, plan)?, true),
         };
@@ -366,6 +401,13 @@ impl Batch<'_, '_> {
             .map(|(&i, _)| self.sources[i].stamp.size)
             .sum();
         self.h.phase.inc_total(total);
+        if plans.iter().all(|p| !p.read) {
+            // Nothing to read (a rerun): no work for the pool.
+            for (&i, plan) in items.iter().zip(&plans) {
+                self.process(i, plan)?;
+            }
+            return Ok(plans);
+        }
         self.h
             .pool
             .install(|| {
@@ -434,10 +476,10 @@ impl Hasher<'_> {
                 SourceKind::Plain => None,
             };
             // A mark of the cache stays while the CID does; a new CID is not known there.
-            let on_node = plans[i]
+            let was = plans[i].take().and_then(|p| p.cached);
+            let on_node = was
                 .as_ref()
-                .and_then(|p| p.cached)
-                .is_some_and(|(cached, on)| on && cached == added);
+                .is_some_and(|c| c.on_node && c.entry.root == added);
             out.push(Hashed {
                 entry: FileEntry {
                     stamp: source.stamp,
@@ -446,6 +488,7 @@ impl Hasher<'_> {
                     dep,
                 },
                 on_node,
+                was,
             });
         }
         Ok(out)

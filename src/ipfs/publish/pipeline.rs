@@ -40,7 +40,7 @@ use crate::ipfs::cid::{Cid, CidSet};
 use crate::ipfs::client::{IpfsClient, IpfsError, Timeouts};
 use crate::ipfs::file_cache::{CacheWriter, FileCache, LoadOutcome, CACHE_FILE};
 use crate::ipfs::profile::{Layout, Profile};
-use crate::ipfs::upload::{NodeKnowledge, NodeMethod, NodeTarget, Router, SendStats};
+use crate::ipfs::upload::{MarkedCids, NodeKnowledge, NodeMethod, NodeTarget, Router, SendStats};
 
 /// How blocks are sent to the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -321,7 +321,7 @@ fn load_cache(path: &Path, layout: &Layout) -> Result<FileCache> {
 /// records as on it, or, without such a record, what it lists (`refs/local`).
 async fn knowledge_of(node: &Node, cache: &FileCache) -> NodeKnowledge {
     let known = cache.known_on_node(&node.peer);
-    let blocks = if known.is_empty() {
+    let blocks = if !cache.marks_anything_on(&node.peer) {
         tracing::info!(
             "no record of what node {} holds: asking it (refs/local)",
             node.peer
@@ -340,6 +340,10 @@ async fn knowledge_of(node: &Node, cache: &FileCache) -> NodeKnowledge {
         known,
         blocks,
         trust_roots: true,
+        file_marks: cache.node() == Some(node.peer.as_str()),
+        marked: cache
+            .marked_files(&node.peer)
+            .map(|m| std::sync::Arc::new(MarkedCids::new(m))),
     }
 }
 
@@ -382,7 +386,7 @@ pub async fn publish(opts: &PublishOptions, out: &mut (dyn Write + Send)) -> Res
         .as_ref()
         .map(|c| crate::fsutil::absolute(c))
         .transpose()?;
-    let writer = CacheWriter::new(&dir, cache.layout(), cache.node())
+    let writer = CacheWriter::replacing(&dir, &cache)
         .with_context(|| format!("cannot write a temporary file in {}", dir.display()))?;
     let Pass {
         walked,
@@ -547,6 +551,8 @@ async fn finish_on_node(
             known: CidSet::new(),
             blocks: Some(blocks),
             trust_roots: false,
+            file_marks: false,
+            marked: None,
         };
         let repair = pass(
             dir.to_path_buf(),

@@ -42,7 +42,7 @@ use super::verify::Sampler;
 use super::{io_error, PublishError, IPFS_HASH_FILE};
 use crate::hash::fingerprint128;
 use crate::ipfs::cid::{Cid, ShortCid};
-use crate::ipfs::file_cache::{CacheWriter, FileCache, FileStamp};
+use crate::ipfs::file_cache::{CacheWriter, Cached, FileCache, FileStamp, NextEntry};
 use crate::ipfs::unixfs::Added;
 use crate::ipfs::upload::Router;
 use crate::narinfo::NarInfo;
@@ -80,6 +80,20 @@ pub struct Source {
     pub stamp: FileStamp,
     /// How its published bytes are made.
     pub kind: SourceKind,
+    /// Its entry in the cache, when the walk looked it up already (a narinfo's, to find its
+    /// NAR).
+    pub cached: Lookup,
+}
+
+/// Whether and what the walk found of a source in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Not looked up yet.
+    NotDone,
+    /// No entry that still describes the file.
+    Miss,
+    /// Its entry, which still describes the file.
+    Hit(Box<Cached>),
 }
 
 impl Source {
@@ -349,8 +363,8 @@ fn key_of(mirror: &Path, real: &Path) -> String {
 
 /// What the walk found of a narinfo before taking it in order.
 enum NarinfoFound {
-    /// Its cache entry matches and names its NAR.
-    Dep(crate::ipfs::file_cache::Dependency),
+    /// Its cache entry, which matches and names its NAR.
+    Cached(Box<Cached>),
     /// Its bytes (or why they could not be read).
     Text(io::Result<Vec<u8>>),
     /// Neither: to be read.
@@ -449,7 +463,7 @@ impl Walker<'_> {
             }
             Err(e) => return Err(io_error(path)(e)),
         };
-        self.source_at(path, probe, narinfo, None)
+        self.source_at(path, probe, narinfo, None, Lookup::NotDone)
     }
 
     /// The entries of the files `names` of `dir` (each `narinfo` or not), added to
@@ -471,25 +485,71 @@ impl Walker<'_> {
             Mode::empty(),
         )
         .map_err(|e| io_error(dir)(e.into()))?;
+        // The cache entries of the directory's files are looked up while they are probed.
+        let real_dir = self.resolver.real_dir(dir).ok();
         for chunk in names.chunks(PROBE_CHUNK) {
-            let probes: Vec<io::Result<Probe>> = {
+            #[allow(clippy::type_complexity)]
+            let (probes, early): (
+                Vec<io::Result<Probe>>,
+                Vec<Option<(String, Option<Cached>)>>,
+            ) = {
                 let prober = self.prober();
                 let fd = dirfd.as_fd();
+                let cache = self.opts.cache;
+                let real_dir = real_dir.as_deref();
                 self.hasher.pool.install(|| {
-                    chunk
-                        .par_iter()
-                        .map(|(name, file_type)| prober.probe(fd, dir, name, *file_type))
-                        .collect()
+                    rayon::join(
+                        || {
+                            chunk
+                                .par_iter()
+                                .map(|(name, file_type)| prober.probe(fd, dir, name, *file_type))
+                                .collect()
+                        },
+                        || {
+                            chunk
+                                .iter()
+                                .map(|(name, file_type)| {
+                                    let real_dir = real_dir?;
+                                    file_type.filter(fs::FileType::is_file)?;
+                                    let key = prober.key_of(&real_dir.join(name));
+                                    let found = cache.entry(&key);
+                                    Some((key, found))
+                                })
+                                .collect()
+                        },
+                    )
                 })
             };
+            // What the cache holds of each probe, when it was looked up.
+            let options = self.opts.build.layout.add;
+            let lookups: Vec<Lookup> = probes
+                .iter()
+                .zip(early)
+                .map(|(probe, early)| match (probe, early) {
+                    // The key looked up is the probe's (not so if the file became a link).
+                    (
+                        Ok(Probe {
+                            meta: Some(meta),
+                            key,
+                            ..
+                        }),
+                        Some((looked_up, found)),
+                    ) if *key == looked_up => found
+                        .filter(|c| c.describes(&meta.stamp, options))
+                        .map_or(Lookup::Miss, |c| Lookup::Hit(Box::new(c))),
+                    _ => Lookup::NotDone,
+                })
+                .collect();
             let found = if narinfo {
-                self.narinfo_texts(&probes)
+                self.narinfo_texts(&probes, &lookups)
             } else {
                 Vec::new()
             };
             let mut found = found.into_iter();
+            let mut lookups = lookups.into_iter();
             for ((name, _), probe) in chunk.iter().zip(probes) {
                 let text = found.next().flatten();
+                let lookup = lookups.next().unwrap_or(Lookup::NotDone);
                 let path = dir.join(name);
                 let probe = match probe {
                     Ok(probe) => probe,
@@ -499,7 +559,7 @@ impl Walker<'_> {
                     }
                     Err(e) => return Err(io_error(&path)(e)),
                 };
-                if let Some(e) = self.source_at(&path, probe, narinfo, text)? {
+                if let Some(e) = self.source_at(&path, probe, narinfo, text, lookup)? {
                     self.push(entries, name.clone(), e)?;
                 }
             }
@@ -507,31 +567,38 @@ impl Walker<'_> {
         Ok(())
     }
 
-    /// The NAR that the cache entry of narinfo `key` names, while the entry matches `stamp`.
-    fn cached_nar(
-        &self,
-        key: &str,
-        stamp: &FileStamp,
-    ) -> Option<crate::ipfs::file_cache::Dependency> {
+    /// The cache entry of narinfo `key` while it matches `stamp` and names a NAR.
+    fn cached_nar(&self, key: &str, stamp: &FileStamp) -> Option<Cached> {
         self.opts
             .cache
             .file(key, stamp, self.opts.build.layout.add)
-            .and_then(|(e, _)| e.dep)
+            .filter(|c| c.entry.dep.is_some())
     }
 
     /// For each probed narinfo that is new to the walk: its NAR as its cache entry names it
-    /// while that entry matches, else its bytes, read on the pool.
-    fn narinfo_texts(&self, probes: &[io::Result<Probe>]) -> Vec<Option<NarinfoFound>> {
+    /// while that entry matches (`lookups`, else looked up now), else its bytes, read on the
+    /// pool.
+    fn narinfo_texts(
+        &self,
+        probes: &[io::Result<Probe>],
+        lookups: &[Lookup],
+    ) -> Vec<Option<NarinfoFound>> {
         let found: Vec<Option<NarinfoFound>> = probes
             .iter()
-            .map(|probe| {
+            .zip(lookups)
+            .map(|(probe, lookup)| {
                 let probe = probe.as_ref().ok()?;
                 let meta = probe.meta?;
                 if !meta.is_file || self.prober().known(probe.id) {
                     return None;
                 }
-                self.cached_nar(&probe.key, &meta.stamp)
-                    .map(NarinfoFound::Dep)
+                let cached = match lookup {
+                    Lookup::Hit(c) => Some(c.clone()).filter(|c| c.entry.dep.is_some()),
+                    Lookup::Miss => None,
+                    Lookup::NotDone => self.cached_nar(&probe.key, &meta.stamp).map(Box::new),
+                };
+                cached
+                    .map(NarinfoFound::Cached)
                     .or(Some(NarinfoFound::Unread))
             })
             .collect();
@@ -550,13 +617,14 @@ impl Walker<'_> {
     }
 
     /// [`Walker::source`] of `path`, resolved as `probe`; a narinfo's bytes may have been
-    /// read already (`text`).
+    /// read already (`found`), a file's cache entry looked up already (`lookup`).
     fn source_at(
         &mut self,
         path: &Path,
         probe: Probe,
         narinfo: bool,
         found: Option<NarinfoFound>,
+        lookup: Lookup,
     ) -> Result<Option<Entry>, PublishError> {
         let Probe {
             real,
@@ -580,13 +648,16 @@ impl Walker<'_> {
             return Ok(None);
         }
         let stamp = meta.stamp;
-        let kind = if narinfo {
+        let (kind, cached) = if narinfo {
             match self.narinfo_nar(&key, &real, &stamp, found)? {
-                Some((nar_key, nar, text)) => SourceKind::Narinfo { nar_key, nar, text },
+                Some((nar_key, nar, text, cached)) => {
+                    let cached = cached.map_or(Lookup::Miss, Lookup::Hit);
+                    (SourceKind::Narinfo { nar_key, nar, text }, cached)
+                }
                 None => return Ok(None),
             }
         } else {
-            SourceKind::Plain
+            (SourceKind::Plain, lookup)
         };
         let real_path = (self.mirror.join(&key) != real).then_some(real);
         self.in_batch.insert(id);
@@ -595,6 +666,7 @@ impl Walker<'_> {
             real_path,
             stamp,
             kind,
+            cached,
         });
         Ok(Some(Entry::Pending(id)))
     }
@@ -602,6 +674,7 @@ impl Walker<'_> {
     /// The NAR of a narinfo (its key and fingerprint, after adding it to the batch if it is
     /// new): from the cache entry while the narinfo is unchanged, else from its `URL` field
     /// (the narinfo read then, its bytes returned). What was found of it already is `found`.
+    /// The narinfo's cache entry comes back too, when it matches.
     #[allow(clippy::type_complexity)]
     fn narinfo_nar(
         &mut self,
@@ -609,16 +682,20 @@ impl Walker<'_> {
         real: &Path,
         stamp: &FileStamp,
         found: Option<NarinfoFound>,
-    ) -> Result<Option<(String, u128, Option<Vec<u8>>)>, PublishError> {
+    ) -> Result<Option<(String, u128, Option<Vec<u8>>, Option<Box<Cached>>)>, PublishError> {
         let (cached, text) = match found {
-            Some(NarinfoFound::Dep(dep)) => (Some(dep), None),
+            Some(NarinfoFound::Cached(cached)) => (Some(cached), None),
             Some(NarinfoFound::Text(text)) => (None, Some(text)),
-            Some(NarinfoFound::Unread) | None => (self.cached_nar(key, stamp), None),
+            Some(NarinfoFound::Unread) | None => (self.cached_nar(key, stamp).map(Box::new), None),
         };
         let mut kept = None;
-        let nar_path = match cached {
-            Some(dep) if Path::new(&dep.key).is_absolute() => PathBuf::from(dep.key),
-            Some(dep) => self.mirror.join(dep.key),
+        let dep_key = cached
+            .as_ref()
+            .and_then(|c| c.entry.dep.as_ref())
+            .map(|dep| dep.key.as_str());
+        let nar_path = match dep_key {
+            Some(dep) if Path::new(dep).is_absolute() => PathBuf::from(dep),
+            Some(dep) => self.mirror.join(dep),
             None => {
                 let text = match text {
                     Some(text) => text,
@@ -649,8 +726,8 @@ impl Walker<'_> {
                 let nar_key = probe.key.clone();
                 let nar = probe.id;
                 Ok(self
-                    .source_at(&nar_path, probe, false, None)?
-                    .map(|_| (nar_key, nar, kept)))
+                    .source_at(&nar_path, probe, false, None, Lookup::NotDone)?
+                    .map(|_| (nar_key, nar, kept, cached)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.warn(format!(
@@ -679,7 +756,12 @@ impl Walker<'_> {
             let entries = batch
                 .into_iter()
                 .zip(hashed)
-                .map(|(source, h)| (source.key, h.entry, h.on_node))
+                .map(|(source, h)| NextEntry {
+                    key: source.key,
+                    entry: h.entry,
+                    on_node: h.on_node,
+                    was: h.was,
+                })
                 .collect();
             writer.files(entries).map_err(|e| PublishError::Io {
                 path: "the cache of file CIDs (temporary file)".into(),
