@@ -23,11 +23,13 @@ use nixipfs::metrics::Metrics;
 use nixipfs::mirror::MirrorReport;
 use nixipfs::verify::NarCheck;
 
-/// Sets two glibc allocator parameters before any thread exists; an operator's own
-/// `MALLOC_MMAP_THRESHOLD_` or `MALLOC_ARENA_MAX` (glibc's variables) is left to stand.
+/// Sets two glibc allocator parameters for `command` before any thread exists; an operator's
+/// own `MALLOC_MMAP_THRESHOLD_` or `MALLOC_ARENA_MAX` (glibc's variables) is left to stand.
 ///
 /// - Every allocation of 256 KiB or more gets its own mapping, returned to the system when
-///   freed. Left to itself, glibc raises that threshold to the size of the largest block freed
+///   freed (4 MiB for `create-nixipfs`, which decodes no NAR: the walk of a large mirror
+///   allocates and frees buffers of a few hundred KiB by the thousand, and fresh mappings
+///   cost it a tenth of its time in page faults). Left to itself, glibc raises that threshold to the size of the largest block freed
 ///   so far, and from then on keeps the NAR decoders' windows (8 MiB each, one per decoder) in
 ///   its per-thread arenas, where they stay resident after the decoder is gone: with many
 ///   download threads that alone was most of a mirror run's memory.
@@ -35,14 +37,19 @@ use nixipfs::verify::NarCheck;
 ///   to eight per core; the runtime's blocking threads (writers, decoders, file checks) are
 ///   dozens, and each arena kept its own free memory: about 4 MiB of a mirror run's peak at
 ///   200,000 paths, for no measured gain in speed (BENCHMARKS.md).
-fn tune_allocator() {
+fn tune_allocator(command: &str) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            let threshold = if command == "create-nixipfs" {
+                4 << 20
+            } else {
+                256 << 10
+            };
             // SAFETY: mallopt only sets an allocator parameter; it is called before any other
             // thread exists.
             unsafe {
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+                libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
             }
         }
         if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -59,8 +66,8 @@ const DEFAULT_CONCURRENCY: usize = 32;
 use nixipfs::progress;
 
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = Cli::parse();
+    tune_allocator(cli.command.name());
     init_logging(&cli);
     let metrics_file = cli.metrics_file.clone();
     let command = cli.command.name();

@@ -246,6 +246,23 @@ impl DirectoryBuilder {
     /// Builds the directory, basic or sharded as the policy says, gives its blocks to `sink`
     /// (the root last) and returns the root.
     pub fn build<S: BlockSink + ?Sized>(&self, sink: &mut S) -> Result<Added, DirectoryError> {
+        self.build_with(sink, false)
+    }
+
+    /// [`DirectoryBuilder::build`], a sharded directory's top shards built at once on the
+    /// current rayon pool (the same blocks, in the same order).
+    pub fn build_parallel<S: BlockSink + ?Sized>(
+        &self,
+        sink: &mut S,
+    ) -> Result<Added, DirectoryError> {
+        self.build_with(sink, true)
+    }
+
+    fn build_with<S: BlockSink + ?Sized>(
+        &self,
+        sink: &mut S,
+        parallel: bool,
+    ) -> Result<Added, DirectoryError> {
         if !self.is_sharded() {
             let dir = self.build_basic()?;
             sink.put_block(&dir.cid, &dir.block)
@@ -258,17 +275,27 @@ impl DirectoryBuilder {
         if self.cid_version > 1 {
             return Err(CidError::UnsupportedVersion(u64::from(self.cid_version)).into());
         }
-        let mut entries: Vec<hamt::Entry> = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _))| hamt::Entry::new(i, name))
-            .collect();
+        let entry = |(i, (name, _)): (usize, &(String, _))| hamt::Entry::new(i, name);
+        let mut entries: Vec<hamt::Entry> = if parallel {
+            use rayon::prelude::*;
+            self.entries.par_iter().enumerate().map(entry).collect()
+        } else {
+            self.entries.iter().enumerate().map(entry).collect()
+        };
         let target = |i: usize| {
             let (name, target) = &self.entries[i];
             (name.as_str(), target.added())
         };
-        Ok(hamt::build(&mut entries, &target, self.cid_version, sink)?)
+        if parallel {
+            Ok(hamt::build_parallel(
+                &mut entries,
+                &target,
+                self.cid_version,
+                sink,
+            )?)
+        } else {
+            Ok(hamt::build(&mut entries, &target, self.cid_version, sink)?)
+        }
     }
 }
 
@@ -594,5 +621,43 @@ mod tests {
         assert!(dir.is_sharded());
         let padded = dir.clone().with_sharding(Sharding::LinkBytesAbove);
         assert!(!padded.is_sharded());
+    }
+
+    /// Built in parallel, a sharded directory has the same blocks, given in the same order,
+    /// as built on one thread; so has a directory too small to shard.
+    #[test]
+    fn parallel_build_gives_the_same_blocks_in_the_same_order() {
+        for (count, sharded) in [(20_000, true), (40, false)] {
+            let mut dir = DirectoryBuilder::new(1);
+            for i in 0..count {
+                let f = file(format!("{i}").as_bytes(), AddOptions::V1);
+                dir.add(&format!("{i:08x}.narinfo"), f.cid, f.tsize)
+                    .unwrap();
+            }
+            assert_eq!(dir.is_sharded(), sharded);
+            let build = |parallel: bool| {
+                let mut blocks = Vec::new();
+                let mut sink = |cid: &Cid, block: &[u8]| {
+                    blocks.push((*cid, block.to_vec()));
+                    Ok(())
+                };
+                let root = if parallel {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(3)
+                        .build()
+                        .unwrap();
+                    pool.install(|| dir.build_parallel(&mut sink)).unwrap()
+                } else {
+                    dir.build(&mut sink).unwrap()
+                };
+                (root, blocks)
+            };
+            let (one, one_blocks) = build(false);
+            let (many, many_blocks) = build(true);
+            assert_eq!(one, many);
+            assert_eq!(one_blocks, many_blocks);
+            assert_eq!(one_blocks.last().unwrap().0, one.cid);
+            assert!(one_blocks.len() > if sharded { 256 } else { 0 });
+        }
     }
 }

@@ -60,6 +60,90 @@ pub(crate) fn build<'a, S: BlockSink + ?Sized>(
     build_shard(entries, 0, target, cid_version, sink)
 }
 
+/// [`build`], with the sub-shards of the root built at once on the current rayon pool; the
+/// blocks reach `sink` in the same order.
+pub(crate) fn build_parallel<'a, S: BlockSink + ?Sized>(
+    entries: &mut [Entry],
+    target: &(dyn Fn(usize) -> (&'a str, Added) + Sync),
+    cid_version: u8,
+    sink: &mut S,
+) -> Result<Added, HamtError> {
+    use rayon::prelude::*;
+    entries.par_sort_unstable_by_key(|e| e.hash);
+    let groups = slot_groups(entries, 0);
+    let built: Vec<(PbLink, Vec<(super::cid::Cid, Vec<u8>)>)> = groups
+        .par_iter()
+        .map(|&(slot, group)| {
+            let mut blocks = Vec::new();
+            let mut collect = |cid: &super::cid::Cid, block: &[u8]| {
+                blocks.push((*cid, block.to_vec()));
+                Ok(())
+            };
+            let link = slot_link(slot, group, 0, target, cid_version, &mut collect)?;
+            Ok((link, blocks))
+        })
+        .collect::<Result<_, HamtError>>()?;
+    let mut links = Vec::with_capacity(built.len());
+    for (link, blocks) in built {
+        for (cid, block) in &blocks {
+            sink.put_block(cid, block).map_err(HamtError::Io)?;
+        }
+        links.push(link);
+    }
+    let slots: Vec<u8> = groups.iter().map(|&(slot, _)| slot).collect();
+    shard_node(&slots, links, cid_version, sink)
+}
+
+/// The entries of a shard at `depth` (sorted by hash, agreeing on their first `depth`
+/// bytes), by slot: each slot used, with its run of entries.
+fn slot_groups(entries: &[Entry], depth: usize) -> Vec<(u8, &[Entry])> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < entries.len() {
+        let slot = entries[start].hash[depth];
+        let end = start
+            + entries[start..]
+                .iter()
+                .take_while(|e| e.hash[depth] == slot)
+                .count();
+        groups.push((slot, &entries[start..end]));
+        start = end;
+    }
+    groups
+}
+
+/// The link of slot `slot` of a shard at `depth` to its `group` of entries: the entry itself
+/// when it is alone, else a sub-shard, built (its blocks emitted) here.
+fn slot_link<'a, S: BlockSink + ?Sized>(
+    slot: u8,
+    group: &[Entry],
+    depth: usize,
+    target: &dyn Fn(usize) -> (&'a str, Added),
+    cid_version: u8,
+    sink: &mut S,
+) -> Result<PbLink, HamtError> {
+    if let [only] = group {
+        let (name, added) = target(only.index);
+        return Ok(PbLink {
+            hash: added.cid,
+            name: format!("{slot:02X}{name}"),
+            tsize: added.tsize,
+        });
+    }
+    if depth + 1 >= MAX_DEPTH {
+        return Err(HamtError::TooDeep(
+            target(group[0].index).0.to_owned(),
+            target(group[1].index).0.to_owned(),
+        ));
+    }
+    let child = build_shard(group, depth + 1, target, cid_version, sink)?;
+    Ok(PbLink {
+        hash: child.cid,
+        name: format!("{slot:02X}"),
+        tsize: child.tsize,
+    })
+}
+
 /// Builds the shard over `entries` (sorted by hash, agreeing on their first `depth` bytes),
 /// emits its blocks, sub-shards first, and returns it.
 fn build_shard<'a, S: BlockSink + ?Sized>(
@@ -69,40 +153,26 @@ fn build_shard<'a, S: BlockSink + ?Sized>(
     cid_version: u8,
     sink: &mut S,
 ) -> Result<Added, HamtError> {
+    let groups = slot_groups(entries, depth);
+    let mut links = Vec::with_capacity(groups.len());
+    for &(slot, group) in &groups {
+        links.push(slot_link(slot, group, depth, target, cid_version, sink)?);
+    }
+    let slots: Vec<u8> = groups.iter().map(|&(slot, _)| slot).collect();
+    shard_node(&slots, links, cid_version, sink)
+}
+
+/// The shard node whose used slots are `slots`, linking `links` (in slot order): emitted to
+/// `sink` and returned.
+fn shard_node<S: BlockSink + ?Sized>(
+    slots: &[u8],
+    links: Vec<PbLink>,
+    cid_version: u8,
+    sink: &mut S,
+) -> Result<Added, HamtError> {
     let mut bitfield = [0u8; FANOUT / 8];
-    let mut links = Vec::new();
-    let mut start = 0;
-    while start < entries.len() {
-        let slot = entries[start].hash[depth];
-        let end = start
-            + entries[start..]
-                .iter()
-                .take_while(|e| e.hash[depth] == slot)
-                .count();
-        let group = &entries[start..end];
+    for &slot in slots {
         bitfield[FANOUT / 8 - 1 - usize::from(slot) / 8] |= 1 << (slot % 8);
-        if let [only] = group {
-            let (name, added) = target(only.index);
-            links.push(PbLink {
-                hash: added.cid,
-                name: format!("{slot:02X}{name}"),
-                tsize: added.tsize,
-            });
-        } else {
-            if depth + 1 >= MAX_DEPTH {
-                return Err(HamtError::TooDeep(
-                    target(group[0].index).0.to_owned(),
-                    target(group[1].index).0.to_owned(),
-                ));
-            }
-            let child = build_shard(group, depth + 1, target, cid_version, sink)?;
-            links.push(PbLink {
-                hash: child.cid,
-                name: format!("{slot:02X}"),
-                tsize: child.tsize,
-            });
-        }
-        start = end;
     }
     let first_used = bitfield
         .iter()

@@ -243,7 +243,7 @@ pub(super) struct Hasher<'a> {
     pub(super) cache: &'a FileCache,
     pub(super) router: &'a Router,
     pub(super) opts: BuildOptions,
-    pub(super) pool: rayon::ThreadPool,
+    pub(super) pool: std::sync::Arc<rayon::ThreadPool>,
     pub(super) phase: Phase,
     pub(super) stats: Mutex<HashStats>,
     /// The roots of the directories whose blocks were delivered.
@@ -516,10 +516,14 @@ impl Hasher<'_> {
         // as the global cache, a channel) is not delivered again, and whether the node needs
         // them depends on the root.
         let mut blocks = Vec::new();
-        let root = b
-            .build(&mut |cid: &Cid, block: &[u8]| {
-                blocks.push((*cid, block.to_vec()));
-                Ok(())
+        // A large directory's shards are built on the pool.
+        let root = self
+            .pool
+            .install(|| {
+                b.build_parallel(&mut |cid: &Cid, block: &[u8]| {
+                    blocks.push((*cid, block.to_vec()));
+                    Ok(())
+                })
             })
             .map_err(dir_err)?;
         drop(b);

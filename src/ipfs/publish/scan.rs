@@ -16,7 +16,9 @@
 //!
 //! The files of a large directory (`nar/`, the narinfos, a tarball algorithm's directory) are
 //! resolved on the pool 2,048 entries at a time, then taken in name order
-//! on the walking thread, so the result is the one a walk one entry at a time gives. A probe
+//! on the walking thread, so the result is the one a walk one entry at a time gives. The
+//! regular files of the next 2,048 are probed, and their cache entries looked up, while the
+//! walking thread takes the ones before (that needs nothing of the walk's state). A probe
 //! asks relative to the open directory (`stat`, `readlink`), takes a link from the listing's
 //! entry type, does not `stat` a link's target that the walk has seen already (a release
 //! view's links to the global cache), and reads a new narinfo there once: its bytes go with
@@ -303,6 +305,7 @@ impl Prober<'_> {
         &self,
         dirfd: BorrowedFd<'_>,
         dir: &Path,
+        real_dir: &Path,
         name: &str,
         file_type: Option<fs::FileType>,
     ) -> io::Result<Probe> {
@@ -311,10 +314,9 @@ impl Prober<'_> {
             Ok(self.probe_of(real, Some(Meta::of(&meta))))
         };
         if !file_type.is_some_and(|t| t.is_symlink()) {
-            let stat = rustix::fs::statat(dirfd, name, AtFlags::SYMLINK_NOFOLLOW)?;
-            if !is_symlink(&stat) {
-                let real = self.resolver.real_dir(dir)?.join(name);
-                return Ok(self.probe_of(real, Some(Meta::of_stat(&stat))));
+            let dir_key = self.key_of(real_dir);
+            if let Some(probe) = probe_file(dirfd, real_dir, &dir_key, name)? {
+                return Ok(probe);
             }
         }
         let target = rustix::fs::readlinkat(dirfd, name, Vec::new())?;
@@ -353,12 +355,96 @@ impl Prober<'_> {
     }
 }
 
+/// Whether `real` is `mirror` joined with `key` (compared as bytes: both are real paths).
+fn is_at_key(mirror: &Path, key: &str, real: &Path) -> bool {
+    let (mirror, real) = (mirror.as_os_str().as_bytes(), real.as_os_str().as_bytes());
+    real.len() == mirror.len() + 1 + key.len()
+        && real.starts_with(mirror)
+        && real[mirror.len()] == b'/'
+        && real.ends_with(key.as_bytes())
+}
+
 /// The key of the file whose real path is `real`, in the mirror whose real path is `mirror`.
 fn key_of(mirror: &Path, real: &Path) -> String {
     match real.strip_prefix(mirror) {
         Ok(rel) => rel.to_string_lossy().into_owned(),
         Err(_) => real.to_string_lossy().into_owned(),
     }
+}
+
+/// A directory entry probed ahead of the walk ([`probe_files`]).
+struct Ahead {
+    /// Its probe, when the entry is a file (else it is probed in order).
+    probe: Option<io::Result<Probe>>,
+    /// The key looked up in the cache and what was found there, for a file.
+    early: Option<(String, Option<Cached>)>,
+}
+
+/// Probes the entries of `chunk` that the listing says are files (in `dirfd`, whose real
+/// path is `real_dir`, in the mirror `mirror`) and looks their keys up in `cache`, at once
+/// (call it on the pool). An entry that is no file is left to the walk.
+fn probe_files(
+    dirfd: BorrowedFd<'_>,
+    real_dir: &Path,
+    mirror: &Path,
+    cache: &FileCache,
+    chunk: &[(String, Option<fs::FileType>)],
+) -> Vec<Ahead> {
+    let is_file = |t: &Option<fs::FileType>| t.is_some_and(|t| t.is_file());
+    let dir_key = key_of(mirror, real_dir);
+    let (probes, early): (Vec<_>, Vec<_>) = rayon::join(
+        || {
+            chunk
+                .par_iter()
+                .map(|(name, file_type)| {
+                    if !is_file(file_type) {
+                        return None;
+                    }
+                    probe_file(dirfd, real_dir, &dir_key, name).transpose()
+                })
+                .collect()
+        },
+        || {
+            chunk
+                .iter()
+                .map(|(name, file_type)| {
+                    if !is_file(file_type) {
+                        return None;
+                    }
+                    let key = join_key(&dir_key, name);
+                    let found = cache.entry(&key);
+                    Some((key, found))
+                })
+                .collect()
+        },
+    );
+    probes
+        .into_iter()
+        .zip(early)
+        .map(|(probe, early)| Ahead { probe, early })
+        .collect()
+}
+
+/// `name` in `dirfd` (whose real path is `real_dir`, its key `dir_key`) when it is not a
+/// link: its probe, with one `stat` relative to the directory.
+fn probe_file(
+    dirfd: BorrowedFd<'_>,
+    real_dir: &Path,
+    dir_key: &str,
+    name: &str,
+) -> io::Result<Option<Probe>> {
+    let stat = rustix::fs::statat(dirfd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if is_symlink(&stat) {
+        return Ok(None);
+    }
+    let real = real_dir.join(name);
+    let key = join_key(dir_key, name);
+    Ok(Some(Probe {
+        id: fingerprint128(key.as_bytes()),
+        key,
+        real,
+        meta: Some(Meta::of_stat(&stat)),
+    }))
 }
 
 /// What the walk found of a narinfo before taking it in order.
@@ -396,6 +482,8 @@ struct Walker<'a> {
 pub(super) fn join_key(parent: &str, name: &str) -> String {
     if parent.is_empty() {
         name.to_string()
+    } else if parent.ends_with('/') {
+        format!("{parent}{name}")
     } else {
         format!("{parent}/{name}")
     }
@@ -468,7 +556,8 @@ impl Walker<'_> {
 
     /// The entries of the files `names` of `dir` (each `narinfo` or not), added to
     /// `entries` as [`Walker::source`] would add them one by one: the entries are resolved
-    /// (and narinfos read) on the pool a chunk at a time, then taken in order.
+    /// (and narinfos read) on the pool a chunk at a time, then taken in order; the files of
+    /// the next chunk are probed while the walk takes this one.
     fn sources_into(
         &mut self,
         dir: &Path,
@@ -485,39 +574,65 @@ impl Walker<'_> {
             Mode::empty(),
         )
         .map_err(|e| io_error(dir)(e.into()))?;
-        // The cache entries of the directory's files are looked up while they are probed.
-        let real_dir = self.resolver.real_dir(dir).ok();
-        for chunk in names.chunks(PROBE_CHUNK) {
-            #[allow(clippy::type_complexity)]
-            let (probes, early): (
-                Vec<io::Result<Probe>>,
-                Vec<Option<(String, Option<Cached>)>>,
-            ) = {
+        let real_dir = self.resolver.real_dir(dir).map_err(io_error(dir))?;
+        // The files of the next chunk are probed (and their cache entries looked up) on the
+        // pool while the walk takes this one in order: that needs nothing of the walk's state.
+        // The other entries (links) are probed when their chunk's turn comes.
+        let pool = std::sync::Arc::clone(&self.hasher.pool);
+        let mirror = self.mirror.clone();
+        let cache = self.opts.cache;
+        let fd = dirfd.as_fd();
+        std::thread::scope(|scope| {
+            let (ahead_tx, ahead_rx) = std::sync::mpsc::sync_channel(1);
+            let (real_dir, mirror) = (real_dir.as_path(), mirror.as_path());
+            scope.spawn(move || {
+                for chunk in names.chunks(PROBE_CHUNK) {
+                    let ahead = pool.install(|| probe_files(fd, real_dir, mirror, cache, chunk));
+                    if ahead_tx.send(ahead).is_err() {
+                        break;
+                    }
+                }
+            });
+            for chunk in names.chunks(PROBE_CHUNK) {
+                let Ok(ahead) = ahead_rx.recv() else {
+                    return Err(PublishError::Io {
+                        path: dir.to_path_buf(),
+                        source: io::Error::other("probing the directory's files stopped"),
+                    });
+                };
+                self.chunk_into(dir, &dirfd, real_dir, chunk, ahead, narinfo, entries)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// [`Walker::sources_into`] for one chunk of names, whose files were probed ahead.
+    #[allow(clippy::too_many_arguments)]
+    fn chunk_into(
+        &mut self,
+        dir: &Path,
+        dirfd: &rustix::fd::OwnedFd,
+        real_dir: &Path,
+        chunk: &[(String, Option<fs::FileType>)],
+        ahead: Vec<Ahead>,
+        narinfo: bool,
+        entries: &mut Vec<(String, Entry)>,
+    ) -> Result<(), PublishError> {
+        {
+            let (probes, early): (Vec<Option<io::Result<Probe>>>, Vec<_>) =
+                ahead.into_iter().map(|a| (a.probe, a.early)).unzip();
+            let probes: Vec<io::Result<Probe>> = {
                 let prober = self.prober();
                 let fd = dirfd.as_fd();
-                let cache = self.opts.cache;
-                let real_dir = real_dir.as_deref();
                 self.hasher.pool.install(|| {
-                    rayon::join(
-                        || {
-                            chunk
-                                .par_iter()
-                                .map(|(name, file_type)| prober.probe(fd, dir, name, *file_type))
-                                .collect()
-                        },
-                        || {
-                            chunk
-                                .iter()
-                                .map(|(name, file_type)| {
-                                    let real_dir = real_dir?;
-                                    file_type.filter(fs::FileType::is_file)?;
-                                    let key = prober.key_of(&real_dir.join(name));
-                                    let found = cache.entry(&key);
-                                    Some((key, found))
-                                })
-                                .collect()
-                        },
-                    )
+                    chunk
+                        .par_iter()
+                        .zip(probes)
+                        .map(|((name, file_type), probe)| match probe {
+                            Some(probe) => probe,
+                            None => prober.probe(fd, dir, real_dir, name, *file_type),
+                        })
+                        .collect()
                 })
             };
             // What the cache holds of each probe, when it was looked up.
@@ -659,7 +774,7 @@ impl Walker<'_> {
         } else {
             (SourceKind::Plain, lookup)
         };
-        let real_path = (self.mirror.join(&key) != real).then_some(real);
+        let real_path = (!is_at_key(&self.mirror, &key, &real)).then_some(real);
         self.in_batch.insert(id);
         self.batch.push(Source {
             key,
@@ -974,7 +1089,7 @@ pub fn walk(
             cache: opts.cache,
             router,
             opts: opts.build,
-            pool,
+            pool: std::sync::Arc::new(pool),
             phase: Phase::new("Hashing files", Unit::Bytes, 0),
             stats: std::sync::Mutex::new(HashStats::default()),
             dirs_delivered: std::sync::Mutex::new(HashSet::new()),
@@ -1128,7 +1243,8 @@ mod tests {
                 .map_err(io::Error::from)
                 .and_then(|fd| {
                     let file_type = fs::symlink_metadata(&path).map(|m| m.file_type()).ok();
-                    prober.probe(fd.as_fd(), dir, file_name, file_type)
+                    let real_dir = fs::canonicalize(dir)?;
+                    prober.probe(fd.as_fd(), dir, &real_dir, file_name, file_type)
                 })
                 .map(|p| {
                     let meta = p.meta.unwrap();

@@ -114,34 +114,37 @@ pub async fn verify_on_node(
     root: &Cid,
     sample: &[(String, Cid)],
 ) -> Result<usize, PublishError> {
-    let mut checked = 0;
+    use futures::stream::{self, StreamExt, TryStreamExt};
     let root_entry = (String::new(), *root);
-    for (path, expected) in std::iter::once(&root_entry).chain(sample) {
-        let mfs_path = if path.is_empty() {
-            mfs_root.to_string()
-        } else {
-            format!("{mfs_root}/{path}")
-        };
-        match client.files_stat(&mfs_path).await? {
-            Some(stat) if stat.cid == *expected => checked += 1,
-            Some(stat) => {
-                return Err(PublishError::Verification {
-                    path: mfs_path,
-                    expected: expected.to_string(),
-                    got: stat.cid.to_string(),
-                })
-            }
-            None => {
-                return Err(PublishError::Verification {
-                    path: mfs_path,
-                    expected: expected.to_string(),
-                    got: "nothing".to_string(),
-                })
-            }
-        }
-    }
-    Ok(checked)
+    let checks = std::iter::once(&root_entry)
+        .chain(sample)
+        .map(|(path, expected)| async move {
+            let mfs_path = if path.is_empty() {
+                mfs_root.to_string()
+            } else {
+                format!("{mfs_root}/{path}")
+            };
+            let got = match client.files_stat(&mfs_path).await? {
+                Some(stat) if stat.cid == *expected => return Ok(()),
+                Some(stat) => stat.cid.to_string(),
+                None => "nothing".to_string(),
+            };
+            Err(PublishError::Verification {
+                path: mfs_path,
+                expected: expected.to_string(),
+                got,
+            })
+        });
+    // A few at a time, answered in order: the first path that fails is the one reported.
+    let checked: Vec<()> = stream::iter(checks)
+        .buffered(VERIFY_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(checked.len())
 }
+
+/// Paths asked for at once when checking the publication.
+const VERIFY_CONCURRENCY: usize = 8;
 
 #[cfg(test)]
 mod tests {
