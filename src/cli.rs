@@ -545,8 +545,9 @@ pub struct IpfsArgs {
     /// Files to check on the node with files/stat after publishing.
     #[arg(long, alias = "verify_files", default_value_t = 16, value_name = "N")]
     pub verify_files: usize,
-    /// Roots published from this mirror that stay pinned and in MFS, the new one included;
-    /// older ones are unpinned and their MFS copies removed after a successful publication.
+    /// Roots published from this mirror that stay pinned and in MFS, the new one included
+    /// (a root published again counts once); older ones are unpinned and their MFS copies
+    /// removed after a successful publication.
     #[arg(long = "ipfs-keep", alias = "ipfs_keep", default_value_t = 3, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub ipfs_keep: u32,

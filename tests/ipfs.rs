@@ -1018,6 +1018,37 @@ async fn old_roots_leave_the_node_and_the_newest_stay() {
     for report in &reports[2..] {
         assert!(log.contains(&report.root.to_string()), "{log}");
     }
+
+    // 6 and 7, nothing new: the fifth root's record and MFS copy are taken up again, and the
+    // three roots kept stay (the newest three roots, not the newest three publications).
+    for _ in 0..2 {
+        next_second().await;
+        let again = run(&keep_opts()).await.unwrap();
+        assert_eq!(again.root, reports[4].root);
+        assert_eq!(again.mfs_path, reports[4].mfs_path, "{again:?}");
+        assert!(
+            again.unpinned.is_empty() && again.mfs_removed.is_empty(),
+            "{again:?}"
+        );
+    }
+    for report in &reports[2..] {
+        let mfs = report.mfs_path.as_deref().unwrap();
+        assert_eq!(stat_cid(&client, mfs).await, report.root);
+        assert_eq!(
+            pin_of(&client, &report.root).await.as_deref(),
+            Some("recursive")
+        );
+    }
+    let again = fs::read_to_string(dir.join("ipfs_roots")).unwrap();
+    assert_eq!(again.lines().count(), 1 + 3, "{again}");
+    assert!(
+        again
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with(&reports[4].root.to_string()),
+        "{again}"
+    );
 }
 
 /// `--ipfs-gc` asks the node for `repo/gc` only when there can be garbage: a publication with
@@ -1044,13 +1075,13 @@ async fn garbage_is_collected_when_there_can_be_some_and_only_then() {
     assert!(first.collected && !first.collection_skipped, "{first:?}");
     assert!(!pending.exists());
 
-    // 2: nothing new; the first record's MFS copy goes, but its root stays pinned: nothing
-    // to collect.
+    // 2: nothing new; the first record and its MFS copy are taken up: nothing to collect.
     next_second().await;
     let second = run(&opts(true)).await.unwrap();
     assert_eq!(second.root, first.root);
     assert_eq!(second.sent.blocks_sent, 0, "{second:?}");
-    assert_eq!(second.mfs_removed, vec![first.mfs_path.clone().unwrap()]);
+    assert_eq!(second.mfs_path, first.mfs_path);
+    assert!(second.mfs_removed.is_empty(), "{second:?}");
     assert!(!second.collected && second.collection_skipped, "{second:?}");
     assert!(!pending.exists());
 

@@ -3,19 +3,22 @@
 //!
 //! Every publication records its root before it pins it (`pending`), and marks the record
 //! `published` once the root is pinned, copied into MFS, checked there, published to IPNS and
-//! written to `D/ipfs_root`. Only then are older roots of the same node let go
-//! ([`RootLog::prune`]): the newest `keep` published records stay; every older record, and
-//! every pending one left by a failed run, is dropped. A dropped record's MFS copy is removed
-//! when the path still holds its root; its root is unpinned when no kept record has the same
-//! root and the pin was made by this mirror (a root that was pinned already when this mirror
-//! published it, by someone else, keeps its pin). A removal that fails keeps its record, so
-//! the next run tries again. Records of other nodes are kept and never acted on.
+//! written to `D/ipfs_root`. A root published before from this mirror to the node (nothing
+//! changed since) is not recorded again: its newest published record is taken up, with its MFS
+//! copy, and becomes the newest ([`RootLog::republish`]). Only once the publication
+//! succeeded are older roots of the same node let go ([`RootLog::prune`]): the records of the
+//! newest `keep` published roots stay; every older record, and every pending one left by a
+//! failed run, is dropped. A dropped record's MFS copy is removed when the path still holds
+//! its root; its root is unpinned when no kept record has the same root and the pin was made
+//! by this mirror (a root that was pinned already when this mirror published it, by someone
+//! else, keeps its pin). A removal that fails keeps its record, so the next run tries again.
+//! Records of other nodes are kept and never acted on.
 //!
 //! Garbage collection (`--ipfs-gc`) is asked of a node only when there can be something to
 //! collect: when this run unpinned a root, removed the MFS copy of a root no kept record
 //! holds, or sent blocks, or when an earlier run did so without a collection that succeeded.
-//! `D/ipfs_gc_pending` lists the peer IDs of such nodes, one a line. So a publication with nothing new costs the node no `repo/gc`,
-//! which walks every pinned tree.
+//! `D/ipfs_gc_pending` lists the peer IDs of such nodes, one a line. So a publication with
+//! nothing new costs the node no `repo/gc`, which walks every pinned tree, and no MFS copy.
 //!
 //! The file is text, written atomically; a line per record, oldest first (the MFS path escaped
 //! as the keys of `D/ipfs_hashes` are):
@@ -190,23 +193,62 @@ impl RootLog {
         self.save()
     }
 
-    /// The records of `node` to drop when the newest `keep` published ones stay: the older
-    /// published ones and every pending one. Indices, oldest first.
+    /// The records of `node` to drop when the newest `keep` published roots stay: the older
+    /// published ones, an older record of a root that a newer one keeps (its MFS copy is a
+    /// second one) and every pending one. Indices, oldest first.
     pub fn to_drop(&self, node: &str, keep: usize) -> Vec<usize> {
-        let mut kept = 0;
+        let mut kept: Vec<&Cid> = Vec::new();
         let mut drop = Vec::new();
         for (i, r) in self.records.iter().enumerate().rev() {
             if r.node != node {
                 continue;
             }
-            if r.state == RootState::Published && kept < keep.max(1) {
-                kept += 1;
+            if r.state == RootState::Published
+                && kept.len() < keep.max(1)
+                && !kept.contains(&&r.root)
+            {
+                kept.push(&r.root);
             } else {
                 drop.push(i);
             }
         }
         drop.reverse();
         drop
+    }
+
+    /// The newest published record of `root` on `node`, when there is one: a publication of
+    /// the same root again (nothing changed) takes it up instead of adding a copy.
+    pub fn published(&self, node: &str, root: &Cid) -> Option<&RootRecord> {
+        self.records
+            .iter()
+            .rev()
+            .find(|r| r.node == node && r.root == *root && r.state == RootState::Published)
+    }
+
+    /// Takes up the newest published record of `root` on `node` again: it becomes the newest
+    /// record, with the time `time` (its MFS path stays) and `pinned_here` when this run pins
+    /// the root. Saves the log and returns the record's index, or `None` when there is no
+    /// such record.
+    pub fn republish(
+        &mut self,
+        node: &str,
+        root: &Cid,
+        time: u64,
+        pinned_here: bool,
+    ) -> Result<Option<usize>> {
+        let Some(i) = self
+            .records
+            .iter()
+            .rposition(|r| r.node == node && r.root == *root && r.state == RootState::Published)
+        else {
+            return Ok(None);
+        };
+        let mut record = self.records.remove(i);
+        record.time = time;
+        record.pinned_here |= pinned_here;
+        self.records.push(record);
+        self.save()?;
+        Ok(Some(self.records.len() - 1))
     }
 
     /// The file listing the nodes that may hold garbage of this mirror.
@@ -497,5 +539,63 @@ mod tests {
         assert_eq!(log.to_drop("a", 10), vec![2]);
         assert_eq!(log.to_drop("b", 1), Vec::<usize>::new());
         assert_eq!(log.to_drop("c", 1), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn keep_counts_roots_and_a_root_published_again_is_taken_up() {
+        use RootState::{Pending, Published};
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RootLog {
+            path: dir.path().join(ROOTS_FILE),
+            records: Vec::new(),
+        };
+        let (one, two) = (
+            record(1, "a", Published, true),
+            record(2, "a", Published, false),
+        );
+        // Records of one root, written by runs that added a copy each time.
+        let mut again = two.clone();
+        again.mfs_path = "/nixfs_2 again".to_string();
+        for r in [
+            one.clone(),
+            two.clone(),
+            again.clone(),
+            record(3, "a", Pending, true),
+        ] {
+            log.begin(r).unwrap();
+        }
+        // Two roots stay with keep 2; the older copy of the second root goes.
+        assert_eq!(log.to_drop("a", 2), vec![1, 3]);
+        assert_eq!(log.to_drop("a", 1), vec![0, 1, 3]);
+
+        // The first root published again: its record becomes the newest, its path stays.
+        assert_eq!(log.published("a", &one.root), Some(&one));
+        assert_eq!(log.published("b", &one.root), None);
+        let i = log.republish("a", &one.root, 1_800_000_000, false).unwrap();
+        assert_eq!(i, Some(3));
+        let taken = &log.records()[3];
+        assert_eq!(
+            (
+                taken.root,
+                taken.time,
+                taken.mfs_path.as_str(),
+                taken.pinned_here
+            ),
+            (one.root, 1_800_000_000, one.mfs_path.as_str(), true)
+        );
+        assert_eq!(RootLog::load(&log.path).unwrap(), log);
+        // Pinned by this run now: the pin is this mirror's.
+        assert_eq!(
+            log.republish("a", &two.root, 1_800_000_001, true).unwrap(),
+            Some(3)
+        );
+        assert!(log.records()[3].pinned_here);
+        assert_eq!(log.records()[3].mfs_path, "/nixfs_2 again");
+        assert_eq!(
+            log.republish("a", &record(3, "a", Pending, true).root, 1, true)
+                .unwrap(),
+            None
+        );
+        assert_eq!(log.records().len(), 4);
     }
 }

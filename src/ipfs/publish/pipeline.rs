@@ -524,17 +524,44 @@ async fn finish_on_node(
     // A root pinned recursively has every block on the node, and pinning it again makes
     // some nodes walk the whole DAG: on a rerun with nothing new, that is most of the time.
     report.already_pinned = node.client.pinned_recursively(&root).await.unwrap_or(false);
-    // Recorded before the pin, so that a run that stops after pinning leaves a record.
+    // Recorded before the pin, so that a run that stops after pinning leaves a record. A root
+    // published from here before (nothing changed since) takes up its record and MFS copy,
+    // unless that path holds something else now.
     let time = unix_time();
-    let mfs_path = format!("{}_{time}", opts.mfs_prefix);
-    *begun = Some(roots.begin(RootRecord {
-        root,
-        node: node.peer.clone(),
-        time,
-        state: RootState::Pending,
-        pinned_here: !report.already_pinned || roots.owns_pin(&node.peer, &root),
-        mfs_path: mfs_path.clone(),
-    })?);
+    let pinned_here = !report.already_pinned || roots.owns_pin(&node.peer, &root);
+    let prefix = format!("{}_", opts.mfs_prefix);
+    let earlier = match roots.published(&node.peer, &root) {
+        Some(r) if r.mfs_path.starts_with(&prefix) => {
+            match node.client.files_stat(&r.mfs_path).await? {
+                Some(stat) if stat.cid != root => None,
+                _ => Some(r.mfs_path.clone()),
+            }
+        }
+        _ => None,
+    };
+    let taken_up = match &earlier {
+        Some(_) => roots.republish(&node.peer, &root, time, !report.already_pinned)?,
+        None => None,
+    };
+    let mfs_path = match (taken_up, earlier) {
+        (Some(index), Some(path)) => {
+            tracing::info!("{root} was published from this mirror before, at MFS {path}");
+            *begun = Some(index);
+            path
+        }
+        _ => {
+            let mfs_path = format!("{prefix}{time}");
+            *begun = Some(roots.begin(RootRecord {
+                root,
+                node: node.peer.clone(),
+                time,
+                state: RootState::Pending,
+                pinned_here,
+                mfs_path: mfs_path.clone(),
+            })?);
+            mfs_path
+        }
+    };
     if report.already_pinned {
         tracing::info!("{root} is already pinned");
     } else if let Err(e) = node.client.pin_add(&root).await {
