@@ -60,6 +60,9 @@ pub(crate) fn build<'a, S: BlockSink + ?Sized>(
     build_shard(entries, 0, target, cid_version, sink)
 }
 
+/// Blocks kept in order: their CIDs and bytes.
+type Blocks = Vec<(super::cid::Cid, Vec<u8>)>;
+
 /// [`build`], with the sub-shards of the root built at once on the current rayon pool; the
 /// blocks reach `sink` in the same order.
 pub(crate) fn build_parallel<'a, S: BlockSink + ?Sized>(
@@ -71,7 +74,7 @@ pub(crate) fn build_parallel<'a, S: BlockSink + ?Sized>(
     use rayon::prelude::*;
     entries.par_sort_unstable_by_key(|e| e.hash);
     let groups = slot_groups(entries, 0);
-    let built: Vec<(PbLink, Vec<(super::cid::Cid, Vec<u8>)>)> = groups
+    let built: Vec<(PbLink, Blocks)> = groups
         .par_iter()
         .map(|&(slot, group)| {
             let mut blocks = Vec::new();
