@@ -224,6 +224,40 @@ pub fn fingerprint128(bytes: &[u8]) -> u128 {
     u128::from_le_bytes(digest[..16].try_into().expect("a SHA-256 has 32 bytes"))
 }
 
+/// A set of [`fingerprint128`]s. They are SHA-256 bytes already, so the set takes their own
+/// bits as its hash instead of hashing them again.
+pub type FingerprintSet = std::collections::HashSet<u128, FingerprintBuildHasher>;
+
+/// A map keyed by [`fingerprint128`]s (see [`FingerprintSet`]).
+pub type FingerprintMap<V> = std::collections::HashMap<u128, V, FingerprintBuildHasher>;
+
+/// The hasher of [`FingerprintSet`] and [`FingerprintMap`].
+pub type FingerprintBuildHasher = std::hash::BuildHasherDefault<FingerprintHasher>;
+
+/// Folds a [`fingerprint128`] to 64 bits (see [`FingerprintSet`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for u128 keys; any other key still gets a usable (if weak) hash.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 ^= (n as u64) ^ ((n >> 64) as u64);
+    }
+}
+
 /// Incremental SHA-256 that also counts the bytes it has seen.
 #[derive(Clone, Default)]
 pub struct Sha256Hasher {
@@ -356,6 +390,24 @@ impl<R: Read> Read for HashingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprint_sets_find_what_they_hold() {
+        let mut set = FingerprintSet::default();
+        let mut map = FingerprintMap::default();
+        for i in 0u32..10_000 {
+            let id = fingerprint128(&i.to_le_bytes());
+            assert!(set.insert(id));
+            map.insert(id, i);
+        }
+        for i in 0u32..10_000 {
+            let id = fingerprint128(&i.to_le_bytes());
+            assert!(!set.insert(id));
+            assert_eq!(map.get(&id), Some(&i));
+        }
+        assert!(!set.contains(&fingerprint128(b"absent")));
+        assert_eq!(set.len(), 10_000);
+    }
 
     const ABC_HEX: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
     const ABC_NIX32: &str = "1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s";

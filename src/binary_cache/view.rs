@@ -35,7 +35,7 @@ pub struct ReleaseView {
     /// What was linked since `open` (not kept for a fresh view), as fingerprints of the paths
     /// relative to the view ([`fingerprint`]): 16 bytes an entry, for closures of hundreds of
     /// thousands of paths.
-    wanted: HashSet<u128>,
+    wanted: crate::hash::FingerprintSet,
     /// Whether the view did not exist before `open`.
     fresh: bool,
     dirs_made: HashSet<PathBuf>,
@@ -56,7 +56,7 @@ impl ReleaseView {
         let fresh = fs::symlink_metadata(&view).is_err();
         fsutil::create_dir_all_within(&release_dir, &view)?;
         fsutil::write_if_changed(&view.join("nix-cache-info"), NIX_CACHE_INFO.as_bytes())?;
-        let mut wanted = HashSet::new();
+        let mut wanted = crate::hash::FingerprintSet::default();
         wanted.insert(fingerprint(Path::new("nix-cache-info")));
         Ok(ReleaseView {
             view,

@@ -83,7 +83,7 @@ pub(super) struct Nars<'a> {
     waiting: HashMap<PathBuf, Vec<(NarInfo, Origin)>>,
     /// `--print-only`: fingerprints of the NAR paths listed (or found staged) in this run, so
     /// that a file two narinfos name is listed once (16 bytes a NAR).
-    listed: HashSet<u128>,
+    listed: crate::hash::FingerprintSet,
     tasks: JoinSet<(PathBuf, Result<NarGot, String>)>,
     /// Task -> the NAR path it works on, to name the file of a task that panicked.
     task_files: HashMap<tokio::task::Id, PathBuf>,
@@ -110,7 +110,7 @@ impl<'a> Nars<'a> {
             print,
             check_nar_hash,
             waiting: HashMap::new(),
-            listed: HashSet::new(),
+            listed: crate::hash::FingerprintSet::default(),
             tasks: JoinSet::new(),
             task_files: HashMap::new(),
             slots: Arc::new(Semaphore::new(slots)),

@@ -4,7 +4,6 @@
 //! its entries are known, each block handed to a [`Router`] on its way to the CAR file and the
 //! node. A source whose cache entry still matches is not read unless its blocks are needed.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read};
 use std::sync::{Mutex, OnceLock};
@@ -13,6 +12,7 @@ use rayon::prelude::*;
 
 use super::scan::{Lookup, Source, SourceKind};
 use super::{io_error, PublishError, IPFS_HASH_FIELD};
+use crate::hash::FingerprintMap;
 use crate::ipfs::cid::{Cid, ShortCid};
 use crate::ipfs::directory::DirectoryError;
 use crate::ipfs::file_cache::{Cached, Dependency, FileCache, FileEntry};
@@ -94,7 +94,7 @@ pub(super) struct RootMap {
     sorted: Vec<PackedRoot>,
     /// `index[p]`: the first entry of `sorted` whose fingerprint starts with `p` or more.
     index: Vec<u32>,
-    recent: HashMap<u128, Root>,
+    recent: FingerprintMap<Root>,
 }
 
 /// One entry of a [`RootMap`]'s list (no padding: byte arrays only).

@@ -42,7 +42,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
 use super::dag::{BuildOptions, HashStats, Hasher, Root, RootMap};
 use super::verify::Sampler;
 use super::{io_error, PublishError, IPFS_HASH_FILE};
-use crate::hash::fingerprint128;
+use crate::hash::{fingerprint128, FingerprintSet};
 use crate::ipfs::cid::{Cid, ShortCid};
 use crate::ipfs::file_cache::{CacheWriter, Cached, FileCache, FileStamp, NextEntry};
 use crate::ipfs::unixfs::Added;
@@ -273,7 +273,7 @@ struct Prober<'a> {
     mirror: &'a Path,
     resolver: &'a Resolver,
     done: &'a RootMap,
-    in_batch: &'a HashSet<u128>,
+    in_batch: &'a FingerprintSet,
 }
 
 impl Prober<'_> {
@@ -468,7 +468,7 @@ struct Walker<'a> {
     resolver: Resolver,
     /// The sources waiting to be hashed, and their fingerprints.
     batch: Vec<Source>,
-    in_batch: HashSet<u128>,
+    in_batch: FingerprintSet,
     /// The root of every source hashed, by the fingerprint of its key.
     done: RootMap,
     releases: Vec<Release>,
@@ -482,10 +482,14 @@ struct Walker<'a> {
 pub(super) fn join_key(parent: &str, name: &str) -> String {
     if parent.is_empty() {
         name.to_string()
-    } else if parent.ends_with('/') {
-        format!("{parent}{name}")
     } else {
-        format!("{parent}/{name}")
+        let mut key = String::with_capacity(parent.len() + 1 + name.len());
+        key.push_str(parent);
+        if !parent.ends_with('/') {
+            key.push('/');
+        }
+        key.push_str(name);
+        key
     }
 }
 
@@ -1097,7 +1101,7 @@ pub fn walk(
         writer,
         resolver: Resolver::new(),
         batch: Vec::new(),
-        in_batch: HashSet::new(),
+        in_batch: FingerprintSet::default(),
         done: RootMap::default(),
         releases: Vec::new(),
         release_by_path: HashMap::new(),
@@ -1220,7 +1224,7 @@ mod tests {
             symlink(target, root.join(link)).unwrap();
         }
         let s = Resolver::new();
-        let (done, in_batch) = (RootMap::default(), HashSet::new());
+        let (done, in_batch) = (RootMap::default(), FingerprintSet::default());
         let prober = Prober {
             mirror: &root,
             resolver: &s,
