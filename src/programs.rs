@@ -303,7 +303,7 @@ pub fn add_to_release(
 }
 
 /// Writes the tree under `root` as a tar stream: entries in byte order of their paths, owner
-/// and group 0, mtime [`MTIME`], modes 0755/0644 by the executable bit.
+/// and group 0, mtime 1 (`MTIME`), modes 0755/0644 by the executable bit.
 pub fn pack_sorted<W: std::io::Write>(root: &Path, out: W) -> Result<W> {
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);

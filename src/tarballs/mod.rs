@@ -344,7 +344,7 @@ fn live_files(dir: &Path, tree: &Tree) -> Result<BTreeSet<String>> {
 
 /// Deletes the files of `DIR/tarballs` that no release under `DIR/releases` needs (with
 /// `dry_run`, only lists them), then the links left without their file; prints each deleted
-/// path to `out`. Deletes nothing when [`live_files`] refuses.
+/// path to `out`. Deletes nothing when `live_files` refuses.
 pub fn collect(dir: &Path, dry_run: bool, out: &mut dyn Write) -> Result<TarballGcReport> {
     let tree = Tree::of_mirror(dir);
     let mut report = TarballGcReport::default();

@@ -83,7 +83,7 @@ impl fmt::Display for HashAlgo {
 pub struct SourceHash {
     /// The algorithm.
     pub algo: HashAlgo,
-    /// The digest, [`HashAlgo::len`] bytes.
+    /// The digest, [`HashAlgo::digest_len`] bytes.
     pub digest: Vec<u8>,
 }
 
