@@ -226,6 +226,8 @@ fn first_cause(router: &Router, error: PublishError) -> PublishError {
 
 struct Plan {
     cached: Option<Cached>,
+    /// The NAR whose CID the file's published bytes hold (a narinfo's).
+    dep: Option<Dependency>,
     read: bool,
 }
 
@@ -271,18 +273,20 @@ impl Batch<'_, '_> {
         }
     }
 
-    fn plan(&self, i: usize) -> Plan {
+    /// What to do with source `i`, whose lookup in the cache the walk gave as `lookup`.
+    fn plan(&self, i: usize, lookup: Lookup) -> Plan {
         let source = &self.sources[i];
         let opts = self.h.opts;
-        let cached = match &source.cached {
-            Lookup::Hit(cached) => Some(Cached::clone(cached)),
+        let dep = self.dependency(i);
+        let cached = match lookup {
+            Lookup::Hit(cached) => Some(*cached),
             Lookup::Miss => None,
             Lookup::NotDone => self
                 .h
                 .cache
                 .file(&source.key, &source.stamp, opts.layout.add),
         }
-        .filter(|c| c.entry.dep == self.dependency(i));
+        .filter(|c| c.entry.dep == dep);
         let read = match &cached {
             None => true,
             Some(cached) => {
@@ -291,7 +295,7 @@ impl Batch<'_, '_> {
                     || node_needs_file(self.h.router, opts, cached)
             }
         };
-        Plan { cached, read }
+        Plan { cached, dep, read }
     }
 
     fn hash(&self, i: usize, plan: &Plan) -> Result<Added, PublishError> {
@@ -392,8 +396,11 @@ impl Batch<'_, '_> {
     /// Processes `items` on the pool, each item a task of its own so that idle threads take
     /// over the rest while one reads a large file. The first failure stops the others from
     /// starting new items; a failure of the router is the one returned, being the cause.
-    fn wave(&self, items: &[usize]) -> Result<Vec<Plan>, PublishError> {
-        let plans: Vec<Plan> = items.iter().map(|&i| self.plan(i)).collect();
+    fn wave(&self, items: &[usize], lookups: &mut [Lookup]) -> Result<Vec<Plan>, PublishError> {
+        let plans: Vec<Plan> = items
+            .iter()
+            .map(|&i| self.plan(i, std::mem::replace(&mut lookups[i], Lookup::NotDone)))
+            .collect();
         let total: u64 = items
             .iter()
             .zip(&plans)
@@ -428,9 +435,15 @@ impl Hasher<'_> {
     /// source's cache entry.
     pub(super) fn hash_batch(
         &self,
-        sources: &[Source],
+        sources: &mut [Source],
         done: &mut RootMap,
     ) -> Result<Vec<Hashed>, PublishError> {
+        // What the walk found in the cache is taken, not copied.
+        let mut lookups: Vec<Lookup> = sources
+            .iter_mut()
+            .map(|s| std::mem::replace(&mut s.cached, Lookup::NotDone))
+            .collect();
+        let sources = &*sources;
         self.stats.lock().unwrap_or_else(|p| p.into_inner()).files += sources.len() as u64;
         let (plain, narinfos): (Vec<usize>, Vec<usize>) =
             (0..sources.len()).partition(|&i| sources[i].kind == SourceKind::Plain);
@@ -446,7 +459,7 @@ impl Hasher<'_> {
                 done: &*done,
                 results: (0..sources.len()).map(|_| OnceLock::new()).collect(),
             };
-            let wave_plans = batch.wave(&items)?;
+            let wave_plans = batch.wave(&items, &mut lookups)?;
             for (&i, plan) in items.iter().zip(wave_plans) {
                 plans[i] = Some(plan);
             }
@@ -462,21 +475,16 @@ impl Hasher<'_> {
                         source: io::Error::other("the file was not hashed"),
                     });
                 };
-                done.insert(sources[i].id(), Root::of(added, &sources[i].key)?);
+                done.insert(sources[i].id, Root::of(added, &sources[i].key)?);
             }
         }
         let mut out = Vec::with_capacity(sources.len());
         for (i, source) in sources.iter().enumerate() {
             let (added, _) = results[i].expect("every source was hashed");
-            let dep = match &source.kind {
-                SourceKind::Narinfo { nar_key, nar, .. } => done.get(nar).map(|r| Dependency {
-                    key: nar_key.clone(),
-                    cid: r.cid.cid(),
-                }),
-                SourceKind::Plain => None,
-            };
+            let plan = plans[i].take().expect("every source was planned");
+            let dep = plan.dep;
             // A mark of the cache stays while the CID does; a new CID is not known there.
-            let was = plans[i].take().and_then(|p| p.cached);
+            let was = plan.cached;
             let on_node = was
                 .as_ref()
                 .is_some_and(|c| c.on_node && c.entry.root == added);

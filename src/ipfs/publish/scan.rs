@@ -75,6 +75,8 @@ pub enum SourceKind {
 pub struct Source {
     /// Its real path relative to the mirror (or absolute, when a link leads out of it).
     pub key: String,
+    /// The fingerprint of `key`.
+    pub id: u128,
     /// Its real path when that is not the mirror joined with `key` (a name that is not
     /// UTF-8); see [`Source::path`].
     pub real_path: Option<PathBuf>,
@@ -105,11 +107,6 @@ impl Source {
             Some(path) => path.clone(),
             None => mirror.join(&self.key),
         }
-    }
-
-    /// The fingerprint of its key.
-    pub fn id(&self) -> u128 {
-        fingerprint128(self.key.as_bytes())
     }
 }
 
@@ -782,6 +779,7 @@ impl Walker<'_> {
         self.in_batch.insert(id);
         self.batch.push(Source {
             key,
+            id,
             real_path,
             stamp,
             kind,
@@ -870,7 +868,7 @@ impl Walker<'_> {
         self.in_batch.clear();
         // In key order, the cache is read forward.
         batch.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        let hashed = self.hasher.hash_batch(&batch, &mut self.done)?;
+        let hashed = self.hasher.hash_batch(&mut batch, &mut self.done)?;
         if let Some(writer) = self.writer.as_deref_mut() {
             let entries = batch
                 .into_iter()
