@@ -62,11 +62,9 @@ pub struct NodeKnowledge {
     /// publication (an import sends a file's root block after its leaves); false when
     /// repairing.
     pub trust_roots: bool,
-    /// Whether the marks of the cache of file CIDs are for this node: a file marked there
-    /// has its whole DAG on it.
-    pub file_marks: bool,
-    /// The CIDs of those marked files, read from the cache when first needed (a run that
-    /// sends nothing never reads them).
+    /// The files the cache of file CIDs marks as on this node (each has its whole DAG on
+    /// it), when its marks are for this node; their CIDs are read from the cache when first
+    /// needed (a run that sends nothing never reads them).
     pub marked: Option<Arc<MarkedCids>>,
 }
 
@@ -360,7 +358,9 @@ impl Router {
 
     /// Whether the cache's marks of files are for the node (false without a node).
     pub fn node_marks_hold(&self) -> bool {
-        self.node.as_ref().is_some_and(|n| n.knowledge.file_marks)
+        self.node
+            .as_ref()
+            .is_some_and(|n| n.knowledge.marked.is_some())
     }
 
     /// The failure that stopped the router, if any (taken: later calls see none).

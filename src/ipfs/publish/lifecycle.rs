@@ -216,39 +216,25 @@ impl RootLog {
         drop
     }
 
-    /// The newest published record of `root` on `node`, when there is one: a publication of
-    /// the same root again (nothing changed) takes it up instead of adding a copy.
-    pub fn published(&self, node: &str, root: &Cid) -> Option<&RootRecord> {
+    /// The index of the newest published record of `root` on `node`, when there is one: a
+    /// publication of the same root again (nothing changed) takes it up instead of adding a
+    /// copy ([`RootLog::republish`]).
+    pub fn published(&self, node: &str, root: &Cid) -> Option<usize> {
         self.records
             .iter()
-            .rev()
-            .find(|r| r.node == node && r.root == *root && r.state == RootState::Published)
+            .rposition(|r| r.node == node && r.root == *root && r.state == RootState::Published)
     }
 
-    /// Takes up the newest published record of `root` on `node` again: it becomes the newest
-    /// record, with the time `time` (its MFS path stays) and `pinned_here` when this run pins
-    /// the root. Saves the log and returns the record's index, or `None` when there is no
-    /// such record.
-    pub fn republish(
-        &mut self,
-        node: &str,
-        root: &Cid,
-        time: u64,
-        pinned_here: bool,
-    ) -> Result<Option<usize>> {
-        let Some(i) = self
-            .records
-            .iter()
-            .rposition(|r| r.node == node && r.root == *root && r.state == RootState::Published)
-        else {
-            return Ok(None);
-        };
-        let mut record = self.records.remove(i);
+    /// Takes up record `index` again: it becomes the newest record, with the time `time` (its
+    /// MFS path stays) and `pinned_here` when this run pins the root. Saves the log and
+    /// returns the record's new index.
+    pub fn republish(&mut self, index: usize, time: u64, pinned_here: bool) -> Result<usize> {
+        let mut record = self.records.remove(index);
         record.time = time;
         record.pinned_here |= pinned_here;
         self.records.push(record);
         self.save()?;
-        Ok(Some(self.records.len() - 1))
+        Ok(self.records.len() - 1)
     }
 
     /// The file listing the nodes that may hold garbage of this mirror.
@@ -569,10 +555,10 @@ mod tests {
         assert_eq!(log.to_drop("a", 1), vec![0, 1, 3]);
 
         // The first root published again: its record becomes the newest, its path stays.
-        assert_eq!(log.published("a", &one.root), Some(&one));
+        assert_eq!(log.published("a", &one.root), Some(0));
         assert_eq!(log.published("b", &one.root), None);
-        let i = log.republish("a", &one.root, 1_800_000_000, false).unwrap();
-        assert_eq!(i, Some(3));
+        let i = log.republish(0, 1_800_000_000, false).unwrap();
+        assert_eq!(i, 3);
         let taken = &log.records()[3];
         assert_eq!(
             (
@@ -584,16 +570,15 @@ mod tests {
             (one.root, 1_800_000_000, one.mfs_path.as_str(), true)
         );
         assert_eq!(RootLog::load(&log.path).unwrap(), log);
-        // Pinned by this run now: the pin is this mirror's.
-        assert_eq!(
-            log.republish("a", &two.root, 1_800_000_001, true).unwrap(),
-            Some(3)
-        );
+        // Pinned by this run now: the pin is this mirror's. The newest copy of a root is the
+        // one taken up; a pending record is none.
+        let newest_two = log.published("a", &two.root).unwrap();
+        assert_eq!(newest_two, 1);
+        assert_eq!(log.republish(newest_two, 1_800_000_001, true).unwrap(), 3);
         assert!(log.records()[3].pinned_here);
         assert_eq!(log.records()[3].mfs_path, "/nixfs_2 again");
         assert_eq!(
-            log.republish("a", &record(3, "a", Pending, true).root, 1, true)
-                .unwrap(),
+            log.published("a", &record(3, "a", Pending, true).root),
             None
         );
         assert_eq!(log.records().len(), 4);

@@ -340,7 +340,6 @@ async fn knowledge_of(node: &Node, cache: &FileCache) -> NodeKnowledge {
         known,
         blocks,
         trust_roots: true,
-        file_marks: cache.node() == Some(node.peer.as_str()),
         marked: cache
             .marked_files(&node.peer)
             .map(|m| std::sync::Arc::new(MarkedCids::new(m))),
@@ -528,38 +527,37 @@ async fn finish_on_node(
     // published from here before (nothing changed since) takes up its record and MFS copy,
     // unless that path holds something else now.
     let time = unix_time();
-    let pinned_here = !report.already_pinned || roots.owns_pin(&node.peer, &root);
     let prefix = format!("{}_", opts.mfs_prefix);
-    let earlier = match roots.published(&node.peer, &root) {
-        Some(r) if r.mfs_path.starts_with(&prefix) => {
-            match node.client.files_stat(&r.mfs_path).await? {
-                Some(stat) if stat.cid != root => None,
-                _ => Some(r.mfs_path.clone()),
+    // The earlier record, and whether its MFS path still holds the root.
+    let mut earlier = None;
+    if let Some(index) = roots.published(&node.peer, &root) {
+        let path = &roots.records()[index].mfs_path;
+        if path.starts_with(&prefix) {
+            match node.client.files_stat(path).await? {
+                Some(stat) if stat.cid != root => {}
+                stat => earlier = Some((index, stat.is_some())),
             }
         }
-        _ => None,
-    };
-    let taken_up = match &earlier {
-        Some(_) => roots.republish(&node.peer, &root, time, !report.already_pinned)?,
-        None => None,
-    };
-    let mfs_path = match (taken_up, earlier) {
-        (Some(index), Some(path)) => {
+    }
+    let (mfs_path, in_mfs) = match earlier {
+        Some((index, in_mfs)) => {
+            let index = roots.republish(index, time, !report.already_pinned)?;
+            let path = roots.records()[index].mfs_path.clone();
             tracing::info!("{root} was published from this mirror before, at MFS {path}");
             *begun = Some(index);
-            path
+            (path, in_mfs)
         }
-        _ => {
+        None => {
             let mfs_path = format!("{prefix}{time}");
             *begun = Some(roots.begin(RootRecord {
                 root,
                 node: node.peer.clone(),
                 time,
                 state: RootState::Pending,
-                pinned_here,
+                pinned_here: !report.already_pinned || roots.owns_pin(&node.peer, &root),
                 mfs_path: mfs_path.clone(),
             })?);
-            mfs_path
+            (mfs_path, false)
         }
     };
     if report.already_pinned {
@@ -578,7 +576,6 @@ async fn finish_on_node(
             known: CidSet::new(),
             blocks: Some(blocks),
             trust_roots: false,
-            file_marks: false,
             marked: None,
         };
         let repair = pass(
@@ -610,7 +607,9 @@ async fn finish_on_node(
             .with_context(|| format!("pinning {root} after sending the missing blocks"))?;
     }
 
-    copy_to_mfs(&node.client, &root, &mfs_path).await?;
+    if !in_mfs {
+        copy_to_mfs(&node.client, &root, &mfs_path).await?;
+    }
     report.mfs_path = Some(mfs_path.clone());
 
     report.verified_paths = verify_on_node(&node.client, &mfs_path, &root, &walked.sample)
