@@ -317,7 +317,7 @@ impl Batch<'_, '_> {
         };
         let name;
         let published;
-        let (file, read, add_source) = match self.dependency(i) {
+        let (file, read, add_source) = match &plan.dep {
             None => {
                 let file = fs::File::open(&path).map_err(io_error(&path))?;
                 let mut reader = Counting {

@@ -619,65 +619,64 @@ impl Walker<'_> {
         narinfo: bool,
         entries: &mut Vec<(String, Entry)>,
     ) -> Result<(), PublishError> {
-        {
-            let (probes, early): (Vec<Option<io::Result<Probe>>>, Vec<_>) =
-                ahead.into_iter().map(|a| (a.probe, a.early)).unzip();
-            let probes: Vec<io::Result<Probe>> = {
-                let prober = self.prober();
-                let fd = dirfd.as_fd();
-                self.hasher.pool.install(|| {
-                    chunk
-                        .par_iter()
-                        .zip(probes)
-                        .map(|((name, file_type), probe)| match probe {
-                            Some(probe) => probe,
-                            None => prober.probe(fd, dir, real_dir, name, *file_type),
-                        })
-                        .collect()
-                })
-            };
-            // What the cache holds of each probe, when it was looked up.
-            let options = self.opts.build.layout.add;
-            let lookups: Vec<Lookup> = probes
-                .iter()
-                .zip(early)
-                .map(|(probe, early)| match (probe, early) {
-                    // The key looked up is the probe's (not so if the file became a link).
-                    (
-                        Ok(Probe {
-                            meta: Some(meta),
-                            key,
-                            ..
-                        }),
-                        Some((looked_up, found)),
-                    ) if *key == looked_up => found
-                        .filter(|c| c.describes(&meta.stamp, options))
-                        .map_or(Lookup::Miss, |c| Lookup::Hit(Box::new(c))),
-                    _ => Lookup::NotDone,
-                })
-                .collect();
-            let found = if narinfo {
-                self.narinfo_texts(&probes, &lookups)
-            } else {
-                Vec::new()
-            };
-            let mut found = found.into_iter();
-            let mut lookups = lookups.into_iter();
-            for ((name, _), probe) in chunk.iter().zip(probes) {
-                let text = found.next().flatten();
-                let lookup = lookups.next().unwrap_or(Lookup::NotDone);
-                let path = dir.join(name);
-                let probe = match probe {
-                    Ok(probe) => probe,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        self.warn_dangling(&path);
-                        continue;
-                    }
-                    Err(e) => return Err(io_error(&path)(e)),
-                };
-                if let Some(e) = self.source_at(&path, probe, narinfo, text, lookup)? {
-                    self.push(entries, name.clone(), e)?;
+        let (probes, early): (Vec<Option<io::Result<Probe>>>, Vec<_>) =
+            ahead.into_iter().map(|a| (a.probe, a.early)).unzip();
+        let probes: Vec<io::Result<Probe>> = {
+            let prober = self.prober();
+            let fd = dirfd.as_fd();
+            self.hasher.pool.install(|| {
+                chunk
+                    .par_iter()
+                    .zip(probes)
+                    .map(|((name, file_type), probe)| match probe {
+                        Some(probe) => probe,
+                        None => prober.probe(fd, dir, real_dir, name, *file_type),
+                    })
+                    .collect()
+            })
+        };
+        // What the cache holds of each probe, when it was looked up.
+        let options = self.opts.build.layout.add;
+        let lookups: Vec<Lookup> = probes
+            .iter()
+            .zip(early)
+            .map(|(probe, early)| match (probe, early) {
+                // The key looked up is the probe's (not so if the file became a link).
+                (
+                    Ok(Probe {
+                        meta: Some(meta),
+                        key,
+                        ..
+                    }),
+                    Some((looked_up, found)),
+                ) if *key == looked_up => found
+                    .filter(|c| c.describes(&meta.stamp, options))
+                    .map_or(Lookup::Miss, |c| Lookup::Hit(Box::new(c))),
+                _ => Lookup::NotDone,
+            })
+            .collect();
+        // A narinfo's lookup goes with what was found of it; a plain file's with its source.
+        let (found, lookups) = if narinfo {
+            (self.narinfo_texts(&probes, lookups), Vec::new())
+        } else {
+            (Vec::new(), lookups)
+        };
+        let mut found = found.into_iter();
+        let mut lookups = lookups.into_iter();
+        for ((name, _), probe) in chunk.iter().zip(probes) {
+            let text = found.next().flatten();
+            let lookup = lookups.next().unwrap_or(Lookup::NotDone);
+            let path = dir.join(name);
+            let probe = match probe {
+                Ok(probe) => probe,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.warn_dangling(&path);
+                    continue;
                 }
+                Err(e) => return Err(io_error(&path)(e)),
+            };
+            if let Some(e) = self.source_at(&path, probe, narinfo, text, lookup)? {
+                self.push(entries, name.clone(), e)?;
             }
         }
         Ok(())
@@ -697,7 +696,7 @@ impl Walker<'_> {
     fn narinfo_texts(
         &self,
         probes: &[io::Result<Probe>],
-        lookups: &[Lookup],
+        lookups: Vec<Lookup>,
     ) -> Vec<Option<NarinfoFound>> {
         let found: Vec<Option<NarinfoFound>> = probes
             .iter()
@@ -709,7 +708,7 @@ impl Walker<'_> {
                     return None;
                 }
                 let cached = match lookup {
-                    Lookup::Hit(c) => Some(c.clone()).filter(|c| c.entry.dep.is_some()),
+                    Lookup::Hit(c) => Some(c).filter(|c| c.entry.dep.is_some()),
                     Lookup::Miss => None,
                     Lookup::NotDone => self.cached_nar(&probe.key, &meta.stamp).map(Box::new),
                 };
