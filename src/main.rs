@@ -29,10 +29,11 @@ use nixipfs::verify::NarCheck;
 /// - Every allocation of 256 KiB or more gets its own mapping, returned to the system when
 ///   freed (4 MiB for `create-nixipfs`, which decodes no NAR: the walk of a large mirror
 ///   allocates and frees buffers of a few hundred KiB by the thousand, and fresh mappings
-///   cost it a tenth of its time in page faults). Left to itself, glibc raises that threshold to the size of the largest block freed
-///   so far, and from then on keeps the NAR decoders' windows (8 MiB each, one per decoder) in
-///   its per-thread arenas, where they stay resident after the decoder is gone: with many
-///   download threads that alone was most of a mirror run's memory.
+///   cost it a tenth of its time in page faults). Left to itself, glibc raises that threshold
+///   to the size of the largest block freed so far, and from then on keeps the NAR decoders'
+///   windows (8 MiB each, one per decoder) in its per-thread arenas, where they stay resident
+///   after the decoder is gone: with many download threads that alone was most of a mirror
+///   run's memory.
 /// - At most two arenas. glibc gives each thread that meets contention an arena of its own, up
 ///   to eight per core; the runtime's blocking threads (writers, decoders, file checks) are
 ///   dozens, and each arena kept its own free memory: about 4 MiB of a mirror run's peak at
@@ -67,10 +68,10 @@ use nixipfs::progress;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tune_allocator(cli.command.name());
+    let command = cli.command.name();
+    tune_allocator(command);
     init_logging(&cli);
     let metrics_file = cli.metrics_file.clone();
-    let command = cli.command.name();
     let started = Instant::now();
     let mut metrics = Metrics::new();
     let code = match run(cli, &mut metrics) {

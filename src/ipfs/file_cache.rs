@@ -726,13 +726,9 @@ impl FileCache {
         Ok((cache, outcome))
     }
 
-    /// The entry of `key`, whatever file it describes (see [`Cached::describes`]).
+    /// The entry of `key` (its line, parsed), whatever file it describes (see
+    /// [`Cached::describes`]).
     pub fn entry(&self, key: &str) -> Option<Cached> {
-        self.lookup(key)
-    }
-
-    /// The line of `key`, parsed.
-    fn lookup(&self, key: &str) -> Option<Cached> {
         let (offset, line) = match self.lines.as_ref()?.find(key) {
             Ok(found) => found?,
             Err(e) => {
@@ -753,7 +749,7 @@ impl FileCache {
     /// whether its DAG was on the cache's node. Lookups in increasing key order read the file
     /// forward; a key below the last one looked up is found again by bisection.
     pub fn file(&self, key: &str, stamp: &FileStamp, options: AddOptions) -> Option<Cached> {
-        self.lookup(key).filter(|c| c.describes(stamp, options))
+        self.entry(key).filter(|c| c.describes(stamp, options))
     }
 
     /// Number of file entries.
@@ -1545,10 +1541,10 @@ mod tests {
                     .file(&key(i), &entry(i).stamp, AddOptions::V1)
                     .unwrap_or_else(|| panic!("{} not found", key(i)));
                 assert_eq!(found.entry, entry(i));
-                assert!(cache.lookup(&format!("{}x", key(i))).is_none());
+                assert!(cache.entry(&format!("{}x", key(i))).is_none());
             }
         }
-        assert!(cache.lookup("").is_none() && cache.lookup("zzz").is_none());
+        assert!(cache.entry("").is_none() && cache.entry("zzz").is_none());
         // The entries under one directory, kept as they are.
         let mut w = CacheWriter::new(dir.path(), Some("v1"), None).unwrap();
         w.keep_under(&cache, "d3").unwrap();
