@@ -990,6 +990,21 @@ impl CacheWriter {
         Ok(())
     }
 
+    /// Adds file entries that are as the cache being replaced has them (each key once across
+    /// the whole cache, as for [`CacheWriter::files`]), in any order.
+    pub fn keep(&mut self, mut entries: Vec<(String, Box<Cached>)>) -> io::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let start = self.written;
+        for (_, was) in &entries {
+            self.keep_line(was.offset, &was.line, was.on_node)?;
+        }
+        self.runs.push((start, self.written));
+        Ok(())
+    }
+
     /// Keeps the entries of `cache` under the directory `prefix` (a release taken by its CID,
     /// whose files were not looked at).
     pub fn keep_under(&mut self, cache: &FileCache, prefix: &str) -> io::Result<()> {

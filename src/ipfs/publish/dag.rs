@@ -289,11 +289,7 @@ impl Batch<'_, '_> {
         .filter(|c| c.entry.dep == dep);
         let read = match &cached {
             None => true,
-            Some(cached) => {
-                opts.read_all
-                    || self.h.router.writes_car()
-                    || node_needs_file(self.h.router, opts, cached)
-            }
+            Some(cached) => self.h.must_read(cached),
         };
         Plan { cached, dep, read }
     }
@@ -430,6 +426,21 @@ impl Batch<'_, '_> {
 }
 
 impl Hasher<'_> {
+    /// Whether a file whose cache entry `cached` still describes it is read all the same:
+    /// every file is (`read_all`), its blocks go to a CAR file, or the node needs them.
+    pub(super) fn must_read(&self, cached: &Cached) -> bool {
+        self.opts.read_all
+            || self.router.writes_car()
+            || node_needs_file(self.router, self.opts, cached)
+    }
+
+    /// Counts `n` files the walk took from the cache itself (see [`Hasher::must_read`]).
+    pub(super) fn count_from_cache(&self, n: u64) {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.files += n;
+        stats.files_from_cache += n;
+    }
+
     /// Hashes `sources` (sorted by key, each new), the plain files first and then the
     /// narinfos, whose NARs are then in `done`; adds each root to `done` and returns each
     /// source's cache entry.

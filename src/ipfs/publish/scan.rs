@@ -9,7 +9,10 @@
 //! remembered, so the tens of thousands of links of the release views cost a few system calls
 //! each. New sources wait in a batch of at most [`BATCH`] files, hashed together on the
 //! pool of threads ([`super::dag`]); a directory is built as soon as its entries are known,
-//! its blocks delivered, and only its root kept. The global `binary_cache/nar` comes before
+//! its blocks delivered, and only its root kept. A file whose cache entry still describes it,
+//! and whose blocks nothing needs (no CAR file is written, the node holds them), is not
+//! batched: its root is taken from the entry at once (a narinfo's when its NAR hashed to the
+//! CID the entry names). The global `binary_cache/nar` comes before
 //! the narinfos that name its files, so a narinfo's NAR is known when the narinfo is hashed.
 //! A release whose `ipfs_hash` the cache and the node vouch for is taken by its CID, without
 //! looking inside.
@@ -466,6 +469,10 @@ struct Walker<'a> {
     /// The sources waiting to be hashed, and their fingerprints.
     batch: Vec<Source>,
     in_batch: FingerprintSet,
+    /// Files taken from the cache since the last flush, and their entries when a cache file
+    /// is written (each kept as it was).
+    taken: u64,
+    kept: Vec<(String, Box<Cached>)>,
     /// The root of every source hashed, by the fingerprint of its key.
     done: RootMap,
     releases: Vec<Release>,
@@ -762,6 +769,26 @@ impl Walker<'_> {
             self.warn(format!("{}: skipped: not a regular file", path.display()));
             return Ok(None);
         }
+        // A file whose cache entry still describes it, and whose blocks nothing needs, is
+        // taken as the entry says, without waiting for a batch.
+        let lookup = match lookup {
+            Lookup::Hit(cached) if !narinfo && cached.entry.dep.is_none() => {
+                if !self.hasher.must_read(&cached) {
+                    return self.take_cached(key, id, cached);
+                }
+                Lookup::Hit(cached)
+            }
+            lookup => lookup,
+        };
+        let found = match found {
+            Some(NarinfoFound::Cached(cached)) if narinfo && self.nar_as_cached(&cached) => {
+                if !self.hasher.must_read(&cached) {
+                    return self.take_cached(key, id, cached);
+                }
+                Some(NarinfoFound::Cached(cached))
+            }
+            found => found,
+        };
         let stamp = meta.stamp;
         let (kind, cached) = if narinfo {
             match self.narinfo_nar(&key, &real, &stamp, found)? {
@@ -785,6 +812,32 @@ impl Walker<'_> {
             cached,
         });
         Ok(Some(Entry::Pending(id)))
+    }
+
+    /// Takes the file `key` (fingerprint `id`) as its cache entry `cached` says.
+    fn take_cached(
+        &mut self,
+        key: String,
+        id: u128,
+        cached: Box<Cached>,
+    ) -> Result<Option<Entry>, PublishError> {
+        let root = Root::of(cached.entry.root, &key)?;
+        self.done.insert(id, root);
+        self.taken += 1;
+        if self.writer.is_some() {
+            self.kept.push((key, cached));
+        }
+        Ok(Some(Entry::File(root)))
+    }
+
+    /// Whether the NAR that the narinfo entry `cached` names is the one this walk hashed at
+    /// the same key, with the same CID (then the narinfo's published bytes are as cached).
+    fn nar_as_cached(&self, cached: &Cached) -> bool {
+        cached.entry.dep.as_ref().is_some_and(|dep| {
+            self.done
+                .get(&fingerprint128(dep.key.as_bytes()))
+                .is_some_and(|root| Some(root.cid) == ShortCid::of(&dep.cid))
+        })
     }
 
     /// The NAR of a narinfo (its key and fingerprint, after adding it to the batch if it is
@@ -860,6 +913,19 @@ impl Walker<'_> {
     /// Hashes the batch: its sources join the ones done, their cache entries go to the
     /// writer.
     fn flush(&mut self) -> Result<(), PublishError> {
+        if self.taken > 0 {
+            self.hasher
+                .count_from_cache(std::mem::take(&mut self.taken));
+        }
+        if !self.kept.is_empty() {
+            let kept = std::mem::take(&mut self.kept);
+            if let Some(writer) = self.writer.as_deref_mut() {
+                writer.keep(kept).map_err(|e| PublishError::Io {
+                    path: "the cache of file CIDs (temporary file)".into(),
+                    source: e,
+                })?;
+            }
+        }
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -895,7 +961,7 @@ impl Walker<'_> {
         entry: Entry,
     ) -> Result<(), PublishError> {
         entries.push((name, entry));
-        if self.batch.len() >= BATCH {
+        if self.batch.len() >= BATCH || self.kept.len() >= BATCH {
             // Its entries stay pending until their directory is built.
             self.flush()?;
         }
@@ -1099,6 +1165,8 @@ pub fn walk(
         resolver: Resolver::new(),
         batch: Vec::new(),
         in_batch: FingerprintSet::default(),
+        taken: 0,
+        kept: Vec::new(),
         done: RootMap::default(),
         releases: Vec::new(),
         release_by_path: HashMap::new(),
@@ -1435,10 +1503,13 @@ mod tests {
         assert_eq!(first.stats.files_read, 9);
         let (cache, _) = FileCache::load(&path, &legacy).unwrap();
         assert_eq!(cache.file_count(), 9);
+        let before = fs::read(&path).unwrap();
         let second = run(&cache);
         assert_eq!(second.root, first.root);
         assert_eq!(second.stats.files_read, 0);
         assert_eq!(second.stats.files_from_cache, 9);
+        // Every entry taken from the cache is kept as it was.
+        assert_eq!(fs::read(&path).unwrap(), before);
 
         // A NAR that changes changes its narinfo's published bytes too.
         let (cache, _) = FileCache::load(&path, &legacy).unwrap();
