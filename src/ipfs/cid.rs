@@ -307,6 +307,11 @@ impl ShortCid {
         Some(ShortCid(key))
     }
 
+    /// Its 34 bytes: version, codec, digest.
+    pub fn as_bytes(&self) -> &[u8; 34] {
+        &self.0
+    }
+
     /// The CID.
     pub fn cid(&self) -> Cid {
         Cid::new(self.0[0], u64::from(self.0[1]), SHA2_256, &self.0[2..])

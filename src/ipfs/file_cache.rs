@@ -6,7 +6,10 @@
 //! same; a narinfo entry also names the NAR whose CID went into its `IPFSHash` line, and is
 //! trusted only while that NAR still has that CID. Anything else makes the file be hashed
 //! again. Directory entries remember the CID and cumulative size of published directories
-//! (what a release's `ipfs_hash` file alone cannot tell).
+//! (what a release's `ipfs_hash` file alone cannot tell), and the SHA-256 of the listing they
+//! were built from (each entry's name, CID and cumulative size, in name order): a directory
+//! listed the same again has the same CID, and need not be built while nothing needs its
+//! blocks.
 //!
 //! The whole cache is for one import layout ([`crate::ipfs::profile::Layout::descriptor`]): a
 //! cache made with another layout is not used but replaced, so that switching profiles hashes
@@ -24,9 +27,11 @@
 //! layout v0-raw-262144-174-kubo
 //! node 12D3KooW…
 //! f SIZE MTIME_SEC MTIME_NSEC INODE CID_VERSION RAW_LEAVES CID TSIZE ON_NODE DEP_CID DEP_KEY KEY
-//! d CID TSIZE ON_NODE KEY
+//! d CID TSIZE ON_NODE LISTING KEY
 //! ```
-//! (`DEP_CID` and `DEP_KEY` are `-` for files that depend on nothing.) The original scripts'
+//! (`DEP_CID` and `DEP_KEY` are `-` for files that depend on nothing; `LISTING` is the
+//! listing's digest in hex, and a `d` line without it, as older versions wrote, is read as a
+//! directory whose listing is not known.) The original scripts'
 //! `NAME:CID` file carries no size or time, so it is not trusted: it is replaced.
 //!
 //! The `f` lines are sorted by key (byte-wise, unescaped) and come before the `d` lines. The
@@ -43,6 +48,7 @@ use std::path::Path;
 
 use super::cid::{Cid, CidSet};
 use super::unixfs::{AddOptions, Added};
+use crate::hash::Sha256Hash;
 
 /// Name of the cache file in the mirror directory.
 pub const CACHE_FILE: &str = "ipfs_hashes";
@@ -259,16 +265,40 @@ fn parse_file_line(line: &str) -> Option<(&str, FileEntry, bool)> {
 }
 
 /// A `d` line: its key, directory and "on the node" mark.
-fn parse_dir_line(line: &str) -> Option<(String, Added, bool)> {
+/// A directory's entry in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedDir {
+    /// Its root CID and cumulative size.
+    pub added: Added,
+    /// Whether its DAG is on the cache's node.
+    pub on_node: bool,
+    /// The digest of the listing it was built from, when recorded.
+    pub listing: Option<Sha256Hash>,
+}
+
+fn parse_dir_line(line: &str) -> Option<(String, CachedDir)> {
     let fields: Vec<&str> = line.split(' ').collect();
-    let ["d", cid, tsize, on, key] = fields[..] else {
-        return None;
+    let (cid, tsize, on, listing, key) = match fields[..] {
+        ["d", cid, tsize, on, key] => (cid, tsize, on, None, key),
+        ["d", cid, tsize, on, listing, key] => (
+            cid,
+            tsize,
+            on,
+            Some(Sha256Hash::from_hex(listing).ok()?),
+            key,
+        ),
+        _ => return None,
     };
     let added = Added {
         cid: Cid::parse(cid).ok()?,
         tsize: tsize.parse().ok()?,
     };
-    Some((unescape(key)?, added, flag(on)?))
+    let dir = CachedDir {
+        added,
+        on_node: flag(on)?,
+        listing,
+    };
+    Some((unescape(key)?, dir))
 }
 
 /// Writes the `f` line of `key` (without its newline).
@@ -566,7 +596,7 @@ pub struct FileCache {
     unmarked: usize,
     /// The `layout` line of the file, as it was.
     layout_line: Option<String>,
-    dirs: HashMap<String, (Added, bool)>,
+    dirs: HashMap<String, CachedDir>,
     node: Option<String>,
     layout: Option<String>,
 }
@@ -685,8 +715,8 @@ impl FileCache {
                     cache.layout = Some(l.to_string())
                 }
                 (Some("d"), Some(_)) => match parse_dir_line(&line) {
-                    Some((key, added, on)) => {
-                        cache.dirs.insert(key, (added, on));
+                    Some((key, dir)) => {
+                        cache.dirs.insert(key, dir);
                     }
                     None => return damaged(),
                 },
@@ -759,7 +789,16 @@ impl FileCache {
 
     /// The recorded CID and cumulative size of the directory published at `key`.
     pub fn dir(&self, key: &str) -> Option<Added> {
-        self.dirs.get(key).map(|(added, _)| *added)
+        self.dirs.get(key).map(|d| d.added)
+    }
+
+    /// The recorded CID and cumulative size of the directory published at `key`, when it was
+    /// built from the listing whose digest is `listing`.
+    pub fn dir_listed(&self, key: &str, listing: &Sha256Hash) -> Option<Added> {
+        self.dirs
+            .get(key)
+            .filter(|d| d.listing.as_ref() == Some(listing))
+            .map(|d| d.added)
     }
 
     /// The node the "on the node" marks are for.
@@ -782,8 +821,8 @@ impl FileCache {
         set.extend(
             self.dirs
                 .values()
-                .filter(|(_, on)| *on)
-                .map(|(added, _)| added.cid),
+                .filter(|d| d.on_node)
+                .map(|d| d.added.cid),
         );
         set
     }
@@ -804,7 +843,7 @@ impl FileCache {
     /// Whether the marks are for node `node_id` and mark anything as on it.
     pub fn marks_anything_on(&self, node_id: &str) -> bool {
         self.node.as_deref() == Some(node_id)
-            && (self.unmarked < self.files || self.dirs.values().any(|(_, on)| *on))
+            && (self.unmarked < self.files || self.dirs.values().any(|d| d.on_node))
     }
 
     /// Calls `f` with the line of every file entry whose key is under the directory
@@ -881,7 +920,7 @@ pub struct CacheWriter {
     runs_file: io::BufWriter<fs::File>,
     written: u64,
     runs: Vec<(u64, u64)>,
-    dirs: Vec<(String, Added, bool)>,
+    dirs: Vec<(String, CachedDir)>,
     layout: Option<String>,
     node: Option<String>,
     baseline: Option<Baseline>,
@@ -898,7 +937,7 @@ struct Baseline {
     files: usize,
     offsets: u64,
     unmarked: usize,
-    dirs: HashMap<String, (Added, bool)>,
+    dirs: HashMap<String, CachedDir>,
     layout_line: Option<String>,
     node: Option<String>,
 }
@@ -1015,19 +1054,19 @@ impl CacheWriter {
         if self.written > start {
             self.runs.push((start, self.written));
         }
-        for (key, (added, on)) in &cache.dirs {
+        for (key, dir) in &cache.dirs {
             if key.starts_with(prefix)
                 && (key.len() == prefix.len() || key[prefix.len()..].starts_with('/'))
             {
-                self.dir(key.clone(), *added, *on);
+                self.dir(key.clone(), *dir);
             }
         }
         Ok(())
     }
 
     /// Adds the directory published at `key`.
-    pub fn dir(&mut self, key: String, added: Added, on_node: bool) {
-        self.dirs.push((key, added, on_node));
+    pub fn dir(&mut self, key: String, dir: CachedDir) {
+        self.dirs.push((key, dir));
     }
 
     /// Merges the runs into the cache file at `path`, written atomically. With
@@ -1070,10 +1109,12 @@ impl CacheWriter {
             return false;
         }
         // The directories as the merge writes them: the first of each key.
-        let mut dirs: HashMap<&str, (Added, bool)> = HashMap::with_capacity(self.dirs.len());
-        for (key, added, on) in &self.dirs {
-            dirs.entry(key.as_str())
-                .or_insert((*added, *on || node_holds_all));
+        let mut dirs: HashMap<&str, CachedDir> = HashMap::with_capacity(self.dirs.len());
+        for (key, dir) in &self.dirs {
+            dirs.entry(key.as_str()).or_insert(CachedDir {
+                on_node: dir.on_node || node_holds_all,
+                ..*dir
+            });
         }
         dirs.len() == old.dirs.len()
             && dirs
@@ -1150,15 +1191,18 @@ impl CacheWriter {
         }
         dirs.sort_by(|a, b| a.0.cmp(&b.0));
         dirs.dedup_by(|a, b| a.0 == b.0);
-        for (key, d, on) in &dirs {
-            writeln!(
+        for (key, d) in &dirs {
+            write!(
                 out,
-                "d {} {} {} {}",
-                d.cid,
-                d.tsize,
-                u8::from(*on || node_holds_all),
-                escape(key)
+                "d {} {} {} ",
+                d.added.cid,
+                d.added.tsize,
+                u8::from(d.on_node || node_holds_all),
             )?;
+            if let Some(listing) = &d.listing {
+                write!(out, "{} ", listing.to_hex())?;
+            }
+            writeln!(out, "{}", escape(key))?;
         }
         let tmp = out.into_inner().map_err(|e| e.into_error())?;
         if same_bytes(tmp.as_file(), path)? {
@@ -1256,12 +1300,20 @@ mod tests {
             .unwrap();
         w.files(vec![next(NAR, nar, true)]).unwrap();
         let dir = cid("QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn");
-        w.dir(String::new(), Added { cid: dir, tsize: 4 }, true);
-        w.dir(
-            "releases/c/n".to_string(),
-            Added { cid: dir, tsize: 4 },
-            false,
-        );
+        let added = Added { cid: dir, tsize: 4 };
+        let top = CachedDir {
+            added,
+            on_node: true,
+            listing: Some(crate::hash::sha256(b"the listing")),
+        };
+        w.dir(String::new(), top);
+        // As older versions recorded a directory: without its listing.
+        let release = CachedDir {
+            added,
+            on_node: false,
+            listing: None,
+        };
+        w.dir("releases/c/n".to_string(), release);
         w.finish(path, None, false).unwrap();
     }
 
@@ -1283,7 +1335,7 @@ mod tests {
         );
         assert!(
             text.ends_with(
-                " 1 %00\nd QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn 4 0 releases/c/n\n"
+                " %00\nd QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn 4 0 releases/c/n\n"
             ),
             "{text}"
         );
@@ -1307,6 +1359,19 @@ mod tests {
         assert!(!narinfo.on_node);
         assert_eq!(narinfo.entry.dep.unwrap().key, NAR);
         assert_eq!(loaded.dir("").unwrap().tsize, 4);
+        // A directory is known by its listing only when that was recorded.
+        let listing = crate::hash::sha256(b"the listing");
+        assert!(
+            text.contains(&format!(" 4 1 {} %00\n", listing.to_hex())),
+            "{text}"
+        );
+        assert_eq!(loaded.dir_listed("", &listing).unwrap().tsize, 4);
+        assert_eq!(
+            loaded.dir_listed("", &crate::hash::sha256(b"another")),
+            None
+        );
+        assert_eq!(loaded.dir_listed("releases/c/n", &listing), None);
+        assert!(loaded.dir("releases/c/n").is_some());
         // The marked directory; the files' marks come with their entries.
         assert_eq!(loaded.known_on_node("12D3KooWtest").len(), 1);
         assert!(loaded.known_on_node("12D3KooWother").is_empty());
@@ -1588,22 +1653,44 @@ mod tests {
             on_node: c.on_node,
             was: Some(c),
         };
-        let dirs = |w: &mut CacheWriter, top_on: bool| {
+        let dirs = |w: &mut CacheWriter, top_on: bool, listing: &[u8]| {
             let d = cid("QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn");
-            w.dir(String::new(), Added { cid: d, tsize: 4 }, top_on);
-            w.dir("releases/c/n".into(), Added { cid: d, tsize: 4 }, false);
+            let dir = |on_node, listing| CachedDir {
+                added: Added { cid: d, tsize: 4 },
+                on_node,
+                listing,
+            };
+            w.dir(
+                String::new(),
+                dir(top_on, Some(crate::hash::sha256(listing))),
+            );
+            w.dir("releases/c/n".into(), dir(false, None));
         };
         // (entries, directory mark, node_holds_all) → unchanged?
         let writer = |entries: Vec<NextEntry>, top_on: bool| {
             let mut w = CacheWriter::replacing(dir.path(), &cache).unwrap();
             w.files(entries).unwrap();
-            dirs(&mut w, top_on);
+            dirs(&mut w, top_on, b"the listing");
             w
         };
         let nar = found(NAR, &stamp());
         let narinfo = found(narinfo_key, &narinfo_stamp);
         let same = || vec![again(nar.clone(), NAR), again(narinfo.clone(), narinfo_key)];
         assert!(writer(same(), true).unchanged(None, false));
+        // Entries kept as they were, given as such.
+        let mut w = CacheWriter::replacing(dir.path(), &cache).unwrap();
+        w.keep(vec![
+            (narinfo_key.to_string(), Box::new(narinfo.clone())),
+            (NAR.to_string(), Box::new(nar.clone())),
+        ])
+        .unwrap();
+        dirs(&mut w, true, b"the listing");
+        assert!(w.unchanged(None, false));
+        // A directory listed otherwise.
+        let mut w = CacheWriter::replacing(dir.path(), &cache).unwrap();
+        w.files(same()).unwrap();
+        dirs(&mut w, true, b"another listing");
+        assert!(!w.unchanged(None, false));
         // The narinfo was not marked: pinned now, its mark changes.
         assert!(!writer(same(), true).unchanged(Some("12D3KooWtest"), true));
         // A directory's mark, an entry left out, an entry changed, an entry added.

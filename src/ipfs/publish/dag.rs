@@ -9,10 +9,11 @@ use std::io::{self, Read};
 use std::sync::{Mutex, OnceLock};
 
 use rayon::prelude::*;
+use sha2::{Digest, Sha256};
 
 use super::scan::{Lookup, Source, SourceKind};
 use super::{io_error, PublishError, IPFS_HASH_FIELD};
-use crate::hash::FingerprintMap;
+use crate::hash::{FingerprintMap, Sha256Hash};
 use crate::ipfs::cid::{Cid, ShortCid};
 use crate::ipfs::directory::DirectoryError;
 use crate::ipfs::file_cache::{Cached, Dependency, FileCache, FileEntry};
@@ -47,6 +48,11 @@ pub struct HashStats {
     /// Files whose cache entry matched by size and time but whose content hashed to another
     /// CID (changed without changing its time).
     pub cache_mismatches: u64,
+    /// Directories built (their blocks made and hashed).
+    pub dirs_built: u64,
+    /// Directories whose CID came from the cache: listed as when it was recorded, and their
+    /// blocks not needed.
+    pub dirs_from_cache: u64,
 }
 
 /// The root of a file or directory DAG as kept per file: a [`ShortCid`] and the cumulative
@@ -106,7 +112,7 @@ struct PackedRoot {
 }
 
 /// Entries of a [`RootMap`] kept in its hash map before they join the list.
-const RECENT_ROOTS: usize = 16 * 1024;
+const RECENT_ROOTS: usize = 64 * 1024;
 
 impl RootMap {
     /// The root of the file whose key has the fingerprint `id`.
@@ -183,6 +189,19 @@ impl RootMap {
             self.index.push(at as u32);
         }
     }
+}
+
+/// The digest of the listing a directory is built from: its entries' names, CIDs and
+/// cumulative sizes, in the order given (name order); see [`FileCache::dir_listed`].
+pub(super) fn listing_digest(entries: &[(String, Root)]) -> Sha256Hash {
+    let mut hasher = Sha256::new();
+    for (name, root) in entries {
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update(root.cid.as_bytes());
+        hasher.update(root.tsize.to_le_bytes());
+    }
+    Sha256Hash(hasher.finalize().into())
 }
 
 /// Reads through to a progress phase.
@@ -434,6 +453,20 @@ impl Hasher<'_> {
             || node_needs_file(self.router, self.opts, cached)
     }
 
+    /// Whether the directory whose recorded root is `cid` is built all the same: everything
+    /// is read (`read_all`), its blocks go to a CAR file, or the node needs them.
+    pub(super) fn must_build(&self, cid: &Cid) -> bool {
+        self.opts.read_all || self.router.writes_car() || node_needs(self.router, self.opts, cid)
+    }
+
+    /// Counts a directory taken from the cache.
+    pub(super) fn count_dir_from_cache(&self) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .dirs_from_cache += 1;
+    }
+
     /// Counts `n` files the walk took from the cache itself (see [`Hasher::must_read`]).
     pub(super) fn count_from_cache(&self, n: u64) {
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
@@ -524,6 +557,10 @@ impl Hasher<'_> {
             key: key.to_string(),
             source,
         };
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .dirs_built += 1;
         let mut b = self.opts.layout.directory();
         b.reserve(entries.len());
         for (name, root) in entries {

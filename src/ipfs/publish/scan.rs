@@ -42,13 +42,13 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
 
-use super::dag::{BuildOptions, HashStats, Hasher, Root, RootMap};
+use super::dag::{listing_digest, BuildOptions, HashStats, Hasher, Root, RootMap};
 use super::verify::Sampler;
 use super::{io_error, PublishError, IPFS_HASH_FILE};
 use crate::hash::{fingerprint128, FingerprintSet};
 use crate::ipfs::cid::{Cid, ShortCid};
-use crate::ipfs::file_cache::{CacheWriter, Cached, FileCache, FileStamp, NextEntry};
-use crate::ipfs::unixfs::Added;
+use crate::ipfs::file_cache::{CacheWriter, Cached, CachedDir, FileCache, FileStamp, NextEntry};
+use crate::ipfs::unixfs::{AddOptions, Added};
 use crate::ipfs::upload::Router;
 use crate::narinfo::NarInfo;
 use crate::progress::{Phase, Unit};
@@ -376,52 +376,89 @@ fn key_of(mirror: &Path, real: &Path) -> String {
 struct Ahead {
     /// Its probe, when the entry is a file (else it is probed in order).
     probe: Option<io::Result<Probe>>,
-    /// The key looked up in the cache and what was found there, for a file.
-    early: Option<(String, Option<Cached>)>,
+    /// What the cache holds of the file, when it was looked up.
+    lookup: Lookup,
 }
 
 /// Probes the entries of `chunk` that the listing says are files (in `dirfd`, whose real
 /// path is `real_dir`, in the mirror `mirror`) and looks their keys up in `cache`, at once
-/// (call it on the pool). An entry that is no file is left to the walk.
+/// (call it on the pool): an entry found there that still describes the file (hashed with
+/// `options`) is a hit. An entry that is no file is left to the walk.
 fn probe_files(
     dirfd: BorrowedFd<'_>,
     real_dir: &Path,
     mirror: &Path,
     cache: &FileCache,
+    options: AddOptions,
     chunk: &[(String, Option<fs::FileType>)],
 ) -> Vec<Ahead> {
-    let is_file = |t: &Option<fs::FileType>| t.is_some_and(|t| t.is_file());
     let dir_key = key_of(mirror, real_dir);
-    let (probes, early): (Vec<_>, Vec<_>) = rayon::join(
+    let keys: Vec<Option<String>> = chunk
+        .iter()
+        .map(|(name, file_type)| {
+            file_type
+                .is_some_and(|t| t.is_file())
+                .then(|| join_key(&dir_key, name))
+        })
+        .collect();
+    // The files are asked about on the pool while their keys are looked up in order (the
+    // cache is read forward).
+    let (stats, found): (Vec<_>, Vec<_>) = rayon::join(
         || {
             chunk
                 .par_iter()
-                .map(|(name, file_type)| {
-                    if !is_file(file_type) {
-                        return None;
-                    }
-                    probe_file(dirfd, real_dir, &dir_key, name).transpose()
+                .zip(&keys)
+                .map(|((name, _), key)| {
+                    let key = key.as_ref()?;
+                    let stat = rustix::fs::statat(dirfd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW);
+                    Some((stat, fingerprint128(key.as_bytes())))
                 })
                 .collect()
         },
         || {
-            chunk
-                .iter()
-                .map(|(name, file_type)| {
-                    if !is_file(file_type) {
-                        return None;
-                    }
-                    let key = join_key(&dir_key, name);
-                    let found = cache.entry(&key);
-                    Some((key, found))
-                })
+            keys.iter()
+                .map(|key| key.as_ref().and_then(|key| cache.entry(key)))
                 .collect()
         },
     );
-    probes
-        .into_iter()
-        .zip(early)
-        .map(|(probe, early)| Ahead { probe, early })
+    chunk
+        .iter()
+        .zip(keys)
+        .zip(stats.into_iter().zip(found))
+        .map(|(((name, _), key), (stat, found))| {
+            let (Some(key), Some((stat, id))) = (key, stat) else {
+                return Ahead {
+                    probe: None,
+                    lookup: Lookup::NotDone,
+                };
+            };
+            match stat {
+                // Became a link since it was listed: probed in order.
+                Ok(stat) if is_symlink(&stat) => Ahead {
+                    probe: None,
+                    lookup: Lookup::NotDone,
+                },
+                Ok(stat) => {
+                    let meta = Meta::of_stat(&stat);
+                    let lookup = found
+                        .filter(|c| c.describes(&meta.stamp, options))
+                        .map_or(Lookup::Miss, |c| Lookup::Hit(Box::new(c)));
+                    Ahead {
+                        probe: Some(Ok(Probe {
+                            real: real_dir.join(name),
+                            key,
+                            id,
+                            meta: Some(meta),
+                        })),
+                        lookup,
+                    }
+                }
+                Err(e) => Ahead {
+                    probe: Some(Err(e.into())),
+                    lookup: Lookup::NotDone,
+                },
+            }
+        })
         .collect()
 }
 
@@ -559,7 +596,7 @@ impl Walker<'_> {
             }
             Err(e) => return Err(io_error(path)(e)),
         };
-        self.source_at(path, probe, narinfo, None, Lookup::NotDone)
+        self.source_at(|| path.to_path_buf(), probe, narinfo, None, Lookup::NotDone)
     }
 
     /// The entries of the files `names` of `dir` (each `narinfo` or not), added to
@@ -589,13 +626,15 @@ impl Walker<'_> {
         let pool = std::sync::Arc::clone(&self.hasher.pool);
         let mirror = self.mirror.clone();
         let cache = self.opts.cache;
+        let options = self.opts.build.layout.add;
         let fd = dirfd.as_fd();
         std::thread::scope(|scope| {
             let (ahead_tx, ahead_rx) = std::sync::mpsc::sync_channel(1);
             let (real_dir, mirror) = (real_dir.as_path(), mirror.as_path());
             scope.spawn(move || {
                 for chunk in names.chunks(PROBE_CHUNK) {
-                    let ahead = pool.install(|| probe_files(fd, real_dir, mirror, cache, chunk));
+                    let ahead =
+                        pool.install(|| probe_files(fd, real_dir, mirror, cache, options, chunk));
                     if ahead_tx.send(ahead).is_err() {
                         break;
                     }
@@ -626,8 +665,8 @@ impl Walker<'_> {
         narinfo: bool,
         entries: &mut Vec<(String, Entry)>,
     ) -> Result<(), PublishError> {
-        let (probes, early): (Vec<Option<io::Result<Probe>>>, Vec<_>) =
-            ahead.into_iter().map(|a| (a.probe, a.early)).unzip();
+        let (probes, lookups): (Vec<Option<io::Result<Probe>>>, Vec<Lookup>) =
+            ahead.into_iter().map(|a| (a.probe, a.lookup)).unzip();
         let probes: Vec<io::Result<Probe>> = {
             let prober = self.prober();
             let fd = dirfd.as_fd();
@@ -642,26 +681,6 @@ impl Walker<'_> {
                     .collect()
             })
         };
-        // What the cache holds of each probe, when it was looked up.
-        let options = self.opts.build.layout.add;
-        let lookups: Vec<Lookup> = probes
-            .iter()
-            .zip(early)
-            .map(|(probe, early)| match (probe, early) {
-                // The key looked up is the probe's (not so if the file became a link).
-                (
-                    Ok(Probe {
-                        meta: Some(meta),
-                        key,
-                        ..
-                    }),
-                    Some((looked_up, found)),
-                ) if *key == looked_up => found
-                    .filter(|c| c.describes(&meta.stamp, options))
-                    .map_or(Lookup::Miss, |c| Lookup::Hit(Box::new(c))),
-                _ => Lookup::NotDone,
-            })
-            .collect();
         // A narinfo's lookup goes with what was found of it; a plain file's with its source.
         let (found, lookups) = if narinfo {
             (self.narinfo_texts(&probes, lookups), Vec::new())
@@ -673,16 +692,17 @@ impl Walker<'_> {
         for ((name, _), probe) in chunk.iter().zip(probes) {
             let text = found.next().flatten();
             let lookup = lookups.next().unwrap_or(Lookup::NotDone);
-            let path = dir.join(name);
+            // Its path is made only for a message.
+            let path = || dir.join(name);
             let probe = match probe {
                 Ok(probe) => probe,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.warn_dangling(&path);
+                    self.warn_dangling(&path());
                     continue;
                 }
-                Err(e) => return Err(io_error(&path)(e)),
+                Err(e) => return Err(io_error(&path())(e)),
             };
-            if let Some(e) = self.source_at(&path, probe, narinfo, text, lookup)? {
+            if let Some(e) = self.source_at(path, probe, narinfo, text, lookup)? {
                 self.push(entries, name.clone(), e)?;
             }
         }
@@ -738,11 +758,12 @@ impl Walker<'_> {
         })
     }
 
-    /// [`Walker::source`] of `path`, resolved as `probe`; a narinfo's bytes may have been
-    /// read already (`found`), a file's cache entry looked up already (`lookup`).
+    /// [`Walker::source`] of the path `path` makes, resolved as `probe`; a narinfo's bytes
+    /// may have been read already (`found`), a file's cache entry looked up already
+    /// (`lookup`).
     fn source_at(
         &mut self,
-        path: &Path,
+        path: impl FnOnce() -> PathBuf,
         probe: Probe,
         narinfo: bool,
         found: Option<NarinfoFound>,
@@ -766,7 +787,7 @@ impl Walker<'_> {
             None => Meta::of(&fs::metadata(&real).map_err(io_error(&real))?),
         };
         if !meta.is_file {
-            self.warn(format!("{}: skipped: not a regular file", path.display()));
+            self.warn(format!("{}: skipped: not a regular file", path().display()));
             return Ok(None);
         }
         // A file whose cache entry still describes it, and whose blocks nothing needs, is
@@ -895,7 +916,7 @@ impl Walker<'_> {
                 let nar_key = probe.key.clone();
                 let nar = probe.id;
                 Ok(self
-                    .source_at(&nar_path, probe, false, None, Lookup::NotDone)?
+                    .source_at(|| nar_path.clone(), probe, false, None, Lookup::NotDone)?
                     .map(|_| (nar_key, nar, kept, cached)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -1004,9 +1025,22 @@ impl Walker<'_> {
                 self.sampler.file(&path, cid);
             }
         }
-        let added = self.hasher.directory(key, roots)?;
+        // Listed as when it was recorded: the same CID, built only when its blocks are needed.
+        let listing = listing_digest(&roots);
+        let added = match self.opts.cache.dir_listed(key, &listing) {
+            Some(added) if !self.hasher.must_build(&added.cid) => {
+                self.hasher.count_dir_from_cache();
+                added
+            }
+            _ => self.hasher.directory(key, roots)?,
+        };
         if let Some(writer) = self.writer.as_deref_mut() {
-            writer.dir(key.to_string(), added, false);
+            let dir = CachedDir {
+                added,
+                on_node: false,
+                listing: Some(listing),
+            };
+            writer.dir(key.to_string(), dir);
         }
         Ok(Entry::Dir(Root::of(added, key)?))
     }
@@ -1508,6 +1542,11 @@ mod tests {
         assert_eq!(second.root, first.root);
         assert_eq!(second.stats.files_read, 0);
         assert_eq!(second.stats.files_from_cache, 9);
+        // Every directory is listed as recorded: none is built again.
+        assert!(first.stats.dirs_built > 3, "{:?}", first.stats);
+        assert_eq!(first.stats.dirs_from_cache, 0);
+        assert_eq!(second.stats.dirs_built, 0);
+        assert_eq!(second.stats.dirs_from_cache, first.stats.dirs_built);
         // Every entry taken from the cache is kept as it was.
         assert_eq!(fs::read(&path).unwrap(), before);
 
@@ -1521,11 +1560,18 @@ mod tests {
         let third = run(&cache);
         assert_eq!(third.stats.files_read, 2, "the NAR and its narinfo");
         assert_ne!(third.root, first.root);
+        // The directories that hold them are built again, the others not.
+        assert!(third.stats.dirs_built >= 3, "{:?}", third.stats);
+        assert!(third.stats.dirs_from_cache > 0, "{:?}", third.stats);
         // A CAR file needs every block: every file is read, with the same roots.
         let (cache, _) = FileCache::load(&path, &legacy).unwrap();
         let car = out.path().join("m.car");
         let (fourth, stats) = walk_mirror(dir.path(), &cache, Some(&car), None);
         assert_eq!((fourth.root, fourth.stats.files_read), (third.root, 9));
+        assert_eq!(
+            fourth.stats.dirs_from_cache, 0,
+            "a CAR file needs every directory"
+        );
         let bytes = fs::read(&car).unwrap();
         let mut reader = crate::ipfs::car::CarReader::new(&bytes[..]).unwrap();
         let mut blocks = 0;
