@@ -91,7 +91,7 @@ impl Root {
 }
 
 /// The roots of the files hashed so far, by the fingerprint of their keys, in 58 bytes each:
-/// a sorted list, and the newest few thousand in a hash map, merged into the list in place
+/// a sorted list, and the newest (up to 65,536) in a hash map, merged into the list in place
 /// when it fills (a hash map of every file would take two to three times as much). The list
 /// is indexed by the first 16 bits of the fingerprints (uniform: a lookup searches a few
 /// entries).
