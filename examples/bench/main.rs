@@ -9,8 +9,8 @@
 //! It generates deterministic, valid binary caches (real NARs, hashes, signatures and a DAG of
 //! references; see `dataset.rs`), serves them with nginx over HTTP/1.1, runs each
 //! case several times, and prints a table of median wall time, peak RSS and the ratio to the
-//! floor; the table is written into BENCHMARKS.md between markers (with `--small`, into the work
-//! directory). A benchmark never fails because of a result: it exits non-zero only when it could
+//! floor; the table is written into BENCHMARKS.md between markers (with `--small`, or for a
+//! partial run with `--cases` or `--skip`, into the work directory). A benchmark never fails because of a result: it exits non-zero only when it could
 //! not run at all. `--help` lists the options.
 
 mod dataset;
@@ -72,7 +72,9 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Where to write the results (default: BENCHMARKS.md in the source tree; with --small,
-    /// BENCHMARKS-small.md in the work directory).
+    /// BENCHMARKS-small.md in the work directory; with --cases or --skip, a partial run,
+    /// BENCHMARKS-partial.md in the work directory, so that it never replaces a full run's
+    /// table).
     #[arg(long)]
     output: Option<PathBuf>,
     /// Only serve the data for this many seconds (for profiling by hand), then stop.
@@ -1219,6 +1221,8 @@ fn run() -> Result<()> {
     let output = b.args.output.clone().unwrap_or_else(|| {
         if small {
             work.join("BENCHMARKS-small.md")
+        } else if !b.args.cases.is_empty() || !b.args.skip.is_empty() {
+            work.join("BENCHMARKS-partial.md")
         } else {
             manifest_dir.join("BENCHMARKS.md")
         }
