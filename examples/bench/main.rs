@@ -727,6 +727,8 @@ fn closure_cases(
             if !warm.ok || !warm2.ok {
                 eprintln!("  warm-up failed; see {}", b.log_dir.display());
             }
+            // The mirror just written goes to the disk now, not during the cases after it.
+            let _ = std::process::Command::new("sync").status();
             b.case(
                 "rerun",
                 name,
