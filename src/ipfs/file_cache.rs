@@ -264,7 +264,6 @@ fn parse_file_line(line: &str) -> Option<(&str, FileEntry, bool)> {
     Some((key, entry, flag(on)?))
 }
 
-/// A `d` line: its key, directory and "on the node" mark.
 /// A directory's entry in the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachedDir {
@@ -276,6 +275,7 @@ pub struct CachedDir {
     pub listing: Option<Sha256Hash>,
 }
 
+/// A `d` line: its key and directory.
 fn parse_dir_line(line: &str) -> Option<(String, CachedDir)> {
     let fields: Vec<&str> = line.split(' ').collect();
     let (cid, tsize, on, listing, key) = match fields[..] {
