@@ -432,27 +432,21 @@ fn probe_files(
                     lookup: Lookup::NotDone,
                 };
             };
-            match stat {
-                // Became a link since it was listed: probed in order.
-                Ok(stat) if is_symlink(&stat) => Ahead {
-                    probe: None,
-                    lookup: Lookup::NotDone,
-                },
-                Ok(stat) => {
-                    let meta = Meta::of_stat(&stat);
+            match stat.map(|stat| file_probe(&stat, real_dir, name, key, id)) {
+                Ok(Some(probe)) => {
                     let lookup = found
-                        .filter(|c| c.describes(&meta.stamp, options))
+                        .filter(|c| probe.meta.is_some_and(|m| c.describes(&m.stamp, options)))
                         .map_or(Lookup::Miss, |c| Lookup::Hit(Box::new(c)));
                     Ahead {
-                        probe: Some(Ok(Probe {
-                            real: real_dir.join(name),
-                            key,
-                            id,
-                            meta: Some(meta),
-                        })),
+                        probe: Some(Ok(probe)),
                         lookup,
                     }
                 }
+                // Became a link since it was listed: probed in order.
+                Ok(None) => Ahead {
+                    probe: None,
+                    lookup: Lookup::NotDone,
+                },
                 Err(e) => Ahead {
                     probe: Some(Err(e.into())),
                     lookup: Lookup::NotDone,
@@ -471,17 +465,26 @@ fn probe_file(
     name: &str,
 ) -> io::Result<Option<Probe>> {
     let stat = rustix::fs::statat(dirfd, name, AtFlags::SYMLINK_NOFOLLOW)?;
-    if is_symlink(&stat) {
-        return Ok(None);
-    }
-    let real = real_dir.join(name);
     let key = join_key(dir_key, name);
-    Ok(Some(Probe {
-        id: fingerprint128(key.as_bytes()),
+    let id = fingerprint128(key.as_bytes());
+    Ok(file_probe(&stat, real_dir, name, key, id))
+}
+
+/// The probe of `name` in the directory whose real path is `real_dir`, from its `stat`
+/// (its key `key`, fingerprint `id`); `None` when it is a link.
+fn file_probe(
+    stat: &rustix::fs::Stat,
+    real_dir: &Path,
+    name: &str,
+    key: String,
+    id: u128,
+) -> Option<Probe> {
+    (!is_symlink(stat)).then(|| Probe {
+        real: real_dir.join(name),
         key,
-        real,
-        meta: Some(Meta::of_stat(&stat)),
-    }))
+        id,
+        meta: Some(Meta::of_stat(stat)),
+    })
 }
 
 /// What the walk found of a narinfo before taking it in order.
@@ -793,20 +796,18 @@ impl Walker<'_> {
         // A file whose cache entry still describes it, and whose blocks nothing needs, is
         // taken as the entry says, without waiting for a batch.
         let lookup = match lookup {
-            Lookup::Hit(cached) if !narinfo && cached.entry.dep.is_none() => {
-                if !self.hasher.must_read(&cached) {
-                    return self.take_cached(key, id, cached);
-                }
-                Lookup::Hit(cached)
+            Lookup::Hit(cached)
+                if !narinfo && cached.entry.dep.is_none() && !self.hasher.must_read(&cached) =>
+            {
+                return self.take_cached(key, id, cached)
             }
             lookup => lookup,
         };
         let found = match found {
-            Some(NarinfoFound::Cached(cached)) if narinfo && self.nar_as_cached(&cached) => {
-                if !self.hasher.must_read(&cached) {
-                    return self.take_cached(key, id, cached);
-                }
-                Some(NarinfoFound::Cached(cached))
+            Some(NarinfoFound::Cached(cached))
+                if narinfo && self.nar_as_cached(&cached) && !self.hasher.must_read(&cached) =>
+            {
+                return self.take_cached(key, id, cached)
             }
             found => found,
         };
